@@ -1,0 +1,113 @@
+//! What the core asks the shell to do. Executors turn these into effects and
+//! report results back as events.
+
+use super::event::{Beacon, CopyKind, PeerAnswer, PeerRequest, Secret, Token};
+use super::state::{ConfigMode, Duty, FailoverType, HaState, HealthSummary, Registration, Role};
+use serde::{Deserialize, Serialize};
+
+/// How loud a journal entry is (maps onto syslog and the web page's level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// One line of the HA event journal (the shell adds the wall-clock time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Stable id of the kind of event, e.g. `state_changed`, `peer_lost`.
+    pub kind: String,
+    pub severity: Severity,
+    /// The state the server is in once the event is recorded.
+    pub state: HaState,
+    pub text: String,
+}
+
+/// What survives a restart (written atomically by the shell).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub registration: Option<Registration>,
+    pub state: HaState,
+    /// The state to return to when an Uncertain state clears.
+    #[serde(default)]
+    pub prior: Option<HaState>,
+}
+
+/// A snapshot for `ha status`, `hamon status` and the JSON API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub name: String,
+    pub role: Role,
+    pub state: HaState,
+    pub mode: ConfigMode,
+    pub duty: Duty,
+    pub failover_type: Option<FailoverType>,
+    pub peer_name: Option<String>,
+    pub peer_address: Option<String>,
+    pub peer_state: Option<HaState>,
+    pub peer_reachable: bool,
+    pub health: HealthSummary,
+    pub peer_health: Option<HealthSummary>,
+    pub data_gap: bool,
+    pub registration: Option<Registration>,
+    /// Why HA is held back, when it is (e.g. the node's address changed).
+    pub blocked: Option<String>,
+}
+
+/// The answer to an operator command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Done { message: String },
+    Refused { message: String },
+    Status { status: Box<StatusView> },
+}
+
+/// Where a peer call goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTarget {
+    pub address: String,
+    pub hm_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send one heartbeat to the peer.
+    SendHeartbeat {
+        address: String,
+        port: u16,
+        beacon: Beacon,
+    },
+    /// Probe the peer's Health Monitor (`GET /healthz`); answer `ProbeDone`.
+    Probe { target: PeerTarget },
+    /// A signed request to the peer; answer `PeerReply { id }`. `key`, when
+    /// set, signs this call instead of the installed key (registration).
+    PeerCall {
+        id: u64,
+        target: PeerTarget,
+        request: PeerRequest,
+        key: Option<Secret>,
+    },
+    /// Answer an operator command.
+    Reply { token: Token, reply: Reply },
+    /// Answer a peer request.
+    Answer { token: Token, answer: PeerAnswer },
+    /// Make this duty true (services, VIP); answer `DutyApplied`.
+    SetDuty(Duty),
+    /// Start a data copy; answer `CopyDone`.
+    StartCopy(CopyKind),
+    /// Write the persistent state.
+    Persist(Persisted),
+    /// Record "in sync now" with the wall clock (for the data-gap rule).
+    StampInSync,
+    /// Install (and persist) a new authentication key.
+    InstallKey(Secret),
+    /// Remove replicated HA data from this server (`ha remove`, purge = yes).
+    PurgeData,
+    /// Record an event in the journal (and notify).
+    Journal(JournalEntry),
+    /// Everything is released; the agent may exit.
+    Exit,
+}

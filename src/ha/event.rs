@@ -1,0 +1,172 @@
+//! Everything that can happen to a server, as the core sees it.
+//!
+//! Adapters (heartbeat receiver, HTTP server, control socket, watchers,
+//! executors) turn the world into these values. Time is never read by the
+//! core: each event is stepped with a monotonic `now` in milliseconds.
+
+use super::state::{FailoverType, HaState, HealthSummary, Registration, Role};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Monotonic milliseconds (the shell's clock; the simulator's virtual clock).
+pub type Millis = u64;
+
+/// Routes a reply back to whoever asked (a CLI connection, an HTTP worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u64);
+
+/// A secret string (the HA authentication key). Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What a server announces about itself in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beacon {
+    pub name: String,
+    pub role: Role,
+    pub state: HaState,
+    /// Holds the active duty (services and VIP).
+    pub active: bool,
+    /// The registration this server belongs to: (id, failover type).
+    pub registered: Option<(u64, FailoverType)>,
+    /// Sent once by an agent that is stopping on purpose.
+    pub shutting_down: bool,
+    pub health: HealthSummary,
+    pub hm_port: u16,
+}
+
+/// The data copies the pair makes (the replication issue fills them in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyKind {
+    /// Registration: primary -> secondary, full.
+    Initial,
+    /// Failback: active secondary -> primary.
+    Failback,
+    /// A primary that was out of sync too long: full copy from the secondary.
+    DataGap,
+}
+
+/// An operator's request (CLI or Health Monitor).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Status,
+    Register {
+        /// A fresh random registration id (the core draws no randomness).
+        id: u64,
+        secondary_address: String,
+        secondary_hm_port: u16,
+        failover_type: FailoverType,
+        vips: Vec<String>,
+        emails: Vec<String>,
+        key: Secret,
+    },
+    Failover,
+    Failback,
+    Remove {
+        purge: bool,
+    },
+}
+
+/// A request from the peer server, already authenticated by the shell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum PeerRequest {
+    /// Primary -> secondary: join this registration (secondary fills in its
+    /// own member entry and answers with the completed registration).
+    Register { registration: Registration },
+    /// Primary -> secondary: the initial copy is done; registration holds.
+    RegisterCommit { id: u64 },
+    /// Primary -> secondary: registration failed; go back to Stand Alone.
+    RegisterAbort { id: u64, reason: String },
+    /// Secondary -> primary: prepare to take the active role back.
+    FailbackBegin { registration: Registration },
+    /// Secondary -> primary: data is copied and the secondary has stood down.
+    FailbackCommit { id: u64 },
+    /// Secondary -> primary: the failback is off; stay standby.
+    FailbackAbort { id: u64, reason: String },
+    /// Either -> either: HA configuration removed.
+    Remove { id: u64, purge: bool },
+}
+
+impl PeerRequest {
+    /// Short name used in URLs and messages.
+    pub fn op(&self) -> &'static str {
+        match self {
+            PeerRequest::Register { .. } => "register",
+            PeerRequest::RegisterCommit { .. } => "register_commit",
+            PeerRequest::RegisterAbort { .. } => "register_abort",
+            PeerRequest::FailbackBegin { .. } => "failback_begin",
+            PeerRequest::FailbackCommit { .. } => "failback_commit",
+            PeerRequest::FailbackAbort { .. } => "failback_abort",
+            PeerRequest::Remove { .. } => "remove",
+        }
+    }
+}
+
+/// The peer's answer to a `PeerRequest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum PeerAnswer {
+    Accepted {
+        state: HaState,
+        #[serde(default)]
+        registration: Option<Registration>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// Everything the core reacts to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The agent started. `since_in_sync_secs` is how long ago (wall clock)
+    /// this server last recorded being in sync, if it ever did.
+    Start { since_in_sync_secs: Option<u64> },
+    /// Time passed; the shell sends one at `Node::next_deadline`.
+    Tick,
+    /// An authentic, fresh heartbeat from `from` (an IP literal).
+    Heartbeat { from: String, beacon: Beacon },
+    /// A result of `Action::Probe`.
+    ProbeDone { ok: bool, detail: String },
+    /// An operator request; answer with `Action::Reply` carrying `token`.
+    Command { token: Token, command: Command },
+    /// A request from the peer; answer with `Action::Answer` carrying `token`.
+    PeerRequest { token: Token, request: PeerRequest },
+    /// The outcome of `Action::PeerCall { id, .. }`.
+    PeerReply {
+        id: u64,
+        result: Result<PeerAnswer, String>,
+    },
+    /// The executors applied (or failed to apply) a duty.
+    DutyApplied {
+        duty: super::state::Duty,
+        result: Result<(), String>,
+    },
+    /// A data copy finished.
+    CopyDone {
+        kind: CopyKind,
+        result: Result<(), String>,
+    },
+    /// The watchers' current verdict on this server.
+    Health { health: HealthSummary },
+    /// SIGTERM: stop cleanly.
+    Shutdown,
+}

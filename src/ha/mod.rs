@@ -1,0 +1,18 @@
+//! The pure core of hamon: every HA decision, no I/O.
+//!
+//! `step(&mut Node, Event, now) -> Vec<Action>` is the only way state
+//! changes. Adapters feed it events; executors carry out its actions.
+
+pub mod action;
+pub mod event;
+pub mod machine;
+mod ops;
+pub mod sim;
+pub mod state;
+
+pub use action::{Action, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView};
+pub use event::{Beacon, Command, CopyKind, Event, Millis, PeerAnswer, PeerRequest, Secret, Token};
+pub use machine::{step, Link, Node, NodeConfig, Timers};
+pub use state::{
+    ConfigMode, Duty, FailoverType, HaState, HealthSummary, Level, Member, Registration, Role,
+};

@@ -1,0 +1,747 @@
+//! Golden scenario tests: the guide's failover/failback scenarios replayed on
+//! two simulated servers, checking the exact state sequence of each.
+
+use hamon::ha::sim::{dedup, fast_timers, register_command, Sim, KEY, P, S};
+use hamon::ha::{Command, CopyKind, FailoverType, HaState, HealthSummary, Level, Reply};
+use HaState::*;
+
+fn pair(t: FailoverType) -> Sim {
+    let mut sim = Sim::registered(fast_timers(), 1, t);
+    assert_eq!(sim.state(P), Some(PrimaryActive));
+    assert_eq!(sim.state(S), Some(SecondarySyncing));
+    sim.clear_history();
+    sim
+}
+
+fn expect(sim: &Sim, i: usize, want: &[HaState]) {
+    let got = dedup(sim.history(i));
+    let who = if i == P { "primary" } else { "secondary" };
+    assert_eq!(got, want, "{who} went through {got:?}");
+}
+
+fn done(sim: &Sim, t: hamon::ha::Token) -> String {
+    match sim.reply(t) {
+        Some(Reply::Done { message }) => message.clone(),
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+fn refused(sim: &Sim, t: hamon::ha::Token) -> String {
+    match sim.reply(t) {
+        Some(Reply::Refused { message }) => message.clone(),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+fn failed_processes() -> HealthSummary {
+    HealthSummary {
+        processes: Level::Failed,
+        ..Default::default()
+    }
+}
+
+fn failback(sim: &mut Sim) -> String {
+    let t = sim.command(S, Command::Failback);
+    sim.run_for(1_000);
+    done(sim, t)
+}
+
+// ----- registration -----------------------------------------------------------
+
+#[test]
+fn registration_success() {
+    let mut sim = Sim::new(fast_timers(), 1);
+    let t = sim.command(P, register_command(FailoverType::Manual, KEY));
+    sim.run_for(2_000);
+    assert!(done(&sim, t).contains("registration complete"));
+    expect(&sim, P, &[StandAlone, HaInitializing, PrimaryActive]);
+    expect(&sim, S, &[StandAlone, HaInitializing, SecondarySyncing]);
+    assert!(sim.is_active(P) && !sim.is_active(S));
+    let reg = sim.node(S).and_then(|n| n.registration()).cloned();
+    assert_eq!(
+        reg.as_ref().map(|r| r.secondary.name.as_str()),
+        Some("ha-b")
+    );
+    assert_eq!(reg.as_ref().map(|r| r.primary.name.as_str()), Some("ha-a"));
+}
+
+#[test]
+fn registration_with_wrong_key_fails_and_both_stay_stand_alone() {
+    let mut sim = Sim::new(fast_timers(), 1);
+    let t = sim.command(P, register_command(FailoverType::Manual, "Wrong-Key-1"));
+    sim.run_for(2_000);
+    assert!(
+        refused(&sim, t).contains("authentication"),
+        "{:?}",
+        sim.reply(t)
+    );
+    expect(&sim, P, &[StandAlone, HaInitializing, StandAlone]);
+    expect(&sim, S, &[StandAlone]);
+}
+
+#[test]
+fn registration_with_unreachable_secondary_fails() {
+    let mut sim = Sim::new(fast_timers(), 1);
+    sim.net.partitioned = true;
+    let t = sim.command(P, register_command(FailoverType::Automatic, KEY));
+    sim.run_for(2_000);
+    assert!(refused(&sim, t).contains("registration failed"));
+    expect(&sim, P, &[StandAlone, HaInitializing, StandAlone]);
+    expect(&sim, S, &[StandAlone]);
+}
+
+#[test]
+fn registration_whose_initial_copy_fails_returns_both_to_stand_alone() {
+    let mut sim = Sim::new(fast_timers(), 1);
+    sim.failing_copies.insert((P, CopyKind::Initial));
+    let t = sim.command(P, register_command(FailoverType::Manual, KEY));
+    sim.run_for(2_000);
+    assert!(refused(&sim, t).contains("initial copy"));
+    expect(&sim, P, &[StandAlone, HaInitializing, StandAlone]);
+    expect(&sim, S, &[StandAlone, HaInitializing, StandAlone]);
+}
+
+#[test]
+fn registration_is_refused_on_the_secondary_and_when_already_registered() {
+    let mut sim = pair(FailoverType::Manual);
+    let t = sim.command(S, register_command(FailoverType::Manual, KEY));
+    assert!(refused(&sim, t).contains("primary server"));
+    let t = sim.command(P, register_command(FailoverType::Manual, KEY));
+    assert!(refused(&sim, t).contains("ha remove"));
+}
+
+// ----- Network is down ----------------------------------------------------------
+
+#[test]
+fn network_down_automatic_then_restart_primary_and_fail_back() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.net.partitioned = true;
+    sim.run_for(2_000);
+    expect(&sim, P, &[PrimaryActive, PrimaryLostSecondary]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            SecondaryFailover,
+            SecondaryActive,
+        ],
+    );
+    // Network restored: both were active, the primary stands down.
+    sim.net.partitioned = false;
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimaryFailover));
+    assert!(sim.is_active(S) && !sim.is_active(P));
+    // The guide's recovery: restart the primary, then fail back.
+    sim.crash(P);
+    sim.start(P);
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimarySyncing));
+    sim.clear_history();
+    failback(&mut sim);
+    expect(&sim, P, &[PrimarySyncing, PrimaryFailback, PrimaryActive]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondaryActive,
+            SecondaryFailback,
+            SecondaryPostFailback,
+            SecondarySyncing,
+        ],
+    );
+}
+
+#[test]
+fn network_down_manual_waits_for_the_operator() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.net.partitioned = true;
+    sim.run_for(5_000);
+    expect(&sim, P, &[PrimaryActive, PrimaryLostSecondary]);
+    expect(&sim, S, &[SecondarySyncing, SecondaryLostPrimary]);
+    assert!(!sim.is_active(S));
+    // Connectivity restored before anyone acts: the pair simply heals.
+    sim.net.partitioned = false;
+    sim.run_for(1_000);
+    expect(
+        &sim,
+        P,
+        &[PrimaryActive, PrimaryLostSecondary, PrimaryActive],
+    );
+    expect(
+        &sim,
+        S,
+        &[SecondarySyncing, SecondaryLostPrimary, SecondarySyncing],
+    );
+}
+
+#[test]
+fn network_down_manual_operator_fails_over_then_fails_back() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.net.partitioned = true;
+    sim.run_for(2_000);
+    let t = sim.command(S, Command::Failover);
+    sim.run_for(200);
+    assert!(done(&sim, t).contains("Completed failover"));
+    sim.net.partitioned = false;
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimaryFailover));
+    failback(&mut sim);
+    assert_eq!(sim.state(P), Some(PrimaryActive));
+    assert_eq!(sim.state(S), Some(SecondarySyncing));
+}
+
+// ----- Process restart fails -------------------------------------------------------
+
+#[test]
+fn process_restart_fails_automatic() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.health(P, failed_processes());
+    sim.run_for(1_000);
+    expect(&sim, P, &[PrimaryActive, PrimaryFailover]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            SecondaryFailover,
+            SecondaryActive,
+        ],
+    );
+    // The secondary acted on the primary's own report, without the grace wait.
+    let active_at = sim
+        .journal
+        .iter()
+        .find(|(_, i, e)| *i == S && e.kind == "failover_complete")
+        .map(|(t, _, _)| *t);
+    assert!(
+        active_at.is_some_and(|t| t < 2_000 + 100 + 50),
+        "{active_at:?}"
+    );
+    sim.crash(P);
+    sim.start(P);
+    sim.run_for(1_000);
+    expect(
+        &sim,
+        P,
+        &[
+            PrimaryActive,
+            PrimaryFailover,
+            HaInitializing,
+            PrimaryPreparingForFailback,
+            PrimarySyncing,
+        ],
+    );
+    failback(&mut sim);
+    assert_eq!(sim.state(P), Some(PrimaryActive));
+}
+
+#[test]
+fn process_restart_fails_manual() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.health(P, failed_processes());
+    sim.run_for(2_000);
+    expect(&sim, S, &[SecondarySyncing, SecondaryLostPrimary]);
+    assert!(!sim.is_active(P) && !sim.is_active(S));
+    let t = sim.command(S, Command::Failover);
+    sim.run_for(200);
+    done(&sim, t);
+    sim.crash(P);
+    sim.start(P);
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimarySyncing));
+    failback(&mut sim);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            SecondaryFailover,
+            SecondaryActive,
+            SecondaryFailback,
+            SecondaryPostFailback,
+            SecondarySyncing,
+        ],
+    );
+}
+
+// ----- Restarts during synchronisation ------------------------------------------------
+
+#[test]
+fn primary_restarts_during_sync_manual_needs_no_operator() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.start(P);
+    sim.run_for(1_000);
+    expect(&sim, P, &[PrimaryActive, HaInitializing, PrimaryActive]);
+    expect(
+        &sim,
+        S,
+        &[SecondarySyncing, SecondaryLostPrimary, SecondarySyncing],
+    );
+}
+
+#[test]
+fn primary_restarts_during_sync_automatic_needs_a_failback() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.start(P);
+    sim.run_for(1_000);
+    expect(
+        &sim,
+        P,
+        &[
+            PrimaryActive,
+            HaInitializing,
+            PrimaryPreparingForFailback,
+            PrimarySyncing,
+        ],
+    );
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            SecondaryFailover,
+            SecondaryActive,
+        ],
+    );
+    failback(&mut sim);
+    assert_eq!(
+        (sim.state(P), sim.state(S)),
+        (Some(PrimaryActive), Some(SecondarySyncing))
+    );
+}
+
+#[test]
+fn quick_primary_restart_is_not_a_failover() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(100);
+    sim.start(P);
+    sim.run_for(2_000);
+    expect(&sim, P, &[PrimaryActive, HaInitializing, PrimaryActive]);
+    expect(&sim, S, &[SecondarySyncing]);
+}
+
+#[test]
+fn secondary_restarts_during_sync_same_for_both_types() {
+    for t in [FailoverType::Manual, FailoverType::Automatic] {
+        let mut sim = pair(t);
+        sim.crash(S);
+        sim.run_for(1_500);
+        sim.start(S);
+        sim.run_for(1_000);
+        expect(
+            &sim,
+            P,
+            &[PrimaryActive, PrimaryLostSecondary, PrimaryActive],
+        );
+        expect(
+            &sim,
+            S,
+            &[SecondarySyncing, HaInitializing, SecondarySyncing],
+        );
+    }
+}
+
+// ----- Split brain -----------------------------------------------------------------------
+
+fn split_brain() -> Sim {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.net.partitioned = true;
+    sim.run_for(2_000);
+    assert!(sim.is_active(P) && sim.is_active(S));
+    sim.net.partitioned = false;
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimaryFailover));
+    assert!(sim.journal_kinds(P).contains(&"split_brain".to_string()));
+    sim
+}
+
+#[test]
+fn split_brain_keep_the_primarys_data() {
+    let mut sim = split_brain();
+    sim.clear_history();
+    // Remove HA on the primary (answering "no" to purging data), register again.
+    let t = sim.command(P, Command::Remove { purge: false });
+    sim.run_for(500);
+    assert!(done(&sim, t).contains("both servers"));
+    let t = sim.command(P, register_command(FailoverType::Automatic, KEY));
+    sim.run_for(2_000);
+    done(&sim, t);
+    expect(
+        &sim,
+        P,
+        &[PrimaryFailover, StandAlone, HaInitializing, PrimaryActive],
+    );
+    expect(
+        &sim,
+        S,
+        &[
+            SecondaryActive,
+            StandAlone,
+            HaInitializing,
+            SecondarySyncing,
+        ],
+    );
+}
+
+#[test]
+fn split_brain_keep_the_secondarys_data() {
+    let mut sim = split_brain();
+    sim.clear_history();
+    failback(&mut sim);
+    expect(&sim, P, &[PrimaryFailover, PrimaryFailback, PrimaryActive]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondaryActive,
+            SecondaryFailback,
+            SecondaryPostFailback,
+            SecondarySyncing,
+        ],
+    );
+}
+
+// ----- Both servers down ---------------------------------------------------------------
+
+#[test]
+fn both_powered_down_secondary_first_then_primary() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.crash(S);
+    sim.run_for(1_000);
+    sim.start(S);
+    sim.run_for(3_000);
+    // The secondary never takes over on its own after a cold start.
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            HaInitializing,
+            SecondaryAlone,
+            SecondaryLostPrimary,
+        ],
+    );
+    assert!(!sim.is_active(S));
+    sim.start(P);
+    sim.run_for(1_000);
+    expect(&sim, P, &[PrimaryActive, HaInitializing, PrimaryActive]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            HaInitializing,
+            SecondaryAlone,
+            SecondaryLostPrimary,
+            SecondarySyncing,
+        ],
+    );
+}
+
+#[test]
+fn both_down_and_secondary_will_not_restart() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.crash(S);
+    sim.start(P);
+    sim.run_for(10_000);
+    expect(&sim, P, &[PrimaryActive, HaInitializing, PrimaryAlone]);
+    assert!(
+        !sim.is_active(P),
+        "Primary Alone runs only the Health Monitor"
+    );
+    assert!(sim.journal_kinds(P).contains(&"primary_alone".to_string()));
+    let t = sim.command(P, Command::Remove { purge: false });
+    sim.run_for(1_000);
+    assert!(done(&sim, t).contains("run `hamon ha remove` there too"));
+    assert_eq!(sim.state(P), Some(StandAlone));
+    assert_eq!(
+        sim.node(P).map(|n| n.duty()),
+        Some(hamon::ha::Duty::Standalone)
+    );
+}
+
+// ----- Replace the primary, secondary goes down ---------------------------------------------
+
+#[test]
+fn replace_the_primary_server() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    assert_eq!(sim.state(S), Some(SecondaryActive));
+    // New hardware: nothing on disk, same identity, the secondary's key set.
+    sim.reinstall(P);
+    sim.set_key(P, KEY);
+    sim.start(P);
+    sim.run_for(500);
+    assert_eq!(sim.state(P), Some(StandAlone));
+    sim.clear_history();
+    failback(&mut sim);
+    expect(&sim, P, &[StandAlone, PrimaryFailback, PrimaryActive]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondaryActive,
+            SecondaryFailback,
+            SecondaryPostFailback,
+            SecondarySyncing,
+        ],
+    );
+    sim.run_for(2_000);
+    assert_eq!(
+        (sim.state(P), sim.state(S)),
+        (Some(PrimaryActive), Some(SecondarySyncing))
+    );
+}
+
+#[test]
+fn secondary_goes_down_and_comes_back() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.crash(S);
+    sim.run_for(2_000);
+    expect(&sim, P, &[PrimaryActive, PrimaryLostSecondary]);
+    sim.start(S);
+    sim.run_for(1_000);
+    expect(
+        &sim,
+        P,
+        &[PrimaryActive, PrimaryLostSecondary, PrimaryActive],
+    );
+    expect(
+        &sim,
+        S,
+        &[SecondarySyncing, HaInitializing, SecondarySyncing],
+    );
+}
+
+// ----- Operator commands -----------------------------------------------------------------
+
+#[test]
+fn failover_is_refused_while_the_primary_is_healthy() {
+    let mut sim = pair(FailoverType::Manual);
+    let t = sim.command(S, Command::Failover);
+    assert!(refused(&sim, t).contains("healthy"));
+    let t = sim.command(P, Command::Failover);
+    assert!(refused(&sim, t).contains("secondary server"));
+    let t = sim.command(S, Command::Failback);
+    assert!(refused(&sim, t).contains("Secondary Active"));
+    expect(&sim, S, &[SecondarySyncing]);
+}
+
+#[test]
+fn failback_is_refused_while_the_primary_is_down() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    let t = sim.command(S, Command::Failback);
+    sim.run_for(1_000);
+    assert!(refused(&sim, t).contains("failback failed"));
+    assert_eq!(sim.state(S), Some(SecondaryActive));
+    assert!(sim.is_active(S));
+}
+
+#[test]
+fn graceful_stop_of_the_active_primary_is_a_failure_to_the_secondary() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.stop(P);
+    sim.run_for(100);
+    assert!(!sim.is_up(P));
+    assert_eq!(
+        sim.state(S),
+        Some(SecondaryActive),
+        "taken over without the detection wait"
+    );
+}
+
+// ----- Data gap -----------------------------------------------------------------------------
+
+#[test]
+fn data_gap_forces_a_full_copy_before_failback() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.jump_wall(25 * 3600);
+    sim.start(P);
+    sim.run_for(1_000);
+    expect(
+        &sim,
+        P,
+        &[
+            PrimaryActive,
+            HaInitializing,
+            PrimaryPreparingForFailback,
+            PrimarySyncing,
+        ],
+    );
+    assert!(sim.journal_kinds(P).contains(&"data_gap".to_string()));
+    failback(&mut sim);
+}
+
+#[test]
+fn failed_data_gap_copy_blocks_failback_until_a_retry_succeeds() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.jump_wall(30 * 3600);
+    sim.failing_copies.insert((P, CopyKind::DataGap));
+    sim.start(P);
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimaryDatabaseCopyFailed));
+    let t = sim.command(S, Command::Failback);
+    sim.run_for(500);
+    assert!(refused(&sim, t).contains("blocked"));
+    assert_eq!(sim.state(S), Some(SecondaryActive));
+    sim.failing_copies.clear();
+    sim.run_for(3_000); // the retry runs every 2 s in the fast profile
+    assert_eq!(sim.state(P), Some(PrimarySyncing));
+    failback(&mut sim);
+    assert_eq!(sim.state(P), Some(PrimaryActive));
+}
+
+#[test]
+fn short_outage_has_no_data_gap() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.jump_wall(3600);
+    sim.failing_copies.insert((P, CopyKind::DataGap)); // would fail if attempted
+    sim.start(P);
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimarySyncing));
+}
+
+// ----- Database health (Uncertain) ------------------------------------------------------------
+
+#[test]
+fn uncertain_primary_fails_over_automatically() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.health(
+        P,
+        HealthSummary {
+            database: Level::Failed,
+            ..Default::default()
+        },
+    );
+    sim.run_for(1_000);
+    expect(&sim, P, &[PrimaryActive, PrimaryUncertain, PrimaryFailover]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            SecondaryFailover,
+            SecondaryActive,
+        ],
+    );
+}
+
+#[test]
+fn uncertain_primary_recovers_with_manual_failover() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.health(
+        P,
+        HealthSummary {
+            database: Level::Failed,
+            ..Default::default()
+        },
+    );
+    sim.run_for(1_000);
+    sim.health(
+        P,
+        HealthSummary {
+            database: Level::Ok,
+            ..Default::default()
+        },
+    );
+    sim.run_for(1_000);
+    expect(&sim, P, &[PrimaryActive, PrimaryUncertain, PrimaryActive]);
+    expect(
+        &sim,
+        S,
+        &[SecondarySyncing, SecondaryLostPrimary, SecondarySyncing],
+    );
+}
+
+#[test]
+fn uncertain_secondary_does_not_take_over() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.health(
+        S,
+        HealthSummary {
+            database: Level::Failed,
+            ..Default::default()
+        },
+    );
+    sim.run_for(500);
+    assert_eq!(sim.state(S), Some(SecondaryUncertain));
+    sim.crash(P);
+    sim.run_for(2_000);
+    assert_eq!(sim.state(S), Some(SecondaryLostPrimary));
+    assert!(!sim.is_active(S));
+    sim.health(
+        S,
+        HealthSummary {
+            database: Level::Ok,
+            ..Default::default()
+        },
+    );
+    sim.run_for(500);
+    assert_eq!(
+        sim.state(S),
+        Some(SecondaryActive),
+        "takes over once healthy"
+    );
+}
+
+// ----- Persistence ------------------------------------------------------------------------------
+
+#[test]
+fn registration_and_role_survive_restarts_of_both() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.crash(P);
+    sim.crash(S);
+    sim.start(P);
+    sim.start(S);
+    sim.run_for(2_000);
+    assert_eq!(
+        (sim.state(P), sim.state(S)),
+        (Some(PrimaryActive), Some(SecondarySyncing))
+    );
+    let ft = sim
+        .node(S)
+        .and_then(|n| n.registration())
+        .map(|r| r.failover_type);
+    assert_eq!(ft, Some(FailoverType::Manual));
+}
+
+#[test]
+fn a_secondary_that_was_active_resumes_when_both_restart() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.start(P);
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimarySyncing));
+    sim.crash(P);
+    sim.crash(S);
+    sim.start(P);
+    sim.start(S);
+    sim.run_for(2_000);
+    assert_eq!(
+        (sim.state(P), sim.state(S)),
+        (Some(PrimarySyncing), Some(SecondaryActive))
+    );
+}

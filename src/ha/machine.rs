@@ -231,7 +231,10 @@ impl Node {
     }
 
     pub(super) fn sends_heartbeats(&self) -> bool {
-        self.reg.is_some() && self.blocked.is_none() && self.state != StandAlone
+        self.reg.is_some()
+            && self.blocked.is_none()
+            && self.state != StandAlone
+            && !self.shutting_down
     }
 
     pub(super) fn peer_target(&self) -> Option<PeerTarget> {
@@ -532,32 +535,34 @@ impl Step<'_> {
 
     fn on_tick(&mut self) {
         let now = self.now;
-        if self.n.sends_heartbeats() && now >= self.n.next_hb_at && !self.n.shutting_down {
+        if self.n.sends_heartbeats() && now >= self.n.next_hb_at {
             self.send_heartbeat();
         }
         if self.n.sends_heartbeats() && !self.n.probing {
             let t = self.n.cfg.timers;
-            match self.n.link {
-                Link::Up if now >= self.n.heard_at.saturating_add(t.silent_after()) => {
-                    let since = self.n.heard_at.saturating_add(t.silent_after());
-                    self.n.link = Link::Silent { since };
-                    self.journal(
-                        "heartbeats_missed",
-                        Severity::Warning,
-                        format!(
-                            "{} consecutive heartbeats from {} missed; probing it in {} ms",
-                            t.missed,
-                            self.n.peer_label(),
-                            t.grace
-                        ),
-                    );
-                    if t.grace == 0 {
-                        self.probe();
-                    }
-                }
-                Link::Silent { since } if now >= since.saturating_add(t.grace) => self.probe(),
-                Link::PathBroken | Link::Lost if now >= self.n.next_probe_at => self.probe(),
-                _ => {}
+            let silent_at = self.n.heard_at.saturating_add(t.silent_after());
+            if self.n.link == Link::Up && now >= silent_at {
+                self.n.link = Link::Silent { since: silent_at };
+                self.journal(
+                    "heartbeats_missed",
+                    Severity::Warning,
+                    format!(
+                        "{} consecutive heartbeats from {} missed; probing it in {} ms",
+                        t.missed,
+                        self.n.peer_label(),
+                        t.grace
+                    ),
+                );
+            }
+            // Checked in sequence: silence that began long enough ago (or a
+            // zero grace) probes in this same tick.
+            let due = match self.n.link {
+                Link::Up => false,
+                Link::Silent { since } => now >= since.saturating_add(t.grace),
+                Link::PathBroken | Link::Lost => now >= self.n.next_probe_at,
+            };
+            if due {
+                self.probe();
             }
         }
         if in_sync(self.n.state) && now >= self.n.next_stamp_at {

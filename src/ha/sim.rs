@@ -79,6 +79,8 @@ pub struct Sim {
     pub journal: Vec<(Millis, usize, JournalEntry)>,
     /// Every duty each node was told to apply, with the time.
     pub duties: Vec<(Millis, usize, Duty)>,
+    /// Print every step to stderr (`HAMON_SIM_TRACE=1`).
+    pub trace: bool,
 }
 
 /// Fast timers for simulation: 100 ms heartbeats, 3 missed, 200 ms grace.
@@ -142,6 +144,7 @@ impl Sim {
             replies: HashMap::new(),
             journal: Vec::new(),
             duties: Vec::new(),
+            trace: std::env::var_os("HAMON_SIM_TRACE").is_some(),
         };
         sim.nodes[S].key = Some(KEY.into());
         sim.start(P);
@@ -306,7 +309,15 @@ impl Sim {
         let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
+        let shown = self.trace.then(|| format!("{event:?}"));
         let actions = step(node, event, now);
+        if let Some(ev) = shown {
+            eprintln!(
+                "{now:>7} n{i} {:?} <- {ev}\n{:>7}    -> {actions:?}",
+                node.state(),
+                ""
+            );
+        }
         for a in actions {
             self.execute(i, a);
         }
@@ -496,6 +507,15 @@ impl Sim {
                 }
             } else if let Some((_, i)) = tick {
                 self.step(i, Event::Tick);
+                // A tick must move the node's deadline past `now`; if it does
+                // not, the core would spin forever on a real clock too.
+                let again = self.nodes[i].node.as_ref().and_then(|n| n.next_deadline());
+                assert!(
+                    again.is_none_or(|t| t > self.now),
+                    "core livelock: node {i} still due at {again:?} after a tick at {} ({:?})",
+                    self.now,
+                    self.nodes[i].node
+                );
             }
         }
         self.now = until;

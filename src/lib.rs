@@ -1,6 +1,9 @@
 //! hamon: a high-availability agent for pairs of appliance servers.
 //!
-//! The crate is a pure core (`ha`) inside an imperative shell of threads
-//! (`agent`). See `docs/architecture.md`.
+//! A pure core (`ha`) inside an imperative shell of threads (`agent`).
+//! See `docs/architecture.md`.
 
+pub mod config;
 pub mod ha;
+pub mod peer;
+pub mod web;

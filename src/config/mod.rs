@@ -1,0 +1,1454 @@
+//! hamon's configuration file: finding it, reading it and validating it.
+//!
+//! The file is TOML (see `docs/hamon.example.toml`). Loading happens in two
+//! steps, in the style of ripgrep's raw/validated arguments:
+//!
+//! 1. serde reads the text into the structs of `raw`, which mirror the file
+//!    key for key, reject unknown keys and wrong value types, and leave every
+//!    key optional;
+//! 2. [`Config::parse`] checks required keys, ranges and formats, fills in
+//!    defaults, and builds a [`Config`] of typed, non-optional values.
+//!
+//! Every error names the file; a validation error also names the dotted key
+//! (such as `heartbeat.interval_ms`) and says what is wrong with it, and a
+//! TOML or type error gives the line and column where toml found it.
+
+mod raw;
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raw::{RawConfig, RawFailback, RawHealthMonitor, RawHeartbeat, RawHooks, RawLog, RawNode};
+
+/// Where the configuration file is read from when neither `--config` nor
+/// [`ENV_VAR`] names another.
+pub const DEFAULT_PATH: &str = "/etc/hamon/hamon.toml";
+
+/// The environment variable that, when set and non-empty, names the
+/// configuration file (a `--config` argument still takes precedence).
+pub const ENV_VAR: &str = "HAMON_CONFIG";
+
+/// The file name of the control socket inside [`Node::run_dir`].
+pub const SOCKET_NAME: &str = "hamon.sock";
+
+const DEFAULT_STATE_DIR: &str = "/var/lib/hamon";
+const DEFAULT_RUN_DIR: &str = "/run/hamon";
+const DEFAULT_HEARTBEAT_PORT: u64 = 8083;
+const DEFAULT_INTERVAL_MS: u64 = 5_000;
+const DEFAULT_MISSED: u64 = 3;
+const DEFAULT_GRACE_MS: u64 = 10_000;
+const DEFAULT_PROBE_TIMEOUT_MS: u64 = 3_000;
+const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 30_000;
+const DEFAULT_HEALTH_MONITOR_PORT: u64 = 8082;
+const DEFAULT_TLS: bool = true;
+const DEFAULT_DATA_GAP_HOURS: u64 = 24;
+const DEFAULT_COPY_RETRY_MS: u64 = 300_000;
+const DEFAULT_HOOK_TIMEOUT_MS: u64 = 60_000;
+
+const NODE_NAME_MAX: usize = 63;
+/// Linux's IFNAMSIZ (16) less the terminating NUL.
+const INTERFACE_MAX: usize = 15;
+const SECONDS_PER_HOUR: u64 = 3_600;
+
+const NODE_NAME_RULE: &str = "must be 1 to 63 characters, each a letter, digit, '.', '_' or '-'";
+const ADDRESS_RULE: &str = "must be an IPv4 or IPv6 address literal, without brackets or port";
+const INTERFACE_RULE: &str =
+    "must be a network interface name of 1 to 15 bytes, with no '/' or whitespace";
+
+/// This server's part in the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Normally runs the service.
+    Primary,
+    /// Stands by and takes over when the primary fails.
+    Secondary,
+}
+
+impl Role {
+    /// The spelling used in the configuration file: `primary` or `secondary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How much hamon logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and notable events.
+    Info,
+    /// Everything, for debugging.
+    Trace,
+}
+
+impl LogLevel {
+    /// The spelling used in the configuration file: `error`, `info` or `trace`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Info => "info",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this configuration was read from (as given, not canonicalized).
+    pub path: PathBuf,
+    /// `[node]`: who this server is.
+    pub node: Node,
+    /// `[heartbeat]`: how the peer's liveness is checked.
+    pub heartbeat: Heartbeat,
+    /// `[health_monitor]`: the health monitor endpoint.
+    pub health_monitor: HealthMonitor,
+    /// `[failback]`: returning service to a recovered primary.
+    pub failback: Failback,
+    /// `[hooks]`: operator commands.
+    pub hooks: Hooks,
+    /// `[log]`: logging.
+    pub log: Log,
+}
+
+/// `[node]`: who this server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// 1-63 characters of `[A-Za-z0-9._-]`.
+    pub name: String,
+    /// This server's part in the pair.
+    pub role: Role,
+    /// This server's own address, on which it talks to the peer.
+    pub address: IpAddr,
+    /// The NIC name (1-15 bytes, no `/` or whitespace), if configured.
+    pub interface: Option<String>,
+    /// Absolute path of the persistent state directory (default `/var/lib/hamon`).
+    pub state_dir: PathBuf,
+    /// Absolute path of the runtime directory (default `/run/hamon`).
+    pub run_dir: PathBuf,
+}
+
+/// `[heartbeat]`: how the peer's liveness is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// UDP port for heartbeats (default 8083).
+    pub port: u16,
+    /// Time between heartbeats, 10 ms to 10 min (default 5 s).
+    pub interval: Duration,
+    /// Unanswered heartbeats in a row before the peer is down, 1-100 (default 3).
+    pub missed: u32,
+    /// Grace period, 0 to 1 h (default 10 s).
+    pub grace: Duration,
+    /// Timeout of a single probe, 10 ms to 10 min (default 3 s).
+    pub probe_timeout: Duration,
+    /// Signed peer requests whose timestamp is further than this from the local
+    /// clock are refused; 1 s to 1 h (default 30 s).
+    pub max_clock_skew: Duration,
+}
+
+/// `[health_monitor]`: the health monitor endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthMonitor {
+    /// Port (default 8082).
+    pub port: u16,
+    /// Whether TLS is used (default true).
+    pub tls: bool,
+}
+
+/// `[failback]`: returning service to a recovered primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failback {
+    /// A primary down at least this long needs a full copy before failback;
+    /// whole hours, 1 h to 8760 h (default 24 h).
+    pub data_gap: Duration,
+    /// How often a failed data-gap copy is retried, at least 1 s (default 5 min).
+    pub copy_retry: Duration,
+}
+
+/// `[hooks]`: operator commands, each an argv whose `argv[0]` is an absolute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// Run when this server takes over the service.
+    pub activate: Option<Vec<String>>,
+    /// Run when this server gives up the service.
+    pub deactivate: Option<Vec<String>>,
+    /// Copies the data before failback, until replication exists.
+    pub full_copy: Option<Vec<String>>,
+    /// How long any one hook may run, at least 100 ms (default 60 s).
+    pub timeout: Duration,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// How much is logged (default `info`).
+    pub level: LogLevel,
+}
+
+/// Why the configuration could not be loaded. The `Display` form of every
+/// variant starts with the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, not UTF-8, ...).
+    #[error("{}: cannot read the configuration file: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown, or a value has the
+    /// wrong type. `message` starts with `line L, column C: ` when toml gave
+    /// a position, then the dotted key when it could be found.
+    #[error("{}: {message}", .path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// A value is missing, out of range or malformed.
+    #[error("{}: {key}: {reason}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key, such as `heartbeat.interval_ms`.
+        key: String,
+        /// What is wrong with it, such as `must be between 10 and 600000 (got 5)`.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigError::Read { path, .. }
+            | ConfigError::Syntax { path, .. }
+            | ConfigError::Invalid { path, .. } => path,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is recorded in [`Config::path`] and
+    /// used in error messages, but is not read.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: describe_toml_error(text, &err),
+        })?;
+        Validator { path }.config(raw)
+    }
+
+    /// The configuration file to use: the `--config` argument if given, else
+    /// the [`ENV_VAR`] environment variable if set and non-empty, else
+    /// [`DEFAULT_PATH`].
+    pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+        resolve_path_from(cli, std::env::var_os(ENV_VAR).as_deref())
+    }
+
+    /// The control socket: `run_dir/hamon.sock`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.node.run_dir.join(SOCKET_NAME)
+    }
+}
+
+/// [`Config::resolve_path`] with the environment variable's value passed in.
+fn resolve_path_from(cli: Option<&Path>, env: Option<&OsStr>) -> PathBuf {
+    match (cli, env) {
+        (Some(cli), _) => cli.to_path_buf(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        (None, _) => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+/// Turns raw values into validated ones; every error it makes names `path`.
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let node = raw
+            .node
+            .ok_or_else(|| self.invalid("node", "required section [node] is missing"))?;
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            node: self.node(node)?,
+            heartbeat: self.heartbeat(raw.heartbeat)?,
+            health_monitor: self.health_monitor(raw.health_monitor)?,
+            failback: self.failback(raw.failback)?,
+            hooks: self.hooks(raw.hooks)?,
+            log: self.log(raw.log)?,
+        })
+    }
+
+    fn node(&self, raw: RawNode) -> Result<Node, ConfigError> {
+        let name = self.required("node.name", raw.name)?;
+        let name_ok = (1..=NODE_NAME_MAX).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !name_ok {
+            return Err(self.invalid("node.name", format!("{NODE_NAME_RULE} (got {name:?})")));
+        }
+
+        let role = self.required("node.role", raw.role)?;
+        let role = match role.as_str() {
+            "primary" => Role::Primary,
+            "secondary" => Role::Secondary,
+            _ => {
+                return Err(self.invalid(
+                    "node.role",
+                    format!("must be \"primary\" or \"secondary\" (got {role:?})"),
+                ))
+            }
+        };
+
+        let address = self.required("node.address", raw.address)?;
+        let address = address.parse::<IpAddr>().map_err(|_| {
+            self.invalid("node.address", format!("{ADDRESS_RULE} (got {address:?})"))
+        })?;
+
+        let interface = match raw.interface {
+            None => None,
+            Some(nic) => {
+                let ok = (1..=INTERFACE_MAX).contains(&nic.len())
+                    && !nic
+                        .chars()
+                        .any(|c| c == '/' || c == '\0' || c.is_whitespace());
+                if !ok {
+                    return Err(
+                        self.invalid("node.interface", format!("{INTERFACE_RULE} (got {nic:?})"))
+                    );
+                }
+                Some(nic)
+            }
+        };
+
+        Ok(Node {
+            name,
+            role,
+            address,
+            interface,
+            state_dir: self.absolute_dir("node.state_dir", raw.state_dir, DEFAULT_STATE_DIR)?,
+            run_dir: self.absolute_dir("node.run_dir", raw.run_dir, DEFAULT_RUN_DIR)?,
+        })
+    }
+
+    fn heartbeat(&self, raw: RawHeartbeat) -> Result<Heartbeat, ConfigError> {
+        Ok(Heartbeat {
+            port: self.port("heartbeat.port", raw.port, DEFAULT_HEARTBEAT_PORT)?,
+            interval: self.millis(
+                "heartbeat.interval_ms",
+                raw.interval_ms,
+                DEFAULT_INTERVAL_MS,
+                10,
+                Some(600_000),
+            )?,
+            missed: self.count("heartbeat.missed", raw.missed, DEFAULT_MISSED, 1, 100)?,
+            grace: self.millis(
+                "heartbeat.grace_ms",
+                raw.grace_ms,
+                DEFAULT_GRACE_MS,
+                0,
+                Some(3_600_000),
+            )?,
+            probe_timeout: self.millis(
+                "heartbeat.probe_timeout_ms",
+                raw.probe_timeout_ms,
+                DEFAULT_PROBE_TIMEOUT_MS,
+                10,
+                Some(600_000),
+            )?,
+            max_clock_skew: self.millis(
+                "heartbeat.max_clock_skew_ms",
+                raw.max_clock_skew_ms,
+                DEFAULT_MAX_CLOCK_SKEW_MS,
+                1_000,
+                Some(3_600_000),
+            )?,
+        })
+    }
+
+    fn health_monitor(&self, raw: RawHealthMonitor) -> Result<HealthMonitor, ConfigError> {
+        Ok(HealthMonitor {
+            port: self.port("health_monitor.port", raw.port, DEFAULT_HEALTH_MONITOR_PORT)?,
+            tls: raw.tls.unwrap_or(DEFAULT_TLS),
+        })
+    }
+
+    fn failback(&self, raw: RawFailback) -> Result<Failback, ConfigError> {
+        let hours = self.int(
+            "failback.data_gap_hours",
+            raw.data_gap_hours,
+            DEFAULT_DATA_GAP_HOURS,
+            1,
+            Some(8_760),
+        )?;
+        Ok(Failback {
+            data_gap: Duration::from_secs(hours * SECONDS_PER_HOUR),
+            copy_retry: self.millis(
+                "failback.copy_retry_ms",
+                raw.copy_retry_ms,
+                DEFAULT_COPY_RETRY_MS,
+                1_000,
+                None,
+            )?,
+        })
+    }
+
+    fn hooks(&self, raw: RawHooks) -> Result<Hooks, ConfigError> {
+        Ok(Hooks {
+            activate: self.argv("hooks.activate", raw.activate)?,
+            deactivate: self.argv("hooks.deactivate", raw.deactivate)?,
+            full_copy: self.argv("hooks.full_copy", raw.full_copy)?,
+            timeout: self.millis(
+                "hooks.timeout_ms",
+                raw.timeout_ms,
+                DEFAULT_HOOK_TIMEOUT_MS,
+                100,
+                None,
+            )?,
+        })
+    }
+
+    fn log(&self, raw: RawLog) -> Result<Log, ConfigError> {
+        let level = match raw.level.as_deref() {
+            None | Some("info") => LogLevel::Info,
+            Some("error") => LogLevel::Error,
+            Some("trace") => LogLevel::Trace,
+            Some(other) => {
+                return Err(self.invalid(
+                    "log.level",
+                    format!("must be \"error\", \"info\" or \"trace\" (got {other:?})"),
+                ))
+            }
+        };
+        Ok(Log { level })
+    }
+
+    fn required(&self, key: &str, value: Option<String>) -> Result<String, ConfigError> {
+        value.ok_or_else(|| self.invalid(key, "is required"))
+    }
+
+    /// An integer in `min..=max` (no upper bound when `max` is `None`), or
+    /// `default` when the key is absent.
+    fn int(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: u64,
+        min: u64,
+        max: Option<u64>,
+    ) -> Result<u64, ConfigError> {
+        let Some(got) = value else {
+            return Ok(default);
+        };
+        u64::try_from(got)
+            .ok()
+            .filter(|&n| n >= min && max.is_none_or(|max| n <= max))
+            .ok_or_else(|| {
+                self.invalid(
+                    key,
+                    match max {
+                        Some(max) => format!("must be between {min} and {max} (got {got})"),
+                        None => format!("must be at least {min} (got {got})"),
+                    },
+                )
+            })
+    }
+
+    fn millis(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: u64,
+        min: u64,
+        max: Option<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.int(key, value, default, min, max)
+            .map(Duration::from_millis)
+    }
+
+    fn port(&self, key: &str, value: Option<i64>, default: u64) -> Result<u16, ConfigError> {
+        let max = u16::MAX;
+        let n = self.int(key, value, default, 1, Some(max.into()))?;
+        u16::try_from(n).map_err(|_| self.invalid(key, format!("must be between 1 and {max}")))
+    }
+
+    fn count(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: u64,
+        min: u64,
+        max: u32,
+    ) -> Result<u32, ConfigError> {
+        let n = self.int(key, value, default, min, Some(max.into()))?;
+        u32::try_from(n).map_err(|_| self.invalid(key, format!("must be between {min} and {max}")))
+    }
+
+    fn absolute_dir(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: &str,
+    ) -> Result<PathBuf, ConfigError> {
+        let dir = value.unwrap_or_else(|| default.to_owned());
+        if dir.contains('\0') {
+            return Err(self.invalid(key, "must not contain a NUL character"));
+        }
+        if !Path::new(&dir).is_absolute() {
+            return Err(self.invalid(key, format!("must be an absolute path (got {dir:?})")));
+        }
+        Ok(PathBuf::from(dir))
+    }
+
+    fn argv(
+        &self,
+        key: &str,
+        value: Option<Vec<String>>,
+    ) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(argv) = value else {
+            return Ok(None);
+        };
+        let Some(program) = argv.first() else {
+            return Err(self.invalid(
+                key,
+                "must not be empty: give the command as [\"/absolute/path\", \"arg\", ...]",
+            ));
+        };
+        if !Path::new(program).is_absolute() {
+            return Err(self.invalid(
+                key,
+                format!("argv[0] must be an absolute path (got {program:?})"),
+            ));
+        }
+        if let Some(i) = argv.iter().position(|arg| arg.contains('\0')) {
+            return Err(self.invalid(key, format!("argv[{i}] must not contain a NUL character")));
+        }
+        Ok(Some(argv))
+    }
+}
+
+/// A one-line description of a toml/serde error: `line L, column C: ` when
+/// toml gave a position, then the dotted key when it can be found, then
+/// toml's own message.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let mut out = String::new();
+    if let Some(span) = err.span() {
+        let (line, column) = line_column(text, span.start);
+        out.push_str(&format!("line {line}, column {column}: "));
+        if let Some(key) = locate::key_at(text, span.start) {
+            out.push_str(&key);
+            out.push_str(": ");
+        }
+    }
+    let message = err
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    out.push_str(&message);
+    out
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let column = before
+        .get(line_start..)
+        .map_or(0, |rest| String::from_utf8_lossy(rest).chars().count())
+        + 1;
+    (line, column)
+}
+
+/// Finds which dotted key a byte offset of a TOML document belongs to, so that
+/// serde errors (wrong type, unknown key) can name it: toml's message for
+/// `port = "x"` says only what type was expected. The document is parsed a
+/// second time into a tree that keeps every key's and value's span.
+mod locate {
+    use std::fmt;
+    use std::ops::Range;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use toml::Spanned;
+
+    type Entries = Vec<(Spanned<String>, Spanned<Item>)>;
+
+    /// Any TOML value, keeping only what is needed to find keys by position.
+    enum Item {
+        Table(Entries),
+        Array(Vec<Spanned<Item>>),
+        Leaf,
+    }
+
+    impl<'de> Deserialize<'de> for Item {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(ItemVisitor)
+        }
+    }
+
+    struct ItemVisitor;
+
+    impl<'de> Visitor<'de> for ItemVisitor {
+        type Value = Item;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any TOML value")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
+            Ok(Item::Leaf)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
+            Ok(Item::Leaf)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
+            Ok(Item::Leaf)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
+            Ok(Item::Leaf)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Item, E> {
+            Ok(Item::Leaf)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<Spanned<Item>>()? {
+                items.push(item);
+            }
+            Ok(Item::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry::<Spanned<String>, Spanned<Item>>()? {
+                entries.push(entry);
+            }
+            Ok(Item::Table(entries))
+        }
+    }
+
+    /// The dotted key whose name or value covers `offset`, innermost first;
+    /// `None` if there is none or `text` does not parse into the tree. A
+    /// document holding a TOML datetime anywhere does not (toml hands a
+    /// datetime to serde as a map whose key carries no span), so its errors
+    /// keep their line and column but lose the key; no hamon key takes a
+    /// datetime, so such a file is wrong already.
+    pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
+        match toml::from_str::<Item>(text).ok()? {
+            Item::Table(root) => find(&root, offset).map(|path| path.join(".")),
+            Item::Array(_) | Item::Leaf => None,
+        }
+    }
+
+    fn find(entries: &Entries, offset: usize) -> Option<Vec<String>> {
+        for (key, value) in entries {
+            if let Some(mut path) = find_in(value, offset) {
+                path.insert(0, key.get_ref().clone());
+                return Some(path);
+            }
+            if covers(key.span(), offset) || covers(value.span(), offset) {
+                return Some(vec![key.get_ref().clone()]);
+            }
+        }
+        None
+    }
+
+    /// Looks inside tables, also tables inside arrays (array indexes are not
+    /// part of the returned path).
+    fn find_in(item: &Spanned<Item>, offset: usize) -> Option<Vec<String>> {
+        match item.get_ref() {
+            Item::Table(entries) => find(entries, offset),
+            Item::Array(items) => items.iter().find_map(|item| find_in(item, offset)),
+            Item::Leaf => None,
+        }
+    }
+
+    fn covers(span: Range<usize>, offset: usize) -> bool {
+        span.contains(&offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const PATH: &str = "/etc/hamon/hamon.toml";
+    const MINIMAL: &str = "[node]\nname = \"ha-a\"\nrole = \"primary\"\naddress = \"192.0.2.11\"\n";
+    const EXAMPLE: &str = include_str!("../../docs/hamon.example.toml");
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new(PATH))
+    }
+
+    fn ok(text: &str) -> Config {
+        match parse(text) {
+            Ok(config) => config,
+            Err(err) => panic!("expected the config to be valid, got: {err}\n--- text ---\n{text}"),
+        }
+    }
+
+    fn err(text: &str) -> ConfigError {
+        match parse(text) {
+            Ok(config) => panic!("expected an error, got {config:?}\n--- text ---\n{text}"),
+            Err(err) => err,
+        }
+    }
+
+    /// The (key, reason) of an `Invalid` error; panics on any other outcome.
+    fn invalid(text: &str) -> (String, String) {
+        match err(text) {
+            ConfigError::Invalid { path, key, reason } => {
+                assert_eq!(path, Path::new(PATH));
+                (key, reason)
+            }
+            other => panic!("expected ConfigError::Invalid, got {other:?}"),
+        }
+    }
+
+    /// The message of a `Syntax` error; panics on any other outcome.
+    fn syntax(text: &str) -> String {
+        match err(text) {
+            ConfigError::Syntax { path, message } => {
+                assert_eq!(path, Path::new(PATH));
+                message
+            }
+            other => panic!("expected ConfigError::Syntax, got {other:?}"),
+        }
+    }
+
+    fn with(extra: &str) -> String {
+        format!("{MINIMAL}{extra}")
+    }
+
+    /// `[node]` with the three required keys, one of them replaced or removed.
+    fn node_with(name: Option<&str>, role: Option<&str>, address: Option<&str>) -> String {
+        let mut text = String::from("[node]\n");
+        for (key, value) in [("name", name), ("role", role), ("address", address)] {
+            if let Some(value) = value {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        text
+    }
+
+    fn defaults_for(path: &str) -> Config {
+        Config {
+            path: PathBuf::from(path),
+            node: Node {
+                name: "ha-a".into(),
+                role: Role::Primary,
+                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
+                interface: None,
+                state_dir: PathBuf::from("/var/lib/hamon"),
+                run_dir: PathBuf::from("/run/hamon"),
+            },
+            heartbeat: Heartbeat {
+                port: 8083,
+                interval: Duration::from_millis(5000),
+                missed: 3,
+                grace: Duration::from_millis(10_000),
+                probe_timeout: Duration::from_millis(3000),
+                max_clock_skew: Duration::from_millis(30_000),
+            },
+            health_monitor: HealthMonitor {
+                port: 8082,
+                tls: true,
+            },
+            failback: Failback {
+                data_gap: Duration::from_secs(24 * 3600),
+                copy_retry: Duration::from_millis(300_000),
+            },
+            hooks: Hooks {
+                activate: None,
+                deactivate: None,
+                full_copy: None,
+                timeout: Duration::from_millis(60_000),
+            },
+            log: Log {
+                level: LogLevel::Info,
+            },
+        }
+    }
+
+    #[test]
+    fn minimal_file_gives_all_defaults() {
+        assert_eq!(ok(MINIMAL), defaults_for(PATH));
+    }
+
+    #[test]
+    fn empty_sections_give_defaults() {
+        let text = with("[heartbeat]\n[health_monitor]\n[failback]\n[hooks]\n[log]\n");
+        assert_eq!(ok(&text), defaults_for(PATH));
+    }
+
+    #[test]
+    fn example_file_parses_to_expected_values() {
+        let mut expected = defaults_for(PATH);
+        expected.node.interface = Some("eth0".into());
+        expected.hooks.activate = Some(vec!["/usr/lib/hamon/activate".into()]);
+        expected.hooks.deactivate = Some(vec!["/usr/lib/hamon/deactivate".into()]);
+        expected.hooks.full_copy = Some(vec!["/usr/lib/hamon/full-copy".into()]);
+        assert_eq!(ok(EXAMPLE), expected);
+    }
+
+    #[test]
+    fn example_file_sets_every_key() {
+        // Each key of the schema must appear (uncommented) in the example.
+        let keys = [
+            "name",
+            "role",
+            "address",
+            "interface",
+            "state_dir",
+            "run_dir",
+            "port",
+            "interval_ms",
+            "missed",
+            "grace_ms",
+            "probe_timeout_ms",
+            "max_clock_skew_ms",
+            "tls",
+            "data_gap_hours",
+            "copy_retry_ms",
+            "activate",
+            "deactivate",
+            "full_copy",
+            "timeout_ms",
+            "level",
+        ];
+        for key in keys {
+            let prefix = format!("{key} = ");
+            assert!(
+                EXAMPLE.lines().any(|line| line.starts_with(&prefix)),
+                "example file does not set {key}"
+            );
+        }
+        for section in [
+            "node",
+            "heartbeat",
+            "health_monitor",
+            "failback",
+            "hooks",
+            "log",
+        ] {
+            let header = format!("[{section}]");
+            assert!(EXAMPLE.lines().any(|line| line == header), "no {header}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_read_into_its_own_field() {
+        let text = r#"
+[node]
+name = "node_2.b-c"
+role = "secondary"
+address = "2001:db8::2"
+interface = "bond0.100"
+state_dir = "/srv/hamon/state"
+run_dir = "/var/run/hamon2"
+
+[heartbeat]
+port = 9001
+interval_ms = 1001
+missed = 7
+grace_ms = 2002
+probe_timeout_ms = 503
+max_clock_skew_ms = 4004
+
+[health_monitor]
+port = 9443
+tls = false
+
+[failback]
+data_gap_hours = 3
+copy_retry_ms = 60006
+
+[hooks]
+activate = ["/opt/hook", "up", "--fast"]
+deactivate = ["/opt/hook", "down"]
+full_copy = ["/usr/bin/rsync", "-a", "peer:/data/", "/data/"]
+timeout_ms = 7007
+
+[log]
+level = "trace"
+"#;
+        let expected = Config {
+            path: PathBuf::from(PATH),
+            node: Node {
+                name: "node_2.b-c".into(),
+                role: Role::Secondary,
+                address: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
+                interface: Some("bond0.100".into()),
+                state_dir: PathBuf::from("/srv/hamon/state"),
+                run_dir: PathBuf::from("/var/run/hamon2"),
+            },
+            heartbeat: Heartbeat {
+                port: 9001,
+                interval: Duration::from_millis(1001),
+                missed: 7,
+                grace: Duration::from_millis(2002),
+                probe_timeout: Duration::from_millis(503),
+                max_clock_skew: Duration::from_millis(4004),
+            },
+            health_monitor: HealthMonitor {
+                port: 9443,
+                tls: false,
+            },
+            failback: Failback {
+                data_gap: Duration::from_secs(3 * 3600),
+                copy_retry: Duration::from_millis(60_006),
+            },
+            hooks: Hooks {
+                activate: Some(vec!["/opt/hook".into(), "up".into(), "--fast".into()]),
+                deactivate: Some(vec!["/opt/hook".into(), "down".into()]),
+                full_copy: Some(vec![
+                    "/usr/bin/rsync".into(),
+                    "-a".into(),
+                    "peer:/data/".into(),
+                    "/data/".into(),
+                ]),
+                timeout: Duration::from_millis(7007),
+            },
+            log: Log {
+                level: LogLevel::Trace,
+            },
+        };
+        assert_eq!(ok(text), expected);
+        assert_eq!(
+            ok(text).socket_path(),
+            PathBuf::from("/var/run/hamon2/hamon.sock")
+        );
+    }
+
+    type Getter = fn(&Config) -> u128;
+
+    /// (section, key, min, max, how to read the accepted value back).
+    const RANGES: &[(&str, &str, i64, Option<i64>, Getter)] = &[
+        ("heartbeat", "port", 1, Some(65535), |c| {
+            c.heartbeat.port.into()
+        }),
+        ("heartbeat", "interval_ms", 10, Some(600_000), |c| {
+            c.heartbeat.interval.as_millis()
+        }),
+        ("heartbeat", "missed", 1, Some(100), |c| {
+            c.heartbeat.missed.into()
+        }),
+        ("heartbeat", "grace_ms", 0, Some(3_600_000), |c| {
+            c.heartbeat.grace.as_millis()
+        }),
+        ("heartbeat", "probe_timeout_ms", 10, Some(600_000), |c| {
+            c.heartbeat.probe_timeout.as_millis()
+        }),
+        (
+            "heartbeat",
+            "max_clock_skew_ms",
+            1000,
+            Some(3_600_000),
+            |c| c.heartbeat.max_clock_skew.as_millis(),
+        ),
+        ("health_monitor", "port", 1, Some(65535), |c| {
+            c.health_monitor.port.into()
+        }),
+        ("failback", "data_gap_hours", 1, Some(8760), |c| {
+            u128::from(c.failback.data_gap.as_secs() / 3600)
+        }),
+        ("failback", "copy_retry_ms", 1000, None, |c| {
+            c.failback.copy_retry.as_millis()
+        }),
+        ("hooks", "timeout_ms", 100, None, |c| {
+            c.hooks.timeout.as_millis()
+        }),
+    ];
+
+    #[test]
+    fn range_bounds_are_accepted_and_read_back() {
+        for &(section, key, min, max, get) in RANGES {
+            let mut bounds = vec![min];
+            bounds.extend(max);
+            for value in bounds {
+                let config = ok(&with(&format!("[{section}]\n{key} = {value}\n")));
+                assert_eq!(get(&config), value as u128, "{section}.{key} = {value}");
+            }
+        }
+    }
+
+    #[test]
+    fn unbounded_keys_accept_large_values() {
+        let text = with("[failback]\ncopy_retry_ms = 86400000\n[hooks]\ntimeout_ms = 3600000\n");
+        let config = ok(&text);
+        assert_eq!(config.failback.copy_retry, Duration::from_secs(86_400));
+        assert_eq!(config.hooks.timeout, Duration::from_secs(3_600));
+    }
+
+    #[test]
+    fn range_bounds_are_rejected_with_the_right_key() {
+        for &(section, key, min, max, _) in RANGES {
+            let mut outside = vec![min - 1, -1, i64::MIN];
+            if let Some(max) = max {
+                outside.extend([max + 1, i64::MAX]);
+            }
+            outside.sort_unstable();
+            outside.dedup();
+            for value in outside {
+                let (got_key, reason) = invalid(&with(&format!("[{section}]\n{key} = {value}\n")));
+                assert_eq!(
+                    got_key,
+                    format!("{section}.{key}"),
+                    "{section}.{key} = {value}"
+                );
+                let expected = match max {
+                    Some(max) => format!("must be between {min} and {max} (got {value})"),
+                    None => format!("must be at least {min} (got {value})"),
+                };
+                assert_eq!(reason, expected, "{section}.{key} = {value}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_error_display_names_file_key_and_reason() {
+        let err = err(&with("[heartbeat]\ninterval_ms = 5\n"));
+        assert_eq!(
+            err.to_string(),
+            "/etc/hamon/hamon.toml: heartbeat.interval_ms: must be between 10 and 600000 (got 5)"
+        );
+        assert_eq!(err.path(), Path::new(PATH));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_naming_them() {
+        let cases = [
+            (
+                "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"192.0.2.1\"\nbogus = 1\n",
+                "node.bogus",
+                (5, 1),
+            ),
+            (
+                "[heartbeat]\nintervall_ms = 10\n",
+                "heartbeat.intervall_ms",
+                (6, 1),
+            ),
+            (
+                "[health_monitor]\nTLS = true\n",
+                "health_monitor.TLS",
+                (6, 1),
+            ),
+            ("[failback]\ndata_gap = 1\n", "failback.data_gap", (6, 1)),
+            ("[hooks]\nstart = [\"/bin/true\"]\n", "hooks.start", (6, 1)),
+            ("[log]\nfile = \"/var/log/hamon\"\n", "log.file", (6, 1)),
+            ("[logging]\nlevel = \"info\"\n", "logging", (5, 2)),
+        ];
+        for (extra, key, (line, column)) in cases {
+            let text = if extra.starts_with("[node]") {
+                extra.to_owned()
+            } else {
+                with(extra)
+            };
+            let message = syntax(&text);
+            let bare = key.rsplit('.').next().unwrap_or(key);
+            assert!(
+                message.starts_with(&format!(
+                    "line {line}, column {column}: {key}: unknown field `{bare}`"
+                )),
+                "{message}"
+            );
+        }
+        // A top-level key outside any table.
+        let message = syntax(&format!("debug = true\n{MINIMAL}"));
+        assert!(
+            message.starts_with("line 1, column 1: debug: unknown field `debug`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_display_names_file_and_line() {
+        let err = err("[node]\nname = \"ha-a\"\nrole = = \"primary\"\n");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("/etc/hamon/hamon.toml: line 3, column 8: "),
+            "{shown}"
+        );
+        assert!(!shown.contains('\n'), "message should be one line: {shown}");
+    }
+
+    #[test]
+    fn syntax_errors_report_their_line() {
+        // Unterminated string on line 4.
+        let message =
+            syntax("[node]\nname = \"ha-a\"\nrole = \"primary\"\naddress = \"192.0.2.1\n");
+        assert!(message.starts_with("line 4, "), "{message}");
+        // Duplicate key on line 5.
+        let message = syntax(&with("name = \"again\"\n"));
+        assert!(message.starts_with("line 5, "), "{message}");
+        assert!(message.contains("name"), "{message}");
+        // Unclosed table header on line 5.
+        let message = syntax(&with("[heartbeat\nport = 1\n"));
+        assert!(message.starts_with("line 5, "), "{message}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected_naming_the_key_and_line() {
+        let cases = [
+            ("[health_monitor]\ntls = \"yes\"\n", "health_monitor.tls"),
+            ("[heartbeat]\nport = \"8083\"\n", "heartbeat.port"),
+            ("[heartbeat]\ninterval_ms = 5.5\n", "heartbeat.interval_ms"),
+            ("[hooks]\nactivate = \"/bin/true\"\n", "hooks.activate"),
+            ("[hooks]\nactivate = [\"/bin/echo\", 5]\n", "hooks.activate"),
+            ("[log]\nlevel = 3\n", "log.level"),
+        ];
+        for (extra, key) in cases {
+            let message = syntax(&with(extra));
+            assert!(
+                message.starts_with("line 6, column ")
+                    && message.contains(&format!(": {key}: invalid type")),
+                "{message}"
+            );
+        }
+        let message = syntax("[node]\nname = 7\nrole = \"primary\"\naddress = \"192.0.2.1\"\n");
+        assert!(
+            message.starts_with("line 2, column 8: node.name: invalid type"),
+            "{message}"
+        );
+        let message = syntax("node = \"ha-a\"\n");
+        assert!(
+            message.starts_with("line 1, column 8: node: invalid type"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn missing_required_keys_are_rejected() {
+        let name = Some("\"ha-a\"");
+        let role = Some("\"primary\"");
+        let address = Some("\"192.0.2.11\"");
+        for (text, key) in [
+            (node_with(None, role, address), "node.name"),
+            (node_with(name, None, address), "node.role"),
+            (node_with(name, role, None), "node.address"),
+        ] {
+            assert_eq!(invalid(&text), (key.to_owned(), "is required".to_owned()));
+        }
+        let (key, reason) = invalid("[heartbeat]\nport = 1\n");
+        assert_eq!(key, "node");
+        assert_eq!(reason, "required section [node] is missing");
+        assert_eq!(invalid("").0, "node");
+    }
+
+    #[test]
+    fn bad_role_is_rejected() {
+        for role in ["Primary", "master", "", "primary "] {
+            let text = node_with(
+                Some("\"a\""),
+                Some(&format!("{role:?}")),
+                Some("\"192.0.2.1\""),
+            );
+            let (key, reason) = invalid(&text);
+            assert_eq!(key, "node.role");
+            assert_eq!(
+                reason,
+                format!("must be \"primary\" or \"secondary\" (got {role:?})")
+            );
+        }
+        let text = node_with(Some("\"a\""), Some("\"secondary\""), Some("\"192.0.2.1\""));
+        assert_eq!(ok(&text).node.role, Role::Secondary);
+    }
+
+    #[test]
+    fn bad_address_is_rejected() {
+        for address in [
+            "ha-b.example.com",
+            "192.0.2.300",
+            "192.0.2",
+            "192.0.2.11:8083",
+            "[2001:db8::1]",
+            "fe80::1%eth0",
+            "",
+        ] {
+            let text = node_with(
+                Some("\"a\""),
+                Some("\"primary\""),
+                Some(&format!("{address:?}")),
+            );
+            let (key, reason) = invalid(&text);
+            assert_eq!(key, "node.address");
+            assert!(reason.contains(&format!("(got {address:?})")), "{reason}");
+        }
+        let text = node_with(Some("\"a\""), Some("\"primary\""), Some("\"::1\""));
+        assert_eq!(ok(&text).node.address, IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn node_name_is_checked() {
+        let longest = "n".repeat(63);
+        let text = node_with(
+            Some(&format!("{longest:?}")),
+            Some("\"primary\""),
+            Some("\"192.0.2.1\""),
+        );
+        assert_eq!(ok(&text).node.name, longest);
+        for name in [
+            "n".repeat(64),
+            String::new(),
+            "ha a".into(),
+            "ha/a".into(),
+            "hä".into(),
+            "ha:a".into(),
+        ] {
+            let text = node_with(
+                Some(&format!("{name:?}")),
+                Some("\"primary\""),
+                Some("\"192.0.2.1\""),
+            );
+            let (key, reason) = invalid(&text);
+            assert_eq!(key, "node.name");
+            assert!(reason.starts_with("must be 1 to 63 characters"), "{reason}");
+            assert!(reason.ends_with(&format!("(got {name:?})")), "{reason}");
+        }
+    }
+
+    #[test]
+    fn interface_is_checked() {
+        let longest = "e".repeat(15);
+        let config = ok(&format!("{MINIMAL}interface = {longest:?}\n"));
+        assert_eq!(config.node.interface.as_deref(), Some(longest.as_str()));
+        for nic in [
+            "e".repeat(16),
+            String::new(),
+            "eth/0".into(),
+            "eth 0".into(),
+            "eth0\t".into(),
+        ] {
+            let (key, reason) = invalid(&format!("{MINIMAL}interface = {nic:?}\n"));
+            assert_eq!(key, "node.interface");
+            assert!(reason.ends_with(&format!("(got {nic:?})")), "{reason}");
+        }
+    }
+
+    #[test]
+    fn relative_directories_are_rejected() {
+        for key in ["state_dir", "run_dir"] {
+            for dir in ["var/lib/hamon", "./hamon", "", "~/hamon"] {
+                let (got_key, reason) = invalid(&format!("{MINIMAL}{key} = {dir:?}\n"));
+                assert_eq!(got_key, format!("node.{key}"));
+                assert_eq!(reason, format!("must be an absolute path (got {dir:?})"));
+            }
+            let (got_key, reason) = invalid(&format!("{MINIMAL}{key} = \"/a\\u0000b\"\n"));
+            assert_eq!(got_key, format!("node.{key}"));
+            assert_eq!(reason, "must not contain a NUL character");
+        }
+    }
+
+    #[test]
+    fn socket_path_is_in_run_dir() {
+        assert_eq!(
+            ok(MINIMAL).socket_path(),
+            PathBuf::from("/run/hamon/hamon.sock")
+        );
+    }
+
+    #[test]
+    fn hook_argv_must_be_non_empty_with_absolute_program() {
+        for hook in ["activate", "deactivate", "full_copy"] {
+            let key = format!("hooks.{hook}");
+
+            let (got_key, reason) = invalid(&with(&format!("[hooks]\n{hook} = []\n")));
+            assert_eq!(got_key, key);
+            assert!(reason.starts_with("must not be empty"), "{reason}");
+
+            for program in ["usr/lib/hamon/x", "activate", "./x", ""] {
+                let (got_key, reason) = invalid(&with(&format!(
+                    "[hooks]\n{hook} = [{program:?}, \"arg\"]\n"
+                )));
+                assert_eq!(got_key, key);
+                assert_eq!(
+                    reason,
+                    format!("argv[0] must be an absolute path (got {program:?})")
+                );
+            }
+
+            let (got_key, reason) = invalid(&with(&format!(
+                "[hooks]\n{hook} = [\"/bin/x\", \"a\\u0000\"]\n"
+            )));
+            assert_eq!(got_key, key);
+            assert_eq!(reason, "argv[1] must not contain a NUL character");
+
+            let config = ok(&with(&format!(
+                "[hooks]\n{hook} = [\"/bin/x\", \"\", \"two words\"]\n"
+            )));
+            let argv = match hook {
+                "activate" => config.hooks.activate,
+                "deactivate" => config.hooks.deactivate,
+                _ => config.hooks.full_copy,
+            };
+            assert_eq!(
+                argv,
+                Some(vec![
+                    "/bin/x".to_owned(),
+                    String::new(),
+                    "two words".to_owned()
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn log_level_is_checked() {
+        for (level, expected) in [
+            ("error", LogLevel::Error),
+            ("info", LogLevel::Info),
+            ("trace", LogLevel::Trace),
+        ] {
+            let config = ok(&with(&format!("[log]\nlevel = {level:?}\n")));
+            assert_eq!(config.log.level, expected);
+            assert_eq!(expected.to_string(), level);
+        }
+        for level in ["debug", "INFO", "warn", ""] {
+            let (key, reason) = invalid(&with(&format!("[log]\nlevel = {level:?}\n")));
+            assert_eq!(key, "log.level");
+            assert_eq!(
+                reason,
+                format!("must be \"error\", \"info\" or \"trace\" (got {level:?})")
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_path_precedence() {
+        let cli = Path::new("/tmp/cli.toml");
+        let env = OsStr::new("/tmp/env.toml");
+        assert_eq!(
+            resolve_path_from(Some(cli), Some(env)),
+            PathBuf::from("/tmp/cli.toml")
+        );
+        assert_eq!(
+            resolve_path_from(Some(cli), None),
+            PathBuf::from("/tmp/cli.toml")
+        );
+        assert_eq!(
+            resolve_path_from(None, Some(env)),
+            PathBuf::from("/tmp/env.toml")
+        );
+        assert_eq!(
+            resolve_path_from(None, Some(OsStr::new(""))),
+            PathBuf::from(DEFAULT_PATH)
+        );
+        assert_eq!(resolve_path_from(None, None), PathBuf::from(DEFAULT_PATH));
+        assert_eq!(DEFAULT_PATH, "/etc/hamon/hamon.toml");
+    }
+
+    /// A file in the temp dir that is removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &[u8]) -> TempFile {
+            let path = std::env::temp_dir()
+                .join(format!("hamon-config-test-{}-{name}", std::process::id()));
+            if let Err(err) = std::fs::write(&path, contents) {
+                panic!("cannot write {}: {err}", path.display());
+            }
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn load_reads_the_file_and_records_its_path() {
+        let file = TempFile::new("load.toml", MINIMAL.as_bytes());
+        let path = file.0.to_string_lossy().into_owned();
+        match Config::load(&file.0) {
+            Ok(config) => assert_eq!(config, defaults_for(&path)),
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let missing = Path::new("/nonexistent/hamon/hamon.toml");
+        match Config::load(missing) {
+            Err(err @ ConfigError::Read { .. }) => {
+                let shown = err.to_string();
+                assert!(
+                    shown.starts_with(
+                        "/nonexistent/hamon/hamon.toml: cannot read the configuration file: "
+                    ),
+                    "{shown}"
+                );
+                assert!(std::error::Error::source(&err).is_some());
+            }
+            other => panic!("expected ConfigError::Read, got {other:?}"),
+        }
+
+        let not_utf8 = TempFile::new("latin1.toml", b"[node]\nname = \"h\xe4\"\n");
+        assert!(matches!(
+            Config::load(&not_utf8.0),
+            Err(ConfigError::Read { .. })
+        ));
+
+        let bad = TempFile::new("bad.toml", b"[heartbeat]\nmissed = 0\n");
+        match Config::load(&bad.0) {
+            Err(err) => assert_eq!(err.path(), bad.0.as_path()),
+            Ok(config) => panic!("expected an error, got {config:?}"),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The configuration file exactly as written, before validation.
+//!
+//! Every struct here mirrors one table of the TOML file key for key, so that
+//! serde rejects unknown keys (`deny_unknown_fields`) and wrong value types.
+//! Every key is optional at this level: required keys, ranges, defaults and
+//! cross-checks are the business of the parent module, which turns a
+//! [`RawConfig`] into a validated [`super::Config`].
+//!
+//! Integers are read as `i64` (TOML's own integer type) so that an
+//! out-of-range number, negative or too large, reaches validation and gets a
+//! "must be between" message naming the key, instead of a serde type error.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[node]`: required, but checked during validation for a clearer message.
+    pub node: Option<RawNode>,
+    /// `[heartbeat]`.
+    #[serde(default)]
+    pub heartbeat: RawHeartbeat,
+    /// `[health_monitor]`.
+    #[serde(default)]
+    pub health_monitor: RawHealthMonitor,
+    /// `[failback]`.
+    #[serde(default)]
+    pub failback: RawFailback,
+    /// `[hooks]`.
+    #[serde(default)]
+    pub hooks: RawHooks,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[node]`: who this server is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// `name`: required.
+    pub name: Option<String>,
+    /// `role`: required, `primary` or `secondary`.
+    pub role: Option<String>,
+    /// `address`: required, an IP address literal.
+    pub address: Option<String>,
+    /// `interface`: optional NIC name.
+    pub interface: Option<String>,
+    /// `state_dir`: absolute path.
+    pub state_dir: Option<String>,
+    /// `run_dir`: absolute path.
+    pub run_dir: Option<String>,
+}
+
+/// `[heartbeat]`: peer liveness checking.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeartbeat {
+    /// `port`: UDP port.
+    pub port: Option<i64>,
+    /// `interval_ms`.
+    pub interval_ms: Option<i64>,
+    /// `missed`.
+    pub missed: Option<i64>,
+    /// `grace_ms`.
+    pub grace_ms: Option<i64>,
+    /// `probe_timeout_ms`.
+    pub probe_timeout_ms: Option<i64>,
+    /// `max_clock_skew_ms`.
+    pub max_clock_skew_ms: Option<i64>,
+}
+
+/// `[health_monitor]`: the local health monitor endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthMonitor {
+    /// `port`.
+    pub port: Option<i64>,
+    /// `tls`.
+    pub tls: Option<bool>,
+}
+
+/// `[failback]`: returning service to a recovered primary.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailback {
+    /// `data_gap_hours`.
+    pub data_gap_hours: Option<i64>,
+    /// `copy_retry_ms`.
+    pub copy_retry_ms: Option<i64>,
+}
+
+/// `[hooks]`: operator commands, each an argv array.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHooks {
+    /// `activate`.
+    pub activate: Option<Vec<String>>,
+    /// `deactivate`.
+    pub deactivate: Option<Vec<String>>,
+    /// `full_copy`.
+    pub full_copy: Option<Vec<String>>,
+    /// `timeout_ms`.
+    pub timeout_ms: Option<i64>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `level`: `error`, `info` or `trace`.
+    pub level: Option<String>,
+}

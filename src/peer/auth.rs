@@ -1,0 +1,374 @@
+//! Keys and signatures between the two servers.
+//!
+//! The operator's HA authentication key never travels. Both servers derive
+//! two 32-byte keys from it with HKDF-SHA256: one seals heartbeats, the other
+//! signs peer API requests and their responses. See `docs/protocol.md`.
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Header carrying the request time (Unix milliseconds).
+pub const H_TIME: &str = "x-hamon-time";
+/// Header carrying a random 128-bit nonce (hex).
+pub const H_NONCE: &str = "x-hamon-nonce";
+/// Header carrying the HMAC-SHA256 signature (hex).
+pub const H_SIGNATURE: &str = "x-hamon-signature";
+
+/// The rule `hamon ha authkey` enforces, printed when it refuses a key.
+pub const PASSWORD_RULE: &str = "the authentication key must be at least 8 characters long and \
+     contain an upper-case letter, a lower-case letter and a digit";
+
+/// Check a new authentication key against the password standard.
+pub fn check_password_standard(key: &str) -> Result<(), String> {
+    let ok = key.chars().count() >= 8
+        && key.chars().any(|c| c.is_ascii_uppercase())
+        && key.chars().any(|c| c.is_ascii_lowercase())
+        && key.chars().any(|c| c.is_ascii_digit())
+        && !key.chars().any(|c| c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(PASSWORD_RULE.to_string())
+    }
+}
+
+/// The two working keys derived from the HA authentication key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub heartbeat: [u8; 32],
+    pub api: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(<redacted>)")
+    }
+}
+
+impl Keys {
+    pub fn derive(authkey: &str) -> Keys {
+        let hk = Hkdf::<Sha256>::new(Some(b"hamon-v1"), authkey.as_bytes());
+        let mut heartbeat = [0u8; 32];
+        let mut api = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit (8160), so expand cannot fail.
+        let _ = hk.expand(b"heartbeat", &mut heartbeat);
+        let _ = hk.expand(b"peer-api", &mut api);
+        Keys { heartbeat, api }
+    }
+}
+
+fn mac(key: &[u8; 32]) -> HmacSha256 {
+    crate::peer::wire::keyed_mac(key)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn request_message(method: &str, path: &str, body: &[u8], time_ms: u64, nonce: &str) -> Vec<u8> {
+    let body_hash = hex(&Sha256::digest(body));
+    format!("hamon-request-v1\n{method}\n{path}\n{body_hash}\n{time_ms}\n{nonce}").into_bytes()
+}
+
+fn response_message(nonce: &str, status: u16, body: &[u8]) -> Vec<u8> {
+    let body_hash = hex(&Sha256::digest(body));
+    format!("hamon-response-v1\n{nonce}\n{status}\n{body_hash}").into_bytes()
+}
+
+fn sign(key: &[u8; 32], message: &[u8]) -> String {
+    let mut m = mac(key);
+    m.update(message);
+    hex(&m.finalize().into_bytes())
+}
+
+fn verify(key: &[u8; 32], message: &[u8], signature_hex: &str) -> bool {
+    let Some(sig) = unhex(signature_hex) else {
+        return false;
+    };
+    let mut m = mac(key);
+    m.update(message);
+    m.verify_slice(&sig).is_ok()
+}
+
+/// Headers that sign a request: time, nonce and signature.
+pub fn sign_request(
+    key: &[u8; 32],
+    method: &str,
+    path: &str,
+    body: &[u8],
+    time_ms: u64,
+    nonce: [u8; 16],
+) -> Vec<(&'static str, String)> {
+    let nonce = hex(&nonce);
+    let sig = sign(key, &request_message(method, path, body, time_ms, &nonce));
+    vec![
+        (H_TIME, time_ms.to_string()),
+        (H_NONCE, nonce),
+        (H_SIGNATURE, sig),
+    ]
+}
+
+/// The signature a server puts on its response to the request with `nonce`.
+pub fn sign_response(key: &[u8; 32], nonce: &str, status: u16, body: &[u8]) -> String {
+    sign(key, &response_message(nonce, status, body))
+}
+
+/// Check a response's signature against the nonce of our request.
+pub fn verify_response(
+    key: &[u8; 32],
+    nonce: &str,
+    status: u16,
+    body: &[u8],
+    signature: Option<&str>,
+) -> bool {
+    signature.is_some_and(|s| verify(key, &response_message(nonce, status, body), s))
+}
+
+/// Why a signed request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing or malformed {0} header")]
+    Missing(&'static str),
+    #[error("bad signature: the peers' authentication keys differ")]
+    BadSignature,
+    #[error("stale request: clocks differ by {skew_ms} ms (limit {limit_ms} ms); check NTP")]
+    Stale { skew_ms: u64, limit_ms: u64 },
+    #[error("replayed request (nonce already seen)")]
+    Replayed,
+}
+
+/// Server side of request signing: checks signatures, freshness and nonces.
+#[derive(Debug)]
+pub struct Verifier {
+    max_skew_ms: u64,
+    seen: HashMap<String, u64>,
+}
+
+/// Upper bound on remembered nonces; older ones expire with the skew window.
+const MAX_NONCES: usize = 100_000;
+
+impl Verifier {
+    pub fn new(max_skew_ms: u64) -> Verifier {
+        Verifier {
+            max_skew_ms,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Verify one request. `header` looks a header up by lower-case name.
+    /// On success returns the request's nonce (to sign the response with).
+    pub fn verify<'a>(
+        &mut self,
+        key: &[u8; 32],
+        method: &str,
+        path: &str,
+        body: &[u8],
+        header: impl Fn(&str) -> Option<&'a str>,
+        now_ms: u64,
+    ) -> Result<String, AuthError> {
+        let time: u64 = header(H_TIME)
+            .and_then(|t| t.parse().ok())
+            .ok_or(AuthError::Missing(H_TIME))?;
+        let nonce = header(H_NONCE)
+            .filter(|n| n.len() == 32 && unhex(n).is_some())
+            .ok_or(AuthError::Missing(H_NONCE))?;
+        let sig = header(H_SIGNATURE).ok_or(AuthError::Missing(H_SIGNATURE))?;
+        if !verify(key, &request_message(method, path, body, time, nonce), sig) {
+            return Err(AuthError::BadSignature);
+        }
+        let skew_ms = now_ms.abs_diff(time);
+        if skew_ms > self.max_skew_ms {
+            return Err(AuthError::Stale {
+                skew_ms,
+                limit_ms: self.max_skew_ms,
+            });
+        }
+        let window = self.max_skew_ms;
+        self.seen
+            .retain(|_, t| now_ms.abs_diff(*t) <= window.saturating_mul(2));
+        if self.seen.contains_key(nonce) {
+            return Err(AuthError::Replayed);
+        }
+        if self.seen.len() >= MAX_NONCES {
+            // Flooded with valid signatures (only a key holder can): refuse
+            // rather than grow without bound.
+            return Err(AuthError::Replayed);
+        }
+        self.seen.insert(nonce.to_string(), time);
+        Ok(nonce.to_string())
+    }
+}
+
+/// 16 random bytes from the OS.
+pub fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to time and address entropy; nonces
+        // still differ per call, which is what replay protection needs.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let local = &b as *const _ as usize as u128;
+        b = (t ^ (local << 64)).to_le_bytes();
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(h: &'a [(&'static str, String)]) -> impl Fn(&str) -> Option<&'a str> {
+        move |name| h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn password_standard() {
+        assert!(check_password_standard("Abcdefg1").is_ok());
+        for bad in [
+            "Abcdef1",
+            "abcdefg1",
+            "ABCDEFG1",
+            "Abcdefgh",
+            "",
+            "Abc\ndef1",
+        ] {
+            assert_eq!(
+                check_password_standard(bad),
+                Err(PASSWORD_RULE.to_string()),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_distinct_and_deterministic() {
+        let a = Keys::derive("Secret-Key-1");
+        assert_eq!(a, Keys::derive("Secret-Key-1"));
+        assert_ne!(a.heartbeat, a.api);
+        assert_ne!(a, Keys::derive("Secret-Key-2"));
+        assert_eq!(format!("{a:?}"), "Keys(<redacted>)");
+    }
+
+    #[test]
+    fn signed_request_verifies_once() {
+        let k = Keys::derive("Secret-Key-1").api;
+        let h = sign_request(&k, "POST", "/peer/v1/register", b"{}", 1_000_000, [7; 16]);
+        let mut v = Verifier::new(30_000);
+        let nonce = v.verify(
+            &k,
+            "POST",
+            "/peer/v1/register",
+            b"{}",
+            lookup(&h),
+            1_010_000,
+        );
+        assert_eq!(nonce, Ok(hex(&[7; 16])));
+        let again = v.verify(
+            &k,
+            "POST",
+            "/peer/v1/register",
+            b"{}",
+            lookup(&h),
+            1_010_001,
+        );
+        assert_eq!(again, Err(AuthError::Replayed));
+    }
+
+    #[test]
+    fn tampering_wrong_key_and_staleness_are_refused() {
+        let k = Keys::derive("Secret-Key-1").api;
+        let h = sign_request(
+            &k,
+            "POST",
+            "/peer/v1/remove",
+            b"{\"a\":1}",
+            5_000_000,
+            [1; 16],
+        );
+        let mut v = Verifier::new(30_000);
+        let now = 5_000_000;
+        let other = Keys::derive("Secret-Key-2").api;
+        assert_eq!(
+            v.verify(
+                &other,
+                "POST",
+                "/peer/v1/remove",
+                b"{\"a\":1}",
+                lookup(&h),
+                now
+            ),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            v.verify(&k, "POST", "/peer/v1/remove", b"{\"a\":2}", lookup(&h), now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            v.verify(
+                &k,
+                "POST",
+                "/peer/v1/register",
+                b"{\"a\":1}",
+                lookup(&h),
+                now
+            ),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            v.verify(
+                &k,
+                "POST",
+                "/peer/v1/remove",
+                b"{\"a\":1}",
+                lookup(&h),
+                now + 31_000
+            ),
+            Err(AuthError::Stale {
+                skew_ms: 31_000,
+                limit_ms: 30_000
+            })
+        );
+        assert_eq!(
+            v.verify(&k, "POST", "/peer/v1/remove", b"{\"a\":1}", |_| None, now),
+            Err(AuthError::Missing(H_TIME))
+        );
+    }
+
+    #[test]
+    fn responses_are_bound_to_the_request_nonce() {
+        let k = Keys::derive("Secret-Key-1").api;
+        let sig = sign_response(&k, "00ff", 200, b"ok");
+        assert!(verify_response(&k, "00ff", 200, b"ok", Some(&sig)));
+        assert!(!verify_response(&k, "00fe", 200, b"ok", Some(&sig)));
+        assert!(!verify_response(&k, "00ff", 500, b"ok", Some(&sig)));
+        assert!(!verify_response(&k, "00ff", 200, b"no", Some(&sig)));
+        assert!(!verify_response(&k, "00ff", 200, b"ok", None));
+        assert!(!verify_response(&k, "00ff", 200, b"ok", Some("zz")));
+    }
+
+    #[test]
+    fn random_nonces_differ() {
+        assert_ne!(random16(), random16());
+    }
+}

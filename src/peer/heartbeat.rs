@@ -1,0 +1,320 @@
+//! Heartbeats over UDP: sealing, sending, receiving, and refusing replays.
+//!
+//! Within one boot id the sequence number must grow. A boot id we have not
+//! accepted yet (the peer restarted, or we did) is accepted only from a frame
+//! that echoes one of our own recent frames: proof that it was sent after it
+//! heard us, which a recorded frame from an earlier boot cannot give.
+
+use super::auth::Keys;
+use super::wire::{self, Frame, MAX_FRAME};
+use crate::ha::{Beacon, Event};
+use crossbeam_channel::Sender;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// How many of our latest frames a new peer boot may echo to be accepted.
+pub const ECHO_WINDOW: u64 = 8;
+/// How many retired peer boot ids are remembered.
+const RETIRED: usize = 16;
+
+/// Why an authentic frame was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Same boot, sequence not newer.
+    Replayed,
+    /// From a boot id the peer has since left behind.
+    Retired,
+    /// A new boot id that has not yet proven it heard us.
+    Unconfirmed,
+}
+
+/// Per-peer replay state, and our own sequence.
+#[derive(Debug)]
+pub struct Guard {
+    our_boot: [u8; 16],
+    our_seq: u64,
+    peer: Option<([u8; 16], u64)>,
+    retired: VecDeque<[u8; 16]>,
+    latest_seen: Option<([u8; 16], u64)>,
+}
+
+impl Guard {
+    pub fn new(our_boot: [u8; 16]) -> Guard {
+        Guard {
+            our_boot,
+            our_seq: 0,
+            peer: None,
+            retired: VecDeque::new(),
+            latest_seen: None,
+        }
+    }
+
+    /// The next frame to send, carrying our echo of the peer.
+    pub fn next_frame(&mut self, body: Beacon) -> Frame {
+        self.our_seq += 1;
+        Frame {
+            boot_id: self.our_boot,
+            seq: self.our_seq,
+            echo: self.latest_seen,
+            body,
+        }
+    }
+
+    /// Decide on an authentic frame.
+    pub fn admit(&mut self, f: &Frame) -> Result<(), Refusal> {
+        if self.retired.contains(&f.boot_id) {
+            return Err(Refusal::Retired);
+        }
+        let newer = match self.latest_seen {
+            Some((b, s)) => b != f.boot_id || f.seq > s,
+            None => true,
+        };
+        if newer {
+            self.latest_seen = Some((f.boot_id, f.seq));
+        }
+        if let Some((boot, seq)) = self.peer {
+            if boot == f.boot_id {
+                if f.seq <= seq {
+                    return Err(Refusal::Replayed);
+                }
+                self.peer = Some((boot, f.seq));
+                return Ok(());
+            }
+        }
+        let proves = matches!(f.echo, Some((b, e))
+            if b == self.our_boot && e <= self.our_seq && self.our_seq - e < ECHO_WINDOW);
+        if !proves {
+            return Err(Refusal::Unconfirmed);
+        }
+        if let Some((old, _)) = self.peer {
+            self.retired.push_back(old);
+            if self.retired.len() > RETIRED {
+                self.retired.pop_front();
+            }
+        }
+        self.peer = Some((f.boot_id, f.seq));
+        Ok(())
+    }
+}
+
+/// Counters shown by `hamon status` and used by tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sent: AtomicU64,
+    pub accepted: AtomicU64,
+    /// Malformed, wrong key, or truncated.
+    pub rejected_bad: AtomicU64,
+    /// Replayed, retired or unconfirmed.
+    pub rejected_replay: AtomicU64,
+}
+
+/// The heartbeat socket, shared by the core thread (send) and the receiver.
+#[derive(Debug)]
+pub struct Heartbeats {
+    sock: UdpSocket,
+    guard: Mutex<Guard>,
+    keys: Arc<RwLock<Option<Keys>>>,
+    pub stats: Stats,
+}
+
+impl Heartbeats {
+    pub fn bind(addr: SocketAddr, keys: Arc<RwLock<Option<Keys>>>) -> io::Result<Heartbeats> {
+        let sock = UdpSocket::bind(addr)?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let boot = super::auth::random16();
+        Ok(Heartbeats {
+            sock,
+            guard: Mutex::new(Guard::new(boot)),
+            keys,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    fn key(&self) -> Option<[u8; 32]> {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|k| k.as_ref().map(|k| k.heartbeat))
+    }
+
+    /// Seal and send one heartbeat. Without a key, nothing is sent.
+    pub fn send(&self, to: SocketAddr, beacon: Beacon) -> io::Result<()> {
+        let Some(key) = self.key() else { return Ok(()) };
+        let frame = match self.guard.lock() {
+            Ok(mut g) => g.next_frame(beacon),
+            Err(_) => return Err(io::Error::other("heartbeat guard poisoned")),
+        };
+        let bytes = wire::encode(&frame, &key).map_err(|e| io::Error::other(e.to_string()))?;
+        self.sock.send_to(&bytes, to)?;
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Check one datagram; on success, the event for the core.
+    pub fn receive(&self, bytes: &[u8], from: SocketAddr) -> Option<Event> {
+        let key = self.key()?;
+        let frame = match wire::decode(bytes, &key) {
+            Ok(f) => f,
+            Err(_) => {
+                self.stats.rejected_bad.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let verdict = self
+            .guard
+            .lock()
+            .map(|mut g| g.admit(&frame))
+            .unwrap_or(Err(Refusal::Replayed));
+        if verdict.is_err() {
+            self.stats.rejected_replay.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Some(Event::Heartbeat {
+            from: from.ip().to_string(),
+            beacon: frame.body,
+        })
+    }
+
+    /// Receive until `stop` is set, passing accepted heartbeats to `tx`.
+    pub fn run_receiver(&self, tx: Sender<Event>, stop: &AtomicBool) {
+        let mut buf = [0u8; MAX_FRAME + 1];
+        while !stop.load(Ordering::Relaxed) {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    if let Some(ev) = buf.get(..n).and_then(|b| self.receive(b, from)) {
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::{HaState, HealthSummary, Role};
+
+    fn beacon() -> Beacon {
+        Beacon {
+            name: "ha-a".into(),
+            role: Role::Primary,
+            state: HaState::PrimaryActive,
+            active: true,
+            registered: Some((1, crate::ha::FailoverType::Manual)),
+            shutting_down: false,
+            health: HealthSummary::default(),
+            hm_port: 8082,
+        }
+    }
+
+    /// Two guards exchanging frames until both accept the other.
+    fn handshake(a: &mut Guard, b: &mut Guard) {
+        let f = a.next_frame(beacon());
+        assert_eq!(b.admit(&f), Err(Refusal::Unconfirmed));
+        let g = b.next_frame(beacon());
+        assert_eq!(a.admit(&g), Ok(()));
+        let f = a.next_frame(beacon());
+        assert_eq!(b.admit(&f), Ok(()));
+    }
+
+    #[test]
+    fn new_boots_confirm_within_one_round_trip() {
+        let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
+        handshake(&mut a, &mut b);
+        for _ in 0..5 {
+            let f = a.next_frame(beacon());
+            assert_eq!(b.admit(&f), Ok(()));
+        }
+    }
+
+    #[test]
+    fn replays_within_a_boot_are_refused() {
+        let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
+        handshake(&mut a, &mut b);
+        let f = a.next_frame(beacon());
+        assert_eq!(b.admit(&f), Ok(()));
+        assert_eq!(b.admit(&f), Err(Refusal::Replayed));
+        let mut older = f.clone();
+        older.seq -= 1;
+        assert_eq!(b.admit(&older), Err(Refusal::Replayed));
+    }
+
+    #[test]
+    fn a_capture_from_an_earlier_boot_cannot_pose_as_a_restart() {
+        let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
+        handshake(&mut a, &mut b);
+        let captured = a.next_frame(beacon());
+        assert_eq!(b.admit(&captured), Ok(()));
+        // `a` restarts with a new boot id and is accepted after a round trip.
+        let mut a2 = Guard::new([3; 16]);
+        handshake(&mut a2, &mut b);
+        // The old capture is now from a retired boot.
+        assert_eq!(b.admit(&captured), Err(Refusal::Retired));
+        // And if `b` restarted too, the capture echoes b's old boot: refused.
+        let mut b2 = Guard::new([4; 16]);
+        assert_eq!(b2.admit(&captured), Err(Refusal::Unconfirmed));
+    }
+
+    #[test]
+    fn stale_echo_outside_the_window_is_refused() {
+        let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
+        let g = b.next_frame(beacon());
+        assert_eq!(a.admit(&g), Err(Refusal::Unconfirmed));
+        let f = a.next_frame(beacon()); // echoes b's seq 1
+        for _ in 0..ECHO_WINDOW {
+            b.next_frame(beacon());
+        }
+        assert_eq!(b.admit(&f), Err(Refusal::Unconfirmed));
+    }
+
+    #[test]
+    fn sockets_exchange_and_refuse_forgeries() -> Result<(), Box<dyn std::error::Error>> {
+        let keys = Arc::new(RwLock::new(Some(Keys::derive("Test-Key-1"))));
+        let any = "127.0.0.1:0".parse()?;
+        let a = Heartbeats::bind(any, keys.clone())?;
+        let b = Heartbeats::bind(any, keys)?;
+        let (a_addr, b_addr) = (a.local_addr()?, b.local_addr()?);
+        let mut buf = [0u8; 1024];
+        let mut pass = |from: &Heartbeats,
+                        to: &Heartbeats,
+                        to_addr|
+         -> Result<Option<Event>, Box<dyn std::error::Error>> {
+            from.send(to_addr, beacon())?;
+            let (n, src) = to.sock.recv_from(&mut buf)?;
+            Ok(to.receive(&buf[..n], src))
+        };
+        assert!(pass(&a, &b, b_addr)?.is_none()); // unconfirmed first frame
+        assert!(pass(&b, &a, a_addr)?.is_some());
+        assert!(matches!(
+            pass(&a, &b, b_addr)?,
+            Some(Event::Heartbeat { .. })
+        ));
+        // Garbage and a wrong key are refused and counted.
+        assert!(b.receive(b"HMHB garbage", a_addr).is_none());
+        let other = Keys::derive("Other-Key-2");
+        let frame = Guard::new([9; 16]).next_frame(beacon());
+        let forged = wire::encode(&frame, &other.heartbeat)?;
+        assert!(b.receive(&forged, a_addr).is_none());
+        assert_eq!(b.stats.rejected_bad.load(Ordering::Relaxed), 2);
+        assert_eq!(b.stats.accepted.load(Ordering::Relaxed), 1);
+        Ok(())
+    }
+}

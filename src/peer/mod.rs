@@ -1,0 +1,5 @@
+//! Talking to the other server: heartbeats (UDP) and signed peer calls (HTTP).
+
+pub mod auth;
+pub mod heartbeat;
+pub mod wire;

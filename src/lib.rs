@@ -3,7 +3,11 @@
 //! A pure core (`ha`) inside an imperative shell of threads (`agent`).
 //! See `docs/architecture.md`.
 
+pub mod agent;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod ha;
 pub mod peer;
+pub mod store;
 pub mod web;

@@ -1,0 +1,749 @@
+//! The imperative shell: starts the adapters, runs the core loop, and carries
+//! out the core's actions.
+//!
+//! One thread owns the `Node` and calls `ha::step`; everything else talks to
+//! it through one channel. Slow work (probes, peer calls, hooks, copies)
+//! runs on its own threads and comes back as events, so nothing can stall
+//! the heartbeats.
+
+use crate::config::{self, Config, LogLevel};
+use crate::control::{self, HeartbeatCounts};
+use crate::ha::{
+    self, Action, Command, CopyKind, Duty, Event, Node, NodeConfig, PeerAnswer, PeerRequest,
+    Severity, Timers, Token,
+};
+use crate::peer::auth::{Keys, Verifier};
+use crate::peer::client as peer_client;
+use crate::peer::heartbeat::Heartbeats;
+use crate::store::{Stamped, Store};
+use crate::web::server::{Limits, Request, Response, Server};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a peer-API request waits for the core's answer.
+const PEER_ANSWER_WAIT: Duration = Duration::from_secs(10);
+/// Peer calls that carry an operation (registration, failback) may wait long.
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Io { what, source }
+}
+
+/// What reaches the core thread.
+enum Input {
+    Event(Event),
+    Command(Command, Sender<ha::Reply>),
+    Peer(PeerRequest, Sender<PeerAnswer>),
+    Reload,
+}
+
+enum Waiter {
+    Operator(Sender<ha::Reply>),
+    Peer(Sender<PeerAnswer>),
+}
+
+/// What `/healthz` shows; refreshed by the core after every step.
+#[derive(Debug, Clone, Serialize)]
+struct Health {
+    name: String,
+    role: ha::Role,
+    state: ha::HaState,
+    mode: String,
+    active: bool,
+}
+
+fn health_of(node: &Node) -> Health {
+    let s = node.status();
+    Health {
+        name: s.name,
+        role: s.role,
+        state: s.state,
+        mode: s.mode.label().to_string(),
+        active: s.duty == Duty::Active,
+    }
+}
+
+/// Map the validated config onto the core's identity and timers.
+pub fn node_config(cfg: &Config) -> NodeConfig {
+    let ms = |d: Duration| d.as_millis() as u64;
+    NodeConfig {
+        name: cfg.node.name.clone(),
+        role: match cfg.node.role {
+            config::Role::Primary => ha::Role::Primary,
+            config::Role::Secondary => ha::Role::Secondary,
+        },
+        address: cfg.node.address.to_string(),
+        hm_port: cfg.health_monitor.port,
+        hb_port: cfg.heartbeat.port,
+        timers: Timers {
+            interval: ms(cfg.heartbeat.interval),
+            missed: cfg.heartbeat.missed,
+            grace: ms(cfg.heartbeat.grace),
+            probe_timeout: ms(cfg.heartbeat.probe_timeout),
+            data_gap_secs: cfg.failback.data_gap.as_secs(),
+            copy_retry: ms(cfg.failback.copy_retry),
+        },
+    }
+}
+
+/// A small stderr logger (journald picks it up under systemd).
+#[derive(Debug, Clone)]
+struct Log {
+    level: LogLevel,
+    tag: String,
+}
+
+impl Log {
+    fn write(&self, severity: Severity, text: &str) {
+        let show = match severity {
+            Severity::Error => true,
+            Severity::Warning | Severity::Info => self.level >= LogLevel::Info,
+        };
+        if show {
+            let sev = match severity {
+                Severity::Info => "info",
+                Severity::Warning => "warning",
+                Severity::Error => "error",
+            };
+            eprintln!("{}: {sev}: {text}", self.tag);
+        }
+    }
+    fn trace(&self, text: &str) {
+        if self.level >= LogLevel::Trace {
+            eprintln!("{}: trace: {text}", self.tag);
+        }
+    }
+}
+
+/// Tell systemd something (`READY=1`, `WATCHDOG=1`, `STOPPING=1`).
+fn sd_notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
+            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
+        }
+    } else {
+        let _ = sock.send_to(msg.as_bytes(), &path);
+    }
+}
+
+/// Half the systemd watchdog interval, when the watchdog is on.
+fn watchdog_every() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    Some(Duration::from_micros(usec / 2))
+}
+
+/// Run an operator hook with a timeout; the environment says why.
+fn run_hook(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> Result<(), String> {
+    let Some((prog, args)) = argv.split_first() else {
+        return Ok(());
+    };
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("{prog}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("{prog} exited with {status}")),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{prog} timed out after {timeout:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("{prog}: {e}")),
+        }
+    }
+}
+
+fn copy_name(k: CopyKind) -> &'static str {
+    match k {
+        CopyKind::Initial => "initial",
+        CopyKind::Failback => "failback",
+        CopyKind::DataGap => "data-gap",
+    }
+}
+
+/// The HTTP side: `/healthz` and the signed peer API.
+struct Web {
+    tx: Sender<Input>,
+    keys: Arc<RwLock<Option<Keys>>>,
+    verifier: Mutex<Verifier>,
+    health: Arc<RwLock<Health>>,
+}
+
+fn json_error(status: u16, msg: &str) -> Response {
+    let body = serde_json::json!({ "error": msg }).to_string();
+    Response::json(status, &body)
+}
+
+impl crate::web::server::Handler for Web {
+    fn handle(&self, req: &Request) -> Response {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/healthz") => match self.health.read() {
+                Ok(h) => Response::json(200, &serde_json::to_string(&*h).unwrap_or_default()),
+                Err(_) => json_error(500, "status unavailable"),
+            },
+            ("POST", p) if p.starts_with("/peer/v1/") => self.peer(req),
+            _ => json_error(404, "not found"),
+        }
+    }
+}
+
+impl Web {
+    fn peer(&self, req: &Request) -> Response {
+        let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
+            return json_error(
+                401,
+                "no authentication key is set on this server (hamon ha authkey)",
+            );
+        };
+        let verdict = match self.verifier.lock() {
+            Ok(mut v) => v.verify(
+                &keys.api,
+                &req.method,
+                &req.path,
+                &req.body,
+                |name| req.header(name),
+                peer_client::unix_ms(),
+            ),
+            Err(_) => return json_error(500, "verifier unavailable"),
+        };
+        let nonce = match verdict {
+            Ok(n) => n,
+            Err(e) => return json_error(401, &e.to_string()),
+        };
+        let request: PeerRequest = match serde_json::from_slice(&req.body) {
+            Ok(r) => r,
+            Err(e) => return json_error(400, &format!("malformed peer request: {e}")),
+        };
+        if req.path.strip_prefix("/peer/v1/") != Some(request.op()) {
+            return json_error(400, "the path does not match the operation");
+        }
+        let (tx, rx) = bounded(1);
+        if self.tx.send(Input::Peer(request, tx)).is_err() {
+            return json_error(503, "agent stopping");
+        }
+        let Ok(answer) = rx.recv_timeout(PEER_ANSWER_WAIT) else {
+            return json_error(503, "no answer from the core in time");
+        };
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        let sig = crate::peer::auth::sign_response(&keys.api, &nonce, 200, &body);
+        Response::new(200, "application/json", body)
+            .with_header(crate::peer::auth::H_SIGNATURE, &sig)
+    }
+}
+
+/// Everything the core loop needs besides the node.
+struct Shell {
+    cfg: Config,
+    log: Log,
+    store: Store,
+    keys: Arc<RwLock<Option<Keys>>>,
+    hb: Arc<Heartbeats>,
+    tx: Sender<Input>,
+    duty_tx: Sender<Duty>,
+    waiting: HashMap<Token, Waiter>,
+    next_token: u64,
+    health: Arc<RwLock<Health>>,
+}
+
+/// Run the agent until SIGTERM (or SIGINT).
+pub fn run(cfg: Config) -> Result<(), AgentError> {
+    let log = Log {
+        level: cfg.log.level,
+        tag: format!("hamon[{}]", cfg.node.name),
+    };
+    let store = Store::open(&cfg.node.state_dir).map_err(io_err(format!(
+        "state directory {}",
+        cfg.node.state_dir.display()
+    )))?;
+    let restored = store.load_state().map_err(io_err("persisted HA state"))?;
+    let key = store.load_authkey().map_err(io_err("authentication key"))?;
+    let keys = Arc::new(RwLock::new(key.as_deref().map(Keys::derive)));
+    let since_in_sync = store
+        .load_in_sync()
+        .map_err(io_err("in-sync stamp"))?
+        .map(|t| (peer_client::unix_ms() / 1000).saturating_sub(t));
+
+    let (tx, rx) = unbounded::<Input>();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let hb_addr = SocketAddr::new(cfg.node.address, cfg.heartbeat.port);
+    let hb = Arc::new(
+        Heartbeats::bind(hb_addr, keys.clone())
+            .map_err(io_err(format!("heartbeat socket {hb_addr}")))?,
+    );
+    let (ev_tx, ev_rx) = unbounded::<Event>();
+    {
+        let (hb, stop) = (hb.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("heartbeat-rx".into())
+            .spawn(move || hb.run_receiver(ev_tx, &stop))
+            .map_err(io_err("heartbeat thread"))?;
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("heartbeat-fwd".into())
+            .spawn(move || {
+                for ev in ev_rx {
+                    if tx.send(Input::Event(ev)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(io_err("heartbeat thread"))?;
+    }
+
+    let mut node = Node::new(node_config(&cfg), restored);
+    let health = Arc::new(RwLock::new(health_of(&node)));
+    let web = Arc::new(Web {
+        tx: tx.clone(),
+        keys: keys.clone(),
+        verifier: Mutex::new(Verifier::new(
+            cfg.heartbeat.max_clock_skew.as_millis() as u64
+        )),
+        health: health.clone(),
+    });
+    let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
+    let server = Server::bind(hm_addr, Limits::default(), web)
+        .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
+
+    let control = start_control(&cfg, tx.clone(), store.clone(), keys.clone(), hb.clone())?;
+    start_signals(tx.clone())?;
+    let duty_tx = start_duty_executor(&cfg, tx.clone(), log.clone())?;
+
+    let mut shell = Shell {
+        cfg,
+        log,
+        store,
+        keys,
+        hb,
+        tx,
+        duty_tx,
+        waiting: HashMap::new(),
+        next_token: 1,
+        health,
+    };
+    shell.log.write(
+        Severity::Info,
+        &format!("listening: heartbeats {hb_addr}, Health Monitor {hm_addr}"),
+    );
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_millis() as u64;
+    shell.apply(
+        &mut node,
+        Event::Start {
+            since_in_sync_secs: since_in_sync,
+        },
+        now(),
+    );
+    sd_notify("READY=1");
+    let watchdog = watchdog_every();
+    let mut last_watchdog = Instant::now();
+    let exit = shell.core_loop(&mut node, &rx, &now, watchdog, &mut last_watchdog);
+    sd_notify("STOPPING=1");
+    stop.store(true, Ordering::Relaxed);
+    drop(control);
+    server.shutdown();
+    exit
+}
+
+fn start_control(
+    cfg: &Config,
+    tx: Sender<Input>,
+    store: Store,
+    keys: Arc<RwLock<Option<Keys>>>,
+    hb: Arc<Heartbeats>,
+) -> Result<control::Server, AgentError> {
+    let path = cfg.socket_path();
+    control::Server::start(&path, move |req| {
+        let ask = |command: Command, wait: Duration| -> control::Reply {
+            let (rtx, rrx) = bounded(1);
+            if tx.send(Input::Command(command, rtx)).is_err() {
+                return control::Reply::Refused {
+                    message: "agent stopping".into(),
+                };
+            }
+            match rrx.recv_timeout(wait) {
+                Ok(ha::Reply::Done { message }) => control::Reply::Done { message },
+                Ok(ha::Reply::Refused { message }) => control::Reply::Refused { message },
+                Ok(ha::Reply::Status { status }) => {
+                    let s = &hb.stats;
+                    let heartbeats = HeartbeatCounts {
+                        sent: s.sent.load(Ordering::Relaxed),
+                        accepted: s.accepted.load(Ordering::Relaxed),
+                        rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
+                        rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
+                    };
+                    control::Reply::Status { status, heartbeats }
+                }
+                Err(_) => control::Reply::Refused {
+                    message: "no answer from the agent in time".into(),
+                },
+            }
+        };
+        let long = Duration::from_secs(24 * 3600);
+        match req {
+            control::Request::Status => ask(Command::Status, Duration::from_secs(10)),
+            control::Request::Register {
+                secondary_address,
+                secondary_hm_port,
+                failover_type,
+                vips,
+                emails,
+                key,
+            } => {
+                let id = u64::from_le_bytes(
+                    crate::peer::auth::random16()[..8]
+                        .try_into()
+                        .unwrap_or([1; 8]),
+                );
+                let command = Command::Register {
+                    id: id.max(1),
+                    secondary_address,
+                    secondary_hm_port,
+                    failover_type,
+                    vips,
+                    emails,
+                    key,
+                };
+                ask(command, long)
+            }
+            control::Request::Failover => ask(Command::Failover, long),
+            control::Request::Failback => ask(Command::Failback, long),
+            control::Request::Remove { purge } => ask(Command::Remove { purge }, long),
+            control::Request::Events { limit } => match store.read_journal(limit) {
+                Ok(mut events) => {
+                    events.reverse();
+                    control::Reply::Events { events }
+                }
+                Err(e) => control::Reply::Refused {
+                    message: format!("event journal: {e}"),
+                },
+            },
+            control::Request::AuthKey { key } => {
+                if let Err(rule) = crate::peer::auth::check_password_standard(key.expose()) {
+                    return control::Reply::Refused { message: rule };
+                }
+                match store.save_authkey(key.expose()) {
+                    Ok(()) => {
+                        if let Ok(mut k) = keys.write() {
+                            *k = Some(Keys::derive(key.expose()));
+                        }
+                        control::Reply::Done {
+                            message: "authentication key updated".into(),
+                        }
+                    }
+                    Err(e) => control::Reply::Refused {
+                        message: format!("saving the key: {e}"),
+                    },
+                }
+            }
+        }
+    })
+    .map_err(io_err(format!(
+        "control socket {}",
+        cfg.socket_path().display()
+    )))
+}
+
+fn start_signals(tx: Sender<Input>) -> Result<(), AgentError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(io_err("signals"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let input = if sig == SIGHUP {
+                    Input::Reload
+                } else {
+                    Input::Event(Event::Shutdown)
+                };
+                if tx.send(input).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(io_err("signal thread"))?;
+    Ok(())
+}
+
+/// Applies duties one after another (services and, later, the VIP).
+fn start_duty_executor(
+    cfg: &Config,
+    tx: Sender<Input>,
+    log: Log,
+) -> Result<Sender<Duty>, AgentError> {
+    let (dtx, drx): (Sender<Duty>, Receiver<Duty>) = unbounded();
+    let hooks = cfg.hooks.clone();
+    std::thread::Builder::new()
+        .name("duty".into())
+        .spawn(move || {
+            for duty in drx {
+                let hook = if duty == Duty::Active {
+                    &hooks.activate
+                } else {
+                    &hooks.deactivate
+                };
+                let env = [("HAMON_DUTY", format!("{duty:?}").to_lowercase())];
+                let result = match hook {
+                    Some(argv) => run_hook(argv, hooks.timeout, &env),
+                    None => Ok(()),
+                };
+                log.trace(&format!("duty {duty:?} applied: {result:?}"));
+                if tx
+                    .send(Input::Event(Event::DutyApplied { duty, result }))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+        .map_err(io_err("duty thread"))?;
+    Ok(dtx)
+}
+
+impl Shell {
+    fn core_loop(
+        &mut self,
+        node: &mut Node,
+        rx: &Receiver<Input>,
+        now: &dyn Fn() -> u64,
+        watchdog: Option<Duration>,
+        last_watchdog: &mut Instant,
+    ) -> Result<(), AgentError> {
+        loop {
+            let mut wait = match node.next_deadline() {
+                Some(t) => Duration::from_millis(t.saturating_sub(now())),
+                None => Duration::from_secs(3600),
+            };
+            if let Some(w) = watchdog {
+                wait = wait.min(w.saturating_sub(last_watchdog.elapsed()));
+            }
+            let input = match rx.recv_timeout(wait) {
+                Ok(i) => Some(i),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            if let Some(w) = watchdog {
+                if last_watchdog.elapsed() >= w {
+                    sd_notify("WATCHDOG=1");
+                    *last_watchdog = Instant::now();
+                }
+            }
+            let event = match input {
+                None => Event::Tick,
+                Some(Input::Event(e)) => e,
+                Some(Input::Command(command, reply)) => {
+                    let token = self.token();
+                    self.waiting.insert(token, Waiter::Operator(reply));
+                    Event::Command { token, command }
+                }
+                Some(Input::Peer(request, reply)) => {
+                    let token = self.token();
+                    self.waiting.insert(token, Waiter::Peer(reply));
+                    Event::PeerRequest { token, request }
+                }
+                Some(Input::Reload) => {
+                    self.reload();
+                    continue;
+                }
+            };
+            if node.next_deadline().is_some_and(|t| t <= now()) && !matches!(event, Event::Tick) {
+                // Deadlines first: an event storm must not starve the timers.
+                if self.apply(node, Event::Tick, now()) {
+                    return Ok(());
+                }
+            }
+            if self.apply(node, event, now()) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    /// SIGHUP: re-read what can change safely (the key, the log level).
+    fn reload(&mut self) {
+        if let Ok(Some(k)) = self.store.load_authkey() {
+            if let Ok(mut keys) = self.keys.write() {
+                *keys = Some(Keys::derive(&k));
+            }
+        }
+        if let Ok(cfg) = Config::load(&self.cfg.path) {
+            self.log.level = cfg.log.level;
+        }
+        self.log.write(
+            Severity::Info,
+            "reloaded the authentication key and log level",
+        );
+    }
+
+    /// Step the core and carry out its actions; true when the agent may exit.
+    fn apply(&mut self, node: &mut Node, event: Event, now: u64) -> bool {
+        self.log.trace(&format!("event {event:?}"));
+        let actions = ha::step(node, event, now);
+        if let Ok(mut h) = self.health.write() {
+            *h = health_of(node);
+        }
+        let mut exit = false;
+        for action in actions {
+            exit |= self.execute(action);
+        }
+        exit
+    }
+
+    fn execute(&mut self, action: Action) -> bool {
+        match action {
+            Action::SendHeartbeat {
+                address,
+                port,
+                beacon,
+            } => {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    if let Err(e) = self.hb.send(SocketAddr::new(ip, port), beacon) {
+                        self.log.trace(&format!("heartbeat to {address}: {e}"));
+                    }
+                }
+            }
+            Action::Probe { target } => {
+                let tx = self.tx.clone();
+                let timeout = self.cfg.heartbeat.probe_timeout;
+                let _ = std::thread::Builder::new()
+                    .name("probe".into())
+                    .spawn(move || {
+                        let (ok, detail) = match peer_client::probe(&target, timeout) {
+                            Ok(_) => (true, "answered".to_string()),
+                            Err(e) => (false, e),
+                        };
+                        let _ = tx.send(Input::Event(Event::ProbeDone { ok, detail }));
+                    });
+            }
+            Action::PeerCall {
+                id,
+                target,
+                request,
+                key,
+            } => {
+                let keys = match key {
+                    Some(k) => Some(Keys::derive(k.expose())),
+                    None => self.keys.read().ok().and_then(|k| k.clone()),
+                };
+                let tx = self.tx.clone();
+                let _ = std::thread::Builder::new()
+                    .name("peer-call".into())
+                    .spawn(move || {
+                        let result = match keys {
+                            Some(keys) => {
+                                peer_client::call(&target, &request, &keys, PEER_CALL_TIMEOUT)
+                            }
+                            None => Err("no authentication key is set on this server".into()),
+                        };
+                        let _ = tx.send(Input::Event(Event::PeerReply { id, result }));
+                    });
+            }
+            Action::Reply { token, reply } => {
+                if let Some(Waiter::Operator(tx)) = self.waiting.remove(&token) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Action::Answer { token, answer } => {
+                if let Some(Waiter::Peer(tx)) = self.waiting.remove(&token) {
+                    let _ = tx.send(answer);
+                }
+            }
+            Action::SetDuty(duty) => {
+                let _ = self.duty_tx.send(duty);
+            }
+            Action::StartCopy(kind) => {
+                let tx = self.tx.clone();
+                let hook = self.cfg.hooks.full_copy.clone();
+                let timeout = self.cfg.hooks.timeout;
+                let _ = std::thread::Builder::new()
+                    .name("copy".into())
+                    .spawn(move || {
+                        let env = [("HAMON_COPY", copy_name(kind).to_string())];
+                        let result = match hook {
+                            Some(argv) => run_hook(&argv, timeout, &env),
+                            None => Ok(()),
+                        };
+                        let _ = tx.send(Input::Event(Event::CopyDone { kind, result }));
+                    });
+            }
+            Action::Persist(p) => {
+                if let Err(e) = self.store.save_state(&p) {
+                    self.log
+                        .write(Severity::Error, &format!("persisting HA state: {e}"));
+                }
+            }
+            Action::StampInSync => {
+                if let Err(e) = self.store.save_in_sync(peer_client::unix_ms() / 1000) {
+                    self.log
+                        .write(Severity::Error, &format!("in-sync stamp: {e}"));
+                }
+            }
+            Action::InstallKey(k) => {
+                if let Err(e) = self.store.save_authkey(k.expose()) {
+                    self.log.write(
+                        Severity::Error,
+                        &format!("saving the authentication key: {e}"),
+                    );
+                }
+                if let Ok(mut keys) = self.keys.write() {
+                    *keys = Some(Keys::derive(k.expose()));
+                }
+            }
+            Action::PurgeData => {
+                if let Err(e) = self.store.purge_data() {
+                    self.log
+                        .write(Severity::Error, &format!("purging HA data: {e}"));
+                }
+            }
+            Action::Journal(entry) => {
+                self.log
+                    .write(entry.severity, &format!("[{}] {}", entry.kind, entry.text));
+                let stamped = Stamped {
+                    time: peer_client::unix_ms() / 1000,
+                    entry,
+                };
+                if let Err(e) = self.store.append_journal(&stamped) {
+                    self.log
+                        .write(Severity::Error, &format!("event journal: {e}"));
+                }
+            }
+            Action::Exit => return true,
+        }
+        false
+    }
+}

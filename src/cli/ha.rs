@@ -1,0 +1,321 @@
+//! `hamon ha ...` and `hamon status`: talk to the local agent.
+
+use super::{fail, load};
+use crate::control::{self, Reply, Request};
+use crate::ha::{FailoverType, Role, Secret, StatusView};
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::time::Duration;
+
+pub const HA_USAGE: &str = "\
+Usage: hamon ha <command>
+
+  status                      this server's HA role, peer, state and failover type
+  register --secondary HOST[:PORT] --failover-type manual|automatic
+           [--vip ADDR/PREFIX]... [--email a@x,b@y] [--authkey-file FILE]
+                              register the secondary (run on the primary); the key
+                              comes from --authkey-file, stdin, or a prompt
+  authkey [NEWKEY]            set this server's authentication key (stdin if omitted)
+  failover                    make the secondary active (run on the secondary)
+  failback                    give the active role back to the primary (secondary)
+  remove [--yes] [--purge]    remove the HA configuration; --yes skips the questions,
+                              --purge also removes HA data from both servers
+  events [--limit N]          the HA event journal, newest first
+";
+
+fn call(cfg_path: Option<&Path>, req: Request, timeout: Option<Duration>) -> Result<Reply, String> {
+    let cfg = load(cfg_path)?;
+    control::call(&cfg.socket_path(), &req, timeout).map_err(|e| e.to_string())
+}
+
+fn finish(r: Result<Reply, String>) -> i32 {
+    match r {
+        Ok(Reply::Done { message }) => {
+            println!("{message}");
+            0
+        }
+        Ok(Reply::Refused { message }) => fail(&message),
+        Ok(other) => fail(&format!("unexpected reply {other:?}")),
+        Err(e) => fail(&e),
+    }
+}
+
+/// The guide's one-line HA status.
+pub fn status_line(s: &StatusView) -> String {
+    let mut line = format!("[Role] {}", s.role);
+    if let (Some(name), Some(addr)) = (&s.peer_name, &s.peer_address) {
+        let label = match s.role {
+            Role::Primary => "Secondary Server",
+            Role::Secondary => "Primary Server",
+        };
+        line.push_str(&format!(" [{label}] {name}({addr})"));
+    }
+    line.push_str(&format!(" [State] {}", s.state));
+    if let Some(t) = s.failover_type {
+        line.push_str(&format!(" [Failover Type] {t}"));
+    }
+    line
+}
+
+fn get_status(cfg: Option<&Path>) -> Result<StatusView, String> {
+    match call(cfg, Request::Status, Some(Duration::from_secs(10)))? {
+        Reply::Status { status, .. } => Ok(*status),
+        Reply::Refused { message } => Err(message),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// `hamon status`
+pub fn status(cfg: Option<&Path>) -> i32 {
+    match get_status(cfg) {
+        Ok(s) => {
+            println!(
+                "Health Monitor Server is running. ( [Role] {} [State] {} )",
+                s.role, s.state
+            );
+            0
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+pub fn main(cfg: Option<&Path>, args: &[&str]) -> i32 {
+    match args {
+        [] | ["?"] | ["--help"] | ["-h"] | ["help"] => {
+            print!("{HA_USAGE}");
+            0
+        }
+        ["status"] => match get_status(cfg) {
+            Ok(s) => {
+                println!("{}", status_line(&s));
+                0
+            }
+            Err(e) => fail(&e),
+        },
+        ["failover"] => finish(call(cfg, Request::Failover, None)),
+        ["failback"] => finish(call(cfg, Request::Failback, None)),
+        ["events", rest @ ..] => events(cfg, rest),
+        ["remove", rest @ ..] => remove(cfg, rest),
+        ["authkey", rest @ ..] => authkey(cfg, rest),
+        ["register", rest @ ..] => register(cfg, rest),
+        _ => {
+            eprint!(
+                "hamon: unknown ha command {:?}\n\n{HA_USAGE}",
+                args.join(" ")
+            );
+            2
+        }
+    }
+}
+
+fn events(cfg: Option<&Path>, args: &[&str]) -> i32 {
+    let limit = match args {
+        [] => 100,
+        ["--limit", n] => match n.parse() {
+            Ok(n) => n,
+            Err(_) => return fail("--limit takes a number"),
+        },
+        _ => return fail("usage: hamon ha events [--limit N]"),
+    };
+    match call(
+        cfg,
+        Request::Events { limit },
+        Some(Duration::from_secs(10)),
+    ) {
+        Ok(Reply::Events { events }) => {
+            for e in events {
+                println!("{}  {:<30} {}", e.time, e.entry.state.label(), e.entry.text);
+            }
+            0
+        }
+        Ok(Reply::Refused { message }) => fail(&message),
+        Ok(other) => fail(&format!("unexpected reply {other:?}")),
+        Err(e) => fail(&e),
+    }
+}
+
+fn ask(question: &str) -> bool {
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+fn remove(cfg: Option<&Path>, args: &[&str]) -> i32 {
+    let yes = args.contains(&"--yes");
+    let mut purge = args.contains(&"--purge");
+    if let Some(bad) = args.iter().find(|a| !matches!(**a, "--yes" | "--purge")) {
+        return fail(&format!("unknown option {bad}"));
+    }
+    if !yes {
+        if !ask("Remove the HA configuration?") {
+            println!("Nothing removed.");
+            return 1;
+        }
+        purge = purge || ask("Also remove the HA data from both the primary and the secondary?");
+    }
+    finish(call(cfg, Request::Remove { purge }, None))
+}
+
+/// Read a secret: from `file`, from stdin when it is not a terminal, or from
+/// a prompt with echo off.
+fn read_secret(file: Option<&str>, prompt: &str) -> Result<String, String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+        return Ok(text.lines().next().unwrap_or("").to_string());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let key = with_echo_off(|| {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line).map(|_| line)
+    })
+    .map_err(|e| e.to_string())?;
+    eprintln!();
+    Ok(key.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn with_echo_off<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    // SAFETY: termios is plain data; tcgetattr fills it for fd 0, which is a
+    // terminal here (checked by the caller).
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a termios for the duration of the call.
+    if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
+        return f();
+    }
+    let saved = t;
+    t.c_lflag &= !libc::ECHO;
+    // SAFETY: valid pointer to an initialised termios.
+    unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    let r = f();
+    // SAFETY: restores the attributes read above.
+    unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+    r
+}
+
+fn authkey(cfg_path: Option<&Path>, args: &[&str]) -> i32 {
+    let key = match args {
+        [k] => k.to_string(),
+        [] => match read_secret(None, "New authentication key: ") {
+            Ok(k) => k,
+            Err(e) => return fail(&e),
+        },
+        _ => return fail("usage: hamon ha authkey [NEWKEY]"),
+    };
+    if let Err(rule) = crate::peer::auth::check_password_standard(&key) {
+        return fail(&format!("key refused: {rule}"));
+    }
+    let cfg = match load(cfg_path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let req = Request::AuthKey {
+        key: Secret::new(key.clone()),
+    };
+    match control::call(&cfg.socket_path(), &req, Some(Duration::from_secs(10))) {
+        Err(control::ControlError::NotRunning(_)) => {
+            // The agent is not running: write the key where it will find it.
+            match crate::store::Store::open(&cfg.node.state_dir).and_then(|s| s.save_authkey(&key))
+            {
+                Ok(()) => {
+                    println!("authentication key set (the agent is not running)");
+                    0
+                }
+                Err(e) => fail(&format!("saving the key: {e}")),
+            }
+        }
+        other => finish(other.map_err(|e| e.to_string())),
+    }
+}
+
+fn register(cfg: Option<&Path>, args: &[&str]) -> i32 {
+    let mut secondary = None;
+    let mut failover_type = None;
+    let mut vips = Vec::new();
+    let mut emails = Vec::new();
+    let mut keyfile = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .map(|s| s.to_string())
+                .ok_or(format!("{a} needs a value"))
+        };
+        let r = match *a {
+            "--secondary" => value().map(|v| secondary = Some(v)),
+            "--failover-type" => value().and_then(|v| {
+                FailoverType::parse(&v)
+                    .map(|t| failover_type = Some(t))
+                    .ok_or(format!("--failover-type is manual or automatic, not {v:?}"))
+            }),
+            "--vip" => value().map(|v| vips.push(v)),
+            "--email" => value().map(|v| {
+                emails.extend(
+                    v.split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty()),
+                )
+            }),
+            "--authkey-file" => value().map(|v| keyfile = Some(v)),
+            other => Err(format!("unknown option {other}")),
+        };
+        if let Err(e) = r {
+            return fail(&e);
+        }
+    }
+    let (Some(secondary), Some(failover_type)) = (secondary, failover_type) else {
+        return fail(
+            "usage: hamon ha register --secondary HOST[:PORT] --failover-type manual|automatic",
+        );
+    };
+    if vips.len() > 2 {
+        return fail("--vip may be given at most twice (one IPv4, one IPv6)");
+    }
+    let config = match load(cfg) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let default_port = config.health_monitor.port;
+    let with_port = if secondary.parse::<std::net::IpAddr>().is_ok() || !secondary.contains(':') {
+        format!("{}:{default_port}", bracket(&secondary))
+    } else {
+        secondary.clone()
+    };
+    let addr = match with_port.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        _ => return fail(&format!("cannot resolve secondary {secondary:?}")),
+    };
+    let key = match read_secret(keyfile.as_deref(), "Secondary's authentication key: ") {
+        Ok(k) if !k.is_empty() => k,
+        Ok(_) => return fail("an authentication key is required"),
+        Err(e) => return fail(&e),
+    };
+    let req = Request::Register {
+        secondary_address: addr.ip().to_string(),
+        secondary_hm_port: addr.port(),
+        failover_type,
+        vips,
+        emails,
+        key: Secret::new(key),
+    };
+    finish(control::call(&config.socket_path(), &req, None).map_err(|e| e.to_string()))
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}

@@ -1,0 +1,299 @@
+//! The CLI's line to the local agent: a Unix socket in `run_dir`, mode 0600,
+//! that only root (or the agent's own user) may use. One JSON request line,
+//! one JSON reply line.
+
+use crate::ha::{FailoverType, Secret, StatusView};
+use crate::store::Stamped;
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request line accepted.
+const MAX_LINE: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Register {
+        secondary_address: String,
+        secondary_hm_port: u16,
+        failover_type: FailoverType,
+        vips: Vec<String>,
+        emails: Vec<String>,
+        key: Secret,
+    },
+    Failover,
+    Failback,
+    Remove {
+        purge: bool,
+    },
+    Events {
+        limit: usize,
+    },
+    AuthKey {
+        key: Secret,
+    },
+}
+
+/// Heartbeat counters, reported with the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatCounts {
+    pub sent: u64,
+    pub accepted: u64,
+    pub rejected_bad: u64,
+    pub rejected_replay: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Done {
+        message: String,
+    },
+    Refused {
+        message: String,
+    },
+    Status {
+        status: Box<StatusView>,
+        heartbeats: HeartbeatCounts,
+    },
+    Events {
+        events: Vec<Stamped>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the hamon agent is not running (no control socket at {0})")]
+    NotRunning(PathBuf),
+    #[error("permission denied on {0}: run as root")]
+    Denied(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("control socket {path}: malformed reply: {detail}")]
+    Malformed { path: PathBuf, detail: String },
+}
+
+/// Send one request to the agent and wait for its reply.
+pub fn call(path: &Path, req: &Request, timeout: Option<Duration>) -> Result<Reply, ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut s = UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            ControlError::NotRunning(path.to_path_buf())
+        }
+        io::ErrorKind::PermissionDenied => ControlError::Denied(path.to_path_buf()),
+        _ => io_err(e),
+    })?;
+    s.set_read_timeout(timeout).map_err(io_err)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(io_err)?;
+    let mut reply = String::new();
+    BufReader::new(s)
+        .take(16 * 1024 * 1024)
+        .read_line(&mut reply)
+        .map_err(io_err)?;
+    serde_json::from_str(&reply).map_err(|e| ControlError::Malformed {
+        path: path.to_path_buf(),
+        detail: if reply.is_empty() {
+            "connection closed".into()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+/// The uid of the process at the other end of a Unix socket.
+fn peer_uid(s: &UnixStream) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and sized for SO_PEERCRED's
+    // `struct ucred`; the fd is owned by `s` for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(cred.uid)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The listening control socket.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Bind the socket (replacing a stale one) and serve each connection on
+    /// its own thread with `handle`.
+    pub fn start<F>(path: &Path, handle: F) -> io::Result<Server>
+    where
+        F: Fn(Request) -> Reply + Send + Sync + 'static,
+    {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another hamon agent is running ({})", path.display()),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = Arc::new(handle);
+        let my_uid = nix_euid();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let handle = handle.clone();
+                            let _ = std::thread::Builder::new()
+                                .name("control-conn".into())
+                                .spawn(move || serve_one(s, my_uid, &*handle));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            })?;
+        Ok(Server {
+            path: path.to_path_buf(),
+            stop,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn nix_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn serve_one(s: UnixStream, my_uid: u32, handle: &dyn Fn(Request) -> Reply) {
+    let reply = (|| {
+        let _ = s.set_nonblocking(false);
+        let uid = peer_uid(&s).ok()?;
+        if uid != 0 && uid != my_uid {
+            return Some(Reply::Refused {
+                message: "permission denied: run as root".into(),
+            });
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        BufReader::new(&s)
+            .take(MAX_LINE)
+            .read_line(&mut line)
+            .ok()?;
+        Some(match serde_json::from_str::<Request>(&line) {
+            Ok(req) => handle(req),
+            Err(e) => Reply::Refused {
+                message: format!("malformed request: {e}"),
+            },
+        })
+    })();
+    if let Some(reply) = reply {
+        if let Ok(mut line) = serde_json::to_vec(&reply) {
+            line.push(b'\n');
+            let _ = (&s).write_all(&line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_reply_round_trip_and_not_running() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("hamon-ctl-{}", std::process::id()));
+        let path = dir.join("hamon.sock");
+        let missing = call(&path, &Request::Failover, None);
+        assert!(
+            matches!(missing, Err(ControlError::NotRunning(_))),
+            "{missing:?}"
+        );
+        let server = Server::start(&path, |req| match req {
+            Request::Events { limit } => Reply::Done {
+                message: format!("limit {limit}"),
+            },
+            _ => Reply::Refused {
+                message: "no".into(),
+            },
+        })?;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let r = call(
+            &path,
+            &Request::Events { limit: 7 },
+            Some(Duration::from_secs(5)),
+        )?;
+        assert_eq!(
+            r,
+            Reply::Done {
+                message: "limit 7".into()
+            }
+        );
+        // A second agent on the same socket is refused.
+        assert!(Server::start(&path, |_| Reply::Done {
+            message: String::new()
+        })
+        .is_err());
+        // Garbage gets a clear refusal.
+        let mut s = UnixStream::connect(&path)?;
+        s.write_all(b"{\"cmd\":\"explode\"}\n")?;
+        let mut out = String::new();
+        BufReader::new(s).read_line(&mut out)?;
+        assert!(out.contains("malformed request"), "{out}");
+        drop(server);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let r = Request::AuthKey {
+            key: Secret::new("Sup3rSecret"),
+        };
+        assert!(!format!("{r:?}").contains("Sup3rSecret"));
+    }
+}

@@ -1,0 +1,74 @@
+//! Calls to the peer's Health Monitor: the unauthenticated liveness probe and
+//! signed peer API requests whose responses are verified too.
+
+use super::auth::{self, Keys};
+use crate::ha::{PeerAnswer, PeerRequest, PeerTarget};
+use crate::web::client;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest peer answer accepted.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+fn addr(t: &PeerTarget) -> Result<SocketAddr, String> {
+    let ip: IpAddr = t
+        .address
+        .parse()
+        .map_err(|_| format!("bad peer address {:?}", t.address))?;
+    Ok(SocketAddr::new(ip, t.hm_port))
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `GET /healthz`: does the peer's Health Monitor answer at all?
+pub fn probe(t: &PeerTarget, timeout: Duration) -> Result<String, String> {
+    let r = client::request(addr(t)?, "GET", "/healthz", &[], b"", timeout, 64 * 1024)
+        .map_err(|e| e.to_string())?;
+    if r.status == 200 {
+        Ok(String::from_utf8_lossy(&r.body).into_owned())
+    } else {
+        Err(format!("{} answered HTTP {}", t.address, r.status))
+    }
+}
+
+/// One signed request to the peer, with its answer's signature checked.
+pub fn call(
+    t: &PeerTarget,
+    request: &PeerRequest,
+    keys: &Keys,
+    timeout: Duration,
+) -> Result<PeerAnswer, String> {
+    let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let path = format!("/peer/v1/{}", request.op());
+    let nonce = auth::random16();
+    let signed = auth::sign_request(&keys.api, "POST", &path, &body, unix_ms(), nonce);
+    let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    headers.push(("content-type", "application/json"));
+    let r = client::request(
+        addr(t)?,
+        "POST",
+        &path,
+        &headers,
+        &body,
+        timeout,
+        MAX_ANSWER,
+    )
+    .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    match r.status {
+        200 => {
+            let sig = r.header(auth::H_SIGNATURE);
+            if !auth::verify_response(&keys.api, &auth::hex(&nonce), 200, &r.body, sig) {
+                return Err("the peer's answer is not signed with our key".into());
+            }
+            serde_json::from_str(&text).map_err(|e| format!("malformed answer from peer: {e}"))
+        }
+        401 => Err(format!("authentication failed: {}", text.trim())),
+        s => Err(format!("peer answered HTTP {s}: {}", text.trim())),
+    }
+}

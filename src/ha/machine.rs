@@ -1033,9 +1033,11 @@ impl Step<'_> {
     }
 
     fn on_shutdown(&mut self) {
+        let paired = self.n.sends_heartbeats();
         self.n.shutting_down = true;
         self.journal("agent_stopping", Severity::Info, "hamon is stopping");
-        if self.n.sends_heartbeats() {
+        if paired {
+            // A farewell heartbeat: the peer treats it as a failure at once.
             if let Some(r) = &self.n.reg {
                 let m = r.member(self.n.cfg.role.other());
                 self.out.push(Action::SendHeartbeat {

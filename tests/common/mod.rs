@@ -1,0 +1,220 @@
+//! A test bed of real `hamon agent` processes on loopback addresses.
+//!
+//! Each `Pair` gets its own two 127.0.x.y addresses, temp directory and
+//! processes; dropping it stops only the processes it started, by PID.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "Test-Key-2026";
+pub const INTERVAL_MS: u64 = 100;
+pub const MISSED: u64 = 3;
+pub const GRACE_MS: u64 = 300;
+pub const PROBE_MS: u64 = 300;
+
+pub fn hamon() -> &'static str {
+    env!("CARGO_BIN_EXE_hamon")
+}
+
+pub struct Pair {
+    pub dir: PathBuf,
+    pub addrs: [String; 2],
+    pub children: [Option<Child>; 2],
+}
+
+impl Pair {
+    /// Two configured, unregistered servers (not started). `n` picks the
+    /// loopback addresses 127.0.<n>.2 and 127.0.<n>.3 (unique per test).
+    pub fn new(n: u8) -> Pair {
+        let dir = std::env::temp_dir().join(format!("hamon-it-{n}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let addrs = [format!("127.0.{n}.2"), format!("127.0.{n}.3")];
+        for (i, role) in ["primary", "secondary"].iter().enumerate() {
+            let name = ["ha-a", "ha-b"][i];
+            let cfg = format!(
+                "[node]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{addr}\"\n\
+                 state_dir = \"{d}/{name}/state\"\nrun_dir = \"{d}/{name}/run\"\n\
+                 [heartbeat]\nport = 18083\ninterval_ms = {INTERVAL_MS}\nmissed = {MISSED}\n\
+                 grace_ms = {GRACE_MS}\nprobe_timeout_ms = {PROBE_MS}\n\
+                 [health_monitor]\nport = 18082\ntls = false\n[log]\nlevel = \"trace\"\n",
+                addr = addrs[i],
+                d = dir.display(),
+            );
+            std::fs::write(dir.join(format!("{name}.toml")), cfg).expect("config");
+        }
+        Pair {
+            dir,
+            addrs,
+            children: [None, None],
+        }
+    }
+
+    pub fn config(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.toml", ["ha-a", "ha-b"][i]))
+    }
+
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(["ha-a", "ha-b"][i]).join("state")
+    }
+
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir
+            .join(["ha-a", "ha-b"][i])
+            .join("run")
+            .join("hamon.sock")
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("agent-{i}.log")))
+            .expect("log");
+        let child = Command::new(hamon())
+            .args(["agent", "--config"])
+            .arg(self.config(i))
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hamon agent");
+        self.children[i] = Some(child);
+        let sock = self.socket(i);
+        wait(Duration::from_secs(10), || {
+            hamon::control::call(
+                &sock,
+                &hamon::control::Request::Status,
+                Some(Duration::from_secs(1)),
+            )
+            .is_ok()
+        })
+        .unwrap_or_else(|| panic!("agent {i} did not come up; log:\n{}", self.log(i)));
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            // SAFETY: signalling a child this test spawned and has not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let mut c = self.children[i].take()?;
+        // SAFETY: signalling a child this test spawned and has not reaped.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        c.wait().ok()
+    }
+
+    pub fn run(&self, i: usize, args: &[&str]) -> Output {
+        Command::new(hamon())
+            .arg("--config")
+            .arg(self.config(i))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hamon")
+    }
+
+    pub fn run_with_stdin(&self, i: usize, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(hamon())
+            .arg("--config")
+            .arg(self.config(i))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hamon");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait hamon")
+    }
+
+    /// `hamon ha status` on server `i`.
+    pub fn ha_status(&self, i: usize) -> String {
+        String::from_utf8_lossy(&self.run(i, &["ha", "status"]).stdout)
+            .trim()
+            .to_string()
+    }
+
+    pub fn wait_state(&self, i: usize, state: &str, within: Duration) -> Duration {
+        let t = Instant::now();
+        wait(within, || {
+            self.ha_status(i).contains(&format!("[State] {state}"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "server {i} not in {state} within {within:?}: {:?}\nlog:\n{}",
+                self.ha_status(i),
+                self.log(i)
+            )
+        });
+        t.elapsed()
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("agent-{i}.log"))).unwrap_or_default()
+    }
+
+    /// Set the secondary's key, start both, register.
+    pub fn registered(n: u8, failover_type: &str) -> Pair {
+        let mut p = Pair::new(n);
+        let out = p.run(1, &["ha", "authkey", KEY]);
+        assert!(out.status.success(), "{out:?}");
+        p.start(0);
+        p.start(1);
+        let out = p.run_with_stdin(
+            0,
+            &[
+                "ha",
+                "register",
+                "--secondary",
+                &p.addrs[1].clone(),
+                "--failover-type",
+                failover_type,
+            ],
+            &format!("{KEY}\n"),
+        );
+        assert!(out.status.success(), "register: {out:?}\n{}", p.log(0));
+        p.wait_state(0, "Primary Active", Duration::from_secs(5));
+        p.wait_state(1, "Secondary Syncing", Duration::from_secs(5));
+        p
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for i in 0..2 {
+            self.kill9(i);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn wait(within: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if f() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f().then_some(())
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

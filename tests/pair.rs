@@ -1,6 +1,8 @@
 //! Integration tests: real `hamon agent` processes on loopback addresses,
 //! with `hamon ha status` as the oracle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

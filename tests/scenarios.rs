@@ -1,6 +1,8 @@
 //! Golden scenario tests: the guide's failover/failback scenarios replayed on
 //! two simulated servers, checking the exact state sequence of each.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use hamon::ha::sim::{dedup, fast_timers, register_command, Sim, KEY, P, S};
 use hamon::ha::{Command, CopyKind, FailoverType, HaState, HealthSummary, Level, Reply};
 use HaState::*;

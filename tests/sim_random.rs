@@ -9,6 +9,8 @@
 //!
 //! A failing seed is printed; rerun it with `HAMON_SIM_SEED=<seed>`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use hamon::ha::sim::{fast_timers, Sim, P, S};
 use hamon::ha::{Duty, FailoverType, HaState, HealthSummary, Level};
 

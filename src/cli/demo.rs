@@ -76,13 +76,9 @@ fn run() -> Result<(), String> {
             configs.push(path);
         }
         let sock = |i: usize| dir.join(servers[i].0).join("run").join("hamon.sock");
-        for i in 0..2 {
+        for (i, (name, _, _)) in servers.iter().enumerate() {
             if !wait_for_socket(&sock(i)) {
-                return Err(format!(
-                    "{} did not start; see {}",
-                    servers[i].0,
-                    dir.display()
-                ));
+                return Err(format!("{name} did not start; see {}", dir.display()));
             }
         }
         let set_key = Request::AuthKey {

@@ -812,13 +812,11 @@ impl Step<'_> {
                 );
                 self.maybe_auto_failover();
             }
-            SecondaryUncertain if failed || standby => {
-                if self.n.prior == Some(SecondarySyncing) {
-                    self.enter(
-                        SecondaryLostPrimary,
-                        &format!("the primary reports {}", b.state),
-                    );
-                }
+            SecondaryUncertain if (failed || standby) && self.n.prior == Some(SecondarySyncing) => {
+                self.enter(
+                    SecondaryLostPrimary,
+                    &format!("the primary reports {}", b.state),
+                );
             }
             SecondaryLostPrimary if up => {
                 self.n.synced = true;

@@ -3,6 +3,8 @@
 //! Each `Pair` gets its own two 127.0.x.y addresses, temp directory and
 //! processes; dropping it stops only the processes it started, by PID.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

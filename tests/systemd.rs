@@ -12,25 +12,50 @@ use std::time::{Duration, Instant};
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
-        assert!(std::env::var_os("CI").is_none(), "systemd-analyze is missing in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing in CI"
+        );
         eprintln!("skipped: systemd-analyze not installed");
         return;
     };
     assert!(out.status.success());
     let dir = std::env::temp_dir().join(format!("hamon-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hamon.service"))
-        .unwrap()
-        .replace("/usr/bin/hamon", common::hamon());
-    for want in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict"] {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/hamon.service"
+    ))
+    .unwrap()
+    .replace("/usr/bin/hamon", common::hamon());
+    for want in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+    ] {
         assert!(unit.contains(want), "unit lacks {want}");
     }
-    let caps = unit.lines().find(|l| l.starts_with("CapabilityBoundingSet=")).unwrap();
-    assert_eq!(caps, "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE");
+    let caps = unit
+        .lines()
+        .find(|l| l.starts_with("CapabilityBoundingSet="))
+        .unwrap();
+    assert_eq!(
+        caps,
+        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE"
+    );
     std::fs::write(dir.join("hamon.service"), unit).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(dir.join("hamon.service")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !text.contains("hamon.service:"), "verify: {text}");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("hamon.service"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("hamon.service:"),
+        "verify: {text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -39,7 +64,8 @@ fn agent_notifies_ready_and_feeds_the_watchdog() {
     let p = common::Pair::new(30);
     let sock_path = p.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut child = Command::new(common::hamon())
         .args(["agent", "--config"])
         .arg(p.config(0))
@@ -64,7 +90,14 @@ fn agent_notifies_ready_and_feeds_the_watchdog() {
     }
     assert_eq!(got.first().map(String::as_str), Some("READY=1"), "{got:?}");
     let pings = got.iter().filter(|m| *m == "WATCHDOG=1").count();
-    assert!(pings >= 5, "watchdog fed every ~150 ms for 3 s, got {pings}: {got:?}");
-    assert_eq!(got.last().map(String::as_str), Some("STOPPING=1"), "{got:?}");
+    assert!(
+        pings >= 5,
+        "watchdog fed every ~150 ms for 3 s, got {pings}: {got:?}"
+    );
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{got:?}"
+    );
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }

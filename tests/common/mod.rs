@@ -4,7 +4,6 @@
 //! processes; dropping it stops only the processes it started, by PID.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -31,6 +30,12 @@ impl Pair {
     /// Two configured, unregistered servers (not started). `n` picks the
     /// loopback addresses 127.0.<n>.2 and 127.0.<n>.3 (unique per test).
     pub fn new(n: u8) -> Pair {
+        Pair::with_extra(n, "")
+    }
+
+    /// Like `new`, with `extra` appended to both configs (`{name}` and
+    /// `{dir}` are substituted).
+    pub fn with_extra(n: u8, extra: &str) -> Pair {
         let dir = std::env::temp_dir().join(format!("hamon-it-{n}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -45,7 +50,9 @@ impl Pair {
                  [health_monitor]\nport = 18082\ntls = false\n[log]\nlevel = \"trace\"\n",
                 addr = addrs[i],
                 d = dir.display(),
-            );
+            ) + &extra
+                .replace("{name}", name)
+                .replace("{dir}", &dir.display().to_string());
             std::fs::write(dir.join(format!("{name}.toml")), cfg).expect("config");
         }
         Pair {
@@ -171,7 +178,10 @@ impl Pair {
 
     /// Set the secondary's key, start both, register.
     pub fn registered(n: u8, failover_type: &str) -> Pair {
-        let mut p = Pair::new(n);
+        Pair::registered_with(Pair::new(n), failover_type)
+    }
+
+    pub fn registered_with(mut p: Pair, failover_type: &str) -> Pair {
         let out = p.run(1, &["ha", "authkey", KEY]);
         assert!(out.status.success(), "{out:?}");
         p.start(0);

@@ -383,7 +383,7 @@ fn read_request(
 
 /// Parses the request head if complete into (head length, request without body);
 /// errors carry the status to answer.
-fn parse_head(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, Request)>, Option<u16>> {
+pub fn parse_head(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, Request)>, Option<u16>> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {
@@ -424,7 +424,7 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<
 }
 
 /// Declared body length: `Some(0)` when absent, `None` when invalid or conflicting.
-fn content_length(headers: &[(String, String)]) -> Option<usize> {
+pub fn content_length(headers: &[(String, String)]) -> Option<usize> {
     let mut found = None;
     for (_, value) in headers
         .iter()

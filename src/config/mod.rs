@@ -47,6 +47,8 @@ const DEFAULT_HEALTH_MONITOR_PORT: u64 = 8082;
 const DEFAULT_TLS: bool = true;
 const DEFAULT_DATA_GAP_HOURS: u64 = 24;
 const DEFAULT_COPY_RETRY_MS: u64 = 300_000;
+const DEFAULT_BURST_COUNT: u64 = 5;
+const DEFAULT_BURST_GAP_MS: u64 = 200;
 const DEFAULT_HOOK_TIMEOUT_MS: u64 = 60_000;
 
 const NODE_NAME_MAX: usize = 63;
@@ -129,6 +131,19 @@ pub struct Config {
     pub hooks: Hooks,
     /// `[log]`: logging.
     pub log: Log,
+    /// `[vip]`: how the virtual IP is announced.
+    pub vip: Vip,
+}
+
+/// `[vip]`: announcing the virtual IP on takeover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    /// Gratuitous ARP / unsolicited NA rounds sent on takeover, 1 to 100 (default 5).
+    pub burst_count: u32,
+    /// Time between rounds, 0 to 10 s (default 200 ms).
+    pub burst_gap: Duration,
+    /// While active, re-announce this often; `None` (0, the default) is off.
+    pub refresh: Option<Duration>,
 }
 
 /// `[node]`: who this server is.
@@ -318,6 +333,7 @@ impl Validator<'_> {
             failback: self.failback(raw.failback)?,
             hooks: self.hooks(raw.hooks)?,
             log: self.log(raw.log)?,
+            vip: self.vip(raw.vip)?,
         })
     }
 
@@ -507,6 +523,27 @@ impl Validator<'_> {
     ) -> Result<Duration, ConfigError> {
         self.int(key, value, default, min, max)
             .map(Duration::from_millis)
+    }
+
+    fn vip(&self, raw: raw::RawVip) -> Result<Vip, ConfigError> {
+        let refresh = self.millis("vip.refresh_ms", raw.refresh_ms, 0, 0, Some(3_600_000))?;
+        Ok(Vip {
+            burst_count: self.count(
+                "vip.burst_count",
+                raw.burst_count,
+                DEFAULT_BURST_COUNT,
+                1,
+                100,
+            )?,
+            burst_gap: self.millis(
+                "vip.burst_gap_ms",
+                raw.burst_gap_ms,
+                DEFAULT_BURST_GAP_MS,
+                0,
+                Some(10_000),
+            )?,
+            refresh: (!refresh.is_zero()).then_some(refresh),
+        })
     }
 
     fn port(&self, key: &str, value: Option<i64>, default: u64) -> Result<u16, ConfigError> {
@@ -822,6 +859,11 @@ mod tests {
             log: Log {
                 level: LogLevel::Info,
             },
+            vip: Vip {
+                burst_count: 5,
+                burst_gap: Duration::from_millis(200),
+                refresh: None,
+            },
         }
     }
 
@@ -885,6 +927,7 @@ mod tests {
             "failback",
             "hooks",
             "log",
+            "vip",
         ] {
             let header = format!("[{section}]");
             assert!(EXAMPLE.lines().any(|line| line == header), "no {header}");
@@ -913,6 +956,11 @@ max_clock_skew_ms = 4004
 [health_monitor]
 port = 9443
 tls = false
+
+[vip]
+burst_count = 9
+burst_gap_ms = 33
+refresh_ms = 10000
 
 [failback]
 data_gap_hours = 3
@@ -966,6 +1014,11 @@ level = "trace"
             },
             log: Log {
                 level: LogLevel::Trace,
+            },
+            vip: Vip {
+                burst_count: 9,
+                burst_gap: Duration::from_millis(33),
+                refresh: Some(Duration::from_millis(10_000)),
             },
         };
         assert_eq!(ok(text), expected);

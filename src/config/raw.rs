@@ -33,6 +33,8 @@ pub struct RawConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub vip: RawVip,
 }
 
 /// `[node]`: who this server is.
@@ -111,4 +113,12 @@ pub struct RawHooks {
 pub struct RawLog {
     /// `level`: `error`, `info` or `trace`.
     pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVip {
+    pub burst_count: Option<i64>,
+    pub burst_gap_ms: Option<i64>,
+    pub refresh_ms: Option<i64>,
 }

@@ -747,3 +747,96 @@ fn a_secondary_that_was_active_resumes_when_both_restart() {
         (Some(PrimarySyncing), Some(SecondaryActive))
     );
 }
+
+// ----- Regressions found in review ------------------------------------------------------------
+
+#[test]
+fn a_secondary_stopped_while_active_and_uncertain_resumes_active() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.health(
+        S,
+        HealthSummary {
+            database: Level::Failed,
+            ..Default::default()
+        },
+    );
+    sim.run_for(100);
+    assert_eq!(sim.state(S), Some(SecondaryUncertain));
+    sim.crash(S);
+    sim.start(S);
+    sim.run_for(1_000);
+    assert_eq!(
+        sim.state(S),
+        Some(SecondaryActive),
+        "{:?}",
+        dedup(sim.history(S))
+    );
+    assert!(sim.is_active(S));
+}
+
+#[test]
+fn a_peer_that_answers_probes_but_sends_no_heartbeats_is_not_probed_in_a_loop() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(S);
+    sim.set_key(S, "Other-Key-1"); // heartbeats no longer authenticate
+    sim.start(S);
+    let before = sim.probes[S];
+    sim.run_for(10_000);
+    let probes = sim.probes[S] - before;
+    // One at start-up, then one per max(grace, missed heartbeats) = 300 ms.
+    assert!(probes <= 10_000 / 300 + 2, "{probes} probes in 10 s");
+    assert_eq!(
+        sim.state(S),
+        Some(HaInitializing),
+        "no decision without the peer's state"
+    );
+    let broken = sim
+        .journal_kinds(S)
+        .iter()
+        .filter(|k| *k == "heartbeat_path_broken")
+        .count();
+    assert_eq!(broken, 1);
+    assert!(!sim.is_active(S));
+}
+
+#[test]
+fn a_failed_takeover_is_reported_as_failed() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.crash(P);
+    sim.run_for(1_500);
+    sim.failing_duties.insert((S, hamon::ha::Duty::Active));
+    let t = sim.command(S, Command::Failover);
+    sim.run_for(200);
+    assert!(refused(&sim, t).contains("could not take the active role"));
+    assert_eq!(sim.state(S), Some(SecondaryLostPrimary));
+    assert!(!sim
+        .journal_kinds(S)
+        .contains(&"failover_complete".to_string()));
+}
+
+#[test]
+fn a_secondary_that_starts_up_straight_into_lost_primary_runs_its_standby_services() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.health(P, failed_processes());
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimaryFailover));
+    sim.crash(S);
+    sim.start(S);
+    sim.run_for(1_000);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            HaInitializing,
+            SecondaryLostPrimary,
+        ],
+    );
+    assert_eq!(
+        sim.node(S).map(|n| n.duty()),
+        Some(hamon::ha::Duty::Standby)
+    );
+}

@@ -79,6 +79,8 @@ pub struct Node {
     pub(super) heard_at: Millis,
     pub(super) peer: Option<Beacon>,
     pub(super) probing: bool,
+    /// The one probe sent at start-up is outstanding.
+    pub(super) boot_probe: bool,
     pub(super) next_probe_at: Millis,
     pub(super) next_hb_at: Millis,
     pub(super) next_stamp_at: Millis,
@@ -127,6 +129,7 @@ impl Node {
             heard_at: 0,
             peer: None,
             probing: false,
+            boot_probe: false,
             next_probe_at: 0,
             next_hb_at: 0,
             next_stamp_at: 0,
@@ -298,9 +301,9 @@ fn duty_for(s: HaState) -> Option<Duty> {
         | PrimarySyncing
         | SecondaryAlone
         | SecondarySyncing
+        | SecondaryLostPrimary
         | SecondaryPostFailback => Duty::Standby,
-        HaInitializing | PrimaryUncertain | SecondaryLostPrimary | SecondaryFailback
-        | SecondaryUncertain => return None,
+        HaInitializing | PrimaryUncertain | SecondaryFailback | SecondaryUncertain => return None,
     })
 }
 
@@ -513,7 +516,13 @@ impl Step<'_> {
         }
         let gap = since_in_sync_secs.is_some_and(|s| s >= self.n.cfg.timers.data_gap_secs);
         self.n.data_gap = self.n.cfg.role == Role::Primary && gap;
-        self.n.boot_from = Some(restored);
+        // An Uncertain state stands for the state under it (entering HA
+        // Initializing below clears `prior`).
+        let under = match restored {
+            PrimaryUncertain | SecondaryUncertain => self.n.prior.unwrap_or(restored),
+            s => s,
+        };
+        self.n.boot_from = Some(under);
         self.n.state = StandAlone;
         self.journal(
             "agent_started",
@@ -531,6 +540,7 @@ impl Step<'_> {
         }
         self.reset_link();
         self.probe();
+        self.n.boot_probe = self.n.probing;
     }
 
     fn on_tick(&mut self) {
@@ -580,16 +590,16 @@ impl Step<'_> {
 
     fn on_probe(&mut self, ok: bool, detail: &str) {
         self.n.probing = false;
+        let at_start = std::mem::take(&mut self.n.boot_probe);
         if self.n.link == Link::Up || !self.n.sends_heartbeats() {
             return;
         }
         let t = self.n.cfg.timers;
-        let at_start = matches!(self.n.link, Link::Silent { .. }) && self.n.peer.is_none();
         if ok {
             self.n.next_probe_at = self.now.saturating_add(t.grace.max(t.silent_after()));
-            if matches!(self.n.link, Link::Silent { .. }) && at_start && self.n.boot_from.is_some()
-            {
-                // Start-up probe answered: wait for the first heartbeat.
+            if at_start {
+                // The peer is there: wait for its first heartbeat. Later
+                // probes that answer without heartbeats mean a broken path.
                 return;
             }
             if self.n.link != Link::PathBroken {
@@ -609,7 +619,7 @@ impl Step<'_> {
             return;
         }
         self.n.next_probe_at = self.now.saturating_add(t.silent_after().max(t.interval));
-        if self.n.boot_from.is_some() && self.n.state == HaInitializing {
+        if at_start && self.n.state == HaInitializing {
             // Start-up probe failed: the peer is not there (yet).
             self.boot_alone(detail);
             return;
@@ -754,13 +764,20 @@ impl Step<'_> {
     }
 
     fn split_brain(&mut self) {
+        if self.n.state == PrimaryUncertain {
+            self.enter(
+                PrimaryFailover,
+                "the secondary took over from this uncertain primary",
+            );
+            return;
+        }
         self.enter(PrimaryFailover, "split brain: the secondary is active too");
         self.journal(
             "split_brain",
             Severity::Error,
             "Both servers were active. The primary has stood down (Primary Failover). \
-             To keep the primary's data: restart hamon on the primary, run `hamon ha remove` \
-             there and register the secondary again. To keep the secondary's data: make sure \
+             To keep the primary's data: run `hamon ha remove` on the primary and register \
+             the secondary again. To keep the secondary's data: make sure \
              users can work on the secondary, then run `hamon ha failback` on the secondary.",
         );
     }
@@ -903,8 +920,15 @@ impl Step<'_> {
                 Severity::Error,
                 format!("could not apply duty {duty:?}: {e}"),
             );
-            if duty == Duty::Active && self.n.cfg.role == Role::Primary && !self.n.shutting_down {
-                self.enter(PrimaryFailover, "could not take the active role");
+            if duty == Duty::Active && !self.n.shutting_down {
+                let why = format!("could not take the active role: {e}");
+                match self.n.cfg.role {
+                    Role::Primary => self.enter(PrimaryFailover, &why),
+                    Role::Secondary => {
+                        self.enter(SecondaryLostPrimary, &why);
+                        self.fail_op_failover(why);
+                    }
+                }
                 return;
             }
         }

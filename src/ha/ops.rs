@@ -160,6 +160,9 @@ impl Step<'_> {
             SecondaryLostPrimary | SecondaryAlone => None,
             StandAlone => Some("HA is not configured".to_string()),
             SecondaryActive => Some("this secondary is already active".to_string()),
+            SecondaryUncertain if self.n.prior == Some(SecondaryActive) => {
+                Some("this secondary is already active".to_string())
+            }
             SecondarySyncing | SecondaryUncertain => Some(format!(
                 "the primary {} is healthy and active; failover is for a failed primary",
                 self.n.peer_label()
@@ -172,6 +175,13 @@ impl Step<'_> {
         self.n.boot_from = None;
         self.n.op = Some(Op::Failover { token });
         self.enter(SecondaryFailover, "manual failover by operator");
+    }
+
+    pub(super) fn fail_op_failover(&mut self, msg: String) {
+        if let Some(Op::Failover { token }) = self.n.op {
+            self.n.op = None;
+            self.reply(token, refused(msg));
+        }
     }
 
     pub(super) fn finish_op_failover(&mut self, msg: String) {

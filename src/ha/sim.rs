@@ -79,6 +79,10 @@ pub struct Sim {
     pub journal: Vec<(Millis, usize, JournalEntry)>,
     /// Every duty each node was told to apply, with the time.
     pub duties: Vec<(Millis, usize, Duty)>,
+    /// Duties whose executor fails: (node, duty).
+    pub failing_duties: HashSet<(usize, Duty)>,
+    /// Probes each node sent.
+    pub probes: [u64; 2],
     /// Print every step to stderr (`HAMON_SIM_TRACE=1`).
     pub trace: bool,
 }
@@ -145,6 +149,8 @@ impl Sim {
             journal: Vec::new(),
             duties: Vec::new(),
             trace: std::env::var_os("HAMON_SIM_TRACE").is_some(),
+            failing_duties: HashSet::new(),
+            probes: [0; 2],
         };
         sim.nodes[S].key = Some(KEY.into());
         sim.start(P);
@@ -342,6 +348,7 @@ impl Sim {
                 }
             }
             Action::Probe { .. } => {
+                self.probes[i] += 1;
                 let ok = self.reachable(other);
                 let t = self.nodes[i].cfg.timers.probe_timeout;
                 let (after, detail) = if ok {
@@ -402,14 +409,12 @@ impl Sim {
             Action::SetDuty(duty) => {
                 self.duties.push((self.now, i, duty));
                 let after = self.duty_delay;
-                self.event_later(
-                    i,
-                    after,
-                    Event::DutyApplied {
-                        duty,
-                        result: Ok(()),
-                    },
-                );
+                let result = if self.failing_duties.contains(&(i, duty)) {
+                    Err("simulated executor failure".into())
+                } else {
+                    Ok(())
+                };
+                self.event_later(i, after, Event::DutyApplied { duty, result });
             }
             Action::StartCopy(kind) => {
                 let result = if self.failing_copies.contains(&(i, kind)) {

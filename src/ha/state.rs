@@ -162,9 +162,13 @@ impl fmt::Display for HaState {
 /// The pair-wide configuration mode (as opposed to the per-server state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigMode {
+    #[serde(rename = "HA Not Configured")]
     NotConfigured,
+    #[serde(rename = "HA Initializing")]
     Initializing,
+    #[serde(rename = "HA Enabled")]
     Enabled,
+    #[serde(rename = "HA Alone")]
     Alone,
 }
 

@@ -12,6 +12,7 @@ use crate::ha::{
     self, Action, Command, CopyKind, Duty, Event, Node, NodeConfig, PeerAnswer, PeerRequest,
     Severity, Timers, Token,
 };
+use crate::net::vip::{self, Announce, Vip, VipControl};
 use crate::peer::auth::{Keys, Verifier};
 use crate::peer::client as peer_client;
 use crate::peer::heartbeat::Heartbeats;
@@ -194,6 +195,8 @@ fn copy_name(k: CopyKind) -> &'static str {
 /// The HTTP side: `/healthz` and the signed peer API.
 struct Web {
     tx: Sender<Input>,
+    /// The VIP interface, to check a registration's VIPs against.
+    interface: Option<String>,
     keys: Arc<RwLock<Option<Keys>>>,
     verifier: Mutex<Verifier>,
     health: Arc<RwLock<Health>>,
@@ -218,6 +221,14 @@ impl crate::web::server::Handler for Web {
 }
 
 impl Web {
+    /// A registration's VIPs must lie in this server's subnet too.
+    fn check_vips(&self, request: &PeerRequest) -> Result<(), String> {
+        let PeerRequest::Register { registration } = request else {
+            return Ok(());
+        };
+        check_vips(&registration.vips, self.interface.as_deref())
+    }
+
     fn peer(&self, req: &Request) -> Response {
         let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
             return json_error(
@@ -247,12 +258,18 @@ impl Web {
         if req.path.strip_prefix("/peer/v1/") != Some(request.op()) {
             return json_error(400, "the path does not match the operation");
         }
-        let (tx, rx) = bounded(1);
-        if self.tx.send(Input::Peer(request, tx)).is_err() {
-            return json_error(503, "agent stopping");
-        }
-        let Ok(answer) = rx.recv_timeout(PEER_ANSWER_WAIT) else {
-            return json_error(503, "no answer from the core in time");
+        let answer = match self.check_vips(&request) {
+            Err(reason) => PeerAnswer::Refused { reason },
+            Ok(()) => {
+                let (tx, rx) = bounded(1);
+                if self.tx.send(Input::Peer(request, tx)).is_err() {
+                    return json_error(503, "agent stopping");
+                }
+                let Ok(answer) = rx.recv_timeout(PEER_ANSWER_WAIT) else {
+                    return json_error(503, "no answer from the core in time");
+                };
+                answer
+            }
         };
         let body = serde_json::to_vec(&answer).unwrap_or_default();
         let sig = crate::peer::auth::sign_response(&keys.api, &nonce, 200, &body);
@@ -269,10 +286,12 @@ struct Shell {
     keys: Arc<RwLock<Option<Keys>>>,
     hb: Arc<Heartbeats>,
     tx: Sender<Input>,
-    duty_tx: Sender<Duty>,
+    duty_tx: Sender<DutyOrder>,
     waiting: HashMap<Token, Waiter>,
     next_token: u64,
     health: Arc<RwLock<Health>>,
+    /// The registration's virtual IPs (sent along with every duty).
+    vips: Vec<Vip>,
 }
 
 /// Run the agent until SIGTERM (or SIGINT).
@@ -321,10 +340,28 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
             .map_err(io_err("heartbeat thread"))?;
     }
 
+    // A VIP left on this interface (a crash, a kill -9) is removed before
+    // anything else: the core claims it again only once it decides to be active.
+    let held = restored
+        .as_ref()
+        .and_then(|p| p.registration.as_ref())
+        .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
+        .unwrap_or_default();
+    if let Some(iface) = &cfg.node.interface {
+        match vip::release_on(iface, &held) {
+            Ok(gone) if !gone.is_empty() => log.write(
+                Severity::Warning,
+                &format!("removed a stale virtual IP from {iface} at start: {gone:?}"),
+            ),
+            Ok(_) => {}
+            Err(errors) => log.write(Severity::Error, &errors.join("; ")),
+        }
+    }
     let mut node = Node::new(node_config(&cfg), restored);
     let health = Arc::new(RwLock::new(health_of(&node)));
     let web = Arc::new(Web {
         tx: tx.clone(),
+        interface: cfg.node.interface.clone(),
         keys: keys.clone(),
         verifier: Mutex::new(Verifier::new(
             cfg.heartbeat.max_clock_skew.as_millis() as u64
@@ -350,6 +387,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         waiting: HashMap::new(),
         next_token: 1,
         health,
+        vips: Vec::new(),
     };
     shell.log.write(
         Severity::Info,
@@ -383,6 +421,7 @@ fn start_control(
     hb: Arc<Heartbeats>,
 ) -> Result<control::Server, AgentError> {
     let path = cfg.socket_path();
+    let interface = cfg.node.interface.clone();
     control::Server::start(&path, move |req| {
         let ask = |command: Command, wait: Duration| -> control::Reply {
             let (rtx, rrx) = bounded(1);
@@ -420,6 +459,15 @@ fn start_control(
                 emails,
                 key,
             } => {
+                if let Err(message) = check_vips(&vips, interface.as_deref()) {
+                    return control::Reply::Refused { message };
+                }
+                // Stored normalised (ADDR/PREFIX as we print it).
+                let vips: Vec<String> = vip::parse_vips(&vips)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect();
                 let id = u64::from_le_bytes(
                     crate::peer::auth::random16()[..8]
                         .try_into()
@@ -496,27 +544,109 @@ fn start_signals(tx: Sender<Input>) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Applies duties one after another (services and, later, the VIP).
+/// A duty to apply, with the VIPs it concerns and when it was decided.
+struct DutyOrder {
+    duty: Duty,
+    vips: Vec<Vip>,
+    decided: Instant,
+}
+
+/// Check a registration's VIPs against this server's interface.
+fn check_vips(vips: &[String], interface: Option<&str>) -> Result<(), String> {
+    let vips = vip::parse_vips(vips)?;
+    if vips.is_empty() {
+        return Ok(());
+    }
+    let Some(iface) = interface else {
+        return Err("a virtual IP needs `interface` in [node] of the configuration".into());
+    };
+    vip::validate(&vips, iface)
+}
+
+/// Applies duties one after another: the VIP first (fast takeover), then
+/// the operator hooks. While active, optionally re-announces the VIP.
 fn start_duty_executor(
     cfg: &Config,
     tx: Sender<Input>,
     log: Log,
-) -> Result<Sender<Duty>, AgentError> {
-    let (dtx, drx): (Sender<Duty>, Receiver<Duty>) = unbounded();
+) -> Result<Sender<DutyOrder>, AgentError> {
+    let (dtx, drx): (Sender<DutyOrder>, Receiver<DutyOrder>) = unbounded();
     let hooks = cfg.hooks.clone();
+    let announce = Announce {
+        count: cfg.vip.burst_count,
+        gap: cfg.vip.burst_gap,
+    };
+    let refresh = cfg.vip.refresh;
+    let mut control = cfg
+        .node
+        .interface
+        .as_deref()
+        .map(|i| VipControl::new(i, announce));
     std::thread::Builder::new()
         .name("duty".into())
         .spawn(move || {
-            for duty in drx {
+            let mut held: Vec<Vip> = Vec::new();
+            loop {
+                let order = match (refresh, held.is_empty()) {
+                    (Some(every), false) => match drx.recv_timeout(every) {
+                        Ok(o) => o,
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Some(c) = &control {
+                                if let Err(e) = c.refresh(&held) {
+                                    log.write(Severity::Warning, &format!("VIP refresh: {e}"));
+                                }
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    },
+                    _ => match drx.recv() {
+                        Ok(o) => o,
+                        Err(_) => break,
+                    },
+                };
+                let duty = order.duty;
+                let mut errors: Vec<String> = Vec::new();
+                if let Some(c) = control.as_mut() {
+                    if duty == Duty::Active && !order.vips.is_empty() {
+                        let waited = order.decided.elapsed();
+                        match c.claim(&order.vips) {
+                            Ok(claimed) => log.write(
+                                Severity::Info,
+                                &format!(
+                                    "takeover: virtual IP claimed on {}, first announcement {} us \\
+                                     after the decision",
+                                    c.interface(),
+                                    (waited + claimed.first_frame_after).as_micros()
+                                ),
+                            ),
+                            Err(e) => errors.extend(e),
+                        }
+                        held = order.vips.clone();
+                    } else if duty != Duty::Active {
+                        let mut all = held.clone();
+                        all.extend(order.vips.iter().filter(|v| !held.contains(v)));
+                        if let Err(e) = c.release(&all) {
+                            errors.extend(e);
+                        }
+                        held.clear();
+                    }
+                }
                 let hook = if duty == Duty::Active {
                     &hooks.activate
                 } else {
                     &hooks.deactivate
                 };
                 let env = [("HAMON_DUTY", format!("{duty:?}").to_lowercase())];
-                let result = match hook {
-                    Some(argv) => run_hook(argv, hooks.timeout, &env),
-                    None => Ok(()),
+                if let Some(argv) = hook {
+                    if let Err(e) = run_hook(argv, hooks.timeout, &env) {
+                        errors.push(e);
+                    }
+                }
+                let result = if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errors.join("; "))
                 };
                 log.trace(&format!("duty {duty:?} applied: {result:?}"));
                 if tx
@@ -617,6 +747,10 @@ impl Shell {
         if let Ok(mut h) = self.health.write() {
             *h = health_of(node);
         }
+        self.vips = node
+            .registration()
+            .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
+            .unwrap_or_default();
         let mut exit = false;
         for action in actions {
             exit |= self.execute(action);
@@ -684,7 +818,12 @@ impl Shell {
                 }
             }
             Action::SetDuty(duty) => {
-                let _ = self.duty_tx.send(duty);
+                let order = DutyOrder {
+                    duty,
+                    vips: self.vips.clone(),
+                    decided: Instant::now(),
+                };
+                let _ = self.duty_tx.send(order);
             }
             Action::StartCopy(kind) => {
                 let tx = self.tx.clone();

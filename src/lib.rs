@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ha;
+pub mod net;
 pub mod peer;
 pub mod store;
 pub mod web;

@@ -14,6 +14,8 @@ Usage:
   hamon status                Health Monitor and service status
   hamon ha <command>          HA commands (hamon ha --help)
   hamon config check          validate the configuration file
+  hamon vip release           remove this server's virtual IPs (systemd runs it
+                              after the agent exits, however it exited)
   hamon demo                  run a local demo pair on 127.0.0.2 / 127.0.0.3
   hamon --version | --help
 
@@ -77,6 +79,7 @@ pub fn main(args: &[String]) -> i32 {
             Err(e) => fail(&e),
         },
         ["status"] => ha::status(config.as_deref()),
+        ["vip", "release"] => vip_release(config.as_deref()),
         ["ha", rest @ ..] => ha::main(config.as_deref(), rest),
         ["demo"] => demo::main(),
         _ => {
@@ -89,4 +92,41 @@ pub fn main(args: &[String]) -> i32 {
 pub(crate) fn fail(msg: &str) -> i32 {
     eprintln!("hamon: {msg}");
     1
+}
+
+/// `hamon vip release`: remove the registration's VIPs from this server's
+/// interface. Safe to run at any time; nothing to remove is not an error.
+fn vip_release(cli: Option<&std::path::Path>) -> i32 {
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let Some(iface) = cfg.node.interface.as_deref() else {
+        println!("no interface configured: no virtual IP to release");
+        return 0;
+    };
+    let state = match crate::store::Store::at(&cfg.node.state_dir).load_state() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("reading the HA state: {e}")),
+    };
+    let listed = state
+        .and_then(|s| s.registration)
+        .map(|r| r.vips)
+        .unwrap_or_default();
+    let vips = match crate::net::vip::parse_vips(&listed) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    match crate::net::vip::release_on(iface, &vips) {
+        Ok(gone) if gone.is_empty() => {
+            println!("no virtual IP held on {iface}");
+            0
+        }
+        Ok(gone) => {
+            let list: Vec<String> = gone.iter().map(|v| v.to_string()).collect();
+            println!("released {} from {iface}", list.join(", "));
+            0
+        }
+        Err(errors) => fail(&errors.join("; ")),
+    }
 }

@@ -16,7 +16,11 @@ pub const O: usize = 2;
 
 pub const V4: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.100"];
 pub const V6: [&str; 3] = ["2001:db8::11", "2001:db8::12", "2001:db8::100"];
-pub const MAC: [&str; 3] = ["02:00:00:00:00:11", "02:00:00:00:00:12", "02:00:00:00:00:64"];
+pub const MAC: [&str; 3] = [
+    "02:00:00:00:00:11",
+    "02:00:00:00:00:12",
+    "02:00:00:00:00:64",
+];
 pub const VIP4: &str = "192.0.2.10";
 pub const VIP6: &str = "2001:db8::10";
 
@@ -24,7 +28,10 @@ pub const VIP6: &str = "2001:db8::10";
 pub fn available() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let ok = root && ip;
     if !ok {
         assert!(
@@ -37,12 +44,19 @@ pub fn available() -> bool {
 }
 
 fn run(args: &[&str]) -> Result<Output, String> {
-    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output();
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output();
     let out = out.map_err(|e| format!("{}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(out)
     } else {
-        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -61,8 +75,14 @@ impl Bed {
         let dir = std::env::temp_dir().join(format!("hamon-bed-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let bed = Bed { ns, br, dir, children: Vec::new() };
-        bed.build().unwrap_or_else(|e| panic!("building the test bed: {e}"));
+        let bed = Bed {
+            ns,
+            br,
+            dir,
+            children: Vec::new(),
+        };
+        bed.build()
+            .unwrap_or_else(|e| panic!("building the test bed: {e}"));
         bed
     }
 
@@ -73,32 +93,81 @@ impl Bed {
             run(&["ip", "-n", n, "link", "set", "lo", "up"])?;
         }
         let br = self.br.as_str();
-        run(&["ip", "-n", br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])?;
+        run(&[
+            "ip",
+            "-n",
+            br,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
         run(&["ip", "-n", br, "link", "set", "br0", "up"])?;
         for (i, n) in self.ns.iter().enumerate() {
             let port = format!("v{}", ["p", "s", "o"][i]);
-            run(&["ip", "-n", br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", n])?;
+            run(&[
+                "ip", "-n", br, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", n,
+            ])?;
             run(&["ip", "-n", br, "link", "set", &port, "master", "br0", "up"])?;
             self.sysctl(i, "net.ipv6.conf.all.accept_dad", "0")?;
             self.sysctl(i, "net.ipv6.conf.default.accept_dad", "0")?;
             self.sysctl(i, "net.ipv6.conf.eth0.accept_dad", "0")?;
             run(&["ip", "-n", n, "link", "set", "eth0", "address", MAC[i]])?;
             run(&["ip", "-n", n, "link", "set", "eth0", "up"])?;
-            run(&["ip", "-n", n, "addr", "add", &format!("{}/24", V4[i]), "dev", "eth0"])?;
-            run(&["ip", "-n", n, "addr", "add", &format!("{}/64", V6[i]), "dev", "eth0", "nodad"])?;
+            run(&[
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{}/24", V4[i]),
+                "dev",
+                "eth0",
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{}/64", V6[i]),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
         }
         // The observer learns from unsolicited ARP and NA, as a managed device should.
-        for key in ["net.ipv4.conf.all.arp_accept", "net.ipv4.conf.eth0.arp_accept"] {
+        for key in [
+            "net.ipv4.conf.all.arp_accept",
+            "net.ipv4.conf.eth0.arp_accept",
+        ] {
             self.sysctl(O, key, "1")?;
         }
-        for key in ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.all.accept_untracked_na", "net.ipv6.conf.eth0.accept_untracked_na"] {
+        for key in [
+            "net.ipv6.conf.all.forwarding",
+            "net.ipv6.conf.all.accept_untracked_na",
+            "net.ipv6.conf.eth0.accept_untracked_na",
+        ] {
             self.sysctl(O, key, "1")?;
         }
         Ok(())
     }
 
     fn sysctl(&self, host: usize, key: &str, value: &str) -> Result<(), String> {
-        run(&["ip", "netns", "exec", &self.ns[host], "sysctl", "-qw", &format!("{key}={value}")]).map(drop)
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns[host],
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ])
+        .map(drop)
     }
 
     /// Run a command inside a host's namespace.
@@ -114,7 +183,11 @@ impl Bed {
     /// Start a process in a host's namespace (`ip netns exec` execs it, so
     /// the child's PID is the process's own). Killed on drop.
     pub fn spawn(&mut self, host: usize, args: &[&str], log: &Path) -> u32 {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns[host]])
             .args(args)
@@ -141,12 +214,33 @@ impl Bed {
     /// Cut or restore a host's cable (its port on the bridge).
     pub fn link(&self, host: usize, up: bool) {
         let port = format!("v{}", ["p", "s", "o"][host]);
-        run(&["ip", "-n", &self.br, "link", "set", &port, if up { "up" } else { "down" }]).unwrap();
+        run(&[
+            "ip",
+            "-n",
+            &self.br,
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ])
+        .unwrap();
     }
 
     /// Add loss or delay on a host's NIC, e.g. `["loss", "30%"]`.
     pub fn netem(&self, host: usize, spec: &[&str]) {
-        let mut args = vec!["ip", "netns", "exec", &self.ns[host], "tc", "qdisc", "replace", "dev", "eth0", "root", "netem"];
+        let mut args = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.ns[host],
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "eth0",
+            "root",
+            "netem",
+        ];
         args.extend_from_slice(spec);
         run(&args).unwrap();
     }
@@ -165,7 +259,9 @@ impl Bed {
     }
 
     pub fn ping(&self, from: usize, ip: &str) -> bool {
-        self.exec(from, &["ping", "-c", "1", "-W", "1", ip]).status.success()
+        self.exec(from, &["ping", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
     }
 
     /// Addresses on a host's eth0, as `ip -o addr` prints them (ADDR/PREFIX).
@@ -182,7 +278,9 @@ impl Bed {
     }
 
     pub fn has_vip(&self, host: usize) -> bool {
-        self.addresses(host).iter().any(|a| a.starts_with(&format!("{VIP4}/")))
+        self.addresses(host)
+            .iter()
+            .any(|a| a.starts_with(&format!("{VIP4}/")))
     }
 }
 

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Failover time: hamon against keepalived, in the same namespace topology,
+# with equal detection budgets. From the observer, time from SIGKILL of the
+# active server's daemon until the VIP answers ARP from the other server's MAC.
+#
+#   sudo bench/failover/run.sh [RUNS]        (default 5 runs per profile)
+#
+# Needs root, iproute2, python3, keepalived (Debian package) and a release
+# build of hamon (cargo build --release). Uses documentation addresses only,
+# in namespaces it creates and removes.
+set -euo pipefail
+RUNS=${1:-5}
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+HAMON=${HAMON:-$TOP/target/release/hamon}
+WORK=$(mktemp -d /tmp/hamon-bench.XXXXXX)
+NS=(hmbfp hmbfs hmbfo)
+BR=hmbfbr
+V4=(192.0.2.11 192.0.2.12 192.0.2.100)
+MAC=(02:00:00:00:00:11 02:00:00:00:00:12 02:00:00:00:00:64)
+VIP=192.0.2.10
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+    for n in "${NS[@]}" "$BR"; do ip netns del "$n" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+command -v keepalived >/dev/null || { echo "install keepalived (apt-get install keepalived)" >&2; exit 1; }
+[ -x "$HAMON" ] || { echo "build hamon first: cargo build --release" >&2; exit 1; }
+
+bed() {
+    for n in "${NS[@]}" "$BR"; do ip netns del "$n" 2>/dev/null || true; ip netns add "$n"; ip -n "$n" link set lo up; done
+    ip -n $BR link add br0 type bridge; ip -n $BR link set br0 up
+    for i in 0 1 2; do
+        ip -n $BR link add "v$i" type veth peer name eth0 netns "${NS[$i]}"
+        ip -n $BR link set "v$i" master br0 up
+        ip -n "${NS[$i]}" link set eth0 address "${MAC[$i]}"
+        ip -n "${NS[$i]}" link set eth0 up
+        ip -n "${NS[$i]}" addr add "${V4[$i]}/24" dev eth0
+    done
+}
+
+wait_vip() { # host
+    for _ in $(seq 1 500); do
+        ip -n "${NS[$1]}" -o addr show dev eth0 | grep -q " $VIP/" && return 0
+        sleep 0.02
+    done
+    echo "VIP never appeared on ${NS[$1]}" >&2; return 1
+}
+
+probe() { # pids-to-kill
+    ip netns exec "${NS[2]}" python3 "$HERE/probe.py" --vip $VIP --src-ip "${V4[2]}" \
+        --new-mac "${MAC[1]}" --kill "$1"
+}
+
+keepalived_run() { # advert_int
+    local adv=$1 d=$WORK/ka
+    mkdir -p "$d"
+    for i in 0 1; do
+        local state=BACKUP prio=100
+        [ $i = 0 ] && state=MASTER prio=150
+        cat > "$d/k$i.conf" <<KA
+global_defs {
+    vrrp_version 3
+    script_user root
+}
+vrrp_instance VI_1 {
+    state $state
+    interface eth0
+    virtual_router_id 51
+    priority $prio
+    advert_int $adv
+    virtual_ipaddress {
+        $VIP/24
+    }
+}
+KA
+        ip netns exec "${NS[$i]}" keepalived -n -l -D --vrrp -f "$d/k$i.conf" \
+            -p "$d/k$i.pid" -r "$d/k$i.vrrp.pid" >"$d/k$i.log" 2>&1 &
+        PIDS+=($!)
+    done
+    wait_vip 0
+    sleep 1
+    for _ in $(seq 1 100); do [ -s "$d/k0.vrrp.pid" ] && break; sleep 0.02; done
+    local t
+    t=$(probe "$(cat "$d/k0.pid"),$(cat "$d/k0.vrrp.pid")")
+    for f in "$d"/k*.pid "$d"/k*.vrrp.pid; do kill -9 "$(cat "$f")" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    ip -n "${NS[0]}" addr del $VIP/24 dev eth0 2>/dev/null || true
+    ip -n "${NS[1]}" addr del $VIP/24 dev eth0 2>/dev/null || true
+    rm -rf "$d"
+    echo "$t"
+}
+
+hamon_run() { # interval_ms
+    local iv=$1 d=$WORK/hm
+    mkdir -p "$d"
+    local names=(primary secondary)
+    for i in 0 1; do
+        cat > "$d/${names[$i]}.toml" <<CFG
+[node]
+name = "${names[$i]}"
+role = "${names[$i]}"
+address = "${V4[$i]}"
+interface = "eth0"
+state_dir = "$d/${names[$i]}/state"
+run_dir = "$d/${names[$i]}/run"
+[heartbeat]
+interval_ms = $iv
+missed = 3
+grace_ms = 0
+probe_timeout_ms = $iv
+[health_monitor]
+tls = false
+CFG
+    done
+    "$HAMON" --config "$d/secondary.toml" ha authkey Bench-Key-1 >/dev/null
+    local pids=()
+    for i in 0 1; do
+        ip netns exec "${NS[$i]}" "$HAMON" agent --config "$d/${names[$i]}.toml" 2>"$d/${names[$i]}.log" &
+        pids+=($!); PIDS+=($!)
+    done
+    for i in 0 1; do
+        for _ in $(seq 1 250); do "$HAMON" --config "$d/${names[$i]}.toml" ha status >/dev/null 2>&1 && break; sleep 0.02; done
+    done
+    echo Bench-Key-1 | "$HAMON" --config "$d/primary.toml" ha register --secondary "${V4[1]}" \
+        --failover-type automatic --vip $VIP/24 >/dev/null
+    wait_vip 0
+    sleep 1
+    local t
+    t=$(probe "${pids[0]}")
+    sleep 0.3
+    local us
+    us=$(grep -o 'first announcement [0-9]* us' "$d/secondary.log" | awk '{print $3}' | tail -1)
+    kill -9 "${pids[1]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    ip -n "${NS[0]}" addr del $VIP/24 dev eth0 2>/dev/null || true
+    ip -n "${NS[1]}" addr del $VIP/24 dev eth0 2>/dev/null || true
+    rm -rf "$d"
+    echo "$t ${us:-?}"
+}
+
+stats() { # values... -> "min median max"
+    printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f %.1f %.1f", a[1], m, a[NR]}'
+}
+
+bed
+report() { # label ka_adv hamon_iv
+    local ka=() hm=() takeover=()
+    for _ in $(seq 1 "$RUNS"); do ka+=("$(keepalived_run "$2")"); done
+    for _ in $(seq 1 "$RUNS"); do
+        read -r t us <<<"$(hamon_run "$3")"
+        hm+=("$t"); takeover+=("$us")
+    done
+    read -r kmin kmed kmax <<<"$(stats "${ka[@]}")"
+    read -r hmin hmed hmax <<<"$(stats "${hm[@]}")"
+    local tmax
+    tmax=$(printf '%s\n' "${takeover[@]}" | sort -n | tail -1)
+    printf '%-34s keepalived  min %7.1f  median %7.1f  max %7.1f ms\n' "$1" "$kmin" "$kmed" "$kmax"
+    printf '%-34s hamon       min %7.1f  median %7.1f  max %7.1f ms\n' "" "$hmin" "$hmed" "$hmax"
+    printf '%-34s ratio hamon/keepalived (median) %.2f; hamon decision->first GARP max %s us\n' "" \
+        "$(awk -v a="$hmed" -v b="$kmed" 'BEGIN{print a/b}')" "$tmax"
+    echo "  runs: keepalived ${ka[*]} | hamon ${hm[*]} | takeover_us ${takeover[*]}"
+}
+echo "failover time from SIGKILL of the active daemon to the VIP answering from the other MAC ($RUNS runs each)"
+report "1 s budget (advert_int 1 / 1 s x3)" 1 1000
+report "sub-second (advert_int 0.1 / 100 ms x3)" 0.1 100

@@ -25,6 +25,10 @@ struct Ha {
 
 impl Ha {
     fn new(tag: &str) -> Option<Ha> {
+        Ha::with_refresh(tag, 0)
+    }
+
+    fn with_refresh(tag: &str, refresh_ms: u64) -> Option<Ha> {
         if !netns::available() {
             return None;
         }
@@ -35,7 +39,7 @@ impl Ha {
                 "[node]\nname = \"{role}\"\nrole = \"{role}\"\naddress = \"{addr}\"\n\
                  interface = \"eth0\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\n\
                  [heartbeat]\ninterval_ms = 100\nmissed = 3\ngrace_ms = 300\nprobe_timeout_ms = 300\n\
-                 [health_monitor]\ntls = false\n[vip]\nburst_count = 3\nburst_gap_ms = 100\n\
+                 [health_monitor]\ntls = false\n[vip]\nburst_count = 3\nburst_gap_ms = 100\nrefresh_ms = {refresh_ms}\n\
                  [log]\nlevel = \"trace\"\n",
                 addr = V4[i],
                 d = d.display()
@@ -133,7 +137,10 @@ impl Ha {
     }
 
     fn registered(tag: &str, failover_type: &str) -> Option<Ha> {
-        let mut ha = Ha::new(tag)?;
+        Ha::registered_with(Ha::new(tag)?, failover_type)
+    }
+
+    fn registered_with(mut ha: Ha, failover_type: &str) -> Option<Ha> {
         ha.start(P);
         ha.start(S);
         let out = ha.register(failover_type, &["192.0.2.10/24", "2001:db8::10/64"]);
@@ -347,4 +354,34 @@ fn a_capture_on_the_observer_shows_the_takeover_burst() {
         requests >= 3 && replies >= 3 && nas >= 3,
         "req {requests} rep {replies} na {nas}\n{text}"
     );
+}
+
+#[test]
+fn the_active_server_re_announces_the_vip_periodically_when_asked() {
+    let Some(ha) = Ha::with_refresh("rf", 200) else {
+        return;
+    };
+    let Some(mut ha) = Ha::registered_with(ha, "manual") else {
+        return;
+    };
+    assert!(until(SECS(2), || ha.bed.has_vip(P)));
+    std::thread::sleep(Duration::from_millis(600)); // the takeover burst is over
+    let cap = ha.bed.dir.join("refresh.txt");
+    let tcpdump = ha.bed.spawn(
+        O,
+        &["tcpdump", "-i", "eth0", "-e", "-n", "-l", "-U", "arp"],
+        &cap,
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    ha.bed.signal(tcpdump, libc::SIGTERM);
+    let text = std::fs::read_to_string(&cap).unwrap_or_default();
+    let from_p = text
+        .lines()
+        .filter(|l| {
+            l.contains(MAC[P]) && l.contains(&format!("Request who-has {VIP4} tell {VIP4}"))
+        })
+        .count();
+    // One round every 200 ms for 1.5 s (minus tcpdump's start-up).
+    assert!(from_p >= 4, "{from_p} refreshes\n{text}");
+    ha.signal(S, libc::SIGKILL);
 }

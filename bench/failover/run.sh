@@ -83,11 +83,13 @@ KA
             -p "$d/k$i.pid" -r "$d/k$i.vrrp.pid" >"$d/k$i.log" 2>&1 &
         PIDS+=($!)
     done
-    wait_vip 0
+    wait_vip 0 || { cat "$d/k0.log" "$d/k1.log" >&2; return 1; }
     sleep 1
     for _ in $(seq 1 100); do [ -s "$d/k0.vrrp.pid" ] && break; sleep 0.02; done
     local t
-    t=$(probe "$(cat "$d/k0.pid"),$(cat "$d/k0.vrrp.pid")")
+    # The VRRP child first: killed after its parent, it would get SIGTERM
+    # (parent-death signal) and resign cleanly with a priority-0 advert.
+    t=$(probe "$(cat "$d/k0.vrrp.pid"),$(cat "$d/k0.pid")")
     for f in "$d"/k*.pid "$d"/k*.vrrp.pid; do kill -9 "$(cat "$f")" 2>/dev/null || true; done
     wait 2>/dev/null || true
     ip -n "${NS[0]}" addr del $VIP/24 dev eth0 2>/dev/null || true
@@ -128,8 +130,8 @@ CFG
         for _ in $(seq 1 250); do "$HAMON" --config "$d/${names[$i]}.toml" ha status >/dev/null 2>&1 && break; sleep 0.02; done
     done
     echo Bench-Key-1 | "$HAMON" --config "$d/primary.toml" ha register --secondary "${V4[1]}" \
-        --failover-type automatic --vip $VIP/24 >/dev/null
-    wait_vip 0
+        --failover-type automatic --vip $VIP/24 >"$d/register.out" 2>&1 || cat "$d/register.out" >&2
+    wait_vip 0 || { cat "$d/primary.log" "$d/secondary.log" >&2; return 1; }
     sleep 1
     local t
     t=$(probe "${pids[0]}")

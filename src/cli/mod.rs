@@ -16,7 +16,8 @@ Usage:
   hamon config check          validate the configuration file
   hamon vip release           remove this server's virtual IPs (systemd runs it
                               after the agent exits, however it exited)
-  hamon demo                  run a local demo pair on 127.0.0.2 / 127.0.0.3
+  hamon demo [--loopback]     run a local demo pair: in network namespaces with a
+                              virtual IP as root, else on 127.0.0.2 / 127.0.0.3
   hamon --version | --help
 
 Options:
@@ -81,7 +82,7 @@ pub fn main(args: &[String]) -> i32 {
         ["status"] => ha::status(config.as_deref()),
         ["vip", "release"] => vip_release(config.as_deref()),
         ["ha", rest @ ..] => ha::main(config.as_deref(), rest),
-        ["demo"] => demo::main(),
+        ["demo", rest @ ..] => demo::main(rest),
         _ => {
             eprint!("hamon: unknown command {:?}\n\n{USAGE}", args.join(" "));
             2

@@ -149,3 +149,38 @@ fn version_help_usage_and_config_check() {
         .unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ha-b.toml"));
 }
+
+#[test]
+fn sighup_reloads_the_authentication_key() {
+    let mut p = Pair::new(26);
+    assert!(p.run(1, &["ha", "authkey", KEY]).status.success());
+    p.start(0);
+    p.start(1);
+    // The key changes on disk behind the agent's back (an image tool, say).
+    std::fs::write(p.state_dir(1).join("authkey"), "Reloaded-Key-7\n").unwrap();
+    let pid = p.children[1].as_ref().unwrap().id();
+    // SAFETY: signalling the child this test spawned.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    let register = |key: &str| {
+        p.run_with_stdin(
+            0,
+            &[
+                "ha",
+                "register",
+                "--secondary",
+                &p.addrs[1].clone(),
+                "--failover-type",
+                "manual",
+            ],
+            &format!("{key}\n"),
+        )
+    };
+    assert!(
+        !register(KEY).status.success(),
+        "the old key no longer works"
+    );
+    let out = register("Reloaded-Key-7");
+    assert!(out.status.success(), "{out:?}");
+    p.wait_state(1, "Secondary Syncing", Duration::from_secs(5));
+}

@@ -385,3 +385,41 @@ fn the_active_server_re_announces_the_vip_periodically_when_asked() {
     assert!(from_p >= 4, "{from_p} refreshes\n{text}");
     ha.signal(S, libc::SIGKILL);
 }
+
+#[test]
+fn lost_heartbeats_with_an_answering_peer_are_not_a_failure() {
+    let Some(mut ha) = Ha::registered("hb", "automatic") else {
+        return;
+    };
+    // Every heartbeat to the secondary is lost; HTTP to the primary still works.
+    ha.bed.drop_incoming(S, "udp dport 8083", 100);
+    std::thread::sleep(SECS(3));
+    assert!(
+        ha.status(S).contains("Secondary Syncing"),
+        "{}",
+        ha.status(S)
+    );
+    assert!(ha.bed.has_vip(P) && !ha.bed.has_vip(S));
+    let events = String::from_utf8_lossy(&ha.cli(S, &["ha", "events"]).stdout).to_string();
+    assert!(events.contains("heartbeat path is broken"), "{events}");
+    // Heartbeats resume: the pair is whole again.
+    ha.bed.clear_drops(S);
+    let healed = until(SECS(3), || {
+        String::from_utf8_lossy(&ha.cli(S, &["ha", "events"]).stdout).contains("heartbeats from")
+    });
+    assert!(healed, "peer_found journaled");
+    // Half the heartbeats lost: three in a row go missing now and then, the
+    // probe answers, and still nothing moves.
+    ha.bed.drop_incoming(S, "udp dport 8083", 50);
+    std::thread::sleep(SECS(3));
+    assert!(
+        ha.status(S).contains("Secondary Syncing"),
+        "{}",
+        ha.status(S)
+    );
+    ha.bed.clear_drops(S);
+    // A cut cable is a failure: with the primary cut off, the secondary takes over.
+    ha.bed.link(P, false);
+    ha.wait_state(S, "Secondary Active", SECS(3));
+    ha.signal(P, libc::SIGKILL);
+}

@@ -226,8 +226,10 @@ impl Bed {
         .unwrap();
     }
 
-    /// Add loss or delay on a host's NIC, e.g. `["loss", "30%"]`.
-    pub fn netem(&self, host: usize, spec: &[&str]) {
+    /// Add loss or delay on a host's NIC with tc netem, e.g. `["delay",
+    /// "40ms"]`. Needs the kernel's sch_netem; where it is missing, use
+    /// `drop_incoming`, which needs only nftables.
+    pub fn netem(&self, host: usize, spec: &[&str]) -> Result<(), String> {
         let mut args = vec![
             "ip",
             "netns",
@@ -242,7 +244,34 @@ impl Bed {
             "netem",
         ];
         args.extend_from_slice(spec);
-        run(&args).unwrap();
+        run(&args).map(drop)
+    }
+
+    /// Drop `percent` of the packets matching `what` (an nftables match such
+    /// as `udp dport 8083`) arriving at a host, chosen at random per packet.
+    pub fn drop_incoming(&self, host: usize, what: &str, percent: u32) {
+        let ns = &self.ns[host];
+        let nft = |rule: &str| run(&["ip", "netns", "exec", ns, "nft", rule]).unwrap();
+        nft("add table inet hamon_bed");
+        nft("add chain inet hamon_bed input { type filter hook input priority 0 ; }");
+        let rule = if percent >= 100 {
+            format!("add rule inet hamon_bed input {what} drop")
+        } else {
+            format!("add rule inet hamon_bed input {what} numgen random mod 100 < {percent} drop")
+        };
+        nft(&rule);
+    }
+
+    /// Remove every rule `drop_incoming` added on a host.
+    pub fn clear_drops(&self, host: usize) {
+        let _ = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns[host],
+            "nft",
+            "delete table inet hamon_bed",
+        ]);
     }
 
     /// The observer's neighbour entry for `ip`: its link-layer address.

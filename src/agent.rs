@@ -17,12 +17,13 @@ use crate::peer::auth::{Keys, Verifier};
 use crate::peer::client as peer_client;
 use crate::peer::heartbeat::Heartbeats;
 use crate::store::{Stamped, Store};
-use crate::web::server::{Limits, Request, Response, Server};
+use crate::web::app::{App, CoreLink, Published, LEVELS, SESSION_TTL_SECS};
+use crate::web::server::{Limits, Server};
+use crate::web::ui::session;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -59,27 +60,6 @@ enum Waiter {
     Peer(Sender<PeerAnswer>),
 }
 
-/// What `/healthz` shows; refreshed by the core after every step.
-#[derive(Debug, Clone, Serialize)]
-struct Health {
-    name: String,
-    role: ha::Role,
-    state: ha::HaState,
-    mode: String,
-    active: bool,
-}
-
-fn health_of(node: &Node) -> Health {
-    let s = node.status();
-    Health {
-        name: s.name,
-        role: s.role,
-        state: s.state,
-        mode: s.mode.label().to_string(),
-        active: s.duty == Duty::Active,
-    }
-}
-
 /// Map the validated config onto the core's identity and timers.
 pub fn node_config(cfg: &Config) -> NodeConfig {
     let ms = |d: Duration| d.as_millis() as u64;
@@ -103,32 +83,120 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
     }
 }
 
-/// A small stderr logger (journald picks it up under systemd).
+/// A small logger: stderr (journald picks it up under systemd) and
+/// `state_dir/hamon.log` (rotated at 1 MiB, one old file kept), for the Health
+/// Monitor's log download. The level is shared with the web page.
 #[derive(Debug, Clone)]
 struct Log {
-    level: LogLevel,
+    published: Arc<Published>,
     tag: String,
+    file: Option<Arc<Mutex<LogFile>>>,
+}
+
+#[derive(Debug)]
+struct LogFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+const LOG_ROTATE_BYTES: u64 = 1024 * 1024;
+
+impl LogFile {
+    fn append(&mut self, line: &str) {
+        use std::io::Write;
+        if self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.len() > LOG_ROTATE_BYTES)
+        {
+            self.file = None;
+            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+        }
+        if self.file.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)
+                .ok();
+        }
+        if let Some(f) = self.file.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }
 
 impl Log {
-    fn write(&self, severity: Severity, text: &str) {
-        let show = match severity {
-            Severity::Error => true,
-            Severity::Warning | Severity::Info => self.level >= LogLevel::Info,
-        };
-        if show {
-            let sev = match severity {
-                Severity::Info => "info",
-                Severity::Warning => "warning",
-                Severity::Error => "error",
-            };
-            eprintln!("{}: {sev}: {text}", self.tag);
+    /// 0 error, 1 info, 2 trace (the index into `app::LEVELS`).
+    fn level(&self) -> u8 {
+        self.published.log_level.load(Ordering::Relaxed)
+    }
+
+    fn emit(&self, sev: &str, text: &str) {
+        let line = format!("{}: {sev}: {text}", self.tag);
+        eprintln!("{line}");
+        if let Some(f) = &self.file {
+            if let Ok(mut f) = f.lock() {
+                let t = peer_client::unix_ms();
+                f.append(&format!("{}.{:03} {line}", t / 1000, t % 1000));
+            }
         }
     }
-    fn trace(&self, text: &str) {
-        if self.level >= LogLevel::Trace {
-            eprintln!("{}: trace: {text}", self.tag);
+
+    fn write(&self, severity: Severity, text: &str) {
+        let (show, sev) = match severity {
+            Severity::Error => (true, "error"),
+            Severity::Warning => (self.level() >= 1, "warning"),
+            Severity::Info => (self.level() >= 1, "info"),
+        };
+        if show {
+            self.emit(sev, text);
         }
+    }
+
+    fn trace(&self, text: &str) {
+        if self.level() >= 2 {
+            self.emit("trace", text);
+        }
+    }
+}
+
+fn level_index(l: LogLevel) -> u8 {
+    match l {
+        LogLevel::Error => 0,
+        LogLevel::Info => 1,
+        LogLevel::Trace => 2,
+    }
+}
+
+/// The level saved from the Health Monitor page, else the configured one.
+fn initial_level(store: &Store, configured: LogLevel) -> u8 {
+    let saved = std::fs::read_to_string(store.dir().join("log-level")).ok();
+    saved
+        .and_then(|s| LEVELS.iter().position(|l| *l == s.trim()))
+        .map(|i| i as u8)
+        .unwrap_or(level_index(configured))
+}
+
+/// The agent's side of `CoreLink`: commands and peer requests over the
+/// core's channel, each with its own reply channel.
+struct Link {
+    tx: Sender<Input>,
+}
+
+impl CoreLink for Link {
+    fn command(&self, command: Command, wait: Duration) -> Option<ha::Reply> {
+        let (rtx, rrx) = bounded(1);
+        self.tx.send(Input::Command(command, rtx)).ok()?;
+        rrx.recv_timeout(wait).ok()
+    }
+
+    fn peer(&self, request: PeerRequest) -> Option<PeerAnswer> {
+        let (rtx, rrx) = bounded(1);
+        self.tx.send(Input::Peer(request, rtx)).ok()?;
+        rrx.recv_timeout(PEER_ANSWER_WAIT).ok()
     }
 }
 
@@ -192,92 +260,6 @@ fn copy_name(k: CopyKind) -> &'static str {
     }
 }
 
-/// The HTTP side: `/healthz` and the signed peer API.
-struct Web {
-    tx: Sender<Input>,
-    /// The VIP interface, to check a registration's VIPs against.
-    interface: Option<String>,
-    keys: Arc<RwLock<Option<Keys>>>,
-    verifier: Mutex<Verifier>,
-    health: Arc<RwLock<Health>>,
-}
-
-fn json_error(status: u16, msg: &str) -> Response {
-    let body = serde_json::json!({ "error": msg }).to_string();
-    Response::json(status, &body)
-}
-
-impl crate::web::server::Handler for Web {
-    fn handle(&self, req: &Request) -> Response {
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/healthz") => match self.health.read() {
-                Ok(h) => Response::json(200, &serde_json::to_string(&*h).unwrap_or_default()),
-                Err(_) => json_error(500, "status unavailable"),
-            },
-            ("POST", p) if p.starts_with("/peer/v1/") => self.peer(req),
-            _ => json_error(404, "not found"),
-        }
-    }
-}
-
-impl Web {
-    /// A registration's VIPs must lie in this server's subnet too.
-    fn check_vips(&self, request: &PeerRequest) -> Result<(), String> {
-        let PeerRequest::Register { registration } = request else {
-            return Ok(());
-        };
-        check_vips(&registration.vips, self.interface.as_deref())
-    }
-
-    fn peer(&self, req: &Request) -> Response {
-        let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
-            return json_error(
-                401,
-                "no authentication key is set on this server (hamon ha authkey)",
-            );
-        };
-        let verdict = match self.verifier.lock() {
-            Ok(mut v) => v.verify(
-                &keys.api,
-                &req.method,
-                &req.path,
-                &req.body,
-                |name| req.header(name),
-                peer_client::unix_ms(),
-            ),
-            Err(_) => return json_error(500, "verifier unavailable"),
-        };
-        let nonce = match verdict {
-            Ok(n) => n,
-            Err(e) => return json_error(401, &e.to_string()),
-        };
-        let request: PeerRequest = match serde_json::from_slice(&req.body) {
-            Ok(r) => r,
-            Err(e) => return json_error(400, &format!("malformed peer request: {e}")),
-        };
-        if req.path.strip_prefix("/peer/v1/") != Some(request.op()) {
-            return json_error(400, "the path does not match the operation");
-        }
-        let answer = match self.check_vips(&request) {
-            Err(reason) => PeerAnswer::Refused { reason },
-            Ok(()) => {
-                let (tx, rx) = bounded(1);
-                if self.tx.send(Input::Peer(request, tx)).is_err() {
-                    return json_error(503, "agent stopping");
-                }
-                let Ok(answer) = rx.recv_timeout(PEER_ANSWER_WAIT) else {
-                    return json_error(503, "no answer from the core in time");
-                };
-                answer
-            }
-        };
-        let body = serde_json::to_vec(&answer).unwrap_or_default();
-        let sig = crate::peer::auth::sign_response(&keys.api, &nonce, 200, &body);
-        Response::new(200, "application/json", body)
-            .with_header(crate::peer::auth::H_SIGNATURE, &sig)
-    }
-}
-
 /// Everything the core loop needs besides the node.
 struct Shell {
     cfg: Config,
@@ -289,21 +271,30 @@ struct Shell {
     duty_tx: Sender<DutyOrder>,
     waiting: HashMap<Token, Waiter>,
     next_token: u64,
-    health: Arc<RwLock<Health>>,
+    published: Arc<Published>,
     /// The registration's virtual IPs (sent along with every duty).
     vips: Vec<Vip>,
 }
 
 /// Run the agent until SIGTERM (or SIGINT).
 pub fn run(cfg: Config) -> Result<(), AgentError> {
-    let log = Log {
-        level: cfg.log.level,
-        tag: format!("hamon[{}]", cfg.node.name),
-    };
     let store = Store::open(&cfg.node.state_dir).map_err(io_err(format!(
         "state directory {}",
         cfg.node.state_dir.display()
     )))?;
+    let initial_status = Node::new(node_config(&cfg), None).status();
+    let published = Arc::new(Published {
+        status: RwLock::new(initial_status),
+        log_level: AtomicU8::new(initial_level(&store, cfg.log.level)),
+    });
+    let log = Log {
+        published: published.clone(),
+        tag: format!("hamon[{}]", cfg.node.name),
+        file: Some(Arc::new(Mutex::new(LogFile {
+            path: store.dir().join("hamon.log"),
+            file: None,
+        }))),
+    };
     let restored = store.load_state().map_err(io_err("persisted HA state"))?;
     let key = store.load_authkey().map_err(io_err("authentication key"))?;
     let keys = Arc::new(RwLock::new(key.as_deref().map(Keys::derive)));
@@ -358,18 +349,28 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         }
     }
     let mut node = Node::new(node_config(&cfg), restored);
-    let health = Arc::new(RwLock::new(health_of(&node)));
-    let web = Arc::new(Web {
-        tx: tx.clone(),
-        interface: cfg.node.interface.clone(),
+    if let Ok(mut st) = published.status.write() {
+        *st = node.status();
+    }
+    let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
+    let app = Arc::new(App {
+        core: Arc::new(Link { tx: tx.clone() }),
+        published: published.clone(),
+        store: store.clone(),
         keys: keys.clone(),
         verifier: Mutex::new(Verifier::new(
             cfg.heartbeat.max_clock_skew.as_millis() as u64
         )),
-        health: health.clone(),
+        interface: cfg.node.interface.clone(),
+        hm_port: cfg.health_monitor.port,
+        tls: false,
+        fingerprint: None,
+        sessions: Mutex::new(session::Sessions::new(SESSION_TTL_SECS)),
+        throttle: Mutex::new(session::LoginThrottle::new()),
+        flash: Arc::new(Mutex::new(None)),
+        check_vips,
     });
-    let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
-    let server = Server::bind(hm_addr, Limits::default(), web)
+    let server = Server::bind(hm_addr, Limits::default(), app)
         .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
 
     let control = start_control(&cfg, tx.clone(), store.clone(), keys.clone(), hb.clone())?;
@@ -386,7 +387,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         duty_tx,
         waiting: HashMap::new(),
         next_token: 1,
-        health,
+        published,
         vips: Vec::new(),
     };
     shell.log.write(
@@ -732,7 +733,8 @@ impl Shell {
             }
         }
         if let Ok(cfg) = Config::load(&self.cfg.path) {
-            self.log.level = cfg.log.level;
+            let level = initial_level(&self.store, cfg.log.level);
+            self.log.published.log_level.store(level, Ordering::Relaxed);
         }
         self.log.write(
             Severity::Info,
@@ -744,8 +746,8 @@ impl Shell {
     fn apply(&mut self, node: &mut Node, event: Event, now: u64) -> bool {
         self.log.trace(&format!("event {event:?}"));
         let actions = ha::step(node, event, now);
-        if let Ok(mut h) = self.health.write() {
-            *h = health_of(node);
+        if let Ok(mut st) = self.published.status.write() {
+            *st = node.status();
         }
         self.vips = node
             .registration()

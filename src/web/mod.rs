@@ -1,4 +1,7 @@
-//! The built-in HTTP server (Health Monitor, peer API) and a small client.
+//! The built-in HTTP(S) server, the Health Monitor app on it, and a small
+//! client for peer calls and probes.
 
+pub mod app;
 pub mod client;
 pub mod server;
+pub mod ui;

@@ -62,6 +62,16 @@ impl Pair {
         }
     }
 
+    /// `https` when the configs turn TLS on.
+    pub fn scheme(&self) -> &'static str {
+        let cfg = std::fs::read_to_string(self.config(0)).unwrap_or_default();
+        if cfg.contains("tls = true") {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn config(&self, i: usize) -> PathBuf {
         self.dir.join(format!("{}.toml", ["ha-a", "ha-b"][i]))
     }

@@ -1,0 +1,640 @@
+//! The Health Monitor: health endpoints, the signed peer API, the operator's
+//! page and the JSON API, all on the one HTTP(S) port.
+//!
+//! Reads are served from a snapshot the core publishes after every step, so
+//! web load never queues behind the core loop; only actions reach the core.
+//! Nothing unauthenticated changes anything: the page needs a session (cookie
+//! plus a CSRF token on every form), the API a session plus an `X-CSRF-Token`
+//! header, or a bearer token.
+
+use super::server::{Handler, Request, Response};
+use super::ui::{page, session, zip};
+use crate::ha::{Command, Duty, FailoverType, PeerAnswer, PeerRequest, Reply, Secret, StatusView};
+use crate::peer::auth::{Keys, Verifier};
+use crate::store::{Stamped, Store};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// How long an idle session lives.
+pub const SESSION_TTL_SECS: u64 = 15 * 60;
+/// Events per page on the page and in the API.
+const PER_PAGE: usize = 25;
+/// Most journal entries read for paging.
+const JOURNAL_WINDOW: usize = 10_000;
+
+/// How the web side reaches the core (implemented by the agent).
+pub trait CoreLink: Send + Sync {
+    /// An operator command; `None` when the core did not answer in `wait`.
+    fn command(&self, command: Command, wait: Duration) -> Option<Reply>;
+    /// A verified peer request; `None` when the core did not answer in time.
+    fn peer(&self, request: PeerRequest) -> Option<PeerAnswer>;
+}
+
+/// Log levels as stored (`log-level` under `state_dir`) and shown.
+pub const LEVELS: [&str; 3] = ["error", "info", "trace"];
+
+/// What the core publishes after each step, read by every web worker.
+#[derive(Debug)]
+pub struct Published {
+    pub status: RwLock<StatusView>,
+    /// Index into `LEVELS`; changed by the page and the API, read by the logger.
+    pub log_level: AtomicU8,
+}
+
+/// `/healthz`: what the peer's probe and load balancers read.
+#[derive(Debug, Serialize)]
+struct Health<'a> {
+    name: &'a str,
+    role: crate::ha::Role,
+    state: crate::ha::HaState,
+    mode: crate::ha::ConfigMode,
+    active: bool,
+}
+
+pub struct App {
+    pub core: Arc<dyn CoreLink>,
+    pub published: Arc<Published>,
+    pub store: Store,
+    pub keys: Arc<RwLock<Option<Keys>>>,
+    pub verifier: Mutex<Verifier>,
+    /// The VIP interface, to check a registration's VIPs against.
+    pub interface: Option<String>,
+    pub hm_port: u16,
+    pub tls: bool,
+    pub fingerprint: Option<String>,
+    pub sessions: Mutex<session::Sessions>,
+    pub throttle: Mutex<session::LoginThrottle>,
+    /// The result of the last action started from the page.
+    pub flash: Arc<Mutex<Option<String>>>,
+    /// Checks a registration's VIPs against this server (set by the agent).
+    pub check_vips: fn(&[String], Option<&str>) -> Result<(), String>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("hm_port", &self.hm_port)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+fn now_secs() -> u64 {
+    crate::peer::client::unix_ms() / 1000
+}
+
+fn json_error(status: u16, msg: &str) -> Response {
+    Response::json(status, &serde_json::json!({ "error": msg }).to_string())
+}
+
+fn json<T: Serialize>(status: u16, value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(s) => Response::json(status, &s),
+        Err(e) => json_error(500, &e.to_string()),
+    }
+}
+
+fn html(status: u16, body: String) -> Response {
+    Response::new(status, "text/html; charset=utf-8", body)
+        .with_header("cache-control", "no-store")
+        .with_header("x-frame-options", "DENY")
+        .with_header("content-security-policy", &page::content_security_policy())
+}
+
+fn redirect(to: &str) -> Response {
+    Response::new(303, "text/plain", "").with_header("location", to)
+}
+
+/// `application/x-www-form-urlencoded` or a query string, decoded.
+fn form(bytes: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(bytes).into_owned().collect()
+}
+
+fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    f.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Who is asking.
+enum Caller {
+    /// A browser session: its id and CSRF token.
+    Session {
+        id: String,
+        csrf: String,
+    },
+    /// A script with the bearer token.
+    Token,
+    Nobody,
+}
+
+/// Result of an action, for the page's flash line and the API.
+#[derive(Debug, Serialize)]
+struct Outcome {
+    ok: bool,
+    message: String,
+}
+
+impl From<Option<Reply>> for Outcome {
+    fn from(r: Option<Reply>) -> Outcome {
+        match r {
+            Some(Reply::Done { message }) => Outcome { ok: true, message },
+            Some(Reply::Refused { message }) => Outcome { ok: false, message },
+            Some(Reply::Status { .. }) => Outcome {
+                ok: true,
+                message: String::new(),
+            },
+            None => Outcome {
+                ok: false,
+                message: "the agent did not answer in time".into(),
+            },
+        }
+    }
+}
+
+/// A registration request, from the page's form or the API's JSON.
+#[derive(Debug, Default, serde::Deserialize)]
+struct RegisterForm {
+    secondary: String,
+    failover_type: String,
+    #[serde(default)]
+    vips: Vec<String>,
+    #[serde(default)]
+    emails: Vec<String>,
+    key: String,
+}
+
+impl Handler for App {
+    fn handle(&self, req: &Request) -> Response {
+        let m = req.method.as_str();
+        let p = req.path.as_str();
+        match (m, p) {
+            ("GET", "/healthz") => self.healthz(),
+            ("GET", "/active") | ("GET", "/standby") => {
+                let active = self.snapshot().is_some_and(|s| s.duty == Duty::Active);
+                let up = active == (p == "/active");
+                Response::text(
+                    if up { 200 } else { 503 },
+                    if active { "active\n" } else { "standby\n" },
+                )
+            }
+            ("POST", _) if p.starts_with("/peer/v1/") => self.peer(req),
+            (_, _) if p.starts_with("/api/v1/") => self.api(req),
+            ("GET", "/") => self.main_page(req),
+            ("POST", "/login") => self.login(req),
+            ("GET", "/logs.zip") => match self.caller(req) {
+                Caller::Nobody => redirect("/"),
+                _ => self.logs_zip(),
+            },
+            ("POST", _) => self.form_action(req),
+            _ => json_error(404, "not found"),
+        }
+    }
+}
+
+impl App {
+    fn snapshot(&self) -> Option<StatusView> {
+        self.published.status.read().ok().map(|s| s.clone())
+    }
+
+    fn level(&self) -> &'static str {
+        LEVELS
+            .get(self.published.log_level.load(Ordering::Relaxed) as usize)
+            .copied()
+            .unwrap_or("info")
+    }
+
+    fn healthz(&self) -> Response {
+        let Some(s) = self.snapshot() else {
+            return json_error(500, "status unavailable");
+        };
+        let h = Health {
+            name: &s.name,
+            role: s.role,
+            state: s.state,
+            mode: s.mode,
+            active: s.duty == Duty::Active,
+        };
+        json(200, &h)
+    }
+
+    fn caller(&self, req: &Request) -> Caller {
+        if let Some(t) = req.header("authorization").and_then(session::bearer) {
+            let expected = self
+                .store
+                .load_authkey()
+                .ok()
+                .flatten()
+                .map(|k| session::api_token(&k));
+            if expected.is_some_and(|e| session::same(&e, t)) {
+                return Caller::Token;
+            }
+            return Caller::Nobody;
+        }
+        let Some(id) = req.header("cookie").and_then(session::session_from_cookie) else {
+            return Caller::Nobody;
+        };
+        match self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|mut s| s.check(id, now_secs()))
+        {
+            Some(csrf) => Caller::Session {
+                id: id.to_string(),
+                csrf,
+            },
+            None => Caller::Nobody,
+        }
+    }
+
+    // ----- the page -------------------------------------------------------
+
+    fn main_page(&self, req: &Request) -> Response {
+        let Caller::Session { csrf, .. } = self.caller(req) else {
+            return html(200, page::login_page(None, 0));
+        };
+        let Some(status) = self.snapshot() else {
+            return json_error(500, "status unavailable");
+        };
+        let q = form(req.query.as_bytes());
+        let want: usize = field(&q, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
+        let (events, pageno, pages) = self.events_page(want);
+        let flash = self.flash.lock().ok().and_then(|f| f.clone());
+        let model = page::PageModel {
+            status: &status,
+            version: env!("CARGO_PKG_VERSION"),
+            csrf: &csrf,
+            log_level: self.level(),
+            events: &events,
+            page: pageno,
+            pages,
+            message: flash.as_deref(),
+            tls_fingerprint: self.fingerprint.as_deref(),
+        };
+        html(200, page::main_page(&model))
+    }
+
+    fn events_page(&self, want: usize) -> (Vec<Stamped>, usize, usize) {
+        let mut all = self.store.read_journal(JOURNAL_WINDOW).unwrap_or_default();
+        all.reverse();
+        let pages = all.len().div_ceil(PER_PAGE).max(1);
+        let pageno = want.clamp(1, pages);
+        let start = (pageno - 1) * PER_PAGE;
+        let events = all.into_iter().skip(start).take(PER_PAGE).collect();
+        (events, pageno, pages)
+    }
+
+    fn client_ip(req: &Request) -> IpAddr {
+        req.peer.ip()
+    }
+
+    fn login(&self, req: &Request) -> Response {
+        let ip = Self::client_ip(req);
+        let now = now_secs();
+        let wait = self.throttle.lock().map(|t| t.wait(ip, now)).unwrap_or(0);
+        if wait > 0 {
+            return html(
+                429,
+                page::login_page(Some("too many failed attempts"), wait),
+            )
+            .with_header("retry-after", &wait.to_string());
+        }
+        let f = form(&req.body);
+        let given = field(&f, "key").unwrap_or("");
+        let key = self.store.load_authkey().ok().flatten();
+        let ok = key
+            .as_deref()
+            .is_some_and(|k| !given.is_empty() && session::same(k, given));
+        if !ok {
+            let wait = match self.throttle.lock() {
+                Ok(mut t) => {
+                    t.failed(ip, now);
+                    t.wait(ip, now)
+                }
+                Err(_) => 0,
+            };
+            let why = if key.is_none() {
+                "no authentication key is set on this server (hamon ha authkey)"
+            } else {
+                "wrong authentication key"
+            };
+            return html(401, page::login_page(Some(why), wait));
+        }
+        if let Ok(mut t) = self.throttle.lock() {
+            t.succeeded(ip);
+        }
+        let mut random = [0u8; 32];
+        random[..16].copy_from_slice(&crate::peer::auth::random16());
+        random[16..].copy_from_slice(&crate::peer::auth::random16());
+        let (id, _) = match self.sessions.lock() {
+            Ok(mut s) => s.create(now, random),
+            Err(_) => return json_error(500, "sessions unavailable"),
+        };
+        redirect("/").with_header(
+            "set-cookie",
+            &session::cookie(&id, self.tls, SESSION_TTL_SECS),
+        )
+    }
+
+    /// A POST from the page: session and CSRF token required.
+    fn form_action(&self, req: &Request) -> Response {
+        let Caller::Session { id, csrf } = self.caller(req) else {
+            return html(401, page::login_page(Some("please log in"), 0));
+        };
+        let f = form(&req.body);
+        if !field(&f, "csrf").is_some_and(|t| session::same(t, &csrf)) {
+            return json_error(403, "missing or wrong CSRF token");
+        }
+        match req.path.as_str() {
+            "/logout" => {
+                if let Ok(mut s) = self.sessions.lock() {
+                    s.remove(&id);
+                }
+                return redirect("/").with_header("set-cookie", &session::clear_cookie(self.tls));
+            }
+            "/action/failover" => self.in_background(Command::Failover),
+            "/action/failback" => self.in_background(Command::Failback),
+            "/log-level" => {
+                let o = self.set_level(field(&f, "level").unwrap_or(""));
+                self.set_flash(o.message);
+            }
+            "/remove" => {
+                let purge = field(&f, "purge").is_some();
+                self.in_background(Command::Remove { purge });
+            }
+            "/register" => {
+                let mut vips = Vec::new();
+                if field(&f, "vip").is_some() {
+                    for k in ["vip4", "vip6"] {
+                        if let Some(v) = field(&f, k).filter(|v| !v.trim().is_empty()) {
+                            vips.push(v.trim().to_string());
+                        }
+                    }
+                }
+                let emails = field(&f, "emails")
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                let r = RegisterForm {
+                    secondary: field(&f, "secondary").unwrap_or("").to_string(),
+                    failover_type: field(&f, "failover_type").unwrap_or("").to_string(),
+                    vips,
+                    emails,
+                    key: field(&f, "key").unwrap_or("").to_string(),
+                };
+                match self.register_command(r) {
+                    Ok(c) => self.in_background(c),
+                    Err(e) => self.set_flash(e),
+                }
+            }
+            _ => return json_error(404, "not found"),
+        }
+        redirect("/")
+    }
+
+    fn set_flash(&self, message: String) {
+        if let Ok(mut f) = self.flash.lock() {
+            *f = Some(message);
+        }
+    }
+
+    /// Start a command and come back at once; its outcome becomes the flash
+    /// line, and the page (refreshing itself) shows the progress meanwhile.
+    fn in_background(&self, command: Command) {
+        self.set_flash("working...".into());
+        let (core, flash) = (self.core.clone(), self.flash.clone());
+        let _ = std::thread::Builder::new()
+            .name("web-action".into())
+            .spawn(move || {
+                let o = Outcome::from(core.command(command, Duration::from_secs(24 * 3600)));
+                if let Ok(mut f) = flash.lock() {
+                    *f = Some(o.message);
+                }
+            });
+    }
+
+    fn set_level(&self, level: &str) -> Outcome {
+        let Some(i) = LEVELS.iter().position(|l| *l == level) else {
+            return Outcome {
+                ok: false,
+                message: format!("unknown level {level:?}"),
+            };
+        };
+        let path = self.store.dir().join("log-level");
+        if let Err(e) = crate::store::write_atomic(&path, format!("{level}\n").as_bytes(), 0o600) {
+            return Outcome {
+                ok: false,
+                message: format!("saving the level: {e}"),
+            };
+        }
+        self.published.log_level.store(i as u8, Ordering::Relaxed);
+        Outcome {
+            ok: true,
+            message: format!("message level set to {level}"),
+        }
+    }
+
+    fn register_command(&self, r: RegisterForm) -> Result<Command, String> {
+        let failover_type = FailoverType::parse(&r.failover_type).ok_or_else(|| {
+            format!(
+                "failover type must be manual or automatic, not {:?}",
+                r.failover_type
+            )
+        })?;
+        if r.key.is_empty() {
+            return Err("the secondary's authentication key is required".into());
+        }
+        let secondary = r.secondary.trim();
+        let (host, port) = match secondary.parse::<IpAddr>() {
+            Ok(ip) => (ip.to_string(), self.hm_port),
+            Err(_) => match secondary.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (
+                    h.trim_matches(['[', ']']).to_string(),
+                    p.parse().unwrap_or(self.hm_port),
+                ),
+                _ => (secondary.to_string(), self.hm_port),
+            },
+        };
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .ok()
+                .and_then(|mut a| a.next())
+                .map(|a| a.ip())
+                .ok_or_else(|| format!("cannot resolve secondary {secondary:?}"))?,
+        };
+        (self.check_vips)(&r.vips, self.interface.as_deref())?;
+        let vips = crate::net::vip::parse_vips(&r.vips)?
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let id = u64::from_le_bytes(
+            crate::peer::auth::random16()[..8]
+                .try_into()
+                .unwrap_or([1; 8]),
+        );
+        Ok(Command::Register {
+            id: id.max(1),
+            secondary_address: ip.to_string(),
+            secondary_hm_port: port,
+            failover_type,
+            vips,
+            emails: r.emails,
+            key: Secret::new(r.key),
+        })
+    }
+
+    fn logs_zip(&self) -> Response {
+        let dir = self.store.dir();
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for name in ["hamon.log.1", "hamon.log", "events.jsonl"] {
+            if let Ok(bytes) = std::fs::read(dir.join(name)) {
+                files.push((name.to_string(), bytes));
+            }
+        }
+        if let Some(s) = self.snapshot() {
+            files.push((
+                "status.json".into(),
+                serde_json::to_vec_pretty(&s).unwrap_or_default(),
+            ));
+        }
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        Response::new(200, "application/zip", zip::zip_at(&refs, now_secs())).with_header(
+            "content-disposition",
+            "attachment; filename=\"hamon-logs.zip\"",
+        )
+    }
+
+    // ----- the JSON API ---------------------------------------------------
+
+    fn api(&self, req: &Request) -> Response {
+        let caller = self.caller(req);
+        let reading = req.method == "GET";
+        match &caller {
+            Caller::Nobody => {
+                return json_error(401, "authentication required: a session or a bearer token")
+            }
+            Caller::Session { csrf, .. }
+                if !reading
+                    && !req
+                        .header("x-csrf-token")
+                        .is_some_and(|t| session::same(t, csrf)) =>
+            {
+                return json_error(403, "missing or wrong X-CSRF-Token header");
+            }
+            _ => {}
+        }
+        let route = req.path.trim_start_matches("/api/v1/");
+        let body: serde_json::Value = if req.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(e) => return json_error(400, &format!("malformed JSON: {e}")),
+            }
+        };
+        let long = Duration::from_secs(24 * 3600);
+        let outcome = |o: Outcome| json(if o.ok { 200 } else { 409 }, &o);
+        match (req.method.as_str(), route) {
+            ("GET", "status") => match self.snapshot() {
+                Some(s) => json(
+                    200,
+                    &serde_json::json!({ "status": s, "log_level": self.level(),
+                        "tls_fingerprint": self.fingerprint, "version": env!("CARGO_PKG_VERSION") }),
+                ),
+                None => json_error(500, "status unavailable"),
+            },
+            ("GET", "events") => {
+                let q = form(req.query.as_bytes());
+                let want = field(&q, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                let (events, page, pages) = self.events_page(want);
+                json(
+                    200,
+                    &serde_json::json!({ "events": events, "page": page, "pages": pages }),
+                )
+            }
+            ("POST", "failover") => outcome(self.core.command(Command::Failover, long).into()),
+            ("POST", "failback") => outcome(self.core.command(Command::Failback, long).into()),
+            ("GET", "log-level") => json(200, &serde_json::json!({ "level": self.level() })),
+            ("PUT", "log-level") | ("POST", "log-level") => {
+                outcome(self.set_level(body.get("level").and_then(|l| l.as_str()).unwrap_or("")))
+            }
+            ("POST", "register") => match serde_json::from_value::<RegisterForm>(body) {
+                Ok(r) => match self.register_command(r) {
+                    Ok(c) => outcome(self.core.command(c, long).into()),
+                    Err(e) => json(
+                        400,
+                        &Outcome {
+                            ok: false,
+                            message: e,
+                        },
+                    ),
+                },
+                Err(e) => json_error(400, &format!("register: {e}")),
+            },
+            ("POST", "remove") => {
+                let purge = body.get("purge").and_then(|p| p.as_bool()).unwrap_or(false);
+                outcome(self.core.command(Command::Remove { purge }, long).into())
+            }
+            ("GET", "logs.zip") => self.logs_zip(),
+            _ => json_error(404, "no such endpoint"),
+        }
+    }
+
+    // ----- the peer API ---------------------------------------------------
+
+    fn peer(&self, req: &Request) -> Response {
+        let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
+            return json_error(
+                401,
+                "no authentication key is set on this server (hamon ha authkey)",
+            );
+        };
+        let verdict = match self.verifier.lock() {
+            Ok(mut v) => v.verify(
+                &keys.api,
+                &req.method,
+                &req.path,
+                &req.body,
+                |name| req.header(name),
+                crate::peer::client::unix_ms(),
+            ),
+            Err(_) => return json_error(500, "verifier unavailable"),
+        };
+        let nonce = match verdict {
+            Ok(n) => n,
+            Err(e) => return json_error(401, &e.to_string()),
+        };
+        let request: PeerRequest = match serde_json::from_slice(&req.body) {
+            Ok(r) => r,
+            Err(e) => return json_error(400, &format!("malformed peer request: {e}")),
+        };
+        if req.path.strip_prefix("/peer/v1/") != Some(request.op()) {
+            return json_error(400, "the path does not match the operation");
+        }
+        let checked = match &request {
+            PeerRequest::Register { registration } => {
+                (self.check_vips)(&registration.vips, self.interface.as_deref())
+            }
+            _ => Ok(()),
+        };
+        let answer = match checked {
+            Err(reason) => PeerAnswer::Refused { reason },
+            Ok(()) => match self.core.peer(request) {
+                Some(a) => a,
+                None => return json_error(503, "no answer from the core in time"),
+            },
+        };
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        let sig = crate::peer::auth::sign_response(&keys.api, &nonce, 200, &body);
+        Response::new(200, "application/json", body)
+            .with_header(crate::peer::auth::H_SIGNATURE, &sig)
+    }
+}

@@ -17,8 +17,9 @@ use crate::peer::auth::{Keys, Verifier};
 use crate::peer::client as peer_client;
 use crate::peer::heartbeat::Heartbeats;
 use crate::store::{Stamped, Store};
-use crate::web::app::{App, CoreLink, Published, LEVELS, SESSION_TTL_SECS};
+use crate::web::app::{App, CoreLink, Published, LEVELS};
 use crate::web::server::{Limits, Server};
+use crate::web::tls;
 use crate::web::ui::session;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
@@ -353,6 +354,22 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         *st = node.status();
     }
     let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
+    // HTTPS unless `tls = false`: a self-signed identity is made on first start.
+    let identity = if cfg.health_monitor.tls {
+        let names = vec![cfg.node.address.to_string(), cfg.node.name.clone()];
+        let id = tls::load_or_create(store.dir(), &names)
+            .map_err(|e| io_err("TLS certificate")(std::io::Error::other(e.to_string())))?;
+        Some(id)
+    } else {
+        None
+    };
+    let fingerprint = identity.as_ref().map(tls::fingerprint);
+    if let Some(f) = &fingerprint {
+        log.write(
+            Severity::Info,
+            &format!("Health Monitor certificate SHA-256 {f}"),
+        );
+    }
     let app = Arc::new(App {
         core: Arc::new(Link { tx: tx.clone() }),
         published: published.clone(),
@@ -363,17 +380,34 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         )),
         interface: cfg.node.interface.clone(),
         hm_port: cfg.health_monitor.port,
-        tls: false,
-        fingerprint: None,
-        sessions: Mutex::new(session::Sessions::new(SESSION_TTL_SECS)),
+        tls: identity.is_some(),
+        fingerprint: fingerprint.clone(),
+        sessions: Mutex::new(session::Sessions::new(
+            cfg.health_monitor.session_ttl.as_secs(),
+        )),
+        session_ttl: cfg.health_monitor.session_ttl.as_secs(),
         throttle: Mutex::new(session::LoginThrottle::new()),
         flash: Arc::new(Mutex::new(None)),
         check_vips,
     });
-    let server = Server::bind(hm_addr, Limits::default(), app)
-        .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
+    let server = match &identity {
+        Some(id) => {
+            let tls = tls::server_config(id)
+                .map_err(|e| io_err("TLS")(std::io::Error::other(e.to_string())))?;
+            Server::bind_tls(hm_addr, Limits::default(), app, tls)
+        }
+        None => Server::bind(hm_addr, Limits::default(), app),
+    }
+    .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
 
-    let control = start_control(&cfg, tx.clone(), store.clone(), keys.clone(), hb.clone())?;
+    let control = start_control(
+        &cfg,
+        tx.clone(),
+        store.clone(),
+        keys.clone(),
+        hb.clone(),
+        fingerprint.clone(),
+    )?;
     start_signals(tx.clone())?;
     let duty_tx = start_duty_executor(&cfg, tx.clone(), log.clone())?;
 
@@ -420,6 +454,7 @@ fn start_control(
     store: Store,
     keys: Arc<RwLock<Option<Keys>>>,
     hb: Arc<Heartbeats>,
+    fingerprint: Option<String>,
 ) -> Result<control::Server, AgentError> {
     let path = cfg.socket_path();
     let interface = cfg.node.interface.clone();
@@ -442,7 +477,11 @@ fn start_control(
                         rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
                         rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
                     };
-                    control::Reply::Status { status, heartbeats }
+                    control::Reply::Status {
+                        status,
+                        heartbeats,
+                        tls_fingerprint: fingerprint.clone(),
+                    }
                 }
                 Err(_) => control::Reply::Refused {
                     message: "no answer from the agent in time".into(),
@@ -776,10 +815,11 @@ impl Shell {
             Action::Probe { target } => {
                 let tx = self.tx.clone();
                 let timeout = self.cfg.heartbeat.probe_timeout;
+                let tls = self.cfg.health_monitor.tls;
                 let _ = std::thread::Builder::new()
                     .name("probe".into())
                     .spawn(move || {
-                        let (ok, detail) = match peer_client::probe(&target, timeout) {
+                        let (ok, detail) = match peer_client::probe(&target, tls, timeout) {
                             Ok(_) => (true, "answered".to_string()),
                             Err(e) => (false, e),
                         };
@@ -796,13 +836,14 @@ impl Shell {
                     Some(k) => Some(Keys::derive(k.expose())),
                     None => self.keys.read().ok().and_then(|k| k.clone()),
                 };
+                let tls = self.cfg.health_monitor.tls;
                 let tx = self.tx.clone();
                 let _ = std::thread::Builder::new()
                     .name("peer-call".into())
                     .spawn(move || {
                         let result = match keys {
                             Some(keys) => {
-                                peer_client::call(&target, &request, &keys, PEER_CALL_TIMEOUT)
+                                peer_client::call(&target, &request, &keys, tls, PEER_CALL_TIMEOUT)
                             }
                             None => Err("no authentication key is set on this server".into()),
                         };

@@ -61,6 +61,9 @@ pub enum Reply {
         message: String,
     },
     Status {
+        /// SHA-256 of the Health Monitor's certificate (TLS only).
+        #[serde(default)]
+        tls_fingerprint: Option<String>,
         status: Box<StatusView>,
         heartbeats: HeartbeatCounts,
     },

@@ -162,7 +162,9 @@ fn forged_replayed_and_truncated_heartbeats_are_ignored() {
         &hamon::control::Request::Status,
         Some(SECS(5)),
     ) {
-        Ok(hamon::control::Reply::Status { status, heartbeats }) => (*status, heartbeats),
+        Ok(hamon::control::Reply::Status {
+            status, heartbeats, ..
+        }) => (*status, heartbeats),
         other => panic!("{other:?}"),
     };
     let (st, before) = status();

@@ -22,6 +22,7 @@ Usage: hamon ha <command>
   remove [--yes] [--purge]    remove the HA configuration; --yes skips the questions,
                               --purge also removes HA data from both servers
   events [--limit N]          the HA event journal, newest first
+  token                       the bearer token for the JSON API (derived from the key)
 ";
 
 fn call(cfg_path: Option<&Path>, req: Request, timeout: Option<Duration>) -> Result<Reply, String> {
@@ -66,16 +67,26 @@ fn get_status(cfg: Option<&Path>) -> Result<StatusView, String> {
     }
 }
 
-/// `hamon status`
+/// `hamon status`: the Health Monitor line (the guide's format), then the
+/// certificate fingerprint when the Health Monitor speaks HTTPS.
 pub fn status(cfg: Option<&Path>) -> i32 {
-    match get_status(cfg) {
-        Ok(s) => {
+    match call(cfg, Request::Status, Some(Duration::from_secs(10))) {
+        Ok(Reply::Status {
+            status,
+            tls_fingerprint,
+            ..
+        }) => {
             println!(
                 "Health Monitor Server is running. ( [Role] {} [State] {} )",
-                s.role, s.state
+                status.role, status.state
             );
+            if let Some(f) = tls_fingerprint {
+                println!("Health Monitor certificate SHA-256 fingerprint: {f}");
+            }
             0
         }
+        Ok(Reply::Refused { message }) => fail(&message),
+        Ok(other) => fail(&format!("unexpected reply {other:?}")),
         Err(e) => fail(&e),
     }
 }
@@ -99,6 +110,7 @@ pub fn main(cfg: Option<&Path>, args: &[&str]) -> i32 {
         ["remove", rest @ ..] => remove(cfg, rest),
         ["authkey", rest @ ..] => authkey(cfg, rest),
         ["register", rest @ ..] => register(cfg, rest),
+        ["token"] => token(cfg),
         _ => {
             eprint!(
                 "hamon: unknown ha command {:?}\n\n{HA_USAGE}",
@@ -317,5 +329,22 @@ fn bracket(host: &str) -> String {
         format!("[{host}]")
     } else {
         host.to_string()
+    }
+}
+
+/// `hamon ha token`: the JSON API's bearer token, derived from this
+/// server's authentication key (root-only: it reads the key file).
+fn token(cfg_path: Option<&Path>) -> i32 {
+    let cfg = match load(cfg_path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match crate::store::Store::at(&cfg.node.state_dir).load_authkey() {
+        Ok(Some(k)) => {
+            println!("{}", crate::web::ui::session::api_token(&k));
+            0
+        }
+        Ok(None) => fail("no authentication key is set (hamon ha authkey)"),
+        Err(e) => fail(&format!("reading the key: {e}")),
     }
 }

@@ -188,6 +188,8 @@ pub struct HealthMonitor {
     pub port: u16,
     /// Whether TLS is used (default true).
     pub tls: bool,
+    /// How long an idle login session lives, 1 s to 24 h (default 15 min).
+    pub session_ttl: Duration,
 }
 
 /// `[failback]`: returning service to a recovered primary.
@@ -429,6 +431,13 @@ impl Validator<'_> {
         Ok(HealthMonitor {
             port: self.port("health_monitor.port", raw.port, DEFAULT_HEALTH_MONITOR_PORT)?,
             tls: raw.tls.unwrap_or(DEFAULT_TLS),
+            session_ttl: Duration::from_secs(self.int(
+                "health_monitor.session_ttl_secs",
+                raw.session_ttl_secs,
+                900,
+                1,
+                Some(86_400),
+            )?),
         })
     }
 
@@ -845,6 +854,7 @@ mod tests {
             health_monitor: HealthMonitor {
                 port: 8082,
                 tls: true,
+                session_ttl: Duration::from_secs(900),
             },
             failback: Failback {
                 data_gap: Duration::from_secs(24 * 3600),
@@ -956,6 +966,7 @@ max_clock_skew_ms = 4004
 [health_monitor]
 port = 9443
 tls = false
+session_ttl_secs = 120
 
 [vip]
 burst_count = 9
@@ -996,6 +1007,7 @@ level = "trace"
             health_monitor: HealthMonitor {
                 port: 9443,
                 tls: false,
+                session_ttl: Duration::from_secs(120),
             },
             failback: Failback {
                 data_gap: Duration::from_secs(3 * 3600),

@@ -81,6 +81,8 @@ pub struct RawHealthMonitor {
     pub port: Option<i64>,
     /// `tls`.
     pub tls: Option<bool>,
+    /// `session_ttl_secs`.
+    pub session_ttl_secs: Option<i64>,
 }
 
 /// `[failback]`: returning service to a recovered primary.

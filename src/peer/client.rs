@@ -25,10 +25,35 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// One exchange with the peer's Health Monitor, over TLS when `tls`.
+/// Any certificate is accepted: what matters is authenticated by the
+/// requests' and responses' HMAC signatures; TLS keeps it private.
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    t: &PeerTarget,
+    tls: bool,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+    max: usize,
+) -> Result<client::ClientResponse, String> {
+    let a = addr(t)?;
+    let r = if tls {
+        let verify = client::Verify::AnyCertificate;
+        client::request_tls(
+            a, &t.address, verify, method, path, headers, body, timeout, max,
+        )
+    } else {
+        client::request(a, method, path, headers, body, timeout, max)
+    };
+    r.map_err(|e| e.to_string())
+}
+
 /// `GET /healthz`: does the peer's Health Monitor answer at all?
-pub fn probe(t: &PeerTarget, timeout: Duration) -> Result<String, String> {
-    let r = client::request(addr(t)?, "GET", "/healthz", &[], b"", timeout, 64 * 1024)
-        .map_err(|e| e.to_string())?;
+pub fn probe(t: &PeerTarget, tls: bool, timeout: Duration) -> Result<String, String> {
+    let r = exchange(t, tls, "GET", "/healthz", &[], b"", timeout, 64 * 1024)?;
     if r.status == 200 {
         Ok(String::from_utf8_lossy(&r.body).into_owned())
     } else {
@@ -41,6 +66,7 @@ pub fn call(
     t: &PeerTarget,
     request: &PeerRequest,
     keys: &Keys,
+    tls: bool,
     timeout: Duration,
 ) -> Result<PeerAnswer, String> {
     let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
@@ -49,16 +75,7 @@ pub fn call(
     let signed = auth::sign_request(&keys.api, "POST", &path, &body, unix_ms(), nonce);
     let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("content-type", "application/json"));
-    let r = client::request(
-        addr(t)?,
-        "POST",
-        &path,
-        &headers,
-        &body,
-        timeout,
-        MAX_ANSWER,
-    )
-    .map_err(|e| e.to_string())?;
+    let r = exchange(t, tls, "POST", &path, &headers, &body, timeout, MAX_ANSWER)?;
     let text = String::from_utf8_lossy(&r.body).into_owned();
     match r.status {
         200 => {

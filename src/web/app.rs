@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// How long an idle session lives.
-pub const SESSION_TTL_SECS: u64 = 15 * 60;
 /// Events per page on the page and in the API.
 const PER_PAGE: usize = 25;
 /// Most journal entries read for paging.
@@ -66,6 +64,8 @@ pub struct App {
     pub tls: bool,
     pub fingerprint: Option<String>,
     pub sessions: Mutex<session::Sessions>,
+    /// Idle lifetime of a session (seconds), also the cookie's Max-Age.
+    pub session_ttl: u64,
     pub throttle: Mutex<session::LoginThrottle>,
     /// The result of the last action started from the page.
     pub flash: Arc<Mutex<Option<String>>>,
@@ -334,7 +334,7 @@ impl App {
         };
         redirect("/").with_header(
             "set-cookie",
-            &session::cookie(&id, self.tls, SESSION_TTL_SECS),
+            &session::cookie(&id, self.tls, self.session_ttl),
         )
     }
 

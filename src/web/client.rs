@@ -1,8 +1,15 @@
-//! Tiny blocking HTTP/1.1 client for peer calls and health probes:
+//! Tiny blocking HTTP/1.1 client for peer calls and health probes, plain or over TLS:
 //! one request per connection, one deadline for the whole exchange.
 
+use super::tls::{format_fingerprint, parse_fingerprint, provider};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest response head accepted, in bytes.
@@ -11,6 +18,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Longest wait honoured; longer timeouts are clamped so deadlines cannot overflow.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// Bytes read from the socket (or plaintext taken from TLS) per read.
+const CHUNK: usize = 16 * 1024;
 
 /// A complete HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +60,8 @@ pub enum ClientError {
         addr: SocketAddr,
         /// The caller's timeout for the whole exchange.
         timeout: Duration,
-        /// What was under way: connecting, sending the request or reading the response.
+        /// What was under way: connecting, negotiating TLS, sending the request or
+        /// reading the response.
         stage: &'static str,
     },
     /// The connection failed after it was established.
@@ -59,10 +69,19 @@ pub enum ClientError {
     Io {
         /// Peer address.
         addr: SocketAddr,
-        /// What was under way: sending the request or reading the response.
+        /// What was under way: negotiating TLS, sending the request or reading the response.
         stage: &'static str,
         /// Underlying error.
         source: io::Error,
+    },
+    /// TLS failed: the handshake was refused, the certificate did not match the pin,
+    /// or the peer sent something that is not valid TLS.
+    #[error("TLS with {addr} failed: {detail}")]
+    Tls {
+        /// Peer address.
+        addr: SocketAddr,
+        /// What rustls reported.
+        detail: String,
     },
     /// The peer's answer is not HTTP/1.x as understood here.
     #[error("request to {addr}: malformed response: {detail}")]
@@ -80,7 +99,8 @@ pub enum ClientError {
         /// The caller's `max_body`.
         limit: usize,
     },
-    /// The method, target or a header cannot be sent safely; nothing was sent.
+    /// The method, target, a header, the TLS server name or the pinned fingerprint
+    /// cannot be used; nothing was sent.
     #[error("invalid request to {addr}: {detail}")]
     InvalidRequest {
         /// Peer address.
@@ -88,6 +108,24 @@ pub enum ClientError {
         /// What was wrong.
         detail: String,
     },
+}
+
+/// How [`request_tls`] checks the server's certificate.
+///
+/// Neither variant consults certificate authorities, names or validity dates. That is safe
+/// for hamon's peer API because every peer request and response is authenticated by an
+/// HMAC under the pair's shared key: an impostor that completes the TLS handshake still
+/// cannot forge or alter a message. TLS adds confidentiality (and, with a pin, peer
+/// authentication at the TLS layer too). The handshake signature itself is always
+/// verified, so the server must hold the private key of the certificate it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verify {
+    /// Accept any certificate: the payload is authenticated by other means (HMAC),
+    /// TLS only hides it from passive observers.
+    AnyCertificate,
+    /// Accept only a certificate with this SHA-256 fingerprint, written as
+    /// [`crate::web::tls::fingerprint`] prints it (colons optional, case ignored).
+    Pinned(String),
 }
 
 /// Internal failure while reading, mapped to [`ClientError`] with context.
@@ -117,55 +155,245 @@ pub fn request(
     timeout: Duration,
     max_body: usize,
 ) -> Result<ClientResponse, ClientError> {
-    let deadline = deadline_after(timeout);
-    let mut out = build_head(method, path_and_query, headers, addr, body.len())
-        .map_err(|detail| ClientError::InvalidRequest { addr, detail })?;
-    out.extend_from_slice(body);
-    let fail = |stage: &'static str, fail: Fail| match fail {
-        Fail::Io(e) if is_timeout(&e) => ClientError::Timeout {
-            addr,
-            timeout,
-            stage,
-        },
-        Fail::Io(source) => ClientError::Io {
-            addr,
-            stage,
-            source,
-        },
-        Fail::Malformed(detail) => ClientError::Malformed { addr, detail },
-        Fail::TooLarge => ClientError::TooLarge {
-            addr,
-            limit: max_body,
-        },
+    let call = Call {
+        addr,
+        timeout,
+        max_body,
     };
-    if timeout.is_zero() {
-        return Err(ClientError::Timeout {
-            addr,
-            timeout,
-            stage: "connecting",
-        });
-    }
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout.min(MAX_WAIT)).map_err(|source| {
-            if is_timeout(&source) {
-                ClientError::Timeout {
-                    addr,
-                    timeout,
-                    stage: "connecting",
+    call.run(None, method, path_and_query, headers, body)
+}
+
+/// As [`request`], over TLS (1.2 or 1.3, ring provider): the handshake counts toward
+/// `timeout`, and the server's certificate is checked as `verifier` says.
+///
+/// `server_name` is sent as SNI when it is a DNS name (an IP literal is allowed and sends
+/// none); it is not checked against the certificate (see [`Verify`]).
+#[allow(clippy::too_many_arguments)] // `request`'s parameters plus the two TLS ones
+pub fn request_tls(
+    addr: SocketAddr,
+    server_name: &str,
+    verifier: Verify,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+    max_body: usize,
+) -> Result<ClientResponse, ClientError> {
+    let invalid = |detail: String| ClientError::InvalidRequest { addr, detail };
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|_| invalid(format!("bad TLS server name {server_name:?}")))?;
+    let pin = match &verifier {
+        Verify::AnyCertificate => None,
+        Verify::Pinned(text) => Some(parse_fingerprint(text).ok_or_else(|| {
+            invalid(format!(
+                "pinned fingerprint {text:?} is not a SHA-256 fingerprint (64 hex digits)"
+            ))
+        })?),
+    };
+    let config = client_config(pin).map_err(|e| ClientError::Tls {
+        addr,
+        detail: e.to_string(),
+    })?;
+    let call = Call {
+        addr,
+        timeout,
+        max_body,
+    };
+    call.run(
+        Some((Arc::new(config), name)),
+        method,
+        path_and_query,
+        headers,
+        body,
+    )
+}
+
+/// A client configuration (ring provider, TLS 1.2 and 1.3) whose certificate check is
+/// [`Verify::Pinned`] to `pin`, or [`Verify::AnyCertificate`] without one.
+pub(super) fn client_config(pin: Option<[u8; 32]>) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = provider();
+    let verifier = Arc::new(CertVerifier {
+        pin,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// What every stage of one exchange needs for its errors.
+struct Call {
+    addr: SocketAddr,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl Call {
+    fn run(
+        &self,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<ClientResponse, ClientError> {
+        let (addr, timeout) = (self.addr, self.timeout);
+        let deadline = deadline_after(timeout);
+        let mut out = build_head(method, path_and_query, headers, addr, body.len())
+            .map_err(|detail| ClientError::InvalidRequest { addr, detail })?;
+        out.extend_from_slice(body);
+        if timeout.is_zero() {
+            return Err(self.timed_out("connecting"));
+        }
+        let stream =
+            TcpStream::connect_timeout(&addr, timeout.min(MAX_WAIT)).map_err(|source| {
+                if is_timeout(&source) {
+                    self.timed_out("connecting")
+                } else {
+                    ClientError::Connect { addr, source }
                 }
-            } else {
-                ClientError::Connect { addr, source }
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut wire = match tls {
+            None => Wire::plain(stream),
+            Some((config, name)) => {
+                let conn =
+                    rustls::ClientConnection::new(config, name).map_err(|e| ClientError::Tls {
+                        addr,
+                        detail: e.to_string(),
+                    })?;
+                let mut wire = Wire::tls(stream, conn.into());
+                wire.handshake(deadline)
+                    .map_err(|e| self.fail("negotiating TLS", Fail::Io(e)))?;
+                wire
             }
-        })?;
-    let _ = stream.set_nodelay(true);
-    let head_only = method.eq_ignore_ascii_case("HEAD");
-    if let Err(e) = write_all_by(&mut stream, &out, deadline) {
-        // The server may have answered early (e.g. 413) and closed: prefer its answer.
-        return read_response(&mut stream, head_only, deadline, max_body)
-            .map_err(|_| fail("sending the request", Fail::Io(e)));
+        };
+        let head_only = method.eq_ignore_ascii_case("HEAD");
+        if let Err(e) = wire.write_all_by(&out, deadline) {
+            // The server may have answered early (e.g. 413) and closed: prefer its answer.
+            return read_response(&mut wire, head_only, deadline, self.max_body)
+                .map_err(|_| self.fail("sending the request", Fail::Io(e)));
+        }
+        read_response(&mut wire, head_only, deadline, self.max_body)
+            .map_err(|f| self.fail("reading the response", f))
     }
-    read_response(&mut stream, head_only, deadline, max_body)
-        .map_err(|f| fail("reading the response", f))
+
+    fn timed_out(&self, stage: &'static str) -> ClientError {
+        ClientError::Timeout {
+            addr: self.addr,
+            timeout: self.timeout,
+            stage,
+        }
+    }
+
+    fn fail(&self, stage: &'static str, fail: Fail) -> ClientError {
+        let addr = self.addr;
+        match fail {
+            Fail::Io(e) if is_timeout(&e) => self.timed_out(stage),
+            Fail::Io(source) => match tls_error(&source) {
+                Some(e) => ClientError::Tls {
+                    addr,
+                    detail: explain_tls(e),
+                },
+                None => ClientError::Io {
+                    addr,
+                    stage,
+                    source,
+                },
+            },
+            Fail::Malformed(detail) => ClientError::Malformed { addr, detail },
+            Fail::TooLarge => ClientError::TooLarge {
+                addr,
+                limit: self.max_body,
+            },
+        }
+    }
+}
+
+/// The rustls error inside an I/O error raised by [`Wire`], if any.
+fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// rustls's wording, with a hint when the peer evidently does not speak TLS.
+fn explain_tls(e: &rustls::Error) -> String {
+    match e {
+        // rustls prints `Other` certificate errors with `Debug`: use the message instead
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
+            format!("invalid peer certificate: {inner}")
+        }
+        rustls::Error::InvalidMessage(_) => {
+            format!("{e} (does the peer speak plain HTTP on this port?)")
+        }
+        e => e.to_string(),
+    }
+}
+
+/// The certificate checks of [`Verify`]; handshake signatures are always verified.
+#[derive(Debug)]
+struct CertVerifier {
+    /// SHA-256 of the only certificate accepted; `None` accepts any.
+    pin: Option<[u8; 32]>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// The server's certificate does not have the pinned fingerprint.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate SHA-256 fingerprint {got} does not match the pinned fingerprint {want}")]
+struct PinMismatch {
+    got: String,
+    want: String,
+}
+
+impl ServerCertVerifier for CertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = &self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if &got == pin {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let mismatch = PinMismatch {
+            got: format_fingerprint(&got),
+            want: format_fingerprint(pin),
+        };
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(mismatch)),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// Request line and headers, or why they cannot be sent.
@@ -214,7 +442,7 @@ fn build_head(
 
 /// Reads a complete response (skipping 1xx interim ones) before `deadline`.
 fn read_response(
-    stream: &mut TcpStream,
+    wire: &mut Wire,
     head_only: bool,
     deadline: Instant,
     max_body: usize,
@@ -230,7 +458,7 @@ fn read_response(
                     "response head exceeds {MAX_HEAD_BYTES} bytes"
                 )));
             }
-            if read_more(stream, &mut buf, deadline)? == 0 {
+            if wire.read_more(&mut buf, deadline)? == 0 {
                 let got = buf.len();
                 return Err(Fail::Malformed(format!(
                     "connection closed after {got} bytes, before the response head was complete"
@@ -261,7 +489,7 @@ fn read_response(
         Some(len) if len > max_body => return Err(Fail::TooLarge),
         Some(len) => {
             while buf.len() < len {
-                if read_more(stream, &mut buf, deadline)? == 0 {
+                if wire.read_more(&mut buf, deadline)? == 0 {
                     let got = buf.len();
                     return Err(Fail::Malformed(format!(
                         "connection closed after {got} of {len} body bytes"
@@ -274,7 +502,7 @@ fn read_response(
             if buf.len() > max_body {
                 return Err(Fail::TooLarge);
             }
-            if read_more(stream, &mut buf, deadline)? == 0 {
+            if wire.read_more(&mut buf, deadline)? == 0 {
                 break;
             }
         },
@@ -360,40 +588,193 @@ fn describe(e: &io::Error) -> String {
     text.to_string()
 }
 
-/// One read of at most 16 KiB, bounded by `deadline`; appends to `buf`.
-pub(super) fn read_more(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
+/// A connected socket, plain or TLS, whose every operation ends by a deadline.
+///
+/// rustls is driven by hand rather than through `rustls::StreamOwned`: its `Read` may call
+/// the socket several times per read (each with a fresh socket timeout), so a peer trickling
+/// bytes could hold it past the deadline. Here every socket call gets the time left.
+#[derive(Debug)]
+pub(super) struct Wire {
+    sock: TcpStream,
+    tls: Option<Box<rustls::Connection>>,
+}
+
+impl Wire {
+    /// Plain TCP.
+    pub(super) fn plain(sock: TcpStream) -> Wire {
+        Wire { sock, tls: None }
+    }
+
+    /// TLS over `sock`; call [`Wire::handshake`] before anything else.
+    pub(super) fn tls(sock: TcpStream, conn: rustls::Connection) -> Wire {
+        Wire {
+            sock,
+            tls: Some(Box::new(conn)),
+        }
+    }
+
+    /// The underlying socket.
+    pub(super) fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    /// True for a TLS connection.
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Completes the TLS handshake (nothing for plain TCP). A TLS failure is an
+    /// `InvalidData` error wrapping the `rustls::Error`; the alert for it is sent first.
+    pub(super) fn handshake(&mut self, deadline: Instant) -> io::Result<()> {
+        let Some(conn) = self.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        while conn.is_handshaking() {
+            flush_tls(conn, &mut self.sock, deadline)?;
+            if !conn.is_handshaking() {
+                break;
+            }
+            if read_tls(conn, &mut self.sock, deadline)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed during the TLS handshake",
+                ));
+            }
+        }
+        flush_tls(conn, &mut self.sock, deadline)
+    }
+
+    /// One read of at most 16 KiB, bounded by `deadline`; appends to `buf`.
+    /// `Ok(0)` is the end of the stream (for TLS with or without `close_notify`).
+    pub(super) fn read_more(&mut self, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
+        let mut chunk = [0u8; CHUNK];
+        let n = match self.tls.as_deref_mut() {
+            None => {
+                set_timeout(&self.sock, deadline, TcpStream::set_read_timeout)?;
+                loop {
+                    match self.sock.read(&mut chunk) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other?,
+                    }
+                }
+            }
+            Some(conn) => loop {
+                match conn.reader().read(&mut chunk) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break 0,
+                    Err(e) => return Err(e),
+                }
+                flush_tls(conn, &mut self.sock, deadline)?; // e.g. a key update reply
+                read_tls(conn, &mut self.sock, deadline)?; // at EOF the reader says so next
+            },
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Writes all of `data` before `deadline`.
+    pub(super) fn write_all_by(&mut self, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+        let Some(conn) = self.tls.as_deref_mut() else {
+            return write_all_by(&mut self.sock, data, deadline);
+        };
+        while !data.is_empty() {
+            let n = conn.writer().write(data)?;
+            if n == 0 && !conn.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into()); // only before the handshake
+            }
+            data = &data[n..];
+            flush_tls(conn, &mut self.sock, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// True if request bytes are already buffered inside TLS (or the peer closed it),
+    /// so waiting for the socket to become readable would be wrong.
+    pub(super) fn has_buffered(&mut self) -> bool {
+        match self.tls.as_deref_mut() {
+            None => false,
+            Some(conn) => match conn.process_new_packets() {
+                Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+                Err(_) => true, // let the next read report it
+            },
+        }
+    }
+
+    /// Sends TLS `close_notify` before `deadline`, best effort (nothing for plain TCP).
+    pub(super) fn close_notify(&mut self, deadline: Instant) {
+        if let Some(conn) = self.tls.as_deref_mut() {
+            conn.send_close_notify();
+            let _ = flush_tls(conn, &mut self.sock, deadline);
+        }
+    }
+
+    /// Sends TLS `close_notify` if the socket takes it right away, never blocking.
+    pub(super) fn close_notify_now(&mut self) {
+        if let Some(conn) = self.tls.as_deref_mut() {
+            conn.send_close_notify();
+            if self.sock.set_nonblocking(true).is_ok() {
+                let _ = conn.write_tls(&mut self.sock);
+            }
+        }
+    }
+}
+
+/// Reads TLS records once before `deadline` and processes them; `Ok(0)` at EOF.
+fn read_tls(
+    conn: &mut rustls::Connection,
+    sock: &mut TcpStream,
     deadline: Instant,
 ) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
-    }
-    stream.set_read_timeout(Some(left))?;
-    let mut chunk = [0u8; 16 * 1024];
+    set_timeout(sock, deadline, TcpStream::set_read_timeout)?;
     let n = loop {
-        match stream.read(&mut chunk) {
+        match conn.read_tls(sock) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => break other?,
         }
     };
-    buf.extend_from_slice(&chunk[..n]);
+    if let Err(e) = conn.process_new_packets() {
+        let _ = flush_tls(conn, sock, deadline); // the alert telling the peer why
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
     Ok(n)
 }
 
-/// Writes all of `data` before `deadline`.
-pub(super) fn write_all_by(
-    stream: &mut TcpStream,
-    mut data: &[u8],
+/// Writes out everything rustls has queued, before `deadline`.
+fn flush_tls(
+    conn: &mut rustls::Connection,
+    sock: &mut TcpStream,
     deadline: Instant,
 ) -> io::Result<()> {
-    while !data.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+    while conn.wants_write() {
+        set_timeout(sock, deadline, TcpStream::set_write_timeout)?;
+        match conn.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        stream.set_write_timeout(Some(left))?;
+    }
+    Ok(())
+}
+
+/// Sets a socket timeout to the time left before `deadline`; `TimedOut` if none is left.
+fn set_timeout(
+    sock: &TcpStream,
+    deadline: Instant,
+    set: fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    set(sock, Some(left))
+}
+
+/// Writes all of `data` to a plain socket before `deadline`.
+fn write_all_by(stream: &mut TcpStream, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+    while !data.is_empty() {
+        set_timeout(stream, deadline, TcpStream::set_write_timeout)?;
         match stream.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
@@ -535,5 +916,48 @@ mod tests {
             bad_method,
             Err(ClientError::InvalidRequest { .. })
         ));
+    }
+
+    #[test]
+    fn tls_to_a_silent_server_times_out_while_negotiating() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts
+        let addr = listener.local_addr().unwrap();
+        let started = Instant::now();
+        let timeout = Duration::from_millis(200);
+        let verify = Verify::AnyCertificate;
+        let err = request_tls(addr, "node-b", verify, "GET", "/", &[], b"", timeout, 10);
+        let waited = started.elapsed();
+        let err = err.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Timeout {
+                    stage: "negotiating TLS",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            waited >= timeout && waited < Duration::from_secs(1),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn bad_tls_parameters_are_refused_before_connecting() {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let any = || Verify::AnyCertificate;
+        let bad_name = request_tls(addr, "a b", any(), "GET", "/", &[], b"", T, 10);
+        assert!(matches!(bad_name, Err(ClientError::InvalidRequest { .. })));
+        let pin = Verify::Pinned(format!("{}+1", "0".repeat(62)));
+        let err = request_tls(addr, "x", pin, "GET", "/", &[], b"", T, 10).unwrap_err();
+        assert!(
+            err.to_string().contains("is not a SHA-256 fingerprint"),
+            "{err}"
+        );
     }
 }

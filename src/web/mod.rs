@@ -4,4 +4,5 @@
 pub mod app;
 pub mod client;
 pub mod server;
+pub mod tls;
 pub mod ui;

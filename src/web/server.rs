@@ -1,13 +1,26 @@
-//! Bounded, blocking HTTP/1.1 server: one acceptor thread feeds a fixed pool
-//! of worker threads through a bounded queue; one request per connection.
+//! Bounded, blocking HTTP/1.1 server, plain or TLS, with persistent connections.
+//!
+//! One acceptor thread admits connections (at most `max_connections` open in all and
+//! `max_per_client` per source address; beyond that, 503 and close) and feeds a fixed pool of
+//! worker threads through a bounded queue. A worker serves a connection's requests while
+//! they keep coming, pipelined ones included. A keep-alive connection that goes quiet is
+//! handed to a single idle thread that waits on all such connections with poll(2) and queues
+//! each again when its next request arrives (or closes it after `idle_timeout`), so idle
+//! clients never hold a worker. Threads: acceptor, idle poller and `workers`, no others.
+//! Every socket operation is bounded by a deadline, so a slow client costs a worker at most
+//! `request_timeout` per request.
 
-use super::client::{deadline_after, is_timeout, read_more, write_all_by};
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use super::client::{deadline_after, is_timeout, Wire};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use std::collections::HashMap;
+use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -20,9 +33,15 @@ const MAX_HEADERS: usize = 32;
 const LINGER: Duration = Duration::from_millis(250);
 /// Most bytes drained while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
-/// Canned answer the acceptor writes when every worker is busy and the queue is full.
+/// Canned answer written, without blocking, to a connection that cannot be served now.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n";
+/// First byte of a TLS handshake record (a ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// Body of the 400 answering plain HTTP sent to a TLS port.
+const NEEDS_TLS: &str = "This port speaks HTTPS (TLS) only.\n";
+/// Longest the idle poller sleeps without looking at the stop flag.
+const POLL_MAX: Duration = Duration::from_secs(1);
 
 /// Resource limits for one [`Server`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +50,25 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body accepted, in bytes; more gets 413.
     pub max_body_bytes: usize,
-    /// Total time to receive one request, counted from when a worker takes the connection.
+    /// Total time to receive one request, counted from when a worker takes the connection
+    /// (a TLS handshake counts toward the first request's); sending the response has as long.
     pub request_timeout: Duration,
     /// Number of worker threads (at least one is started).
     pub workers: usize,
-    /// Connections that may wait for a worker (capped at 65536); beyond that they get 503.
+    /// Connections that may wait for a worker, new ones and kept-alive ones whose next request
+    /// is arriving (capped at 65536); beyond that they get 503 (on TLS: are closed).
     pub queue: usize,
+    /// How long a keep-alive connection may stay quiet between requests before it is closed.
+    pub idle_timeout: Duration,
+    /// Most requests answered on one connection (at least one); the last answer says
+    /// `Connection: close`.
+    pub max_requests_per_connection: usize,
+    /// Most connections open at once (waiting, being served or idle between requests, at
+    /// least one); one more gets 503 and is closed.
+    pub max_connections: usize,
+    /// Most connections open at once from one source IP address (at least one); one more
+    /// gets 503 and is closed.
+    pub max_per_client: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +79,10 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             workers: 4,
             queue: 64,
+            idle_timeout: Duration::from_secs(5),
+            max_requests_per_connection: 100,
+            max_connections: 256,
+            max_per_client: 32,
         }
     }
 }
@@ -78,7 +114,9 @@ impl Request {
     }
 }
 
-/// An HTTP response; `Content-Length` and `Connection: close` are added when it is sent.
+/// An HTTP response; `Content-Length` and `Connection` are added when it is sent.
+///
+/// A `Connection: close` header from the handler is honoured: the connection is closed after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// Status code; anything outside 100..=999 is sent as 500.
@@ -116,8 +154,9 @@ impl Response {
         self
     }
 
-    /// Serializes status line, headers and body for the wire.
-    fn to_bytes(&self) -> Vec<u8> {
+    /// Serializes status line, headers and body for the wire; `head_request` leaves the
+    /// body out (its length is still announced), `keep_alive` picks the `Connection` value.
+    fn to_bytes(&self, head_request: bool, keep_alive: bool) -> Vec<u8> {
         let status = if (100..=999).contains(&self.status) {
             self.status
         } else {
@@ -136,12 +175,15 @@ impl Response {
                 head.push_str(&format!("{name}: {value}\r\n"));
             }
         }
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         head.push_str(&format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            "Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
             body.len()
         ));
         let mut out = head.into_bytes();
-        out.extend_from_slice(body);
+        if !head_request {
+            out.extend_from_slice(body);
+        }
         out
     }
 }
@@ -162,52 +204,121 @@ where
 }
 
 /// A running server; [`Server::shutdown`] stops it and waits, dropping it only signals stop.
-#[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
+    idler: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
 
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("tls", &self.shared.tls.is_some())
+            .field("limits", &self.shared.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server {
-    /// Binds `addr`, then starts the acceptor and `limits.workers` worker threads.
+    /// Binds `addr` for plain HTTP, then starts the acceptor, the idle poller and
+    /// `limits.workers` worker threads.
     pub fn bind(addr: SocketAddr, limits: Limits, handler: Arc<dyn Handler>) -> io::Result<Server> {
+        Self::start(addr, limits, handler, None)
+    }
+
+    /// As [`Server::bind`], serving HTTPS with `tls` (see [`crate::web::tls::server_config`]).
+    ///
+    /// Plain HTTP sent to this port is answered with a plain-text 400 and closed; a failed
+    /// handshake just closes the connection.
+    pub fn bind_tls(
+        addr: SocketAddr,
+        limits: Limits,
+        handler: Arc<dyn Handler>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Server> {
+        Self::start(addr, limits, handler, Some(tls))
+    }
+
+    fn start(
+        addr: SocketAddr,
+        limits: Limits,
+        handler: Arc<dyn Handler>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = bounded::<TcpStream>(limits.queue.min(MAX_QUEUE));
-        let mut workers = Vec::new();
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (idle_tx, idle_rx) = unbounded::<Conn>(); // bounded by max_connections
+        let shared = Arc::new(Shared {
+            limits,
+            handler,
+            tls,
+            stop: AtomicBool::new(false),
+            counts: Arc::default(),
+            idle_tx,
+            wake_tx,
+        });
+        let mut server = Server {
+            addr,
+            shared,
+            acceptor: None,
+            idler: None,
+            workers: Vec::new(),
+        };
+        let (tx, rx) = bounded::<Job>(limits.queue.min(MAX_QUEUE));
         for i in 0..limits.workers.max(1) {
-            let (rx, stop, handler) = (rx.clone(), Arc::clone(&stop), Arc::clone(&handler));
-            let spawned = thread::Builder::new()
-                .name(format!("http-worker-{i}"))
-                .spawn(move || worker_loop(&rx, &stop, &limits, handler.as_ref()));
-            match spawned {
-                Ok(handle) => workers.push(handle),
+            let (rx, shared) = (rx.clone(), Arc::clone(&server.shared));
+            match spawn(format!("http-worker-{i}"), move || {
+                worker_loop(&rx, &shared)
+            }) {
+                Ok(handle) => server.workers.push(handle),
                 Err(e) => {
                     drop(tx); // lets the workers already started see a closed queue
-                    join_all(workers);
+                    server.abort();
                     return Err(e);
                 }
             }
         }
-        let flag = Arc::clone(&stop);
-        let acceptor = thread::Builder::new()
-            .name("http-acceptor".to_string())
-            .spawn(move || accept_loop(&listener, &tx, &flag));
-        match acceptor {
-            Ok(handle) => Ok(Server {
-                addr,
-                stop,
-                acceptor: Some(handle),
-                workers,
-            }),
+        let (jobs, shared) = (tx.clone(), Arc::clone(&server.shared));
+        let idler = spawn("http-idle".to_string(), move || {
+            idle_loop(&idle_rx, &wake_rx, &jobs, &shared);
+        });
+        match idler {
+            Ok(handle) => server.idler = Some(handle),
             Err(e) => {
-                join_all(workers); // the failed closure owned `tx`, so the queue is closed
+                drop(tx);
+                server.abort();
+                return Err(e);
+            }
+        }
+        let shared = Arc::clone(&server.shared);
+        match spawn("http-acceptor".to_string(), move || {
+            accept_loop(&listener, &tx, &shared);
+        }) {
+            Ok(handle) => {
+                server.acceptor = Some(handle);
+                Ok(server)
+            }
+            Err(e) => {
+                server.abort(); // the failed closure owned `tx`; the idle poller holds the rest
                 Err(e)
             }
         }
+    }
+
+    /// Stops the idle poller and joins what was started (startup failed).
+    fn abort(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
+        if let Some(handle) = self.idler.take() {
+            let _ = handle.join();
+        }
+        join_all(std::mem::take(&mut self.workers));
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -215,8 +326,9 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting, answers still-queued connections with 503, finishes
-    /// in-flight requests and joins all threads (a handler that never returns blocks this).
+    /// Stops accepting, answers still-queued connections with 503 (a TLS port just closes
+    /// them), closes idle ones, finishes in-flight requests (answering them with
+    /// `Connection: close`) and joins all threads (a handler that never returns blocks this).
     pub fn shutdown(mut self) {
         let woke = self.signal_stop();
         let acceptor = self.acceptor.take();
@@ -226,12 +338,17 @@ impl Server {
         if let Some(handle) = acceptor {
             let _ = handle.join();
         }
+        if let Some(handle) = self.idler.take() {
+            let _ = handle.join();
+        }
         join_all(std::mem::take(&mut self.workers));
     }
 
-    /// Sets the stop flag and wakes the acceptor with a self-connect; false if that failed.
+    /// Sets the stop flag, wakes the idle poller, and wakes the acceptor with a
+    /// self-connect; false if that failed.
     fn signal_stop(&self) -> bool {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
         let mut wake = self.addr;
         if wake.ip().is_unspecified() {
             wake.set_ip(match wake {
@@ -251,21 +368,127 @@ impl Drop for Server {
     }
 }
 
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(name).spawn(f)
+}
+
 fn join_all(handles: Vec<JoinHandle<()>>) {
     for handle in handles {
         let _ = handle.join();
     }
 }
 
-fn accept_loop(listener: &TcpListener, tx: &Sender<TcpStream>, stop: &AtomicBool) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
+/// State every thread of one server shares.
+struct Shared {
+    limits: Limits,
+    handler: Arc<dyn Handler>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: AtomicBool,
+    counts: Arc<Mutex<Counts>>,
+    /// Quiet keep-alive connections, to the idle poller.
+    idle_tx: Sender<Conn>,
+    /// Written to (one byte, never blocking) to wake the idle poller.
+    wake_tx: UnixStream,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn wake(&self) {
+        let _ = (&self.wake_tx).write(&[1]); // a full pipe means a wake-up is pending anyway
+    }
+
+    /// Hands a quiet keep-alive connection to the idle poller (if it is gone, closes it).
+    fn park(&self, conn: Conn) {
+        if self.idle_tx.send(conn).is_ok() {
+            self.wake();
+        }
+    }
+}
+
+/// Open connections, in all and per source address.
+#[derive(Debug, Default)]
+struct Counts {
+    open: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection's place in [`Counts`]; given back when dropped.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    ip: IpAddr,
+}
+
+impl Slot {
+    /// A place for a connection from `ip`, unless a limit is reached.
+    fn take(counts: &Arc<Mutex<Counts>>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
+        let ip = ip.to_canonical();
+        let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.open >= limits.max_connections.max(1) || from_ip >= limits.max_per_client.max(1) {
+            return None;
+        }
+        c.open += 1;
+        c.per_ip.insert(ip, from_ip + 1);
+        Some(Slot {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        c.open = c.open.saturating_sub(1);
+        let left = match c.per_ip.get_mut(&self.ip) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            c.per_ip.remove(&self.ip);
+        }
+    }
+}
+
+/// Work for a worker: a new connection, or a kept-alive one whose next request is arriving.
+enum Job {
+    New(TcpStream, SocketAddr, Slot),
+    Ready(Conn),
+}
+
+/// A connection between requests.
+struct Conn {
+    wire: Wire,
+    peer: SocketAddr,
+    /// Bytes received past the previous request (pipelining).
+    carry: Vec<u8>,
+    /// Requests answered so far.
+    served: usize,
+    _slot: Slot,
+}
+
+fn accept_loop(listener: &TcpListener, tx: &Sender<Job>, shared: &Shared) {
+    loop {
+        let accepted = listener.accept();
+        if shared.stopping() {
             break;
         }
-        match conn {
-            Ok(stream) => match tx.try_send(stream) {
-                Ok(()) => {}
-                Err(TrySendError::Full(s) | TrySendError::Disconnected(s)) => reject_busy(s),
+        match accepted {
+            Ok((stream, peer)) => match Slot::take(&shared.counts, peer.ip(), &shared.limits) {
+                Some(slot) => {
+                    if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+                        tx.try_send(Job::New(stream, peer, slot))
+                    {
+                        reject(job, shared);
+                    }
+                }
+                None => reject_busy(&stream, shared.tls.is_some()),
             },
             // e.g. out of file descriptors: back off instead of spinning
             Err(_) => thread::sleep(Duration::from_millis(10)),
@@ -273,12 +496,27 @@ fn accept_loop(listener: &TcpListener, tx: &Sender<TcpStream>, stop: &AtomicBool
     }
 }
 
-/// Writes the canned 503 without ever blocking, drains what already arrived, closes.
-fn reject_busy(mut stream: TcpStream) {
+/// Turns away a job that cannot be served now.
+fn reject(job: Job, shared: &Shared) {
+    match job {
+        Job::New(stream, _, _slot) => reject_busy(&stream, shared.tls.is_some()),
+        Job::Ready(mut conn) => {
+            conn.wire.close_notify_now();
+            reject_busy(conn.wire.socket(), conn.wire.is_tls());
+        }
+    }
+}
+
+/// Writes the canned 503 (not on TLS, where it would be garbage) without ever blocking,
+/// drains what already arrived; the caller then closes.
+fn reject_busy(stream: &TcpStream, tls: bool) {
     if stream.set_nonblocking(true).is_err() {
         return;
     }
-    let _ = stream.write_all(BUSY);
+    let mut stream = stream;
+    if !tls {
+        let _ = stream.write_all(BUSY);
+    }
     let _ = stream.shutdown(Shutdown::Write);
     let mut sink = [0u8; 4096];
     for _ in 0..4 {
@@ -288,39 +526,123 @@ fn reject_busy(mut stream: TcpStream) {
     }
 }
 
-fn worker_loop(
-    rx: &Receiver<TcpStream>,
-    stop: &AtomicBool,
-    limits: &Limits,
-    handler: &dyn Handler,
-) {
-    for stream in rx.iter() {
-        if stop.load(Ordering::SeqCst) {
-            reject_busy(stream);
-        } else {
-            serve(stream, limits, handler);
+fn worker_loop(rx: &Receiver<Job>, shared: &Shared) {
+    for job in rx.iter() {
+        if shared.stopping() {
+            reject(job, shared);
+            continue;
+        }
+        let request_timeout = shared.limits.request_timeout;
+        match job {
+            Job::New(stream, peer, slot) => {
+                let deadline = deadline_after(request_timeout);
+                if let Some(wire) = open(stream, shared, deadline) {
+                    let conn = Conn {
+                        wire,
+                        peer,
+                        carry: Vec::new(),
+                        served: 0,
+                        _slot: slot,
+                    };
+                    serve(conn, deadline, shared);
+                }
+            }
+            Job::Ready(conn) => serve(conn, deadline_after(request_timeout), shared),
         }
     }
 }
 
-/// Handles one connection: read one request, answer it, close.
-fn serve(mut stream: TcpStream, limits: &Limits, handler: &dyn Handler) {
-    let deadline = deadline_after(limits.request_timeout);
-    let (response, complete) = match read_request(&mut stream, limits, deadline) {
-        Ok(req) => {
-            let answer = catch_unwind(AssertUnwindSafe(|| handler.handle(&req)));
-            (answer.unwrap_or_else(|_| error_response(500)), true)
-        }
-        Err(Some(status)) => (error_response(status), false),
-        Err(None) => return,
+/// Readies a new connection: on a TLS port, answers plain HTTP with 400 or completes
+/// the handshake by `deadline`. `None` when the connection is done with.
+fn open(stream: TcpStream, shared: &Shared, deadline: Instant) -> Option<Wire> {
+    let _ = stream.set_nodelay(true);
+    let Some(config) = &shared.tls else {
+        return Some(Wire::plain(stream));
     };
-    let written = write_all_by(
-        &mut stream,
-        &response.to_bytes(),
-        deadline_after(limits.request_timeout),
-    );
-    if written.is_ok() && !complete {
-        linger(&mut stream);
+    match first_byte(&stream, deadline)? {
+        TLS_HANDSHAKE => {}
+        _ => {
+            let mut wire = Wire::plain(stream);
+            let answer = Response::text(400, NEEDS_TLS).to_bytes(false, false);
+            let limit = deadline_after(shared.limits.request_timeout);
+            if wire.write_all_by(&answer, limit).is_ok() {
+                linger(wire.socket());
+            }
+            return None;
+        }
+    }
+    let conn = rustls::ServerConnection::new(Arc::clone(config)).ok()?;
+    let mut wire = Wire::tls(stream, conn.into());
+    wire.handshake(deadline).ok()?; // a TLS failure's alert is already sent
+    Some(wire)
+}
+
+/// The first byte the client sent, left unread; `None` if it closed or `deadline` passed.
+fn first_byte(stream: &TcpStream, deadline: Instant) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return None;
+        }
+        match stream.peek(&mut byte) {
+            Ok(1) => return Some(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Serves requests on `conn` while they come without a pause (the first by `deadline`),
+/// then closes it or hands it to the idle poller.
+fn serve(mut conn: Conn, mut deadline: Instant, shared: &Shared) {
+    let limits = &shared.limits;
+    loop {
+        let (req, wants_keep_alive) = match read_request(&mut conn, limits, deadline) {
+            Ok(read) => read,
+            Err(Some(status)) => {
+                let answer = error_response(status).to_bytes(false, false);
+                let written = conn
+                    .wire
+                    .write_all_by(&answer, deadline_after(limits.request_timeout));
+                if written.is_ok() {
+                    conn.wire.close_notify(deadline_after(LINGER));
+                    linger(conn.wire.socket());
+                }
+                return;
+            }
+            Err(None) => {
+                conn.wire.close_notify(deadline_after(LINGER));
+                return;
+            }
+        };
+        conn.served += 1;
+        let answer = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req)));
+        let response = answer.unwrap_or_else(|_| error_response(500));
+        let keep_alive = wants_keep_alive
+            && conn.served < limits.max_requests_per_connection.max(1)
+            && !shared.stopping()
+            && !has_token(&response.headers, "connection", "close");
+        let head = req.method.eq_ignore_ascii_case("HEAD");
+        let written = conn.wire.write_all_by(
+            &response.to_bytes(head, keep_alive),
+            deadline_after(limits.request_timeout),
+        );
+        if written.is_err() {
+            return;
+        }
+        if !keep_alive {
+            conn.wire.close_notify(deadline_after(LINGER));
+            if !conn.carry.is_empty() {
+                linger(conn.wire.socket()); // unread pipelined requests: avoid a reset
+            }
+            return;
+        }
+        if conn.carry.is_empty() && !conn.wire.has_buffered() {
+            shared.park(conn);
+            return;
+        }
+        deadline = deadline_after(limits.request_timeout);
     }
 }
 
@@ -329,10 +651,10 @@ fn error_response(status: u16) -> Response {
 }
 
 /// Half-closes, then briefly discards unread input so closing does not reset the connection.
-fn linger(stream: &mut TcpStream) {
+fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let until = Instant::now() + LINGER;
-    let (mut sink, mut total) = ([0u8; 4096], 0);
+    let (mut sink, mut total, mut stream) = ([0u8; 4096], 0, stream);
     while total < LINGER_BYTES {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
@@ -345,23 +667,110 @@ fn linger(stream: &mut TcpStream) {
     }
 }
 
+/// A quiet keep-alive connection and when it will be closed.
+struct Idle {
+    conn: Conn,
+    until: Instant,
+}
+
+/// The idle poller: waits for quiet keep-alive connections to become readable and queues
+/// them for a worker again; closes them after `idle_timeout`, and all of them on stop.
+fn idle_loop(idle_rx: &Receiver<Conn>, wake_rx: &UnixStream, jobs: &Sender<Job>, shared: &Shared) {
+    let mut idle: Vec<Idle> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    while !shared.stopping() {
+        let now = Instant::now();
+        let until = now + shared.limits.idle_timeout;
+        idle.extend(idle_rx.try_iter().map(|conn| Idle { conn, until }));
+        fds.clear();
+        fds.push(readable(wake_rx.as_raw_fd()));
+        fds.extend(
+            idle.iter()
+                .map(|i| readable(i.conn.wire.socket().as_raw_fd())),
+        );
+        let wait = idle
+            .iter()
+            .map(|i| i.until.saturating_duration_since(now))
+            .fold(POLL_MAX, Duration::min);
+        let wait_ms = i32::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(1000);
+        if !poll(&mut fds, wait_ms) {
+            thread::sleep(Duration::from_millis(10)); // unexpected: do not spin
+        }
+        if fds[0].revents != 0 {
+            let mut sink = [0u8; 64];
+            while matches!((&*wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        let now = Instant::now();
+        for (entry, fd) in std::mem::take(&mut idle).into_iter().zip(&fds[1..]) {
+            if fd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                drop(entry); // broken: just close
+            } else if fd.revents != 0 {
+                // the next request (or the client's close) is arriving
+                if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+                    jobs.try_send(Job::Ready(entry.conn))
+                {
+                    reject(job, shared);
+                }
+            } else if entry.until <= now {
+                close_idle(entry.conn);
+            } else {
+                idle.push(entry);
+            }
+        }
+    }
+    for entry in idle {
+        close_idle(entry.conn);
+    }
+    for conn in idle_rx.try_iter() {
+        close_idle(conn);
+    }
+}
+
+fn close_idle(mut conn: Conn) {
+    conn.wire.close_notify_now();
+}
+
+fn readable(fd: std::os::fd::RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Waits until one of `fds` is ready or `timeout_ms` pass; false on an error other than
+/// EINTR. Every `revents` is zero unless poll(2) reported readiness.
+fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> bool {
+    let count = fds.len() as libc::nfds_t;
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of `count` initialized `pollfd`
+    // structs for the whole call; poll(2) reads them and writes only their `revents` fields.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), count, timeout_ms) };
+    if rc >= 0 {
+        return true;
+    }
+    let interrupted = io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+    for fd in fds.iter_mut() {
+        fd.revents = 0;
+    }
+    interrupted
+}
+
 /// Reads one request; `Err(Some(status))` should be answered, `Err(None)` means just close.
+/// Also says whether the client wants the connection kept open afterwards.
 fn read_request(
-    stream: &mut TcpStream,
+    conn: &mut Conn,
     limits: &Limits,
     deadline: Instant,
-) -> Result<Request, Option<u16>> {
-    let peer = stream.peer_addr().map_err(|_| None)?;
-    let _ = stream.set_nodelay(true);
-    let mut buf = Vec::with_capacity(1024);
-    let (head_len, mut req) = loop {
-        if let Some(head) = parse_head(&buf, peer)? {
+) -> Result<(Request, bool), Option<u16>> {
+    let mut buf = std::mem::take(&mut conn.carry);
+    let (head_len, mut req, version) = loop {
+        if let Some(head) = parse_request_head(&buf, conn.peer)? {
             break head;
         }
         if buf.len() > limits.max_header_bytes {
             return Err(Some(431));
         }
-        fill(stream, &mut buf, deadline)?;
+        fill(&mut conn.wire, &mut buf, deadline)?;
     };
     if head_len > limits.max_header_bytes {
         return Err(Some(431));
@@ -373,17 +782,40 @@ fn read_request(
     if len > limits.max_body_bytes {
         return Err(Some(413));
     }
-    req.body = buf.split_off(head_len);
-    while req.body.len() < len {
-        fill(stream, &mut req.body, deadline)?;
+    let mut body = buf.split_off(head_len);
+    while body.len() < len {
+        fill(&mut conn.wire, &mut body, deadline)?;
     }
-    req.body.truncate(len);
-    Ok(req)
+    conn.carry = body.split_off(len); // the start of the next request, if pipelined
+    req.body = body;
+    let keep_alive = if has_token(&req.headers, "connection", "close") {
+        false
+    } else {
+        version >= 1 || has_token(&req.headers, "connection", "keep-alive")
+    };
+    Ok((req, keep_alive))
+}
+
+/// True if a header named `name` lists `token` (comma-separated, case-insensitive).
+fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Parses the request head if complete into (head length, request without body);
 /// errors carry the status to answer.
 pub fn parse_head(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, Request)>, Option<u16>> {
+    Ok(parse_request_head(buf, peer)?.map(|(len, req, _)| (len, req)))
+}
+
+/// As [`parse_head`], with the HTTP minor version (0 for HTTP/1.0).
+fn parse_request_head(
+    buf: &[u8],
+    peer: SocketAddr,
+) -> Result<Option<(usize, Request, u8)>, Option<u16>> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {
@@ -405,7 +837,7 @@ pub fn parse_head(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, Request
         body: Vec::new(),
         peer,
     };
-    Ok(Some((len, request)))
+    Ok(Some((len, request, req.version.unwrap_or(0))))
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -413,8 +845,8 @@ fn lossy(bytes: &[u8]) -> String {
 }
 
 /// Reads more request bytes into `buf`, mapping failures to what to answer.
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<(), Option<u16>> {
-    match read_more(stream, buf, deadline) {
+fn fill(wire: &mut Wire, buf: &mut Vec<u8>, deadline: Instant) -> Result<(), Option<u16>> {
+    match wire.read_more(buf, deadline) {
         Ok(0) if buf.is_empty() => Err(None),
         Ok(0) => Err(Some(400)), // peer stopped sending mid-request
         Ok(_) => Ok(()),
@@ -481,7 +913,8 @@ fn reason(status: u16) -> &'static str {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::web::client::{request, ClientError};
+    use crate::web::client::{client_config, request, request_tls, ClientError, Verify};
+    use crate::web::tls;
     use crossbeam_channel::unbounded;
 
     const T: Duration = Duration::from_secs(3);
@@ -559,7 +992,10 @@ mod tests {
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(status(&raw(server.local_addr(), many.as_bytes())), 431);
         // Just under the limit still works.
-        let ok = format!("GET / HTTP/1.1\r\nX-Ok: {}\r\n\r\n", "a".repeat(400));
+        let ok = format!(
+            "GET / HTTP/1.1\r\nConnection: close\r\nX-Ok: {}\r\n\r\n",
+            "a".repeat(400)
+        );
         assert_eq!(status(&raw(server.local_addr(), ok.as_bytes())), 200);
     }
 
@@ -655,7 +1091,7 @@ mod tests {
         release.send(()).unwrap();
         release.send(()).unwrap();
         assert_eq!(first.join().unwrap().unwrap(), 200);
-        let queued_answer = raw_on(queued, b"GET / HTTP/1.1\r\n\r\n");
+        let queued_answer = raw_on(queued, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert_eq!(status(&queued_answer), 200);
     }
 
@@ -692,5 +1128,397 @@ mod tests {
             );
         }
         server.shutdown();
+    }
+
+    /// One response read off a kept-open connection.
+    #[derive(Debug)]
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Reads exactly one response (framed by Content-Length), keeping extra bytes in `buf`.
+    fn read_reply(s: &mut impl Read, buf: &mut Vec<u8>, head_only: bool) -> Reply {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut slots);
+            if let httparse::Status::Complete(len) = parsed.parse(buf).unwrap() {
+                let status = parsed.code.unwrap();
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), lossy(h.value)))
+                    .collect();
+                let declared = content_length(&headers).unwrap();
+                let end = len + if head_only { 0 } else { declared };
+                while buf.len() < end {
+                    more(s, buf);
+                }
+                let body = buf[len..end].to_vec();
+                buf.drain(..end);
+                return Reply {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            more(s, buf);
+        }
+    }
+
+    fn more(s: &mut impl Read, buf: &mut Vec<u8>) {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed early; got {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// True if the server closed the connection (EOF or reset) within the read timeout.
+    fn is_closed(s: &mut impl Read) -> bool {
+        match s.read(&mut [0u8; 64]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !is_timeout(&e),
+        }
+    }
+
+    fn connect(addr: SocketAddr) -> TcpStream {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s
+    }
+
+    fn get_on(s: &mut TcpStream, buf: &mut Vec<u8>, path: &str, extra: &str) -> Reply {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        read_reply(s, buf, false)
+    }
+
+    fn start_tls(limits: Limits, handler: impl Handler, id: &tls::Identity) -> Server {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let config = tls::server_config(id).unwrap();
+        Server::bind_tls(addr, limits, Arc::new(handler), config).unwrap()
+    }
+
+    fn get_tls(
+        addr: SocketAddr,
+        verify: Verify,
+    ) -> Result<crate::web::client::ClientResponse, ClientError> {
+        request_tls(addr, "localhost", verify, "GET", "/t?q", &[], b"", T, 1024)
+    }
+
+    #[test]
+    fn keep_alive_serves_several_requests_until_close() {
+        let server = start(Limits::default(), echo);
+        let (mut s, mut buf) = (connect(server.local_addr()), Vec::new());
+        let first = get_on(&mut s, &mut buf, "/1", "");
+        assert_eq!(
+            (first.status, first.body.as_slice()),
+            (200, &b"GET /1  "[..])
+        );
+        assert_eq!(first.header("connection"), Some("keep-alive"));
+        thread::sleep(Duration::from_millis(50)); // the connection goes quiet and is parked
+        let second = get_on(&mut s, &mut buf, "/2", "");
+        assert_eq!(
+            (second.status, second.header("connection")),
+            (200, Some("keep-alive"))
+        );
+        let last = get_on(&mut s, &mut buf, "/3", "Connection: close\r\n");
+        assert_eq!(
+            (last.status, last.header("connection")),
+            (200, Some("close"))
+        );
+        assert!(is_closed(&mut s));
+        assert!(buf.is_empty());
+        // HTTP/1.0 closes unless it asks for keep-alive; HEAD gets no body.
+        let mut s = connect(server.local_addr());
+        s.write_all(b"HEAD /h HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap();
+        let head = read_reply(&mut s, &mut buf, true);
+        assert_eq!(head.header("connection"), Some("keep-alive"));
+        assert_eq!(head.header("content-length"), Some("9"));
+        s.write_all(b"GET /g HTTP/1.0\r\n\r\n").unwrap();
+        let plain = read_reply(&mut s, &mut buf, false);
+        assert_eq!(
+            (plain.body.as_slice(), plain.header("connection")),
+            (&b"GET /g  "[..], Some("close"))
+        );
+        assert!(is_closed(&mut s));
+    }
+
+    #[test]
+    fn idle_timeout_and_request_cap_close_kept_alive_connections() {
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(200),
+            max_requests_per_connection: 2,
+            ..Limits::default()
+        };
+        let server = start(limits, echo);
+        let (mut s, mut buf) = (connect(server.local_addr()), Vec::new());
+        assert_eq!(
+            get_on(&mut s, &mut buf, "/", "").header("connection"),
+            Some("keep-alive")
+        );
+        let quiet = Instant::now();
+        assert!(is_closed(&mut s));
+        let waited = quiet.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(1500),
+            "{waited:?}"
+        );
+        let mut s = connect(server.local_addr());
+        assert_eq!(
+            get_on(&mut s, &mut buf, "/", "").header("connection"),
+            Some("keep-alive")
+        );
+        assert_eq!(
+            get_on(&mut s, &mut buf, "/", "").header("connection"),
+            Some("close")
+        );
+        assert!(is_closed(&mut s));
+    }
+
+    #[test]
+    fn pipelined_requests_in_one_write_are_all_answered_in_order() {
+        let server = start(Limits::default(), echo);
+        let (mut s, mut buf) = (connect(server.local_addr()), Vec::new());
+        s.write_all(
+            b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz\
+              GET /c HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let bodies: Vec<Vec<u8>> = (0..3)
+            .map(|_| read_reply(&mut s, &mut buf, false).body)
+            .collect();
+        assert_eq!(bodies, [&b"GET /a  "[..], b"POST /b  xyz", b"GET /c  "]);
+        assert!(is_closed(&mut s));
+        // Two in one write, the connection then stays open.
+        let mut s = connect(server.local_addr());
+        s.write_all(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_reply(&mut s, &mut buf, false).body, b"GET /1  ");
+        assert_eq!(read_reply(&mut s, &mut buf, false).body, b"GET /2  ");
+        assert_eq!(get_on(&mut s, &mut buf, "/3", "").status, 200);
+    }
+
+    #[test]
+    fn idle_connections_hold_no_worker_and_are_closed_on_shutdown() {
+        let limits = Limits {
+            workers: 1,
+            ..Limits::default()
+        };
+        let server = start(limits, echo);
+        let addr = server.local_addr();
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            let (mut s, mut buf) = (connect(addr), Vec::new());
+            assert_eq!(get_on(&mut s, &mut buf, "/", "").status, 200);
+            idle.push(s);
+        }
+        let started = Instant::now();
+        assert_eq!(
+            request(addr, "GET", "/", &[], b"", T, 1024).unwrap().status,
+            200
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        server.shutdown();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        for mut s in idle {
+            assert!(is_closed(&mut s));
+        }
+    }
+
+    #[test]
+    fn per_client_and_total_connection_limits_answer_503() {
+        let limits = Limits {
+            max_per_client: 2,
+            ..Limits::default()
+        };
+        let server = start(limits, echo);
+        let addr = server.local_addr();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (mut s, mut buf) = (connect(addr), Vec::new());
+            assert_eq!(get_on(&mut s, &mut buf, "/", "").status, 200);
+            held.push(s);
+        }
+        assert_eq!(status(&raw(addr, b"GET / HTTP/1.1\r\n\r\n")), 503);
+        drop(held.pop()); // its slot comes back once the server sees the close
+        let deadline = Instant::now() + T;
+        loop {
+            let answer = status(&raw(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+            if answer == 200 {
+                break;
+            }
+            assert!(answer == 503 && Instant::now() < deadline, "{answer}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let limits = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let server = start(limits, echo);
+        let (mut s, mut buf) = (connect(server.local_addr()), Vec::new());
+        assert_eq!(get_on(&mut s, &mut buf, "/", "").status, 200);
+        let busy = request(server.local_addr(), "GET", "/", &[], b"", T, 1024).unwrap();
+        assert_eq!(busy.status, 503);
+    }
+
+    #[test]
+    fn tls_round_trip_with_any_certificate_and_pins() {
+        let id = tls::test_identity();
+        let server = start_tls(Limits::default(), echo, &id);
+        let addr = server.local_addr();
+        let any = get_tls(addr, Verify::AnyCertificate).unwrap();
+        assert_eq!((any.status, any.body.as_slice()), (200, &b"GET /t q "[..]));
+        let post = request_tls(
+            addr,
+            "127.0.0.1",
+            Verify::AnyCertificate,
+            "POST",
+            "/p",
+            &[("X-Test", "v")],
+            b"secret",
+            T,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(
+            (post.body.as_slice(), post.header("x-echo")),
+            (&b"POST /p  secret"[..], Some("v"))
+        );
+        let fp = tls::fingerprint(&id);
+        assert_eq!(
+            get_tls(addr, Verify::Pinned(fp.clone())).unwrap().status,
+            200
+        );
+        let loose = fp.replace(':', "").to_lowercase();
+        assert_eq!(get_tls(addr, Verify::Pinned(loose)).unwrap().status, 200);
+        let wrong = tls::fingerprint(&tls::test_identity());
+        let err = get_tls(addr, Verify::Pinned(wrong.clone())).unwrap_err();
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "TLS with {addr} failed: invalid peer certificate: certificate SHA-256 \
+                 fingerprint {fp} does not match the pinned fingerprint {wrong}"
+            )
+        );
+        let bad = get_tls(addr, Verify::Pinned("12:34".into())).unwrap_err();
+        assert!(matches!(bad, ClientError::InvalidRequest { .. }), "{bad}");
+        assert_eq!(get_tls(addr, Verify::AnyCertificate).unwrap().status, 200);
+        server.shutdown();
+    }
+
+    #[test]
+    fn tls_connection_is_kept_alive_across_requests() {
+        let id = tls::test_identity();
+        let server = start_tls(Limits::default(), echo, &id);
+        let name = "localhost".try_into().unwrap();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(client_config(None).unwrap()), name).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, connect(server.local_addr()));
+        let mut buf = Vec::new();
+        for (i, pause) in [0, 50, 0].into_iter().enumerate() {
+            thread::sleep(Duration::from_millis(pause));
+            let req = format!("GET /{i} HTTP/1.1\r\n\r\nGET /{i}b HTTP/1.1\r\n\r\n");
+            s.write_all(req.as_bytes()).unwrap();
+            for suffix in ["", "b"] {
+                let reply = read_reply(&mut s, &mut buf, false);
+                assert_eq!(reply.body, format!("GET /{i}{suffix}  ").as_bytes());
+                assert_eq!(reply.header("connection"), Some("keep-alive"));
+            }
+        }
+        s.write_all(b"GET /end HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            read_reply(&mut s, &mut buf, false).header("connection"),
+            Some("close")
+        );
+        assert!(is_closed(&mut s)); // close_notify: a clean TLS end of stream
+    }
+
+    #[test]
+    fn wrong_protocol_on_either_port_is_refused_and_others_still_served() {
+        let id = tls::test_identity();
+        let secure = start_tls(Limits::default(), echo, &id);
+        let answer = raw(secure.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status(&answer), 400, "{answer}");
+        assert!(answer.ends_with(NEEDS_TLS), "{answer}");
+        let plain_client = request(secure.local_addr(), "GET", "/", &[], b"", T, 1024).unwrap();
+        assert_eq!(plain_client.status, 400);
+        assert_eq!(
+            get_tls(secure.local_addr(), Verify::AnyCertificate)
+                .unwrap()
+                .status,
+            200
+        );
+
+        let plain = start(Limits::default(), echo);
+        let name = "localhost".try_into().unwrap();
+        let config = Arc::new(client_config(None).unwrap());
+        let mut hello = Vec::new();
+        rustls::ClientConnection::new(config, name)
+            .unwrap()
+            .write_tls(&mut hello)
+            .unwrap();
+        assert_eq!(hello[0], TLS_HANDSHAKE);
+        assert_eq!(status(&raw(plain.local_addr(), &hello)), 400);
+        let err = get_tls(plain.local_addr(), Verify::AnyCertificate).unwrap_err();
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().contains("plain HTTP"), "{err}");
+        assert_eq!(
+            request(plain.local_addr(), "GET", "/", &[], b"", T, 1024)
+                .unwrap()
+                .status,
+            200
+        );
+        // A client that connects and never finishes its handshake is cut at the deadline.
+        let quick = start_tls(
+            Limits {
+                request_timeout: Duration::from_millis(200),
+                ..Limits::default()
+            },
+            echo,
+            &id,
+        );
+        let mut stalled = connect(quick.local_addr());
+        stalled.write_all(&hello[..10]).unwrap();
+        let started = Instant::now();
+        assert!(is_closed(&mut stalled));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            get_tls(quick.local_addr(), Verify::AnyCertificate)
+                .unwrap()
+                .status,
+            200
+        );
     }
 }

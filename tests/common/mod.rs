@@ -72,6 +72,14 @@ impl Pair {
         }
     }
 
+    /// Rewrite both configs (before starting the agents).
+    pub fn edit_configs(&self, f: impl Fn(String) -> String) {
+        for i in 0..2 {
+            let text = std::fs::read_to_string(self.config(i)).unwrap();
+            std::fs::write(self.config(i), f(text)).unwrap();
+        }
+    }
+
     pub fn config(&self, i: usize) -> PathBuf {
         self.dir.join(format!("{}.toml", ["ha-a", "ha-b"][i]))
     }

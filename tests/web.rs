@@ -1,0 +1,396 @@
+//! The Health Monitor over HTTPS, against real agents: health endpoints,
+//! login, every API endpoint, refusals, and hostile clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use hamon::web::client::{self, ClientResponse, Verify};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A registered pair serving HTTPS, sessions living `ttl` seconds.
+fn tls_pair(n: u8, failover: &str, ttl: u64) -> Pair {
+    let p = Pair::new(n);
+    p.edit_configs(|c| {
+        c.replace(
+            "tls = false",
+            &format!("tls = true\nsession_ttl_secs = {ttl}"),
+        )
+    });
+    Pair::registered_with(p, failover)
+}
+
+fn hm(p: &Pair, i: usize) -> SocketAddr {
+    format!("{}:18082", p.addrs[i]).parse().unwrap()
+}
+
+fn https(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> ClientResponse {
+    client::request_tls(
+        addr,
+        "hamon",
+        Verify::AnyCertificate,
+        method,
+        path,
+        headers,
+        body,
+        SECS(10),
+        16 << 20,
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Log in; returns the session cookie and the page's CSRF token.
+fn login(addr: SocketAddr) -> (String, String) {
+    let r = https(
+        addr,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("key={KEY}").as_bytes(),
+    );
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    let set = r.header("set-cookie").unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = https(addr, "GET", "/", &[("cookie", &cookie)], b"");
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf field in the page"))
+        .to_string();
+    (cookie, csrf)
+}
+
+fn json(r: &ClientResponse) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn health_endpoints_need_no_login() {
+    let p = tls_pair(50, "manual", 900);
+    let r = https(hm(&p, 0), "GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(json(&r)["state"], "PrimaryActive");
+    assert_eq!(https(hm(&p, 0), "GET", "/active", &[], b"").status, 200);
+    assert_eq!(https(hm(&p, 0), "GET", "/standby", &[], b"").status, 503);
+    assert_eq!(https(hm(&p, 1), "GET", "/active", &[], b"").status, 503);
+    assert_eq!(https(hm(&p, 1), "GET", "/standby", &[], b"").status, 200);
+    // `hamon status` shows the certificate's fingerprint.
+    let out = String::from_utf8_lossy(&p.run(0, &["status"]).stdout).to_string();
+    assert!(out.contains("certificate SHA-256 fingerprint: "), "{out}");
+}
+
+#[test]
+fn every_page_and_api_endpoint_works_for_a_logged_in_operator() {
+    let p = tls_pair(51, "manual", 900);
+    let (s, p_addr) = (hm(&p, 1), hm(&p, 0));
+    let (cookie, csrf) = login(s);
+    let auth = |extra: &[(&'static str, String)]| {
+        let mut h = vec![
+            ("cookie".to_string(), cookie.clone()),
+            ("x-csrf-token".to_string(), csrf.clone()),
+        ];
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        h
+    };
+    let call = |method: &str, path: &str, body: &str| {
+        let h = auth(&[("content-type", "application/json".into())]);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        https(s, method, path, &h, body.as_bytes())
+    };
+    // The page.
+    let page = String::from_utf8_lossy(&https(s, "GET", "/", &[("cookie", &cookie)], b"").body)
+        .to_string();
+    assert!(
+        page.contains("Secondary Syncing") && page.contains("Primary IP Address"),
+        "{page}"
+    );
+    // status, events, log level.
+    let st = call("GET", "/api/v1/status", "");
+    assert_eq!(st.status, 200);
+    assert_eq!(json(&st)["status"]["state"], "SecondarySyncing");
+    assert!(json(&st)["tls_fingerprint"]
+        .as_str()
+        .is_some_and(|f| f.len() == 95));
+    let ev = call("GET", "/api/v1/events?page=1", "");
+    assert!(json(&ev)["events"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty()));
+    let lv = call("PUT", "/api/v1/log-level", r#"{"level":"error"}"#);
+    assert_eq!(lv.status, 200, "{}", String::from_utf8_lossy(&lv.body));
+    assert_eq!(
+        json(&call("GET", "/api/v1/log-level", ""))["level"],
+        "error"
+    );
+    let saved = std::fs::read_to_string(p.state_dir(1).join("log-level")).unwrap();
+    assert_eq!(saved.trim(), "error", "the level survives restarts");
+    // Page forms: log level with the CSRF token.
+    let form = format!("csrf={csrf}&level=trace");
+    let r = https(
+        s,
+        "POST",
+        "/log-level",
+        &[
+            ("cookie", &cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        json(&call("GET", "/api/v1/log-level", ""))["level"],
+        "trace"
+    );
+    // failover and failback are refused with the reason in this state.
+    let fo = call("POST", "/api/v1/failover", "");
+    assert_eq!(fo.status, 409);
+    assert!(json(&fo)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("healthy"));
+    let fb = call("POST", "/api/v1/failback", "");
+    assert_eq!(fb.status, 409);
+    // logs.zip holds the journal and the agent's log.
+    let z = call("GET", "/api/v1/logs.zip", "");
+    assert_eq!(z.status, 200);
+    assert!(z.body.starts_with(b"PK\x03\x04"));
+    let text = String::from_utf8_lossy(&z.body);
+    assert!(
+        text.contains("events.jsonl") && text.contains("hamon.log") && text.contains("status.json")
+    );
+    assert_eq!(
+        https(s, "GET", "/logs.zip", &[("cookie", &cookie)], b"").status,
+        200
+    );
+    // remove and register again, with the bearer token of the primary.
+    let token = String::from_utf8_lossy(&p.run(0, &["ha", "token"]).stdout)
+        .trim()
+        .to_string();
+    let bearer = format!("Bearer {token}");
+    let h = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = https(p_addr, "POST", "/api/v1/remove", &h, br#"{"purge":false}"#);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    p.wait_state(1, "Stand Alone", SECS(3));
+    let body =
+        serde_json::json!({ "secondary": p.addrs[1], "failover_type": "automatic", "key": KEY })
+            .to_string();
+    let r = https(p_addr, "POST", "/api/v1/register", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    p.wait_state(1, "Secondary Syncing", SECS(5));
+    assert!(p.ha_status(1).contains("Automatic"));
+    // Logout ends the session.
+    let r = https(
+        s,
+        "POST",
+        "/logout",
+        &[
+            ("cookie", &cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        format!("csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(call("GET", "/api/v1/status", "").status, 401);
+}
+
+#[test]
+fn unauthenticated_or_csrf_less_changes_are_refused() {
+    let p = tls_pair(52, "manual", 900);
+    let s = hm(&p, 1);
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    assert_eq!(https(s, "POST", "/api/v1/failover", &[], b"").status, 401);
+    assert_eq!(https(s, "GET", "/api/v1/status", &[], b"").status, 401);
+    assert_eq!(
+        https(s, "POST", "/action/failover", &form, b"csrf=x").status,
+        401
+    );
+    assert_eq!(
+        https(
+            s,
+            "POST",
+            "/api/v1/remove",
+            &[("authorization", "Bearer 00ff")],
+            b""
+        )
+        .status,
+        401
+    );
+    let (cookie, _) = login(s);
+    let with_cookie = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    assert_eq!(
+        https(s, "POST", "/api/v1/remove", &with_cookie[..1], b"{}").status,
+        403
+    );
+    assert_eq!(
+        https(s, "POST", "/remove", &with_cookie, b"csrf=wrong").status,
+        403
+    );
+    assert_eq!(https(s, "POST", "/remove", &with_cookie, b"").status, 403);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.ha_status(1).contains("Secondary Syncing"),
+        "nothing changed"
+    );
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_slowed() {
+    let p = tls_pair(53, "manual", 900);
+    let s = hm(&p, 1);
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let r = https(s, "POST", "/login", &form, b"key=Wrong-Key-1");
+    assert_eq!(r.status, 401);
+    // Even the right key must now wait.
+    let r = https(s, "POST", "/login", &form, format!("key={KEY}").as_bytes());
+    assert_eq!(r.status, 429);
+    let wait: u64 = r
+        .header("retry-after")
+        .and_then(|w| w.parse().ok())
+        .unwrap();
+    assert!(wait >= 1);
+    std::thread::sleep(SECS(wait + 1));
+    let r = https(s, "POST", "/login", &form, format!("key={KEY}").as_bytes());
+    assert_eq!(r.status, 303);
+}
+
+#[test]
+fn an_expired_session_is_refused() {
+    let p = tls_pair(54, "manual", 1);
+    let s = hm(&p, 1);
+    let (cookie, _) = login(s);
+    assert_eq!(
+        https(s, "GET", "/api/v1/status", &[("cookie", &cookie)], b"").status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        https(s, "GET", "/api/v1/status", &[("cookie", &cookie)], b"").status,
+        401
+    );
+}
+
+/// Raw bytes to a port; what comes back before the server closes.
+fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    let _ = c.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn hostile_clients_get_a_clean_error_and_others_are_still_served() {
+    let p = tls_pair(55, "manual", 900);
+    let s = hm(&p, 1);
+    let still_serving = || assert_eq!(https(s, "GET", "/healthz", &[], b"").status, 200);
+    // Oversized header and body.
+    let big = "x".repeat(16 * 1024);
+    let r = client::request_tls(
+        s,
+        "h",
+        Verify::AnyCertificate,
+        "GET",
+        "/healthz",
+        &[("x-big", &big)],
+        b"",
+        SECS(5),
+        1 << 20,
+    );
+    assert_eq!(r.map(|r| r.status).unwrap_or(0), 431);
+    still_serving();
+    let body = vec![b'a'; 2 * 1024 * 1024];
+    let r = client::request_tls(
+        s,
+        "h",
+        Verify::AnyCertificate,
+        "POST",
+        "/login",
+        &[],
+        &body,
+        SECS(10),
+        1 << 20,
+    );
+    assert!(
+        matches!(r.as_ref().map(|r| r.status), Ok(413) | Err(_)),
+        "{:?}",
+        r.map(|r| r.status)
+    );
+    still_serving();
+    // Plain HTTP spoken to the TLS port: a clear 400, then close.
+    let out = raw(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", SECS(5));
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    // Garbage: closed without harm.
+    let _ = raw(s, b"\x16\x03\x01\x00\x05garbage-garbage", SECS(5));
+    still_serving();
+    // Slowloris: a handshake that never finishes does not block anyone.
+    let mut slow = TcpStream::connect(s).unwrap();
+    slow.write_all(b"\x16\x03\x01").unwrap();
+    let t = Instant::now();
+    still_serving();
+    assert!(t.elapsed() < SECS(2));
+    slow.set_read_timeout(Some(SECS(15))).unwrap();
+    let mut buf = [0u8; 64];
+    let closed_at = Instant::now();
+    let n = slow.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server closes the stalled connection");
+    assert!(closed_at.elapsed() < SECS(12));
+    still_serving();
+}
+
+#[test]
+fn tls_spoken_to_a_plain_port_is_refused_cleanly() {
+    let p = Pair::registered(56, "manual"); // tls = false
+    let s = hm(&p, 1);
+    let r = client::request_tls(
+        s,
+        "h",
+        Verify::AnyCertificate,
+        "GET",
+        "/healthz",
+        &[],
+        b"",
+        SECS(5),
+        1 << 20,
+    );
+    assert!(r.is_err(), "no TLS on a plain port");
+    let r = client::request(s, "GET", "/healthz", &[], b"", SECS(5), 1 << 20).unwrap();
+    assert_eq!(r.status, 200, "and plain clients are still served");
+}
+
+#[test]
+fn a_pair_over_tls_fails_over_and_back() {
+    let mut p = tls_pair(57, "automatic", 900);
+    p.kill9(0);
+    p.wait_state(1, "Secondary Active", SECS(5));
+    p.start(0);
+    p.wait_state(0, "Primary Syncing", SECS(10));
+    let out = p.run(1, &["ha", "failback"]);
+    assert!(out.status.success(), "{out:?}");
+    p.wait_state(0, "Primary Active", SECS(5));
+}

@@ -390,13 +390,20 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         flash: Arc::new(Mutex::new(None)),
         check_vips,
     });
+    let limits = Limits {
+        max_connections: cfg.health_monitor.max_connections as usize,
+        max_per_client: cfg.health_monitor.max_connections_per_client as usize,
+        // Every connection allowed may wait for a worker at once.
+        queue: cfg.health_monitor.max_connections as usize,
+        ..Limits::default()
+    };
     let server = match &identity {
         Some(id) => {
             let tls = tls::server_config(id)
                 .map_err(|e| io_err("TLS")(std::io::Error::other(e.to_string())))?;
-            Server::bind_tls(hm_addr, Limits::default(), app, tls)
+            Server::bind_tls(hm_addr, limits, app, tls)
         }
-        None => Server::bind(hm_addr, Limits::default(), app),
+        None => Server::bind(hm_addr, limits, app),
     }
     .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
 

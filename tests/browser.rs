@@ -188,7 +188,10 @@ fn a_browser_logs_in_reads_the_page_and_fails_over() {
     p.kill9(0);
     p.wait_state(1, "Secondary Lost Primary", Duration::from_secs(5));
     let url = format!("{}://{}:18082/", p.scheme(), p.addrs[1]);
-    assert!(url.starts_with("https://"), "the browser test runs over HTTPS");
+    assert!(
+        url.starts_with("https://"),
+        "the browser test runs over HTTPS"
+    );
 
     driver.go(&url);
     driver.type_into("input[name=key]", KEY);

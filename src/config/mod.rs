@@ -190,6 +190,10 @@ pub struct HealthMonitor {
     pub tls: bool,
     /// How long an idle login session lives, 1 s to 24 h (default 15 min).
     pub session_ttl: Duration,
+    /// Open connections at most, 1 to 100000 (default 256).
+    pub max_connections: u32,
+    /// Open connections from one client address at most (default 32).
+    pub max_connections_per_client: u32,
 }
 
 /// `[failback]`: returning service to a recovered primary.
@@ -438,6 +442,20 @@ impl Validator<'_> {
                 1,
                 Some(86_400),
             )?),
+            max_connections: self.count(
+                "health_monitor.max_connections",
+                raw.max_connections,
+                256,
+                1,
+                100_000,
+            )?,
+            max_connections_per_client: self.count(
+                "health_monitor.max_connections_per_client",
+                raw.max_connections_per_client,
+                32,
+                1,
+                100_000,
+            )?,
         })
     }
 
@@ -855,6 +873,8 @@ mod tests {
                 port: 8082,
                 tls: true,
                 session_ttl: Duration::from_secs(900),
+                max_connections: 256,
+                max_connections_per_client: 32,
             },
             failback: Failback {
                 data_gap: Duration::from_secs(24 * 3600),
@@ -967,6 +987,8 @@ max_clock_skew_ms = 4004
 port = 9443
 tls = false
 session_ttl_secs = 120
+max_connections = 300
+max_connections_per_client = 7
 
 [vip]
 burst_count = 9
@@ -1008,6 +1030,8 @@ level = "trace"
                 port: 9443,
                 tls: false,
                 session_ttl: Duration::from_secs(120),
+                max_connections: 300,
+                max_connections_per_client: 7,
             },
             failback: Failback {
                 data_gap: Duration::from_secs(3 * 3600),

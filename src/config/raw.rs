@@ -83,6 +83,10 @@ pub struct RawHealthMonitor {
     pub tls: Option<bool>,
     /// `session_ttl_secs`.
     pub session_ttl_secs: Option<i64>,
+    /// `max_connections`.
+    pub max_connections: Option<i64>,
+    /// `max_connections_per_client`.
+    pub max_connections_per_client: Option<i64>,
 }
 
 /// `[failback]`: returning service to a recovered primary.

@@ -405,10 +405,18 @@ fn the_primarys_configuration_form_registers_and_removes() {
     p.start(1);
     let a = hm(&p, 0);
     let (cookie, csrf) = login(a);
-    let page = |c: &str| String::from_utf8_lossy(&https(a, "GET", "/", &[("cookie", c)], b"").body).to_string();
-    assert!(page(&cookie).contains("name=\"secondary\""), "an unregistered primary shows the form");
+    let page = |c: &str| {
+        String::from_utf8_lossy(&https(a, "GET", "/", &[("cookie", c)], b"").body).to_string()
+    };
+    assert!(
+        page(&cookie).contains("name=\"secondary\""),
+        "an unregistered primary shows the form"
+    );
     let post = |path: &str, body: String| {
-        let h = [("cookie", cookie.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+        let h = [
+            ("cookie", cookie.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
         https(a, "POST", path, &h, body.as_bytes())
     };
     let body = format!(
@@ -419,8 +427,14 @@ fn the_primarys_configuration_form_registers_and_removes() {
     p.wait_state(0, "Primary Active", SECS(5));
     p.wait_state(1, "Secondary Syncing", SECS(5));
     let shown = page(&cookie);
-    assert!(shown.contains("registration complete"), "the outcome is shown: {shown}");
-    assert!(!shown.contains("name=\"secondary\""), "the form gives way to Remove");
+    assert!(
+        shown.contains("registration complete"),
+        "the outcome is shown: {shown}"
+    );
+    assert!(
+        !shown.contains("name=\"secondary\""),
+        "the form gives way to Remove"
+    );
     assert_eq!(post("/remove", format!("csrf={csrf}")).status, 303);
     p.wait_state(0, "Stand Alone", SECS(5));
     p.wait_state(1, "Stand Alone", SECS(5));

@@ -35,6 +35,13 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub vip: RawVip,
+    #[serde(default)]
+    pub service: Vec<RawService>,
+    pub database: Option<RawDatabase>,
+    #[serde(default)]
+    pub disk: RawDisk,
+    #[serde(default)]
+    pub nic: RawNic,
 }
 
 /// `[node]`: who this server is.
@@ -127,4 +134,54 @@ pub struct RawVip {
     pub burst_count: Option<i64>,
     pub burst_gap_ms: Option<i64>,
     pub refresh_ms: Option<i64>,
+}
+
+/// One `[[service]]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub unit: Option<String>,
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub run_on: Option<String>,
+    pub critical: Option<bool>,
+    pub restart_attempts: Option<i64>,
+    pub restart_window_secs: Option<i64>,
+    pub restart_backoff_ms: Option<i64>,
+    pub after: Option<Vec<String>>,
+    pub stop_timeout_ms: Option<i64>,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub tcp: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub interval_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub failures: Option<i64>,
+}
+
+/// `[disk]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    pub paths: Option<Vec<String>>,
+    pub interval_ms: Option<i64>,
+    pub warn_used_percent: Option<i64>,
+    pub critical_used_percent: Option<i64>,
+    pub warn_free_bytes: Option<i64>,
+    pub critical_free_bytes: Option<i64>,
+}
+
+/// `[nic]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNic {
+    pub track: Option<Vec<String>>,
+    pub hold_ms: Option<i64>,
 }

@@ -1,0 +1,780 @@
+//! Tests of the configuration parser and validator.
+use super::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const PATH: &str = "/etc/hamon/hamon.toml";
+const MINIMAL: &str = "[node]\nname = \"ha-a\"\nrole = \"primary\"\naddress = \"192.0.2.11\"\n";
+const EXAMPLE: &str = include_str!("../../docs/hamon.example.toml");
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new(PATH))
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(config) => config,
+        Err(err) => panic!("expected the config to be valid, got: {err}\n--- text ---\n{text}"),
+    }
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, got {config:?}\n--- text ---\n{text}"),
+        Err(err) => err,
+    }
+}
+
+/// The (key, reason) of an `Invalid` error; panics on any other outcome.
+fn invalid(text: &str) -> (String, String) {
+    match err(text) {
+        ConfigError::Invalid { path, key, reason } => {
+            assert_eq!(path, Path::new(PATH));
+            (key, reason)
+        }
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+}
+
+/// The message of a `Syntax` error; panics on any other outcome.
+fn syntax(text: &str) -> String {
+    match err(text) {
+        ConfigError::Syntax { path, message } => {
+            assert_eq!(path, Path::new(PATH));
+            message
+        }
+        other => panic!("expected ConfigError::Syntax, got {other:?}"),
+    }
+}
+
+fn with(extra: &str) -> String {
+    format!("{MINIMAL}{extra}")
+}
+
+/// `[node]` with the three required keys, one of them replaced or removed.
+fn node_with(name: Option<&str>, role: Option<&str>, address: Option<&str>) -> String {
+    let mut text = String::from("[node]\n");
+    for (key, value) in [("name", name), ("role", role), ("address", address)] {
+        if let Some(value) = value {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    text
+}
+
+fn defaults_for(path: &str) -> Config {
+    Config {
+        path: PathBuf::from(path),
+        node: Node {
+            name: "ha-a".into(),
+            role: Role::Primary,
+            address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
+            interface: None,
+            state_dir: PathBuf::from("/var/lib/hamon"),
+            run_dir: PathBuf::from("/run/hamon"),
+        },
+        heartbeat: Heartbeat {
+            port: 8083,
+            interval: Duration::from_millis(5000),
+            missed: 3,
+            grace: Duration::from_millis(10_000),
+            probe_timeout: Duration::from_millis(3000),
+            max_clock_skew: Duration::from_millis(30_000),
+        },
+        health_monitor: HealthMonitor {
+            port: 8082,
+            tls: true,
+            session_ttl: Duration::from_secs(900),
+            max_connections: 256,
+            max_connections_per_client: 32,
+        },
+        failback: Failback {
+            data_gap: Duration::from_secs(24 * 3600),
+            copy_retry: Duration::from_millis(300_000),
+        },
+        hooks: Hooks {
+            activate: None,
+            deactivate: None,
+            full_copy: None,
+            timeout: Duration::from_millis(60_000),
+        },
+        log: Log {
+            level: LogLevel::Info,
+        },
+        vip: Vip {
+            burst_count: 5,
+            burst_gap: Duration::from_millis(200),
+            refresh: None,
+        },
+        services: Vec::new(),
+        database: None,
+        disk: Disk {
+            paths: vec![PathBuf::from("/var/lib/hamon")],
+            interval: Duration::from_millis(30_000),
+            warn_used_percent: 85,
+            critical_used_percent: 95,
+            warn_free_bytes: 0,
+            critical_free_bytes: 0,
+        },
+        nic: Nic {
+            track: Vec::new(),
+            hold: Duration::from_millis(2_000),
+        },
+    }
+}
+
+#[test]
+fn minimal_file_gives_all_defaults() {
+    assert_eq!(ok(MINIMAL), defaults_for(PATH));
+}
+
+#[test]
+fn empty_sections_give_defaults() {
+    let text = with("[heartbeat]\n[health_monitor]\n[failback]\n[hooks]\n[log]\n");
+    assert_eq!(ok(&text), defaults_for(PATH));
+}
+
+#[test]
+fn example_file_parses_to_expected_values() {
+    let mut expected = defaults_for(PATH);
+    expected.node.interface = Some("eth0".into());
+    expected.hooks.activate = Some(vec!["/usr/lib/hamon/activate".into()]);
+    expected.hooks.deactivate = Some(vec!["/usr/lib/hamon/deactivate".into()]);
+    expected.hooks.full_copy = Some(vec!["/usr/lib/hamon/full-copy".into()]);
+    assert_eq!(ok(EXAMPLE), expected);
+}
+
+#[test]
+fn example_file_sets_every_key() {
+    // Each key of the schema must appear (uncommented) in the example.
+    let keys = [
+        "name",
+        "role",
+        "address",
+        "interface",
+        "state_dir",
+        "run_dir",
+        "port",
+        "interval_ms",
+        "missed",
+        "grace_ms",
+        "probe_timeout_ms",
+        "max_clock_skew_ms",
+        "tls",
+        "data_gap_hours",
+        "copy_retry_ms",
+        "activate",
+        "deactivate",
+        "full_copy",
+        "timeout_ms",
+        "level",
+    ];
+    for key in keys {
+        let prefix = format!("{key} = ");
+        assert!(
+            EXAMPLE.lines().any(|line| line.starts_with(&prefix)),
+            "example file does not set {key}"
+        );
+    }
+    for section in [
+        "node",
+        "heartbeat",
+        "health_monitor",
+        "failback",
+        "hooks",
+        "log",
+        "vip",
+    ] {
+        let header = format!("[{section}]");
+        assert!(EXAMPLE.lines().any(|line| line == header), "no {header}");
+    }
+}
+
+#[test]
+fn every_key_is_read_into_its_own_field() {
+    let text = r#"
+[node]
+name = "node_2.b-c"
+role = "secondary"
+address = "2001:db8::2"
+interface = "bond0.100"
+state_dir = "/srv/hamon/state"
+run_dir = "/var/run/hamon2"
+
+[heartbeat]
+port = 9001
+interval_ms = 1001
+missed = 7
+grace_ms = 2002
+probe_timeout_ms = 503
+max_clock_skew_ms = 4004
+
+[health_monitor]
+port = 9443
+tls = false
+session_ttl_secs = 120
+max_connections = 300
+max_connections_per_client = 7
+
+[vip]
+burst_count = 9
+burst_gap_ms = 33
+refresh_ms = 10000
+
+[failback]
+data_gap_hours = 3
+copy_retry_ms = 60006
+
+[hooks]
+activate = ["/opt/hook", "up", "--fast"]
+deactivate = ["/opt/hook", "down"]
+full_copy = ["/usr/bin/rsync", "-a", "peer:/data/", "/data/"]
+timeout_ms = 7007
+
+[log]
+level = "trace"
+"#;
+    let expected = Config {
+        path: PathBuf::from(PATH),
+        node: Node {
+            name: "node_2.b-c".into(),
+            role: Role::Secondary,
+            address: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
+            interface: Some("bond0.100".into()),
+            state_dir: PathBuf::from("/srv/hamon/state"),
+            run_dir: PathBuf::from("/var/run/hamon2"),
+        },
+        heartbeat: Heartbeat {
+            port: 9001,
+            interval: Duration::from_millis(1001),
+            missed: 7,
+            grace: Duration::from_millis(2002),
+            probe_timeout: Duration::from_millis(503),
+            max_clock_skew: Duration::from_millis(4004),
+        },
+        health_monitor: HealthMonitor {
+            port: 9443,
+            tls: false,
+            session_ttl: Duration::from_secs(120),
+            max_connections: 300,
+            max_connections_per_client: 7,
+        },
+        failback: Failback {
+            data_gap: Duration::from_secs(3 * 3600),
+            copy_retry: Duration::from_millis(60_006),
+        },
+        hooks: Hooks {
+            activate: Some(vec!["/opt/hook".into(), "up".into(), "--fast".into()]),
+            deactivate: Some(vec!["/opt/hook".into(), "down".into()]),
+            full_copy: Some(vec![
+                "/usr/bin/rsync".into(),
+                "-a".into(),
+                "peer:/data/".into(),
+                "/data/".into(),
+            ]),
+            timeout: Duration::from_millis(7007),
+        },
+        log: Log {
+            level: LogLevel::Trace,
+        },
+        vip: Vip {
+            burst_count: 9,
+            burst_gap: Duration::from_millis(33),
+            refresh: Some(Duration::from_millis(10_000)),
+        },
+        services: Vec::new(),
+        database: None,
+        disk: Disk {
+            paths: vec![PathBuf::from("/srv/hamon/state")],
+            interval: Duration::from_millis(30_000),
+            warn_used_percent: 85,
+            critical_used_percent: 95,
+            warn_free_bytes: 0,
+            critical_free_bytes: 0,
+        },
+        nic: Nic {
+            track: Vec::new(),
+            hold: Duration::from_millis(2_000),
+        },
+    };
+    assert_eq!(ok(text), expected);
+    assert_eq!(
+        ok(text).socket_path(),
+        PathBuf::from("/var/run/hamon2/hamon.sock")
+    );
+}
+
+type Getter = fn(&Config) -> u128;
+
+/// (section, key, min, max, how to read the accepted value back).
+const RANGES: &[(&str, &str, i64, Option<i64>, Getter)] = &[
+    ("heartbeat", "port", 1, Some(65535), |c| {
+        c.heartbeat.port.into()
+    }),
+    ("heartbeat", "interval_ms", 10, Some(600_000), |c| {
+        c.heartbeat.interval.as_millis()
+    }),
+    ("heartbeat", "missed", 1, Some(100), |c| {
+        c.heartbeat.missed.into()
+    }),
+    ("heartbeat", "grace_ms", 0, Some(3_600_000), |c| {
+        c.heartbeat.grace.as_millis()
+    }),
+    ("heartbeat", "probe_timeout_ms", 10, Some(600_000), |c| {
+        c.heartbeat.probe_timeout.as_millis()
+    }),
+    (
+        "heartbeat",
+        "max_clock_skew_ms",
+        1000,
+        Some(3_600_000),
+        |c| c.heartbeat.max_clock_skew.as_millis(),
+    ),
+    ("health_monitor", "port", 1, Some(65535), |c| {
+        c.health_monitor.port.into()
+    }),
+    ("failback", "data_gap_hours", 1, Some(8760), |c| {
+        u128::from(c.failback.data_gap.as_secs() / 3600)
+    }),
+    ("failback", "copy_retry_ms", 1000, None, |c| {
+        c.failback.copy_retry.as_millis()
+    }),
+    ("hooks", "timeout_ms", 100, None, |c| {
+        c.hooks.timeout.as_millis()
+    }),
+];
+
+#[test]
+fn range_bounds_are_accepted_and_read_back() {
+    for &(section, key, min, max, get) in RANGES {
+        let mut bounds = vec![min];
+        bounds.extend(max);
+        for value in bounds {
+            let config = ok(&with(&format!("[{section}]\n{key} = {value}\n")));
+            assert_eq!(get(&config), value as u128, "{section}.{key} = {value}");
+        }
+    }
+}
+
+#[test]
+fn unbounded_keys_accept_large_values() {
+    let text = with("[failback]\ncopy_retry_ms = 86400000\n[hooks]\ntimeout_ms = 3600000\n");
+    let config = ok(&text);
+    assert_eq!(config.failback.copy_retry, Duration::from_secs(86_400));
+    assert_eq!(config.hooks.timeout, Duration::from_secs(3_600));
+}
+
+#[test]
+fn range_bounds_are_rejected_with_the_right_key() {
+    for &(section, key, min, max, _) in RANGES {
+        let mut outside = vec![min - 1, -1, i64::MIN];
+        if let Some(max) = max {
+            outside.extend([max + 1, i64::MAX]);
+        }
+        outside.sort_unstable();
+        outside.dedup();
+        for value in outside {
+            let (got_key, reason) = invalid(&with(&format!("[{section}]\n{key} = {value}\n")));
+            assert_eq!(
+                got_key,
+                format!("{section}.{key}"),
+                "{section}.{key} = {value}"
+            );
+            let expected = match max {
+                Some(max) => format!("must be between {min} and {max} (got {value})"),
+                None => format!("must be at least {min} (got {value})"),
+            };
+            assert_eq!(reason, expected, "{section}.{key} = {value}");
+        }
+    }
+}
+
+#[test]
+fn invalid_error_display_names_file_key_and_reason() {
+    let err = err(&with("[heartbeat]\ninterval_ms = 5\n"));
+    assert_eq!(
+        err.to_string(),
+        "/etc/hamon/hamon.toml: heartbeat.interval_ms: must be between 10 and 600000 (got 5)"
+    );
+    assert_eq!(err.path(), Path::new(PATH));
+}
+
+#[test]
+fn unknown_keys_are_rejected_naming_them() {
+    let cases = [
+        (
+            "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"192.0.2.1\"\nbogus = 1\n",
+            "node.bogus",
+            (5, 1),
+        ),
+        (
+            "[heartbeat]\nintervall_ms = 10\n",
+            "heartbeat.intervall_ms",
+            (6, 1),
+        ),
+        (
+            "[health_monitor]\nTLS = true\n",
+            "health_monitor.TLS",
+            (6, 1),
+        ),
+        ("[failback]\ndata_gap = 1\n", "failback.data_gap", (6, 1)),
+        ("[hooks]\nstart = [\"/bin/true\"]\n", "hooks.start", (6, 1)),
+        ("[log]\nfile = \"/var/log/hamon\"\n", "log.file", (6, 1)),
+        ("[logging]\nlevel = \"info\"\n", "logging", (5, 2)),
+    ];
+    for (extra, key, (line, column)) in cases {
+        let text = if extra.starts_with("[node]") {
+            extra.to_owned()
+        } else {
+            with(extra)
+        };
+        let message = syntax(&text);
+        let bare = key.rsplit('.').next().unwrap_or(key);
+        assert!(
+            message.starts_with(&format!(
+                "line {line}, column {column}: {key}: unknown field `{bare}`"
+            )),
+            "{message}"
+        );
+    }
+    // A top-level key outside any table.
+    let message = syntax(&format!("debug = true\n{MINIMAL}"));
+    assert!(
+        message.starts_with("line 1, column 1: debug: unknown field `debug`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn syntax_error_display_names_file_and_line() {
+    let err = err("[node]\nname = \"ha-a\"\nrole = = \"primary\"\n");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("/etc/hamon/hamon.toml: line 3, column 8: "),
+        "{shown}"
+    );
+    assert!(!shown.contains('\n'), "message should be one line: {shown}");
+}
+
+#[test]
+fn syntax_errors_report_their_line() {
+    // Unterminated string on line 4.
+    let message = syntax("[node]\nname = \"ha-a\"\nrole = \"primary\"\naddress = \"192.0.2.1\n");
+    assert!(message.starts_with("line 4, "), "{message}");
+    // Duplicate key on line 5.
+    let message = syntax(&with("name = \"again\"\n"));
+    assert!(message.starts_with("line 5, "), "{message}");
+    assert!(message.contains("name"), "{message}");
+    // Unclosed table header on line 5.
+    let message = syntax(&with("[heartbeat\nport = 1\n"));
+    assert!(message.starts_with("line 5, "), "{message}");
+}
+
+#[test]
+fn wrong_types_are_rejected_naming_the_key_and_line() {
+    let cases = [
+        ("[health_monitor]\ntls = \"yes\"\n", "health_monitor.tls"),
+        ("[heartbeat]\nport = \"8083\"\n", "heartbeat.port"),
+        ("[heartbeat]\ninterval_ms = 5.5\n", "heartbeat.interval_ms"),
+        ("[hooks]\nactivate = \"/bin/true\"\n", "hooks.activate"),
+        ("[hooks]\nactivate = [\"/bin/echo\", 5]\n", "hooks.activate"),
+        ("[log]\nlevel = 3\n", "log.level"),
+    ];
+    for (extra, key) in cases {
+        let message = syntax(&with(extra));
+        assert!(
+            message.starts_with("line 6, column ")
+                && message.contains(&format!(": {key}: invalid type")),
+            "{message}"
+        );
+    }
+    let message = syntax("[node]\nname = 7\nrole = \"primary\"\naddress = \"192.0.2.1\"\n");
+    assert!(
+        message.starts_with("line 2, column 8: node.name: invalid type"),
+        "{message}"
+    );
+    let message = syntax("node = \"ha-a\"\n");
+    assert!(
+        message.starts_with("line 1, column 8: node: invalid type"),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_required_keys_are_rejected() {
+    let name = Some("\"ha-a\"");
+    let role = Some("\"primary\"");
+    let address = Some("\"192.0.2.11\"");
+    for (text, key) in [
+        (node_with(None, role, address), "node.name"),
+        (node_with(name, None, address), "node.role"),
+        (node_with(name, role, None), "node.address"),
+    ] {
+        assert_eq!(invalid(&text), (key.to_owned(), "is required".to_owned()));
+    }
+    let (key, reason) = invalid("[heartbeat]\nport = 1\n");
+    assert_eq!(key, "node");
+    assert_eq!(reason, "required section [node] is missing");
+    assert_eq!(invalid("").0, "node");
+}
+
+#[test]
+fn bad_role_is_rejected() {
+    for role in ["Primary", "master", "", "primary "] {
+        let text = node_with(
+            Some("\"a\""),
+            Some(&format!("{role:?}")),
+            Some("\"192.0.2.1\""),
+        );
+        let (key, reason) = invalid(&text);
+        assert_eq!(key, "node.role");
+        assert_eq!(
+            reason,
+            format!("must be \"primary\" or \"secondary\" (got {role:?})")
+        );
+    }
+    let text = node_with(Some("\"a\""), Some("\"secondary\""), Some("\"192.0.2.1\""));
+    assert_eq!(ok(&text).node.role, Role::Secondary);
+}
+
+#[test]
+fn bad_address_is_rejected() {
+    for address in [
+        "ha-b.example.com",
+        "192.0.2.300",
+        "192.0.2",
+        "192.0.2.11:8083",
+        "[2001:db8::1]",
+        "fe80::1%eth0",
+        "",
+    ] {
+        let text = node_with(
+            Some("\"a\""),
+            Some("\"primary\""),
+            Some(&format!("{address:?}")),
+        );
+        let (key, reason) = invalid(&text);
+        assert_eq!(key, "node.address");
+        assert!(reason.contains(&format!("(got {address:?})")), "{reason}");
+    }
+    let text = node_with(Some("\"a\""), Some("\"primary\""), Some("\"::1\""));
+    assert_eq!(ok(&text).node.address, IpAddr::V6(Ipv6Addr::LOCALHOST));
+}
+
+#[test]
+fn node_name_is_checked() {
+    let longest = "n".repeat(63);
+    let text = node_with(
+        Some(&format!("{longest:?}")),
+        Some("\"primary\""),
+        Some("\"192.0.2.1\""),
+    );
+    assert_eq!(ok(&text).node.name, longest);
+    for name in [
+        "n".repeat(64),
+        String::new(),
+        "ha a".into(),
+        "ha/a".into(),
+        "hä".into(),
+        "ha:a".into(),
+    ] {
+        let text = node_with(
+            Some(&format!("{name:?}")),
+            Some("\"primary\""),
+            Some("\"192.0.2.1\""),
+        );
+        let (key, reason) = invalid(&text);
+        assert_eq!(key, "node.name");
+        assert!(reason.starts_with("must be 1 to 63 characters"), "{reason}");
+        assert!(reason.ends_with(&format!("(got {name:?})")), "{reason}");
+    }
+}
+
+#[test]
+fn interface_is_checked() {
+    let longest = "e".repeat(15);
+    let config = ok(&format!("{MINIMAL}interface = {longest:?}\n"));
+    assert_eq!(config.node.interface.as_deref(), Some(longest.as_str()));
+    for nic in [
+        "e".repeat(16),
+        String::new(),
+        "eth/0".into(),
+        "eth 0".into(),
+        "eth0\t".into(),
+    ] {
+        let (key, reason) = invalid(&format!("{MINIMAL}interface = {nic:?}\n"));
+        assert_eq!(key, "node.interface");
+        assert!(reason.ends_with(&format!("(got {nic:?})")), "{reason}");
+    }
+}
+
+#[test]
+fn relative_directories_are_rejected() {
+    for key in ["state_dir", "run_dir"] {
+        for dir in ["var/lib/hamon", "./hamon", "", "~/hamon"] {
+            let (got_key, reason) = invalid(&format!("{MINIMAL}{key} = {dir:?}\n"));
+            assert_eq!(got_key, format!("node.{key}"));
+            assert_eq!(reason, format!("must be an absolute path (got {dir:?})"));
+        }
+        let (got_key, reason) = invalid(&format!("{MINIMAL}{key} = \"/a\\u0000b\"\n"));
+        assert_eq!(got_key, format!("node.{key}"));
+        assert_eq!(reason, "must not contain a NUL character");
+    }
+}
+
+#[test]
+fn socket_path_is_in_run_dir() {
+    assert_eq!(
+        ok(MINIMAL).socket_path(),
+        PathBuf::from("/run/hamon/hamon.sock")
+    );
+}
+
+#[test]
+fn hook_argv_must_be_non_empty_with_absolute_program() {
+    for hook in ["activate", "deactivate", "full_copy"] {
+        let key = format!("hooks.{hook}");
+
+        let (got_key, reason) = invalid(&with(&format!("[hooks]\n{hook} = []\n")));
+        assert_eq!(got_key, key);
+        assert!(reason.starts_with("must not be empty"), "{reason}");
+
+        for program in ["usr/lib/hamon/x", "activate", "./x", ""] {
+            let (got_key, reason) = invalid(&with(&format!(
+                "[hooks]\n{hook} = [{program:?}, \"arg\"]\n"
+            )));
+            assert_eq!(got_key, key);
+            assert_eq!(
+                reason,
+                format!("argv[0] must be an absolute path (got {program:?})")
+            );
+        }
+
+        let (got_key, reason) = invalid(&with(&format!(
+            "[hooks]\n{hook} = [\"/bin/x\", \"a\\u0000\"]\n"
+        )));
+        assert_eq!(got_key, key);
+        assert_eq!(reason, "argv[1] must not contain a NUL character");
+
+        let config = ok(&with(&format!(
+            "[hooks]\n{hook} = [\"/bin/x\", \"\", \"two words\"]\n"
+        )));
+        let argv = match hook {
+            "activate" => config.hooks.activate,
+            "deactivate" => config.hooks.deactivate,
+            _ => config.hooks.full_copy,
+        };
+        assert_eq!(
+            argv,
+            Some(vec![
+                "/bin/x".to_owned(),
+                String::new(),
+                "two words".to_owned()
+            ])
+        );
+    }
+}
+
+#[test]
+fn log_level_is_checked() {
+    for (level, expected) in [
+        ("error", LogLevel::Error),
+        ("info", LogLevel::Info),
+        ("trace", LogLevel::Trace),
+    ] {
+        let config = ok(&with(&format!("[log]\nlevel = {level:?}\n")));
+        assert_eq!(config.log.level, expected);
+        assert_eq!(expected.to_string(), level);
+    }
+    for level in ["debug", "INFO", "warn", ""] {
+        let (key, reason) = invalid(&with(&format!("[log]\nlevel = {level:?}\n")));
+        assert_eq!(key, "log.level");
+        assert_eq!(
+            reason,
+            format!("must be \"error\", \"info\" or \"trace\" (got {level:?})")
+        );
+    }
+}
+
+#[test]
+fn resolve_path_precedence() {
+    let cli = Path::new("/tmp/cli.toml");
+    let env = OsStr::new("/tmp/env.toml");
+    assert_eq!(
+        resolve_path_from(Some(cli), Some(env)),
+        PathBuf::from("/tmp/cli.toml")
+    );
+    assert_eq!(
+        resolve_path_from(Some(cli), None),
+        PathBuf::from("/tmp/cli.toml")
+    );
+    assert_eq!(
+        resolve_path_from(None, Some(env)),
+        PathBuf::from("/tmp/env.toml")
+    );
+    assert_eq!(
+        resolve_path_from(None, Some(OsStr::new(""))),
+        PathBuf::from(DEFAULT_PATH)
+    );
+    assert_eq!(resolve_path_from(None, None), PathBuf::from(DEFAULT_PATH));
+    assert_eq!(DEFAULT_PATH, "/etc/hamon/hamon.toml");
+}
+
+/// A file in the temp dir that is removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("hamon-config-test-{}-{name}", std::process::id()));
+        if let Err(err) = std::fs::write(&path, contents) {
+            panic!("cannot write {}: {err}", path.display());
+        }
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn load_reads_the_file_and_records_its_path() {
+    let file = TempFile::new("load.toml", MINIMAL.as_bytes());
+    let path = file.0.to_string_lossy().into_owned();
+    match Config::load(&file.0) {
+        Ok(config) => assert_eq!(config, defaults_for(&path)),
+        Err(err) => panic!("{err}"),
+    }
+}
+
+#[test]
+fn load_errors_name_the_file() {
+    let missing = Path::new("/nonexistent/hamon/hamon.toml");
+    match Config::load(missing) {
+        Err(err @ ConfigError::Read { .. }) => {
+            let shown = err.to_string();
+            assert!(
+                shown.starts_with(
+                    "/nonexistent/hamon/hamon.toml: cannot read the configuration file: "
+                ),
+                "{shown}"
+            );
+            assert!(std::error::Error::source(&err).is_some());
+        }
+        other => panic!("expected ConfigError::Read, got {other:?}"),
+    }
+
+    let not_utf8 = TempFile::new("latin1.toml", b"[node]\nname = \"h\xe4\"\n");
+    assert!(matches!(
+        Config::load(&not_utf8.0),
+        Err(ConfigError::Read { .. })
+    ));
+
+    let bad = TempFile::new("bad.toml", b"[heartbeat]\nmissed = 0\n");
+    match Config::load(&bad.0) {
+        Err(err) => assert_eq!(err.path(), bad.0.as_path()),
+        Ok(config) => panic!("expected an error, got {config:?}"),
+    }
+}

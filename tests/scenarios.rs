@@ -840,3 +840,54 @@ fn a_secondary_that_starts_up_straight_into_lost_primary_runs_its_standby_servic
         Some(hamon::ha::Duty::Standby)
     );
 }
+
+// ----- Watchers --------------------------------------------------------------------------------
+
+#[test]
+fn losing_the_ha_interface_on_the_active_primary_is_a_failure() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.health(
+        P,
+        HealthSummary {
+            nic: Level::Failed,
+            ..Default::default()
+        },
+    );
+    sim.net.partitioned = true; // the interface is gone: nothing gets through
+    sim.run_for(2_000);
+    expect(&sim, P, &[PrimaryActive, PrimaryFailover]);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            SecondaryFailover,
+            SecondaryActive,
+        ],
+    );
+    sim.net.partitioned = false;
+    sim.run_for(1_000);
+    assert!(
+        !sim.is_active(P) && sim.is_active(S),
+        "no split brain when the link returns"
+    );
+}
+
+#[test]
+fn a_secondary_without_its_interface_does_not_take_over() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.health(
+        S,
+        HealthSummary {
+            nic: Level::Failed,
+            ..Default::default()
+        },
+    );
+    sim.crash(P);
+    sim.run_for(2_000);
+    assert_eq!(sim.state(S), Some(SecondaryLostPrimary));
+    assert!(sim
+        .journal_kinds(S)
+        .contains(&"failover_withheld".to_string()));
+}

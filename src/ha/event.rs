@@ -167,6 +167,13 @@ pub enum Event {
     },
     /// The watchers' current verdict on this server.
     Health { health: HealthSummary },
+    /// Something a watcher saw, for the journal (a disk threshold crossed,
+    /// a service restarted); decisions rest on `Health` alone.
+    Observation {
+        kind: String,
+        severity: super::action::Severity,
+        text: String,
+    },
     /// SIGTERM: stop cleanly.
     Shutdown,
 }

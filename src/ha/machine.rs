@@ -366,6 +366,11 @@ impl Step<'_> {
             Event::DutyApplied { duty, result } => self.on_duty_applied(duty, result),
             Event::CopyDone { kind, result } => self.on_copy_done(kind, result),
             Event::Health { health } => self.on_health(health),
+            Event::Observation {
+                kind,
+                severity,
+                text,
+            } => self.journal(&kind, severity, text),
             Event::Shutdown => self.on_shutdown(),
         }
     }
@@ -879,7 +884,9 @@ impl Step<'_> {
         {
             return;
         }
-        let unhealthy = n.health.database == Level::Failed || n.health.processes == Level::Failed;
+        let unhealthy = n.health.database == Level::Failed
+            || n.health.processes == Level::Failed
+            || n.health.nic == Level::Failed;
         let withheld = if !n.synced {
             Some("this secondary has not been in sync with an active primary since it started")
         } else if unhealthy {
@@ -1035,6 +1042,29 @@ impl Step<'_> {
                 });
                 self.enter(back, "the database is reachable again");
             }
+        }
+        if h.nic == Level::Failed && old.nic != Level::Failed {
+            if matches!(
+                self.n.state,
+                PrimaryActive | PrimaryLostSecondary | PrimaryUncertain
+            ) {
+                // Without its interface the primary cannot serve: stand down so
+                // the secondary, if healthy, takes over and no split brain
+                // follows when the link returns.
+                self.enter(PrimaryFailover, "the HA network interface is down");
+            } else {
+                self.journal(
+                    "nic_failed",
+                    Severity::Error,
+                    "the HA network interface is down",
+                );
+            }
+        } else if h.nic != Level::Failed && old.nic == Level::Failed {
+            self.journal(
+                "nic_recovered",
+                Severity::Info,
+                "the HA network interface is back",
+            );
         }
         if h.processes == Level::Failed && old.processes != Level::Failed {
             if matches!(

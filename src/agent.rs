@@ -9,7 +9,7 @@
 use crate::config::{self, Config, LogLevel};
 use crate::control::{self, HeartbeatCounts};
 use crate::ha::{
-    self, Action, Command, CopyKind, Duty, Event, Node, NodeConfig, PeerAnswer, PeerRequest,
+    self, Action, Command, CopyKind, Duty, Event, Level, Node, NodeConfig, PeerAnswer, PeerRequest,
     Severity, Timers, Token,
 };
 use crate::net::vip::{self, Announce, Vip, VipControl};
@@ -17,6 +17,10 @@ use crate::peer::auth::{Keys, Verifier};
 use crate::peer::client as peer_client;
 use crate::peer::heartbeat::Heartbeats;
 use crate::store::{Stamped, Store};
+use crate::watch::process::{
+    self, How, RestartPolicy, RunOn, ServiceSpec, ServiceStatus, Supervisor, Want,
+};
+use crate::watch::{Part, Reporter};
 use crate::web::app::{App, CoreLink, Published, LEVELS};
 use crate::web::server::{Limits, Server};
 use crate::web::tls;
@@ -407,16 +411,33 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     }
     .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
 
-    let control = start_control(
+    let (rescan_tx, rescan_rx) = unbounded::<()>();
+    let services: Arc<RwLock<Vec<ServiceStatus>>> = Arc::new(RwLock::new(Vec::new()));
+    let reporter = {
+        let tx = tx.clone();
+        Reporter::new(Arc::new(move |e| {
+            let _ = tx.send(Input::Event(e));
+        }))
+    };
+    crate::watch::run::start(&cfg, &reporter, rescan_rx, stop.clone())
+        .map_err(io_err("watcher threads"))?;
+    let parts = ControlParts {
+        store: store.clone(),
+        keys: keys.clone(),
+        hb: hb.clone(),
+        fingerprint: fingerprint.clone(),
+        services: services.clone(),
+        rescan: rescan_tx,
+    };
+    let control = start_control(&cfg, tx.clone(), parts)?;
+    start_signals(tx.clone())?;
+    let duty_tx = start_duty_executor(
         &cfg,
         tx.clone(),
-        store.clone(),
-        keys.clone(),
-        hb.clone(),
-        fingerprint.clone(),
+        log.clone(),
+        reporter.clone(),
+        services.clone(),
     )?;
-    start_signals(tx.clone())?;
-    let duty_tx = start_duty_executor(&cfg, tx.clone(), log.clone())?;
 
     let mut shell = Shell {
         cfg,
@@ -455,14 +476,29 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     exit
 }
 
-fn start_control(
-    cfg: &Config,
-    tx: Sender<Input>,
+/// What the control socket's handler needs besides the core's channel.
+struct ControlParts {
     store: Store,
     keys: Arc<RwLock<Option<Keys>>>,
     hb: Arc<Heartbeats>,
     fingerprint: Option<String>,
+    services: Arc<RwLock<Vec<ServiceStatus>>>,
+    rescan: Sender<()>,
+}
+
+fn start_control(
+    cfg: &Config,
+    tx: Sender<Input>,
+    parts: ControlParts,
 ) -> Result<control::Server, AgentError> {
+    let ControlParts {
+        store,
+        keys,
+        hb,
+        fingerprint,
+        services,
+        rescan,
+    } = parts;
     let path = cfg.socket_path();
     let interface = cfg.node.interface.clone();
     control::Server::start(&path, move |req| {
@@ -484,10 +520,16 @@ fn start_control(
                         rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
                         rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
                     };
+                    let services = services
+                        .read()
+                        .map(|list| list.iter().map(service_line).collect())
+                        .unwrap_or_default();
                     control::Reply::Status {
                         status,
                         heartbeats,
                         tls_fingerprint: fingerprint.clone(),
+                        services,
+                        system: system_line(),
                     }
                 }
                 Err(_) => control::Reply::Refused {
@@ -543,6 +585,12 @@ fn start_control(
                     message: format!("event journal: {e}"),
                 },
             },
+            control::Request::NicEvent { action, interface } => {
+                let _ = rescan.send(());
+                control::Reply::Done {
+                    message: format!("{interface} {action}: re-reading the watched interfaces"),
+                }
+            }
             control::Request::AuthKey { key } => {
                 if let Err(rule) = crate::peer::auth::check_password_standard(key.expose()) {
                     return control::Reply::Refused { message: rule };
@@ -610,12 +658,144 @@ fn check_vips(vips: &[String], interface: Option<&str>) -> Result<(), String> {
     vip::validate(&vips, iface)
 }
 
+/// `<Name> is running`, with the restart count once it has been restarted.
+fn service_line(s: &ServiceStatus) -> String {
+    match s.restarts {
+        0 => s.line(),
+        1 => format!("{} (restarted once)", s.line()),
+        n => format!("{} (restarted {n} times)", s.line()),
+    }
+}
+
+/// Load, memory and uptime (information only).
+fn system_line() -> Option<String> {
+    Some(crate::watch::system::read().line())
+}
+
+/// How often supervised services are checked.
+const SERVICE_POLL: Duration = Duration::from_millis(100);
+
+fn service_spec(s: &config::Service) -> ServiceSpec {
+    let how = match &s.how {
+        config::ServiceHow::Command {
+            argv,
+            env,
+            working_dir,
+            user,
+        } => How::Command {
+            argv: argv.clone(),
+            env: env.clone(),
+            cwd: working_dir.clone(),
+            user: user.clone(),
+        },
+        config::ServiceHow::Unit(u) => How::Unit(u.clone()),
+    };
+    ServiceSpec {
+        name: s.name.clone(),
+        how,
+        run_on: if s.active_only {
+            RunOn::Active
+        } else {
+            RunOn::Both
+        },
+        critical: s.critical,
+        restart: RestartPolicy {
+            attempts: s.restart_attempts,
+            window: s.restart_window,
+            backoff: s.restart_backoff,
+        },
+        after: s.after.clone(),
+        stop_timeout: s.stop_timeout,
+    }
+}
+
+/// Which services a duty runs.
+fn want_for(duty: Duty) -> Want {
+    match duty {
+        Duty::Halted => Want::Nothing,
+        Duty::Standby => Want::BothOnly,
+        Duty::Active | Duty::Standalone => Want::Everything,
+    }
+}
+
+/// Journal what the supervisor did, publish the service lines, and report
+/// the processes level (Failed once a critical service gave up).
+fn report_services(
+    reporter: &Reporter,
+    published: &RwLock<Vec<ServiceStatus>>,
+    sup: &Supervisor,
+    events: Vec<process::Event>,
+) {
+    for e in events {
+        let (kind, sev, text) = match e {
+            process::Event::Started { name, pid } => (
+                "service_started",
+                Severity::Info,
+                match pid {
+                    Some(p) => format!("{name} started (pid {p})"),
+                    None => format!("{name} started"),
+                },
+            ),
+            process::Event::Exited { name, reason } => (
+                "service_exited",
+                Severity::Warning,
+                format!("{name} {reason}"),
+            ),
+            process::Event::Restarting {
+                name,
+                attempt,
+                after,
+            } => (
+                "service_restarting",
+                Severity::Info,
+                format!(
+                    "restarting {name} in {} ms (attempt {attempt})",
+                    after.as_millis()
+                ),
+            ),
+            process::Event::GaveUp {
+                name,
+                reason,
+                critical,
+            } => (
+                "service_failed",
+                Severity::Error,
+                format!(
+                    "{name} could not be restarted ({reason}){}",
+                    if critical { "; it is critical" } else { "" }
+                ),
+            ),
+            process::Event::Stopped { name } => {
+                ("service_stopped", Severity::Info, format!("{name} stopped"))
+            }
+        };
+        reporter.observe(kind, sev, text);
+    }
+    let status = sup.status();
+    let level = if sup.critical_failed() {
+        Level::Failed
+    } else if status
+        .iter()
+        .any(|s| matches!(s.state, process::State::Failed(_)))
+    {
+        Level::Warning
+    } else {
+        Level::Ok
+    };
+    if let Ok(mut p) = published.write() {
+        *p = status;
+    }
+    reporter.set(Part::Processes, level);
+}
+
 /// Applies duties one after another: the VIP first (fast takeover), then
 /// the operator hooks. While active, optionally re-announces the VIP.
 fn start_duty_executor(
     cfg: &Config,
     tx: Sender<Input>,
     log: Log,
+    reporter: Reporter,
+    published_services: Arc<RwLock<Vec<ServiceStatus>>>,
 ) -> Result<Sender<DutyOrder>, AgentError> {
     let (dtx, drx): (Sender<DutyOrder>, Receiver<DutyOrder>) = unbounded();
     let hooks = cfg.hooks.clone();
@@ -629,29 +809,37 @@ fn start_duty_executor(
         .interface
         .as_deref()
         .map(|i| VipControl::new(i, announce));
+    let mut services = if cfg.services.is_empty() {
+        None
+    } else {
+        let specs = cfg.services.iter().map(service_spec).collect();
+        Some(Supervisor::new(specs).map_err(|e| io_err("services")(std::io::Error::other(e)))?)
+    };
     std::thread::Builder::new()
         .name("duty".into())
         .spawn(move || {
             let mut held: Vec<Vip> = Vec::new();
+            let mut next_refresh: Option<Instant> = None;
             loop {
-                let order = match (refresh, held.is_empty()) {
-                    (Some(every), false) => match drx.recv_timeout(every) {
-                        Ok(o) => o,
-                        Err(RecvTimeoutError::Timeout) => {
-                            if let Some(c) = &control {
-                                if let Err(e) = c.refresh(&held) {
-                                    log.write(Severity::Warning, &format!("VIP refresh: {e}"));
-                                }
-                            }
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    },
-                    _ => match drx.recv() {
-                        Ok(o) => o,
-                        Err(_) => break,
-                    },
+                let order = match drx.recv_timeout(SERVICE_POLL) {
+                    Ok(o) => Some(o),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 };
+                let now = Instant::now();
+                if let Some(sup) = services.as_mut() {
+                    let events = sup.poll(now);
+                    report_services(&reporter, &published_services, sup, events);
+                }
+                if let (Some(every), false, Some(c)) = (refresh, held.is_empty(), &control) {
+                    if next_refresh.is_none_or(|t| now >= t) {
+                        next_refresh = Some(now + every);
+                        if let Err(e) = c.refresh(&held) {
+                            log.write(Severity::Warning, &format!("VIP refresh: {e}"));
+                        }
+                    }
+                }
+                let Some(order) = order else { continue };
                 let duty = order.duty;
                 let mut errors: Vec<String> = Vec::new();
                 if let Some(c) = control.as_mut() {
@@ -678,6 +866,16 @@ fn start_duty_executor(
                         }
                         held.clear();
                     }
+                }
+                if let Some(sup) = services.as_mut() {
+                    // Service trouble is not a duty failure: a service that
+                    // cannot start is restarted, and a critical one that gives
+                    // up reaches the core as a health failure.
+                    let (events, errs) = sup.apply(want_for(duty), Instant::now());
+                    for e in errs {
+                        reporter.observe("service_error", Severity::Error, e);
+                    }
+                    report_services(&reporter, &published_services, sup, events);
                 }
                 let hook = if duty == Duty::Active {
                     &hooks.activate

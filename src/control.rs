@@ -40,6 +40,11 @@ pub enum Request {
     AuthKey {
         key: Secret,
     },
+    /// udev saw a NIC come or go: re-read the watched interfaces.
+    NicEvent {
+        action: String,
+        interface: String,
+    },
 }
 
 /// Heartbeat counters, reported with the status.
@@ -64,6 +69,12 @@ pub enum Reply {
         /// SHA-256 of the Health Monitor's certificate (TLS only).
         #[serde(default)]
         tls_fingerprint: Option<String>,
+        /// One line per supervised service, as `hamon status` prints them.
+        #[serde(default)]
+        services: Vec<String>,
+        /// Load, memory and uptime (information only).
+        #[serde(default)]
+        system: Option<String>,
         status: Box<StatusView>,
         heartbeats: HeartbeatCounts,
     },

@@ -11,4 +11,5 @@ pub mod ha;
 pub mod net;
 pub mod peer;
 pub mod store;
+pub mod watch;
 pub mod web;

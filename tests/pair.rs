@@ -38,7 +38,10 @@ fn registration_brings_up_the_pair_and_prints_the_status_line() {
     );
     let out = p.run(1, &["status"]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default(),
         "Health Monitor Server is running. ( [Role] Secondary [State] Secondary Syncing )"
     );
     let events = String::from_utf8_lossy(&p.run(0, &["ha", "events"]).stdout).to_string();

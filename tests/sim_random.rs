@@ -34,7 +34,7 @@ fn random_health(sim: &mut Sim) -> HealthSummary {
 /// One schedule; returns a description of the first broken rule.
 fn run(seed: u64) -> Result<(), String> {
     let mut sim = Sim::new(fast_timers(), seed);
-    let ft = if seed % 2 == 0 {
+    let ft = if seed.is_multiple_of(2) {
         FailoverType::Automatic
     } else {
         FailoverType::Manual

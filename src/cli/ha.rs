@@ -74,14 +74,22 @@ pub fn status(cfg: Option<&Path>) -> i32 {
         Ok(Reply::Status {
             status,
             tls_fingerprint,
+            services,
+            system,
             ..
         }) => {
             println!(
                 "Health Monitor Server is running. ( [Role] {} [State] {} )",
                 status.role, status.state
             );
+            for line in services {
+                println!("{line}");
+            }
             if let Some(f) = tls_fingerprint {
                 println!("Health Monitor certificate SHA-256 fingerprint: {f}");
+            }
+            if let Some(s) = system {
+                println!("{s}");
             }
             0
         }

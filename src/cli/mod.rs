@@ -16,6 +16,7 @@ Usage:
   hamon config check          validate the configuration file
   hamon vip release           remove this server's virtual IPs (systemd runs it
                               after the agent exits, however it exited)
+  hamon nic-event ACTION DEV  tell the agent a NIC was added or removed (udev)
   hamon demo [--loopback]     run a local demo pair: in network namespaces with a
                               virtual IP as root, else on 127.0.0.2 / 127.0.0.3
   hamon --version | --help
@@ -81,6 +82,7 @@ pub fn main(args: &[String]) -> i32 {
         },
         ["status"] => ha::status(config.as_deref()),
         ["vip", "release"] => vip_release(config.as_deref()),
+        ["nic-event", action, interface] => nic_event(config.as_deref(), action, interface),
         ["ha", rest @ ..] => ha::main(config.as_deref(), rest),
         ["demo", rest @ ..] => demo::main(rest),
         _ => {
@@ -129,5 +131,23 @@ fn vip_release(cli: Option<&std::path::Path>) -> i32 {
             0
         }
         Err(errors) => fail(&errors.join("; ")),
+    }
+}
+
+/// `hamon nic-event ACTION DEV` (run by udev): ask the agent to re-read its
+/// interfaces. Quiet and successful when no agent runs.
+fn nic_event(cli: Option<&std::path::Path>, action: &str, interface: &str) -> i32 {
+    let Ok(cfg) = load(cli) else { return 0 };
+    let req = crate::control::Request::NicEvent {
+        action: action.to_string(),
+        interface: interface.to_string(),
+    };
+    match crate::control::call(
+        &cfg.socket_path(),
+        &req,
+        Some(std::time::Duration::from_secs(5)),
+    ) {
+        Ok(_) | Err(crate::control::ControlError::NotRunning(_)) => 0,
+        Err(e) => fail(&e.to_string()),
     }
 }

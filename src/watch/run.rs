@@ -1,0 +1,166 @@
+//! The watcher threads the agent starts: database, disk and NICs. Each
+//! reports levels and observations through a `Reporter`; none decides.
+
+use super::database::{DbCheck, DbWatch};
+use super::disk::{DiskWatch, Thresholds};
+use super::nic::NicWatch;
+use super::{Part, Reporter};
+use crate::config::Config;
+use crate::ha::{Level, Severity};
+use crossbeam_channel::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn severity(level: Level) -> Severity {
+    match level {
+        Level::Failed => Severity::Error,
+        Level::Warning => Severity::Warning,
+        Level::Ok | Level::Unknown => Severity::Info,
+    }
+}
+
+/// Sleep `d`, waking early when `stop` is set.
+fn nap(d: Duration, stop: &AtomicBool) {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+}
+
+/// Start every configured watcher. `rescan` carries udev's NIC add/remove
+/// hints to the NIC watcher.
+pub fn start(
+    cfg: &Config,
+    reporter: &Reporter,
+    rescan: Receiver<()>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    if let Some(db) = cfg.database.clone() {
+        let (r, stop) = (reporter.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("watch-db".into())
+            .spawn(move || {
+                let check = DbCheck {
+                    tcp: db.tcp,
+                    command: db.command,
+                    timeout: db.timeout,
+                    failures: db.failures,
+                };
+                let mut watch = DbWatch::new(db.failures);
+                while !stop.load(Ordering::Relaxed) {
+                    let result = check.probe();
+                    if let Some((level, text)) = watch.observe(&result) {
+                        r.observe("database_check", severity(level), text);
+                        r.set(Part::Database, level);
+                    }
+                    nap(db.interval, &stop);
+                }
+            })?;
+    }
+
+    let disk = cfg.disk.clone();
+    let (r, s) = (reporter.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("watch-disk".into())
+        .spawn(move || {
+            let t = Thresholds {
+                warn_used_percent: disk.warn_used_percent,
+                critical_used_percent: disk.critical_used_percent,
+                warn_free_bytes: disk.warn_free_bytes,
+                critical_free_bytes: disk.critical_free_bytes,
+            };
+            let mut watch = DiskWatch::new(disk.paths.clone(), t);
+            while !s.load(Ordering::Relaxed) {
+                let (level, changes) = watch.check();
+                for c in changes {
+                    // The first look at a healthy path is not news.
+                    if !(c.from == Level::Unknown && c.to == Level::Ok) {
+                        r.observe("disk", severity(c.to), c.text);
+                    }
+                }
+                r.set(Part::Disk, level);
+                nap(disk.interval, &s);
+            }
+        })?;
+
+    let ha_iface = cfg.node.interface.clone();
+    let mut interfaces: Vec<String> = ha_iface.iter().cloned().collect();
+    interfaces.extend(
+        cfg.nic
+            .track
+            .iter()
+            .filter(|t| Some(*t) != ha_iface.as_ref())
+            .cloned(),
+    );
+    if interfaces.is_empty() {
+        reporter.set(Part::Nic, Level::Ok);
+        return Ok(());
+    }
+    let addresses: Vec<(String, std::net::IpAddr)> = ha_iface
+        .iter()
+        .map(|i| (i.clone(), cfg.node.address))
+        .collect();
+    let hold = cfg.nic.hold;
+    let r = reporter.clone();
+    std::thread::Builder::new()
+        .name("watch-nic".into())
+        .spawn(move || {
+            let mut watch = match NicWatch::new(interfaces, addresses, hold) {
+                Ok(w) => w,
+                Err(e) => {
+                    r.observe(
+                        "nic_watch",
+                        Severity::Error,
+                        format!("cannot watch the NICs: {e}"),
+                    );
+                    return;
+                }
+            };
+            // The HA interface decides (Failed); a tracked one only warns.
+            let level = |w: &NicWatch| {
+                let down: Vec<String> = w
+                    .status()
+                    .into_iter()
+                    .filter(|c| !c.usable)
+                    .map(|c| c.interface)
+                    .collect();
+                if down.iter().any(|i| Some(i) == ha_iface.as_ref()) {
+                    Level::Failed
+                } else if !down.is_empty() {
+                    Level::Warning
+                } else {
+                    Level::Ok
+                }
+            };
+            for c in watch.status().into_iter().filter(|c| !c.usable) {
+                r.observe("nic", Severity::Error, c.text);
+            }
+            r.set(Part::Nic, level(&watch));
+            while !stop.load(Ordering::Relaxed) {
+                if rescan.try_recv().is_ok() {
+                    watch.rescan();
+                }
+                let changes = watch.wait(Duration::from_millis(250));
+                for e in watch.take_errors() {
+                    r.observe("nic_watch", Severity::Warning, e);
+                }
+                if changes.is_empty() {
+                    continue;
+                }
+                for c in changes {
+                    let sev = if c.usable {
+                        Severity::Info
+                    } else {
+                        Severity::Error
+                    };
+                    r.observe("nic", sev, c.text);
+                }
+                r.set(Part::Nic, level(&watch));
+            }
+        })?;
+    Ok(())
+}

@@ -423,3 +423,29 @@ fn lost_heartbeats_with_an_answering_peer_are_not_a_failure() {
     ha.wait_state(S, "Secondary Active", SECS(3));
     ha.signal(P, libc::SIGKILL);
 }
+
+#[test]
+fn the_vip_interface_going_down_fails_the_pair_over() {
+    let Some(mut ha) = Ha::registered("nd", "automatic") else {
+        return;
+    };
+    assert!(until(SECS(2), || ha.bed.has_vip(P)));
+    let out = ha.bed.exec(P, &["ip", "link", "set", "eth0", "down"]);
+    assert!(out.status.success());
+    // Held 2 s (the default) before it counts, then the detection budget.
+    ha.wait_state(P, "Primary Failover", SECS(5));
+    ha.wait_state(S, "Secondary Active", SECS(5));
+    assert!(
+        until(SECS(2), || ha.bed.has_vip(S)),
+        "{:?}",
+        ha.bed.addresses(S)
+    );
+    assert!(
+        !ha.bed.has_vip(P),
+        "the failed primary let the VIP go: {:?}",
+        ha.bed.addresses(P)
+    );
+    let events = String::from_utf8_lossy(&ha.cli(P, &["ha", "events"]).stdout).to_string();
+    assert!(events.contains("eth0: link down"), "{events}");
+    ha.signal(P, libc::SIGKILL);
+}

@@ -557,13 +557,9 @@ fn start_control(
                     .iter()
                     .map(|v| v.to_string())
                     .collect();
-                let id = u64::from_le_bytes(
-                    crate::peer::auth::random16()[..8]
-                        .try_into()
-                        .unwrap_or([1; 8]),
-                );
+                let id = crate::peer::auth::random_id();
                 let command = Command::Register {
-                    id: id.max(1),
+                    id,
                     secondary_address,
                     secondary_hm_port,
                     failover_type,

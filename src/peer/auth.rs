@@ -218,6 +218,12 @@ impl Verifier {
     }
 }
 
+/// A random non-zero id (registration ids).
+pub fn random_id() -> u64 {
+    let b = random16();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).max(1)
+}
+
 /// 16 random bytes from the OS.
 pub fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];

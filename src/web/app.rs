@@ -472,13 +472,9 @@ impl App {
             .iter()
             .map(|v| v.to_string())
             .collect();
-        let id = u64::from_le_bytes(
-            crate::peer::auth::random16()[..8]
-                .try_into()
-                .unwrap_or([1; 8]),
-        );
+        let id = crate::peer::auth::random_id();
         Ok(Command::Register {
-            id: id.max(1),
+            id,
             secondary_address: ip.to_string(),
             secondary_hm_port: port,
             failover_type,

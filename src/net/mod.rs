@@ -6,4 +6,6 @@ pub mod arp;
 pub mod ndisc;
 pub mod netlink;
 pub mod packet;
+#[cfg(test)]
+pub(crate) mod testns;
 pub mod vip;

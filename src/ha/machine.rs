@@ -8,9 +8,7 @@
 use super::action::{Action, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView};
 use super::event::{Beacon, CopyKind, Event, Millis};
 use super::ops::Op;
-use super::state::{
-    ConfigMode, Duty, FailoverType, HaState, HealthSummary, Level, Registration, Role,
-};
+use super::state::{ConfigMode, Duty, HaState, HealthSummary, Registration, Role};
 use HaState::*;
 
 /// Detection and recovery timing, all in milliseconds except `data_gap_secs`.
@@ -57,7 +55,7 @@ pub enum Link {
 }
 
 /// How often an "in sync" time stamp is recorded.
-const STAMP_EVERY: Millis = 60_000;
+pub(super) const STAMP_EVERY: Millis = 60_000;
 
 /// One server's whole HA state. Only `step` changes it.
 #[derive(Debug, Clone)]
@@ -274,7 +272,7 @@ impl Node {
 
 /// States in which this server's data is current (stamped for the data-gap
 /// rule).
-fn in_sync(s: HaState) -> bool {
+pub(super) fn in_sync(s: HaState) -> bool {
     matches!(
         s,
         PrimaryActive
@@ -308,7 +306,7 @@ fn duty_for(s: HaState) -> Option<Duty> {
 }
 
 /// Secondary states in which the secondary serves (or is taking over).
-fn secondary_serving(b: &Beacon) -> bool {
+pub(super) fn secondary_serving(b: &Beacon) -> bool {
     b.active
         || matches!(
             b.state,
@@ -318,7 +316,7 @@ fn secondary_serving(b: &Beacon) -> bool {
 
 /// A state from which the secondary's data is the newer copy: the secondary
 /// had the active role when it stopped.
-fn secondary_was_active(s: HaState, prior: Option<HaState>) -> bool {
+pub(super) fn secondary_was_active(s: HaState, prior: Option<HaState>) -> bool {
     matches!(
         s,
         SecondaryActive | SecondaryFailover | SecondaryFailback | SecondaryPostFailback
@@ -326,7 +324,7 @@ fn secondary_was_active(s: HaState, prior: Option<HaState>) -> bool {
 }
 
 /// Primary states that mean "the secondary held the active role".
-fn primary_was_standby(s: HaState) -> bool {
+pub(super) fn primary_was_standby(s: HaState) -> bool {
     matches!(
         s,
         PrimarySyncing | PrimaryPreparingForFailback | PrimaryDatabaseCopyFailed | PrimaryFailback
@@ -460,7 +458,7 @@ impl Step<'_> {
         self.out.push(Action::StartCopy(kind));
     }
 
-    fn send_heartbeat(&mut self) {
+    pub(super) fn send_heartbeat(&mut self) {
         if let Some(r) = &self.n.reg {
             let m = r.member(self.n.cfg.role.other());
             self.out.push(Action::SendHeartbeat {
@@ -472,7 +470,7 @@ impl Step<'_> {
         self.n.next_hb_at = self.now.saturating_add(self.n.cfg.timers.interval);
     }
 
-    fn probe(&mut self) {
+    pub(super) fn probe(&mut self) {
         if let Some(target) = self.n.peer_target() {
             self.n.probing = true;
             self.out.push(Action::Probe { target });
@@ -486,433 +484,6 @@ impl Step<'_> {
         self.n.link = Link::Silent { since };
         self.n.peer = None;
         self.n.next_hb_at = self.now;
-    }
-
-    // ----- start, timers, liveness --------------------------------------------
-
-    fn on_start(&mut self, since_in_sync_secs: Option<u64>) {
-        let Some(reg) = self.n.reg.clone() else {
-            self.n.state = StandAlone;
-            self.journal(
-                "agent_started",
-                Severity::Info,
-                "hamon started: HA is not configured",
-            );
-            self.set_duty(Duty::Standalone);
-            return;
-        };
-        let restored = self.n.state;
-        let me = reg.member(self.n.cfg.role);
-        if me.name != self.n.cfg.name || me.address != self.n.cfg.address {
-            let msg = format!(
-                "this server is registered as {}({}) but is now configured as {}({}); \
-                 HA stays halted until `hamon ha remove` is run and the pair registered again",
-                me.name, me.address, self.n.cfg.name, self.n.cfg.address
-            );
-            self.n.blocked = Some(msg.clone());
-            self.journal("identity_changed", Severity::Error, msg);
-            let alone = match self.n.cfg.role {
-                Role::Primary => PrimaryAlone,
-                Role::Secondary => SecondaryAlone,
-            };
-            self.n.state = alone;
-            self.set_duty(Duty::Halted);
-            return;
-        }
-        let gap = since_in_sync_secs.is_some_and(|s| s >= self.n.cfg.timers.data_gap_secs);
-        self.n.data_gap = self.n.cfg.role == Role::Primary && gap;
-        // An Uncertain state stands for the state under it (entering HA
-        // Initializing below clears `prior`).
-        let under = match restored {
-            PrimaryUncertain | SecondaryUncertain => self.n.prior.unwrap_or(restored),
-            s => s,
-        };
-        self.n.boot_from = Some(under);
-        self.n.state = StandAlone;
-        self.journal(
-            "agent_started",
-            Severity::Info,
-            format!("hamon started; was {restored} when it stopped"),
-        );
-        self.enter(HaInitializing, "start-up: looking for the peer");
-        if self.n.data_gap {
-            self.journal(
-                "data_gap",
-                Severity::Warning,
-                "this primary was out of sync for longer than the data-gap limit: \
-                 a full copy is needed before failback",
-            );
-        }
-        self.reset_link();
-        self.probe();
-        self.n.boot_probe = self.n.probing;
-    }
-
-    fn on_tick(&mut self) {
-        let now = self.now;
-        if self.n.sends_heartbeats() && now >= self.n.next_hb_at {
-            self.send_heartbeat();
-        }
-        if self.n.sends_heartbeats() && !self.n.probing {
-            let t = self.n.cfg.timers;
-            let silent_at = self.n.heard_at.saturating_add(t.silent_after());
-            if self.n.link == Link::Up && now >= silent_at {
-                self.n.link = Link::Silent { since: silent_at };
-                self.journal(
-                    "heartbeats_missed",
-                    Severity::Warning,
-                    format!(
-                        "{} consecutive heartbeats from {} missed; probing it in {} ms",
-                        t.missed,
-                        self.n.peer_label(),
-                        t.grace
-                    ),
-                );
-            }
-            // Checked in sequence: silence that began long enough ago (or a
-            // zero grace) probes in this same tick.
-            let due = match self.n.link {
-                Link::Up => false,
-                Link::Silent { since } => now >= since.saturating_add(t.grace),
-                Link::PathBroken | Link::Lost => now >= self.n.next_probe_at,
-            };
-            if due {
-                self.probe();
-            }
-        }
-        if in_sync(self.n.state) && now >= self.n.next_stamp_at {
-            self.n.next_stamp_at = now.saturating_add(STAMP_EVERY);
-            self.out.push(Action::StampInSync);
-        }
-        if self.n.copy_retry_at.is_some_and(|t| now >= t) {
-            self.n.copy_retry_at = None;
-            if self.n.state == PrimaryDatabaseCopyFailed && !self.n.copying {
-                self.journal("copy_retry", Severity::Info, "retrying the data-gap copy");
-                self.start_copy(CopyKind::DataGap);
-            }
-        }
-    }
-
-    fn on_probe(&mut self, ok: bool, detail: &str) {
-        self.n.probing = false;
-        let at_start = std::mem::take(&mut self.n.boot_probe);
-        if self.n.link == Link::Up || !self.n.sends_heartbeats() {
-            return;
-        }
-        let t = self.n.cfg.timers;
-        if ok {
-            self.n.next_probe_at = self.now.saturating_add(t.grace.max(t.silent_after()));
-            if at_start {
-                // The peer is there: wait for its first heartbeat. Later
-                // probes that answer without heartbeats mean a broken path.
-                return;
-            }
-            if self.n.link != Link::PathBroken {
-                self.n.link = Link::PathBroken;
-                self.journal(
-                    "heartbeat_path_broken",
-                    Severity::Error,
-                    format!(
-                        "no heartbeats from {} but its Health Monitor answers: the heartbeat \
-                         path is broken (check UDP port {} and the authentication key); \
-                         no failover",
-                        self.n.peer_label(),
-                        self.n.cfg.hb_port
-                    ),
-                );
-            }
-            return;
-        }
-        self.n.next_probe_at = self.now.saturating_add(t.silent_after().max(t.interval));
-        if at_start && self.n.state == HaInitializing {
-            // Start-up probe failed: the peer is not there (yet).
-            self.boot_alone(detail);
-            return;
-        }
-        if self.n.link != Link::Lost {
-            self.n.link = Link::Lost;
-            let why = format!("{} did not answer the probe: {detail}", self.n.peer_label());
-            self.peer_lost(&why);
-        }
-    }
-
-    /// Start-up found no peer.
-    fn boot_alone(&mut self, detail: &str) {
-        let peer = self.n.peer_label();
-        match self.n.cfg.role {
-            Role::Primary => {
-                self.enter(
-                    PrimaryAlone,
-                    &format!("{peer} is unreachable at start-up ({detail})"),
-                );
-                self.journal(
-                    "primary_alone",
-                    Severity::Error,
-                    "the primary cannot reach its secondary: only the Health Monitor runs and \
-                     this server will not become active on its own. When the secondary returns \
-                     the pair resumes; to run this server on its own, run `hamon ha remove`.",
-                );
-            }
-            Role::Secondary => {
-                let was = self.n.boot_from.unwrap_or(StandAlone);
-                if secondary_was_active(was, self.n.prior) {
-                    self.n.boot_from = None;
-                    self.enter(
-                        SecondaryActive,
-                        &format!("this secondary was active and {peer} is unreachable"),
-                    );
-                } else {
-                    self.enter(
-                        SecondaryAlone,
-                        &format!("{peer} is unreachable at start-up ({detail})"),
-                    );
-                }
-            }
-        }
-    }
-
-    fn on_heartbeat(&mut self, from: &str, b: Beacon) {
-        let Some(reg) = self.n.reg.clone() else {
-            return;
-        };
-        if self.n.blocked.is_some() || self.n.shutting_down {
-            return;
-        }
-        let peer = reg.member(self.n.cfg.role.other());
-        if from != peer.address || b.role != self.n.cfg.role.other() {
-            return;
-        }
-        if b.registered.map(|(id, _)| id) != Some(reg.id) {
-            // Alive, but not our partner (not configured, or another pairing):
-            // it does not count as heard.
-            if !self.n.noted.foreign_peer {
-                self.n.noted.foreign_peer = true;
-                self.journal(
-                    "peer_not_paired",
-                    Severity::Error,
-                    format!(
-                        "{} is {} and not part of this registration; run `hamon ha remove` and \
-                         register again",
-                        self.n.peer_label(),
-                        b.state
-                    ),
-                );
-            }
-            return;
-        }
-        self.n.noted.foreign_peer = false;
-        let was = self.n.link;
-        self.n.link = Link::Up;
-        self.n.heard_at = self.now;
-        self.n.peer = Some(b.clone());
-        if matches!(was, Link::Lost | Link::PathBroken) {
-            self.journal(
-                "peer_found",
-                Severity::Info,
-                format!(
-                    "heartbeats from {} resumed ({})",
-                    self.n.peer_label(),
-                    b.state
-                ),
-            );
-        }
-        if b.shutting_down {
-            self.n.link = Link::Lost;
-            self.n.next_probe_at = self.now.saturating_add(self.n.cfg.timers.interval);
-            let why = format!("{} stopped (administrative shutdown)", self.n.peer_label());
-            self.peer_lost(&why);
-            return;
-        }
-        match self.n.cfg.role {
-            Role::Primary => self.reconcile_primary(&b),
-            Role::Secondary => self.reconcile_secondary(&b),
-        }
-    }
-
-    // ----- the pair rules ---------------------------------------------------
-
-    /// The primary's reaction to the secondary's latest heartbeat.
-    fn reconcile_primary(&mut self, b: &Beacon) {
-        let serving = secondary_serving(b);
-        if let Some(from) = self.n.boot_from {
-            if !matches!(self.n.state, HaInitializing | PrimaryAlone) {
-                return;
-            }
-            let booting = b.state == HaInitializing;
-            let defer = primary_was_standby(from) || (booting && from == PrimaryFailover);
-            if serving || (defer && b.state.role() == Some(Role::Secondary)) || (booting && defer) {
-                self.n.boot_from = None;
-                self.enter(
-                    PrimaryPreparingForFailback,
-                    "the secondary holds (or held last) the active role",
-                );
-            } else if booting || b.state.role() == Some(Role::Secondary) {
-                self.n.boot_from = None;
-                self.enter(PrimaryActive, "the secondary is standby");
-            }
-            return;
-        }
-        match self.n.state {
-            PrimaryActive | PrimaryLostSecondary | PrimaryUncertain if serving => {
-                self.split_brain()
-            }
-            PrimaryLostSecondary => self.enter(PrimaryActive, "the secondary is back"),
-            PrimaryUncertain if self.n.prior == Some(PrimaryLostSecondary) => {
-                self.n.prior = Some(PrimaryActive)
-            }
-            PrimaryFailback if b.state == HaInitializing => self.enter(
-                PrimarySyncing,
-                "failback abandoned: the secondary restarted",
-            ),
-            _ => {}
-        }
-    }
-
-    fn split_brain(&mut self) {
-        if self.n.state == PrimaryUncertain {
-            self.enter(
-                PrimaryFailover,
-                "the secondary took over from this uncertain primary",
-            );
-            return;
-        }
-        self.enter(PrimaryFailover, "split brain: the secondary is active too");
-        self.journal(
-            "split_brain",
-            Severity::Error,
-            "Both servers were active. The primary has stood down (Primary Failover). \
-             To keep the primary's data: run `hamon ha remove` on the primary and register \
-             the secondary again. To keep the secondary's data: make sure \
-             users can work on the secondary, then run `hamon ha failback` on the secondary.",
-        );
-    }
-
-    /// The secondary's reaction to the primary's latest heartbeat.
-    fn reconcile_secondary(&mut self, b: &Beacon) {
-        let up = matches!(b.state, PrimaryActive | PrimaryLostSecondary);
-        let failed = b.state.is_failed();
-        let standby = matches!(
-            b.state,
-            PrimaryPreparingForFailback | PrimarySyncing | PrimaryDatabaseCopyFailed
-        );
-        let failing_back = matches!(self.n.state, SecondaryFailback | SecondaryPostFailback);
-        if b.state == PrimaryFailback && !failing_back && self.n.op.is_none() {
-            // The primary waits for a failback this secondary no longer runs.
-            self.call(super::event::PeerRequest::FailbackAbort {
-                id: self.n.reg.as_ref().map_or(0, |r| r.id),
-                reason: "the secondary is not failing back".into(),
-            });
-        }
-        if let Some(from) = self.n.boot_from {
-            if !matches!(
-                self.n.state,
-                HaInitializing | SecondaryAlone | SecondaryLostPrimary
-            ) {
-                return;
-            }
-            if up {
-                self.n.boot_from = None;
-                self.n.synced = true;
-                self.enter(SecondarySyncing, "the primary is active");
-            } else if failed || standby {
-                self.n.boot_from = None;
-                if secondary_was_active(from, self.n.prior) {
-                    self.enter(SecondaryActive, "this secondary held the active role");
-                } else {
-                    self.enter(SecondaryLostPrimary, &format!("the primary is {}", b.state));
-                    self.maybe_auto_failover();
-                }
-            }
-            return;
-        }
-        match self.n.state {
-            SecondarySyncing if up => self.n.synced = true,
-            SecondarySyncing if failed || standby => {
-                self.enter(
-                    SecondaryLostPrimary,
-                    &format!("the primary reports {}", b.state),
-                );
-                self.maybe_auto_failover();
-            }
-            SecondaryUncertain if (failed || standby) && self.n.prior == Some(SecondarySyncing) => {
-                self.enter(
-                    SecondaryLostPrimary,
-                    &format!("the primary reports {}", b.state),
-                );
-            }
-            SecondaryLostPrimary if up => {
-                self.n.synced = true;
-                self.enter(SecondarySyncing, "the primary is active again");
-            }
-            SecondaryLostPrimary => self.maybe_auto_failover(),
-            _ => {}
-        }
-    }
-
-    /// Heartbeats stopped and the probe failed (or the peer shut down).
-    fn peer_lost(&mut self, why: &str) {
-        self.journal("peer_lost", Severity::Error, why.to_string());
-        match self.n.state {
-            HaInitializing if self.n.boot_from.is_some() => self.boot_alone(why),
-            HaInitializing if self.n.joining => {
-                self.n.joining = false;
-                self.n.reg = None;
-                self.enter(StandAlone, &format!("registration failed: {why}"));
-            }
-            PrimaryActive => self.enter(PrimaryLostSecondary, why),
-            PrimaryUncertain => self.n.prior = Some(PrimaryLostSecondary),
-            PrimaryFailback => self.enter(PrimarySyncing, &format!("failback abandoned: {why}")),
-            SecondarySyncing | SecondaryAlone => {
-                self.enter(SecondaryLostPrimary, why);
-                self.maybe_auto_failover();
-            }
-            SecondaryUncertain if self.n.prior == Some(SecondarySyncing) => {
-                self.enter(SecondaryLostPrimary, why);
-                self.maybe_auto_failover();
-            }
-            _ => {}
-        }
-    }
-
-    /// With automatic failover, a secondary that lost its primary takes over,
-    /// unless it has not been in sync since it started or is itself unhealthy.
-    pub fn maybe_auto_failover(&mut self) {
-        let n = &self.n;
-        if n.state != SecondaryLostPrimary
-            || n.reg.as_ref().map(|r| r.failover_type) != Some(FailoverType::Automatic)
-            || n.blocked.is_some()
-        {
-            return;
-        }
-        let unhealthy = n.health.database == Level::Failed
-            || n.health.processes == Level::Failed
-            || n.health.nic == Level::Failed;
-        let withheld = if !n.synced {
-            Some("this secondary has not been in sync with an active primary since it started")
-        } else if unhealthy {
-            Some("this secondary is unhealthy itself")
-        } else {
-            None
-        };
-        match withheld {
-            Some(why) => {
-                if !self.n.noted.withheld {
-                    self.n.noted.withheld = true;
-                    self.journal(
-                        "failover_withheld",
-                        Severity::Warning,
-                        format!(
-                            "automatic failover withheld: {why}; run `hamon ha failover` to \
-                             take over"
-                        ),
-                    );
-                }
-            }
-            None => {
-                self.n.boot_from = None;
-                self.enter(SecondaryFailover, "automatic failover");
-            }
-        }
     }
 
     // ----- executor results -----------------------------------------------------
@@ -1005,83 +576,6 @@ impl Step<'_> {
                 }
             },
         }
-    }
-
-    fn on_health(&mut self, h: HealthSummary) {
-        let old = self.n.health;
-        self.n.health = h;
-        if h.database == Level::Failed && old.database != Level::Failed {
-            self.journal(
-                "database_unreachable",
-                Severity::Error,
-                "the database is unreachable",
-            );
-            match self.n.state {
-                PrimaryActive | PrimaryLostSecondary => {
-                    let prior = self.n.state;
-                    self.enter(PrimaryUncertain, "processes cannot reach the database");
-                    self.n.prior = Some(prior);
-                }
-                SecondarySyncing | SecondaryActive => {
-                    let prior = self.n.state;
-                    self.enter(SecondaryUncertain, "processes cannot reach the database");
-                    self.n.prior = Some(prior);
-                }
-                _ => {}
-            }
-        } else if h.database != Level::Failed && old.database == Level::Failed {
-            self.journal(
-                "database_recovered",
-                Severity::Info,
-                "the database is reachable again",
-            );
-            if matches!(self.n.state, PrimaryUncertain | SecondaryUncertain) {
-                let back = self.n.prior.take().unwrap_or(match self.n.cfg.role {
-                    Role::Primary => PrimaryActive,
-                    Role::Secondary => SecondarySyncing,
-                });
-                self.enter(back, "the database is reachable again");
-            }
-        }
-        if h.nic == Level::Failed && old.nic != Level::Failed {
-            if matches!(
-                self.n.state,
-                PrimaryActive | PrimaryLostSecondary | PrimaryUncertain
-            ) {
-                // Without its interface the primary cannot serve: stand down so
-                // the secondary, if healthy, takes over and no split brain
-                // follows when the link returns.
-                self.enter(PrimaryFailover, "the HA network interface is down");
-            } else {
-                self.journal(
-                    "nic_failed",
-                    Severity::Error,
-                    "the HA network interface is down",
-                );
-            }
-        } else if h.nic != Level::Failed && old.nic == Level::Failed {
-            self.journal(
-                "nic_recovered",
-                Severity::Info,
-                "the HA network interface is back",
-            );
-        }
-        if h.processes == Level::Failed && old.processes != Level::Failed {
-            if matches!(
-                self.n.state,
-                PrimaryActive | PrimaryLostSecondary | PrimaryUncertain
-            ) {
-                self.enter(PrimaryFailover, "a critical service could not be restarted");
-            } else {
-                self.journal(
-                    "service_failed",
-                    Severity::Error,
-                    "a critical service could not be restarted (this server is not the active \
-                     primary: nothing moves)",
-                );
-            }
-        }
-        self.maybe_auto_failover();
     }
 
     fn on_shutdown(&mut self) {

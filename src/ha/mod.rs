@@ -5,8 +5,10 @@
 
 pub mod action;
 pub mod event;
+mod liveness;
 pub mod machine;
 mod ops;
+mod rules;
 pub mod sim;
 pub mod state;
 

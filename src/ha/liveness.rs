@@ -1,0 +1,252 @@
+//! Liveness: start-up, timers, probes and heartbeats from the peer. Part of
+//! the pure core (`machine.rs` holds the node and the stepping, `rules.rs`
+//! the reactions to what the peer says).
+
+use super::action::{Action, Severity};
+use super::event::{Beacon, CopyKind};
+use super::machine::{in_sync, secondary_was_active, Link, Step, STAMP_EVERY};
+use super::state::{Duty, HaState, Role};
+use HaState::*;
+
+impl Step<'_> {
+    // ----- start, timers, liveness --------------------------------------------
+
+    pub(super) fn on_start(&mut self, since_in_sync_secs: Option<u64>) {
+        let Some(reg) = self.n.reg.clone() else {
+            self.n.state = StandAlone;
+            self.journal(
+                "agent_started",
+                Severity::Info,
+                "hamon started: HA is not configured",
+            );
+            self.set_duty(Duty::Standalone);
+            return;
+        };
+        let restored = self.n.state;
+        let me = reg.member(self.n.cfg.role);
+        if me.name != self.n.cfg.name || me.address != self.n.cfg.address {
+            let msg = format!(
+                "this server is registered as {}({}) but is now configured as {}({}); \
+                 HA stays halted until `hamon ha remove` is run and the pair registered again",
+                me.name, me.address, self.n.cfg.name, self.n.cfg.address
+            );
+            self.n.blocked = Some(msg.clone());
+            self.journal("identity_changed", Severity::Error, msg);
+            let alone = match self.n.cfg.role {
+                Role::Primary => PrimaryAlone,
+                Role::Secondary => SecondaryAlone,
+            };
+            self.n.state = alone;
+            self.set_duty(Duty::Halted);
+            return;
+        }
+        let gap = since_in_sync_secs.is_some_and(|s| s >= self.n.cfg.timers.data_gap_secs);
+        self.n.data_gap = self.n.cfg.role == Role::Primary && gap;
+        // An Uncertain state stands for the state under it (entering HA
+        // Initializing below clears `prior`).
+        let under = match restored {
+            PrimaryUncertain | SecondaryUncertain => self.n.prior.unwrap_or(restored),
+            s => s,
+        };
+        self.n.boot_from = Some(under);
+        self.n.state = StandAlone;
+        self.journal(
+            "agent_started",
+            Severity::Info,
+            format!("hamon started; was {restored} when it stopped"),
+        );
+        self.enter(HaInitializing, "start-up: looking for the peer");
+        if self.n.data_gap {
+            self.journal(
+                "data_gap",
+                Severity::Warning,
+                "this primary was out of sync for longer than the data-gap limit: \
+                 a full copy is needed before failback",
+            );
+        }
+        self.reset_link();
+        self.probe();
+        self.n.boot_probe = self.n.probing;
+    }
+
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now;
+        if self.n.sends_heartbeats() && now >= self.n.next_hb_at {
+            self.send_heartbeat();
+        }
+        if self.n.sends_heartbeats() && !self.n.probing {
+            let t = self.n.cfg.timers;
+            let silent_at = self.n.heard_at.saturating_add(t.silent_after());
+            if self.n.link == Link::Up && now >= silent_at {
+                self.n.link = Link::Silent { since: silent_at };
+                self.journal(
+                    "heartbeats_missed",
+                    Severity::Warning,
+                    format!(
+                        "{} consecutive heartbeats from {} missed; probing it in {} ms",
+                        t.missed,
+                        self.n.peer_label(),
+                        t.grace
+                    ),
+                );
+            }
+            // Checked in sequence: silence that began long enough ago (or a
+            // zero grace) probes in this same tick.
+            let due = match self.n.link {
+                Link::Up => false,
+                Link::Silent { since } => now >= since.saturating_add(t.grace),
+                Link::PathBroken | Link::Lost => now >= self.n.next_probe_at,
+            };
+            if due {
+                self.probe();
+            }
+        }
+        if in_sync(self.n.state) && now >= self.n.next_stamp_at {
+            self.n.next_stamp_at = now.saturating_add(STAMP_EVERY);
+            self.out.push(Action::StampInSync);
+        }
+        if self.n.copy_retry_at.is_some_and(|t| now >= t) {
+            self.n.copy_retry_at = None;
+            if self.n.state == PrimaryDatabaseCopyFailed && !self.n.copying {
+                self.journal("copy_retry", Severity::Info, "retrying the data-gap copy");
+                self.start_copy(CopyKind::DataGap);
+            }
+        }
+    }
+
+    pub(super) fn on_probe(&mut self, ok: bool, detail: &str) {
+        self.n.probing = false;
+        let at_start = std::mem::take(&mut self.n.boot_probe);
+        if self.n.link == Link::Up || !self.n.sends_heartbeats() {
+            return;
+        }
+        let t = self.n.cfg.timers;
+        if ok {
+            self.n.next_probe_at = self.now.saturating_add(t.grace.max(t.silent_after()));
+            if at_start {
+                // The peer is there: wait for its first heartbeat. Later
+                // probes that answer without heartbeats mean a broken path.
+                return;
+            }
+            if self.n.link != Link::PathBroken {
+                self.n.link = Link::PathBroken;
+                self.journal(
+                    "heartbeat_path_broken",
+                    Severity::Error,
+                    format!(
+                        "no heartbeats from {} but its Health Monitor answers: the heartbeat \
+                         path is broken (check UDP port {} and the authentication key); \
+                         no failover",
+                        self.n.peer_label(),
+                        self.n.cfg.hb_port
+                    ),
+                );
+            }
+            return;
+        }
+        self.n.next_probe_at = self.now.saturating_add(t.silent_after().max(t.interval));
+        if at_start && self.n.state == HaInitializing {
+            // Start-up probe failed: the peer is not there (yet).
+            self.boot_alone(detail);
+            return;
+        }
+        if self.n.link != Link::Lost {
+            self.n.link = Link::Lost;
+            let why = format!("{} did not answer the probe: {detail}", self.n.peer_label());
+            self.peer_lost(&why);
+        }
+    }
+
+    /// Start-up found no peer.
+    pub(super) fn boot_alone(&mut self, detail: &str) {
+        let peer = self.n.peer_label();
+        match self.n.cfg.role {
+            Role::Primary => {
+                self.enter(
+                    PrimaryAlone,
+                    &format!("{peer} is unreachable at start-up ({detail})"),
+                );
+                self.journal(
+                    "primary_alone",
+                    Severity::Error,
+                    "the primary cannot reach its secondary: only the Health Monitor runs and \
+                     this server will not become active on its own. When the secondary returns \
+                     the pair resumes; to run this server on its own, run `hamon ha remove`.",
+                );
+            }
+            Role::Secondary => {
+                let was = self.n.boot_from.unwrap_or(StandAlone);
+                if secondary_was_active(was, self.n.prior) {
+                    self.n.boot_from = None;
+                    self.enter(
+                        SecondaryActive,
+                        &format!("this secondary was active and {peer} is unreachable"),
+                    );
+                } else {
+                    self.enter(
+                        SecondaryAlone,
+                        &format!("{peer} is unreachable at start-up ({detail})"),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_heartbeat(&mut self, from: &str, b: Beacon) {
+        let Some(reg) = self.n.reg.clone() else {
+            return;
+        };
+        if self.n.blocked.is_some() || self.n.shutting_down {
+            return;
+        }
+        let peer = reg.member(self.n.cfg.role.other());
+        if from != peer.address || b.role != self.n.cfg.role.other() {
+            return;
+        }
+        if b.registered.map(|(id, _)| id) != Some(reg.id) {
+            // Alive, but not our partner (not configured, or another pairing):
+            // it does not count as heard.
+            if !self.n.noted.foreign_peer {
+                self.n.noted.foreign_peer = true;
+                self.journal(
+                    "peer_not_paired",
+                    Severity::Error,
+                    format!(
+                        "{} is {} and not part of this registration; run `hamon ha remove` and \
+                         register again",
+                        self.n.peer_label(),
+                        b.state
+                    ),
+                );
+            }
+            return;
+        }
+        self.n.noted.foreign_peer = false;
+        let was = self.n.link;
+        self.n.link = Link::Up;
+        self.n.heard_at = self.now;
+        self.n.peer = Some(b.clone());
+        if matches!(was, Link::Lost | Link::PathBroken) {
+            self.journal(
+                "peer_found",
+                Severity::Info,
+                format!(
+                    "heartbeats from {} resumed ({})",
+                    self.n.peer_label(),
+                    b.state
+                ),
+            );
+        }
+        if b.shutting_down {
+            self.n.link = Link::Lost;
+            self.n.next_probe_at = self.now.saturating_add(self.n.cfg.timers.interval);
+            let why = format!("{} stopped (administrative shutdown)", self.n.peer_label());
+            self.peer_lost(&why);
+            return;
+        }
+        match self.n.cfg.role {
+            Role::Primary => self.reconcile_primary(&b),
+            Role::Secondary => self.reconcile_secondary(&b),
+        }
+    }
+}

@@ -449,3 +449,24 @@ fn the_vip_interface_going_down_fails_the_pair_over() {
     assert!(events.contains("eth0: link down"), "{events}");
     ha.signal(P, libc::SIGKILL);
 }
+
+#[test]
+fn the_secondary_refuses_a_vip_outside_its_own_subnet() {
+    let Some(mut ha) = Ha::new("ss") else { return };
+    // The primary has an address in 198.51.100.0/24, the secondary does not.
+    let out = ha
+        .bed
+        .exec(P, &["ip", "addr", "add", "198.51.100.11/24", "dev", "eth0"]);
+    assert!(out.status.success());
+    ha.start(P);
+    ha.start(S);
+    let out = ha.register("manual", &["198.51.100.10/24"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused by the peer") && err.contains("not in the subnet"),
+        "{err}"
+    );
+    assert!(ha.status(P).contains("Stand Alone"));
+    assert!(ha.status(S).contains("Stand Alone"));
+}

@@ -392,7 +392,6 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         session_ttl: cfg.health_monitor.session_ttl.as_secs(),
         throttle: Mutex::new(session::LoginThrottle::new()),
         flash: Arc::new(Mutex::new(None)),
-        check_vips,
     });
     let limits = Limits {
         max_connections: cfg.health_monitor.max_connections as usize,
@@ -548,15 +547,10 @@ fn start_control(
                 emails,
                 key,
             } => {
-                if let Err(message) = check_vips(&vips, interface.as_deref()) {
-                    return control::Reply::Refused { message };
-                }
-                // Stored normalised (ADDR/PREFIX as we print it).
-                let vips: Vec<String> = vip::parse_vips(&vips)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect();
+                let vips = match vip::checked(&vips, interface.as_deref()) {
+                    Ok(v) => v,
+                    Err(message) => return control::Reply::Refused { message },
+                };
                 let id = crate::peer::auth::random_id();
                 let command = Command::Register {
                     id,
@@ -640,18 +634,6 @@ struct DutyOrder {
     duty: Duty,
     vips: Vec<Vip>,
     decided: Instant,
-}
-
-/// Check a registration's VIPs against this server's interface.
-fn check_vips(vips: &[String], interface: Option<&str>) -> Result<(), String> {
-    let vips = vip::parse_vips(vips)?;
-    if vips.is_empty() {
-        return Ok(());
-    }
-    let Some(iface) = interface else {
-        return Err("a virtual IP needs `interface` in [node] of the configuration".into());
-    };
-    vip::validate(&vips, iface)
 }
 
 /// `<Name> is running`, with the restart count once it has been restarted.

@@ -62,6 +62,21 @@ pub fn parse_vips(list: &[String]) -> Result<Vec<Vip>, String> {
     Ok(vips)
 }
 
+/// A registration's VIP list, checked for this server: parsed, at most one
+/// per family, inside the subnet of `interface`. Returns it normalised
+/// (`ADDR/PREFIX` as we print it), which is how registrations store it.
+pub fn checked(list: &[String], interface: Option<&str>) -> Result<Vec<String>, String> {
+    let vips = parse_vips(list)?;
+    if vips.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(iface) = interface else {
+        return Err("a virtual IP needs `interface` in [node] of the configuration".into());
+    };
+    validate(&vips, iface)?;
+    Ok(vips.iter().map(|v| v.to_string()).collect())
+}
+
 /// Check that every VIP lies in the subnet of one of `interface`'s addresses.
 pub fn validate(vips: &[Vip], interface: &str) -> Result<(), String> {
     if vips.is_empty() {

@@ -69,8 +69,6 @@ pub struct App {
     pub throttle: Mutex<session::LoginThrottle>,
     /// The result of the last action started from the page.
     pub flash: Arc<Mutex<Option<String>>>,
-    /// Checks a registration's VIPs against this server (set by the agent).
-    pub check_vips: fn(&[String], Option<&str>) -> Result<(), String>,
 }
 
 impl std::fmt::Debug for App {
@@ -467,11 +465,7 @@ impl App {
                 .map(|a| a.ip())
                 .ok_or_else(|| format!("cannot resolve secondary {secondary:?}"))?,
         };
-        (self.check_vips)(&r.vips, self.interface.as_deref())?;
-        let vips = crate::net::vip::parse_vips(&r.vips)?
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
+        let vips = crate::net::vip::checked(&r.vips, self.interface.as_deref())?;
         let id = crate::peer::auth::random_id();
         Ok(Command::Register {
             id,
@@ -617,7 +611,7 @@ impl App {
         }
         let checked = match &request {
             PeerRequest::Register { registration } => {
-                (self.check_vips)(&registration.vips, self.interface.as_deref())
+                crate::net::vip::checked(&registration.vips, self.interface.as_deref()).map(drop)
             }
             _ => Ok(()),
         };

@@ -180,10 +180,116 @@ pub fn request_tls(
     timeout: Duration,
     max_body: usize,
 ) -> Result<ClientResponse, ClientError> {
+    let tls = tls_setup(addr, server_name, &verifier)?;
+    let call = Call {
+        addr,
+        timeout,
+        max_body,
+    };
+    call.run(Some(tls), method, path_and_query, headers, body)
+}
+
+/// A response whose body is read as it arrives, for downloads too large to hold.
+#[derive(Debug)]
+pub struct StreamingResponse {
+    /// Status code, e.g. 200.
+    pub status: u16,
+    /// Headers in the order received.
+    pub headers: Vec<(String, String)>,
+    /// Exactly `Content-Length` bytes; a connection that closes early is an error.
+    pub body: BodyReader,
+}
+
+/// The body of a [`StreamingResponse`]; each read waits at most the call's timeout.
+pub struct BodyReader {
+    wire: Wire,
+    /// Bytes read off the wire and not yet handed out, from `pos`.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Body bytes not yet handed out.
+    left: u64,
+    idle: Duration,
+}
+
+impl std::fmt::Debug for BodyReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyReader")
+            .field("left", &self.left)
+            .finish()
+    }
+}
+
+impl BodyReader {
+    /// Body bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            if self
+                .wire
+                .read_more(&mut self.buf, deadline_after(self.idle))?
+                == 0
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("connection closed with {} body bytes missing", self.left),
+                ));
+            }
+        }
+        let ready = &self.buf[self.pos..];
+        let n = ready
+            .len()
+            .min(out.len())
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        out[..n].copy_from_slice(&ready[..n]);
+        self.pos += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// As [`request`], but the body is left to be read from the answer as it arrives: the
+/// head must come within `timeout`, and then every read of the body within `timeout`.
+pub fn request_stream(
+    addr: SocketAddr,
+    tls: Option<(&str, Verify)>,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<StreamingResponse, ClientError> {
+    let call = Call {
+        addr,
+        timeout,
+        max_body: 0,
+    };
+    let tls = match tls {
+        None => None,
+        Some((server_name, verifier)) => Some(tls_setup(addr, server_name, &verifier)?),
+    };
+    call.stream(tls, method, path_and_query, headers, body)
+}
+
+/// The rustls configuration and server name for one TLS call.
+fn tls_setup(
+    addr: SocketAddr,
+    server_name: &str,
+    verifier: &Verify,
+) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), ClientError> {
     let invalid = |detail: String| ClientError::InvalidRequest { addr, detail };
     let name = ServerName::try_from(server_name.to_string())
         .map_err(|_| invalid(format!("bad TLS server name {server_name:?}")))?;
-    let pin = match &verifier {
+    let pin = match verifier {
         Verify::AnyCertificate => None,
         Verify::Pinned(text) => Some(parse_fingerprint(text).ok_or_else(|| {
             invalid(format!(
@@ -195,18 +301,7 @@ pub fn request_tls(
         addr,
         detail: e.to_string(),
     })?;
-    let call = Call {
-        addr,
-        timeout,
-        max_body,
-    };
-    call.run(
-        Some((Arc::new(config), name)),
-        method,
-        path_and_query,
-        headers,
-        body,
-    )
+    Ok((Arc::new(config), name))
 }
 
 /// A client configuration (ring provider, TLS 1.2 and 1.3) whose certificate check is
@@ -240,11 +335,80 @@ impl Call {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<ClientResponse, ClientError> {
-        let (addr, timeout) = (self.addr, self.timeout);
-        let deadline = deadline_after(timeout);
+        let deadline = deadline_after(self.timeout);
+        let out = self.head_and_body(method, path_and_query, headers, body)?;
+        let mut wire = self.connect(tls, deadline)?;
+        let head_only = method.eq_ignore_ascii_case("HEAD");
+        if let Err(e) = wire.write_all_by(&out, deadline) {
+            // The server may have answered early (e.g. 413) and closed: prefer its answer.
+            return read_response(&mut wire, head_only, deadline, self.max_body)
+                .map_err(|_| self.fail("sending the request", Fail::Io(e)));
+        }
+        read_response(&mut wire, head_only, deadline, self.max_body)
+            .map_err(|f| self.fail("reading the response", f))
+    }
+
+    /// Sends the request, reads the head within `timeout`, and leaves the body to be
+    /// read as it arrives; each later read may wait up to `timeout` again.
+    fn stream(
+        &self,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<StreamingResponse, ClientError> {
+        let deadline = deadline_after(self.timeout);
+        let out = self.head_and_body(method, path_and_query, headers, body)?;
+        let mut wire = self.connect(tls, deadline)?;
+        let sent = wire.write_all_by(&out, deadline);
+        let (status, headers, buf) = match (read_head(&mut wire, deadline), sent) {
+            (Ok(head), _) => head,
+            (Err(_), Err(e)) => return Err(self.fail("sending the request", Fail::Io(e))),
+            (Err(f), Ok(())) => return Err(self.fail("reading the response", f)),
+        };
+        let left = match content_length(&headers).map_err(Fail::Malformed) {
+            Ok(Some(n)) => n as u64,
+            Ok(None) => {
+                let detail = "a streamed response needs a Content-Length".to_string();
+                return Err(self.fail("reading the response", Fail::Malformed(detail)));
+            }
+            Err(f) => return Err(self.fail("reading the response", f)),
+        };
+        Ok(StreamingResponse {
+            status,
+            headers,
+            body: BodyReader {
+                wire,
+                buf,
+                pos: 0,
+                left,
+                idle: self.timeout,
+            },
+        })
+    }
+
+    fn head_and_body(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let addr = self.addr;
         let mut out = build_head(method, path_and_query, headers, addr, body.len())
             .map_err(|detail| ClientError::InvalidRequest { addr, detail })?;
         out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// Connects (and negotiates TLS) by `deadline`.
+    fn connect(
+        &self,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        deadline: Instant,
+    ) -> Result<Wire, ClientError> {
+        let (addr, timeout) = (self.addr, self.timeout);
         if timeout.is_zero() {
             return Err(self.timed_out("connecting"));
         }
@@ -257,7 +421,7 @@ impl Call {
                 }
             })?;
         let _ = stream.set_nodelay(true);
-        let mut wire = match tls {
+        let wire = match tls {
             None => Wire::plain(stream),
             Some((config, name)) => {
                 let conn =
@@ -271,14 +435,7 @@ impl Call {
                 wire
             }
         };
-        let head_only = method.eq_ignore_ascii_case("HEAD");
-        if let Err(e) = wire.write_all_by(&out, deadline) {
-            // The server may have answered early (e.g. 413) and closed: prefer its answer.
-            return read_response(&mut wire, head_only, deadline, self.max_body)
-                .map_err(|_| self.fail("sending the request", Fail::Io(e)));
-        }
-        read_response(&mut wire, head_only, deadline, self.max_body)
-            .map_err(|f| self.fail("reading the response", f))
+        Ok(wire)
     }
 
     fn timed_out(&self, stage: &'static str) -> ClientError {
@@ -440,15 +597,14 @@ fn build_head(
     Ok(head.into_bytes())
 }
 
-/// Reads a complete response (skipping 1xx interim ones) before `deadline`.
-fn read_response(
+/// Reads a final (non-1xx) response head before `deadline`: status, headers, and the
+/// body bytes already read past the head.
+fn read_head(
     wire: &mut Wire,
-    head_only: bool,
     deadline: Instant,
-    max_body: usize,
-) -> Result<ClientResponse, Fail> {
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), Fail> {
     let mut buf = Vec::with_capacity(4096);
-    let (status, headers) = loop {
+    loop {
         let (len, status, headers) = loop {
             if let Some(head) = parse_head(&buf)? {
                 break head;
@@ -467,9 +623,19 @@ fn read_response(
         };
         buf.drain(..len);
         if !(100..200).contains(&status) {
-            break (status, headers);
+            return Ok((status, headers, buf));
         }
-    };
+    }
+}
+
+/// Reads a complete response (skipping 1xx interim ones) before `deadline`.
+fn read_response(
+    wire: &mut Wire,
+    head_only: bool,
+    deadline: Instant,
+    max_body: usize,
+) -> Result<ClientResponse, Fail> {
+    let (status, headers, mut buf) = read_head(wire, deadline)?;
     let mut response = ClientResponse {
         status,
         headers,

@@ -125,7 +125,24 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// Body bytes (not sent for 1xx, 204 and 304).
     pub body: Vec<u8>,
+    /// A file sent instead of `body`, read from its current offset as it is sent.
+    pub file: Option<FileBody>,
 }
+
+/// A file streamed as a response body: `len` bytes from the file's current offset.
+#[derive(Debug, Clone)]
+pub struct FileBody {
+    pub file: Arc<std::fs::File>,
+    pub len: u64,
+}
+
+impl PartialEq for FileBody {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.file, &other.file) && self.len == other.len
+    }
+}
+
+impl Eq for FileBody {}
 
 impl Response {
     /// A response with the given status, `Content-Type` and body.
@@ -135,7 +152,18 @@ impl Response {
             status,
             headers,
             body: body.into(),
+            file: None,
         }
+    }
+
+    /// A response whose body is `len` bytes of `file`, streamed as it is sent.
+    pub fn file(status: u16, content_type: &str, file: std::fs::File, len: u64) -> Self {
+        let mut r = Self::new(status, content_type, Vec::new());
+        r.file = Some(FileBody {
+            file: Arc::new(file),
+            len,
+        });
+        r
     }
 
     /// A UTF-8 plain-text response.
@@ -176,9 +204,12 @@ impl Response {
             }
         }
         let connection = if keep_alive { "keep-alive" } else { "close" };
+        let length = match (&self.file, body.is_empty()) {
+            (Some(f), true) if !matches!(status, 100..=199 | 204 | 304) => f.len,
+            _ => body.len() as u64,
+        };
         head.push_str(&format!(
-            "Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
-            body.len()
+            "Content-Length: {length}\r\nConnection: {connection}\r\n\r\n"
         ));
         let mut out = head.into_bytes();
         if !head_request {
@@ -631,6 +662,11 @@ fn serve(mut conn: Conn, mut deadline: Instant, shared: &Shared) {
         if written.is_err() {
             return;
         }
+        if let (Some(f), false) = (&response.file, head) {
+            if !send_file(&mut conn.wire, f, limits.request_timeout) {
+                return; // the client cannot get a complete body on this connection
+            }
+        }
         if !keep_alive {
             conn.wire.close_notify(deadline_after(LINGER));
             if !conn.carry.is_empty() {
@@ -644,6 +680,28 @@ fn serve(mut conn: Conn, mut deadline: Instant, shared: &Shared) {
         }
         deadline = deadline_after(limits.request_timeout);
     }
+}
+
+/// Sends `f.len` bytes of the file, each chunk within `timeout`; false when the file
+/// ended early or the client stopped reading.
+fn send_file(wire: &mut Wire, f: &FileBody, timeout: Duration) -> bool {
+    let mut left = f.len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match (&*f.file).read(&mut chunk[..want]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if wire
+            .write_all_by(&chunk[..n], deadline_after(timeout))
+            .is_err()
+        {
+            return false;
+        }
+        left -= n as u64;
+    }
+    true
 }
 
 fn error_response(status: u16) -> Response {
@@ -1520,5 +1578,66 @@ mod tests {
                 .status,
             200
         );
+    }
+
+    /// A file of `len` bytes whose content depends on the position.
+    fn patterned_file(tag: &str, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+        let path = std::env::temp_dir().join(format!("hamon-stream-{tag}-{}", std::process::id()));
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        (path, data)
+    }
+
+    #[test]
+    fn a_file_body_streams_to_a_streaming_client_over_tls_and_plain() {
+        use crate::web::client::request_stream;
+        let (path, data) = patterned_file("ok", 3 * 1024 * 1024 + 17);
+        let handler = {
+            let path = path.clone();
+            move |_: &Request| {
+                let f = std::fs::File::open(&path).unwrap();
+                let len = f.metadata().unwrap().len();
+                Response::file(200, "application/octet-stream", f, len)
+            }
+        };
+        let id = tls::test_identity();
+        let tls_server = start_tls(Limits::default(), handler.clone(), &id);
+        let plain = start(Limits::default(), handler);
+        for (addr, tls) in [
+            (
+                tls_server.local_addr(),
+                Some(("localhost", Verify::AnyCertificate)),
+            ),
+            (plain.local_addr(), None),
+        ] {
+            let mut r = request_stream(addr, tls, "GET", "/f", &[], b"", T).unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body.remaining(), data.len() as u64);
+            let mut got = Vec::new();
+            r.body.read_to_end(&mut got).unwrap();
+            assert!(got == data, "streamed body differs ({} bytes)", got.len());
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_sent_is_an_error_for_the_client_not_a_short_body() {
+        use crate::web::client::request_stream;
+        let (path, _) = patterned_file("short", 200_000);
+        let handler = {
+            let path = path.clone();
+            move |_: &Request| {
+                let f = std::fs::File::open(&path).unwrap();
+                // Announce more than the file holds, as if it was truncated meanwhile.
+                Response::file(200, "application/octet-stream", f, 300_000)
+            }
+        };
+        let server = start(Limits::default(), handler);
+        let mut r = request_stream(server.local_addr(), None, "GET", "/f", &[], b"", T).unwrap();
+        let mut got = Vec::new();
+        let err = r.body.read_to_end(&mut got).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        assert_eq!(got.len(), 200_000);
+        std::fs::remove_file(&path).unwrap();
     }
 }

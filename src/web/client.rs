@@ -597,12 +597,12 @@ fn build_head(
     Ok(head.into_bytes())
 }
 
+/// A final response head: status, headers, and body bytes read past it.
+type FinalHead = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Reads a final (non-1xx) response head before `deadline`: status, headers, and the
 /// body bytes already read past the head.
-fn read_head(
-    wire: &mut Wire,
-    deadline: Instant,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), Fail> {
+fn read_head(wire: &mut Wire, deadline: Instant) -> Result<FinalHead, Fail> {
     let mut buf = Vec::with_capacity(4096);
     loop {
         let (len, status, headers) = loop {

@@ -14,8 +14,10 @@
 //! TOML or type error gives the line and column where toml found it.
 
 mod raw;
+mod replication;
 mod watch;
 
+pub use replication::{Replication, SyncClass, SyncSet};
 pub use watch::{Database, Disk, Nic, Service, ServiceHow};
 
 use std::ffi::OsStr;
@@ -144,6 +146,8 @@ pub struct Config {
     pub disk: Disk,
     /// `[nic]`: interfaces watched besides the HA interface.
     pub nic: Nic,
+    /// `[replication]` and `[[sync]]`: what is copied to the standby, and how often.
+    pub replication: Replication,
 }
 
 /// `[vip]`: announcing the virtual IP on takeover.
@@ -355,6 +359,7 @@ impl Validator<'_> {
             database: self.database(raw.database)?,
             disk: self.disk(raw.disk, &node.state_dir)?,
             nic: self.nic(raw.nic)?,
+            replication: self.replication(raw.replication, raw.sync)?,
             node,
         })
     }

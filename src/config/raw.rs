@@ -42,6 +42,12 @@ pub struct RawConfig {
     pub disk: RawDisk,
     #[serde(default)]
     pub nic: RawNic,
+    /// `[replication]`.
+    #[serde(default)]
+    pub replication: RawReplication,
+    /// `[[sync]]`.
+    #[serde(default)]
+    pub sync: Vec<RawSync>,
 }
 
 /// `[node]`: who this server is.
@@ -184,4 +190,28 @@ pub struct RawDisk {
 pub struct RawNic {
     pub track: Option<Vec<String>>,
     pub hold_ms: Option<i64>,
+}
+
+/// `[replication]`: file sync timing and limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplication {
+    pub frequent_interval_ms: Option<i64>,
+    pub batch_interval_ms: Option<i64>,
+    pub hint_delay_ms: Option<i64>,
+    pub max_manifest_entries: Option<i64>,
+    pub max_manifest_bytes: Option<i64>,
+    pub max_file_bytes: Option<i64>,
+    pub copy_timeout_ms: Option<i64>,
+}
+
+/// One `[[sync]]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub class: Option<String>,
 }

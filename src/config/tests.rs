@@ -119,6 +119,7 @@ fn defaults_for(path: &str) -> Config {
             track: Vec::new(),
             hold: Duration::from_millis(2_000),
         },
+        replication: default_replication(),
     }
 }
 
@@ -295,6 +296,7 @@ level = "trace"
             track: Vec::new(),
             hold: Duration::from_millis(2_000),
         },
+        replication: default_replication(),
     };
     assert_eq!(ok(text), expected);
     assert_eq!(
@@ -777,4 +779,99 @@ fn load_errors_name_the_file() {
         Err(err) => assert_eq!(err.path(), bad.0.as_path()),
         Ok(config) => panic!("expected an error, got {config:?}"),
     }
+}
+
+fn default_replication() -> Replication {
+    Replication {
+        frequent_interval: Duration::from_secs(11),
+        batch_interval: Duration::from_secs(500),
+        hint_delay: Duration::from_millis(200),
+        max_manifest_entries: 1_000_000,
+        max_manifest_bytes: 256 * 1024 * 1024,
+        max_file_bytes: 1 << 40,
+        copy_timeout: Duration::from_secs(4 * 3600),
+        sets: Vec::new(),
+    }
+}
+
+#[test]
+fn sync_sets_are_read_with_their_class_and_globs() {
+    let text = format!(
+        "{MINIMAL}\n[replication]\nfrequent_interval_ms = 2000\n\n\
+         [[sync]]\nname = \"conf\"\npath = \"/etc/appliance\"\ninclude = [\"**/*.conf\"]\n\
+         exclude = [\"tmp/**\"]\n\n\
+         [[sync]]\nname = \"reports\"\npath = \"/var/lib/appliance/reports\"\nclass = \"batch\"\n"
+    );
+    let r = ok(&text).replication;
+    assert_eq!(r.frequent_interval, Duration::from_secs(2));
+    assert_eq!(r.batch_interval, Duration::from_secs(500));
+    assert_eq!(
+        r.sets,
+        vec![
+            SyncSet {
+                name: "conf".into(),
+                path: "/etc/appliance".into(),
+                include: vec!["**/*.conf".into()],
+                exclude: vec!["tmp/**".into()],
+                class: SyncClass::Frequent,
+            },
+            SyncSet {
+                name: "reports".into(),
+                path: "/var/lib/appliance/reports".into(),
+                include: Vec::new(),
+                exclude: Vec::new(),
+                class: SyncClass::Batch,
+            },
+        ]
+    );
+}
+
+#[test]
+fn bad_sync_sets_are_refused_naming_the_key() {
+    let set = |body: &str| format!("{MINIMAL}\n[[sync]]\n{body}\n");
+    for (body, key, words) in [
+        ("path = \"/data\"", "sync[0].name", "required"),
+        (
+            "name = \"a/b\"\npath = \"/data\"",
+            "sync[0].name",
+            "letters",
+        ),
+        ("name = \"a\"", "sync[0].path", "required"),
+        ("name = \"a\"\npath = \"data\"", "sync[0].path", "absolute"),
+        ("name = \"a\"\npath = \"/\"", "sync[0].path", "other than /"),
+        (
+            "name = \"a\"\npath = \"/data/../etc\"",
+            "sync[0].path",
+            "absolute",
+        ),
+        (
+            "name = \"a\"\npath = \"/data\"\nclass = \"daily\"",
+            "sync[0].class",
+            "frequent",
+        ),
+        (
+            "name = \"a\"\npath = \"/data\"\ninclude = [\"/abs\"]",
+            "sync[0].include",
+            "relative",
+        ),
+        (
+            "name = \"a\"\npath = \"/data\"\nexclude = [\"[z-a\"]",
+            "sync[0].exclude",
+            "glob",
+        ),
+    ] {
+        let (k, reason) = invalid(&set(body));
+        assert!(k.starts_with(key), "{body}: key {k} (reason {reason})");
+        assert!(reason.contains(words), "{body}: {reason}");
+    }
+    let twice = format!(
+        "{MINIMAL}\n[[sync]]\nname = \"a\"\npath = \"/data\"\n[[sync]]\nname = \"a\"\npath = \"/other\"\n"
+    );
+    assert_eq!(invalid(&twice).0, "sync[1].name");
+    let nested = format!(
+        "{MINIMAL}\n[[sync]]\nname = \"a\"\npath = \"/data\"\n[[sync]]\nname = \"b\"\npath = \"/data/x\"\n"
+    );
+    let (k, reason) = invalid(&nested);
+    assert_eq!(k, "sync[1].path");
+    assert!(reason.contains("overlaps"), "{reason}");
 }

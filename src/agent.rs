@@ -10,13 +10,15 @@ use crate::config::{self, Config, LogLevel};
 use crate::control::{self, HeartbeatCounts};
 use crate::ha::{
     self, Action, Command, CopyKind, Duty, Event, Level, Node, NodeConfig, PeerAnswer, PeerRequest,
-    Severity, Timers, Token,
+    PeerTarget, Severity, Timers, Token,
 };
 use crate::net::vip::{self, Announce, Vip, VipControl};
 use crate::peer::auth::{Keys, Verifier};
 use crate::peer::client as peer_client;
 use crate::peer::heartbeat::Heartbeats;
+use crate::replication::{self as repl, PeerPort};
 use crate::store::{Stamped, Store};
+use crate::sync::service::SyncService;
 use crate::watch::process::{
     self, How, RestartPolicy, RunOn, ServiceSpec, ServiceStatus, Supervisor, Want,
 };
@@ -279,6 +281,11 @@ struct Shell {
     published: Arc<Published>,
     /// The registration's virtual IPs (sent along with every duty).
     vips: Vec<Vip>,
+    sync: Arc<SyncService>,
+    db: Option<Arc<dyn crate::db::Database>>,
+    db_port: PeerPort,
+    /// The peer's Health Monitor and database, once registered.
+    peer: Option<PeerTarget>,
 }
 
 /// Run the agent until SIGTERM (or SIGINT).
@@ -357,6 +364,36 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     if let Ok(mut st) = published.status.write() {
         *st = node.status();
     }
+    let driver =
+        repl::driver(&cfg).map_err(|e| io_err("database driver")(std::io::Error::other(e)))?;
+    let db_port = PeerPort::from_config(&cfg);
+    let sync = {
+        let log = log.clone();
+        SyncService::new(
+            cfg.replication.clone(),
+            PeerTarget {
+                address: cfg.node.address.to_string(),
+                hm_port: cfg.health_monitor.port,
+            },
+            keys.clone(),
+            cfg.health_monitor.tls,
+            Box::new(move |error, text| {
+                if error {
+                    log.write(Severity::Warning, text)
+                } else {
+                    log.trace(text)
+                }
+            }),
+        )
+        .map_err(|e| io_err("file sync")(std::io::Error::other(e)))?
+    };
+    if let Some(db) = &driver {
+        sync.set_database(Arc::new(repl::DbCopies {
+            db: db.clone(),
+            port: db_port.clone(),
+            timeout: cfg.replication.copy_timeout,
+        }));
+    }
     let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
     // HTTPS unless `tls = false`: a self-signed identity is made on first start.
     let identity = if cfg.health_monitor.tls {
@@ -392,6 +429,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         session_ttl: cfg.health_monitor.session_ttl.as_secs(),
         throttle: Mutex::new(session::LoginThrottle::new()),
         flash: Arc::new(Mutex::new(None)),
+        sync: Some(sync.clone()),
     });
     let limits = Limits {
         max_connections: cfg.health_monitor.max_connections as usize,
@@ -418,8 +456,34 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
             let _ = tx.send(Input::Event(e));
         }))
     };
-    crate::watch::run::start(&cfg, &reporter, rescan_rx, stop.clone())
+    crate::watch::run::start(&cfg, &reporter, rescan_rx, stop.clone(), driver.clone())
         .map_err(io_err("watcher threads"))?;
+    if let (Some(db), Some(dbc)) = (&driver, &cfg.database) {
+        repl::start_lag_watch(
+            db.clone(),
+            dbc.max_failover_lag_bytes,
+            dbc.interval,
+            reporter.clone(),
+            stop.clone(),
+        )
+        .map_err(io_err("replica watcher"))?;
+    }
+    {
+        let (sync, published) = (sync.clone(), published.clone());
+        std::thread::Builder::new()
+            .name("sync-pull".into())
+            .spawn(move || sync.run_puller(move || published.status.read().ok().map(|s| s.clone())))
+            .map_err(io_err("sync thread"))?;
+    }
+    if sync.has_sets() {
+        let (sync, published, stop) = (sync.clone(), published.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("sync-hint".into())
+            .spawn(move || {
+                sync.run_hinter(|| published.status.read().ok().map(|s| s.clone()), &stop)
+            })
+            .map_err(io_err("sync thread"))?;
+    }
     let parts = ControlParts {
         store: store.clone(),
         keys: keys.clone(),
@@ -427,6 +491,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         fingerprint: fingerprint.clone(),
         services: services.clone(),
         rescan: rescan_tx,
+        sync: sync.clone(),
     };
     let control = start_control(&cfg, tx.clone(), parts)?;
     start_signals(tx.clone())?;
@@ -436,6 +501,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         log.clone(),
         reporter.clone(),
         services.clone(),
+        driver.clone(),
     )?;
 
     let mut shell = Shell {
@@ -450,6 +516,10 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         next_token: 1,
         published,
         vips: Vec::new(),
+        sync: sync.clone(),
+        db: driver,
+        db_port,
+        peer: None,
     };
     shell.log.write(
         Severity::Info,
@@ -470,6 +540,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     let exit = shell.core_loop(&mut node, &rx, &now, watchdog, &mut last_watchdog);
     sd_notify("STOPPING=1");
     stop.store(true, Ordering::Relaxed);
+    sync.stop();
     drop(control);
     server.shutdown();
     exit
@@ -483,6 +554,7 @@ struct ControlParts {
     fingerprint: Option<String>,
     services: Arc<RwLock<Vec<ServiceStatus>>>,
     rescan: Sender<()>,
+    sync: Arc<SyncService>,
 }
 
 fn start_control(
@@ -497,6 +569,7 @@ fn start_control(
         fingerprint,
         services,
         rescan,
+        sync,
     } = parts;
     let path = cfg.socket_path();
     let interface = cfg.node.interface.clone();
@@ -512,6 +585,7 @@ fn start_control(
                 Ok(ha::Reply::Done { message }) => control::Reply::Done { message },
                 Ok(ha::Reply::Refused { message }) => control::Reply::Refused { message },
                 Ok(ha::Reply::Status { status }) => {
+                    let progress = sync.progress(Some(&status));
                     let s = &hb.stats;
                     let heartbeats = HeartbeatCounts {
                         sent: s.sent.load(Ordering::Relaxed),
@@ -529,6 +603,7 @@ fn start_control(
                         tls_fingerprint: fingerprint.clone(),
                         services,
                         system: system_line(),
+                        sync: Some(Box::new(progress)),
                     }
                 }
                 Err(_) => control::Reply::Refused {
@@ -633,6 +708,8 @@ fn start_signals(tx: Sender<Input>) -> Result<(), AgentError> {
 struct DutyOrder {
     duty: Duty,
     vips: Vec<Vip>,
+    /// The peer's database (a standby follows it).
+    peer_db: Option<crate::db::PeerDb>,
     decided: Instant,
 }
 
@@ -774,6 +851,7 @@ fn start_duty_executor(
     log: Log,
     reporter: Reporter,
     published_services: Arc<RwLock<Vec<ServiceStatus>>>,
+    db: Option<Arc<dyn crate::db::Database>>,
 ) -> Result<Sender<DutyOrder>, AgentError> {
     let (dtx, drx): (Sender<DutyOrder>, Receiver<DutyOrder>) = unbounded();
     let hooks = cfg.hooks.clone();
@@ -843,6 +921,18 @@ fn start_duty_executor(
                             errors.extend(e);
                         }
                         held.clear();
+                    }
+                }
+                // The database before the services that use it: writable on
+                // the server that serves, following the peer on a standby.
+                if let Some(db) = &db {
+                    let started = Instant::now();
+                    match repl::apply_duty(db.as_ref(), duty, order.peer_db.as_ref()) {
+                        Ok(()) => log.trace(&format!(
+                            "database ready for duty {duty:?} in {} ms",
+                            started.elapsed().as_millis()
+                        )),
+                        Err(e) => errors.push(e),
                     }
                 }
                 if let Some(sup) = services.as_mut() {
@@ -975,6 +1065,7 @@ impl Shell {
             .registration()
             .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
             .unwrap_or_default();
+        self.peer = node.peer_target();
         let mut exit = false;
         for action in actions {
             exit |= self.execute(action);
@@ -1047,6 +1138,7 @@ impl Shell {
                 let order = DutyOrder {
                     duty,
                     vips: self.vips.clone(),
+                    peer_db: self.peer.as_ref().map(|p| self.db_port.at(&p.address)),
                     decided: Instant::now(),
                 };
                 let _ = self.duty_tx.send(order);
@@ -1055,14 +1147,38 @@ impl Shell {
                 let tx = self.tx.clone();
                 let hook = self.cfg.hooks.full_copy.clone();
                 let timeout = self.cfg.hooks.timeout;
+                let (sync, db, peer) = (self.sync.clone(), self.db.clone(), self.peer.clone());
+                let log = self.log.clone();
                 let _ = std::thread::Builder::new()
                     .name("copy".into())
                     .spawn(move || {
-                        let env = [("HAMON_COPY", copy_name(kind).to_string())];
-                        let result = match hook {
+                        let name = copy_name(kind);
+                        let started = Instant::now();
+                        let copied = match &peer {
+                            Some(p) => repl::run_copy(kind, &sync, db.as_deref(), p),
+                            None => Err("no peer registered".to_string()),
+                        };
+                        // The operator's hook copies whatever else the appliance needs.
+                        let env = [("HAMON_COPY", name.to_string())];
+                        let result = copied.and_then(|()| match hook {
                             Some(argv) => run_hook(&argv, timeout, &env),
                             None => Ok(()),
-                        };
+                        });
+                        log.write(
+                            if result.is_ok() {
+                                Severity::Info
+                            } else {
+                                Severity::Error
+                            },
+                            &format!(
+                                "{name} copy {} after {} ms",
+                                match &result {
+                                    Ok(()) => "complete".to_string(),
+                                    Err(e) => format!("failed: {e}"),
+                                },
+                                started.elapsed().as_millis()
+                            ),
+                        );
                         let _ = tx.send(Input::Event(Event::CopyDone { kind, result }));
                     });
             }

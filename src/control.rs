@@ -75,6 +75,9 @@ pub enum Reply {
         /// Load, memory and uptime (information only).
         #[serde(default)]
         system: Option<String>,
+        /// File sync and full copies.
+        #[serde(default)]
+        sync: Option<Box<crate::sync::service::Progress>>,
         status: Box<StatusView>,
         heartbeats: HeartbeatCounts,
     },

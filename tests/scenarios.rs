@@ -156,6 +156,32 @@ fn network_down_automatic_then_restart_primary_and_fail_back() {
 }
 
 #[test]
+fn automatic_failover_waits_while_the_database_standby_is_too_far_behind() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.replica_lag(S, Some("64 MiB behind, bound 16 MiB"));
+    sim.crash(P);
+    sim.run_for(2_000);
+    expect(&sim, S, &[SecondarySyncing, SecondaryLostPrimary]);
+    assert!(!sim.is_active(S));
+    assert!(sim
+        .journal_kinds(S)
+        .contains(&"failover_withheld".to_string()));
+    // Replay catches up: the bound is met and the takeover goes ahead.
+    sim.replica_lag(S, None);
+    sim.run_for(1_000);
+    expect(
+        &sim,
+        S,
+        &[
+            SecondarySyncing,
+            SecondaryLostPrimary,
+            SecondaryFailover,
+            SecondaryActive,
+        ],
+    );
+}
+
+#[test]
 fn network_down_manual_waits_for_the_operator() {
     let mut sim = pair(FailoverType::Manual);
     sim.net.partitioned = true;

@@ -76,6 +76,7 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             tls_fingerprint,
             services,
             system,
+            sync,
             ..
         }) => {
             println!(
@@ -90,6 +91,9 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             }
             if let Some(s) = system {
                 println!("{s}");
+            }
+            for line in sync.map(|s| s.lines()).unwrap_or_default() {
+                println!("{line}");
             }
             0
         }

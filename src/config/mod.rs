@@ -18,7 +18,7 @@ mod replication;
 mod watch;
 
 pub use replication::{Replication, SyncClass, SyncSet};
-pub use watch::{Database, Disk, Nic, Service, ServiceHow};
+pub use watch::{Database, DbDriver, Disk, Nic, Service, ServiceHow};
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -120,7 +120,7 @@ impl fmt::Display for LogLevel {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this configuration was read from (as given, not canonicalized).
     pub path: PathBuf,

@@ -170,6 +170,35 @@ pub struct RawDatabase {
     pub interval_ms: Option<i64>,
     pub timeout_ms: Option<i64>,
     pub failures: Option<i64>,
+    /// `postgres`, `command` or `none`.
+    pub driver: Option<String>,
+    pub max_failover_lag_bytes: Option<i64>,
+    pub peer_port: Option<i64>,
+    /// The `command` driver's script.
+    pub ops: Option<Vec<String>>,
+    pub copy_timeout_ms: Option<i64>,
+    pub postgres: Option<RawPostgres>,
+}
+
+/// `[database.postgres]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub bin_dir: Option<String>,
+    pub data_dir: Option<String>,
+    pub config_file: Option<String>,
+    pub log_file: Option<String>,
+    pub port: Option<i64>,
+    pub listen: Option<String>,
+    pub socket_dir: Option<String>,
+    pub os_user: Option<String>,
+    pub superuser: Option<String>,
+    pub dbname: Option<String>,
+    pub replication_user: Option<String>,
+    pub passfile: Option<String>,
+    pub slot: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub start_timeout_ms: Option<i64>,
 }
 
 /// `[disk]`.

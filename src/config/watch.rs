@@ -1,7 +1,7 @@
 //! Validation of what hamon watches: `[[service]]`, `[database]`, `[disk]`
 //! and `[nic]`.
 
-use super::raw::{RawDatabase, RawDisk, RawNic, RawService};
+use super::raw::{RawDatabase, RawDisk, RawNic, RawPostgres, RawService};
 use super::{ConfigError, Validator};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,9 +43,25 @@ pub struct Service {
     pub stop_timeout: Duration,
 }
 
-/// `[database]`: is the appliance's database reachable?
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which database driver replicates the appliance's database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbDriver {
+    /// No database: only files are replicated.
+    None,
+    /// PostgreSQL streaming replication, driven through its own tools.
+    Postgres(Box<crate::db::postgres::PgConfig>),
+    /// An operator script for any other database.
+    Command(crate::db::command::CommandConfig),
+}
+
+/// `[database]`: is the appliance's database reachable, and how is it replicated?
+#[derive(Debug, Clone, PartialEq)]
 pub struct Database {
+    pub driver: DbDriver,
+    /// Automatic failover promotes only a standby at most this far behind (16 MiB).
+    pub max_failover_lag_bytes: u64,
+    /// The peer's database port (default: the same as ours).
+    pub peer_port: Option<u16>,
     pub tcp: Option<SocketAddr>,
     pub command: Option<Vec<String>>,
     /// How often the check runs (default 5 s).
@@ -213,10 +229,64 @@ impl Validator<'_> {
             None => None,
         };
         let command = self.argv("database.command", r.command)?;
-        if tcp.is_none() && command.is_none() {
-            return Err(self.invalid("database.tcp", "give tcp, command or both"));
+        let copy_timeout = self.millis(
+            "database.copy_timeout_ms",
+            r.copy_timeout_ms,
+            4 * 3_600_000,
+            1_000,
+            Some(48 * 3_600_000),
+        )?;
+        let driver = match r.driver.as_deref() {
+            None | Some("none") => DbDriver::None,
+            Some("postgres") => DbDriver::Postgres(Box::new(
+                self.postgres(r.postgres.unwrap_or_default(), copy_timeout)?,
+            )),
+            Some("command") => match self.argv("database.ops", r.ops)? {
+                Some(argv) => DbDriver::Command(crate::db::command::CommandConfig {
+                    argv,
+                    timeout: self.millis(
+                        "database.timeout_ms",
+                        r.timeout_ms,
+                        3_000,
+                        10,
+                        Some(600_000),
+                    )?,
+                    copy_timeout,
+                }),
+                None => {
+                    return Err(self.invalid(
+                        "database.ops",
+                        "the command driver needs ops = [\"/path/to/script\", ...]",
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(self.invalid(
+                    "database.driver",
+                    format!("must be \"postgres\", \"command\" or \"none\" (got {other:?})"),
+                ))
+            }
+        };
+        if tcp.is_none() && command.is_none() && driver == DbDriver::None {
+            return Err(self.invalid(
+                "database.tcp",
+                "give tcp, command, a driver, or a combination",
+            ));
         }
+        let peer_port = match r.peer_port {
+            Some(_) => Some(self.port("database.peer_port", r.peer_port, 5432)?),
+            None => None,
+        };
         Ok(Some(Database {
+            driver,
+            max_failover_lag_bytes: self.int(
+                "database.max_failover_lag_bytes",
+                r.max_failover_lag_bytes,
+                16 * 1024 * 1024,
+                0,
+                None,
+            )?,
+            peer_port,
             tcp,
             command,
             interval: self.millis(
@@ -235,6 +305,88 @@ impl Validator<'_> {
             )?,
             failures: self.count("database.failures", r.failures, 2, 1, 100)?,
         }))
+    }
+
+    fn postgres(
+        &self,
+        r: RawPostgres,
+        copy_timeout: Duration,
+    ) -> Result<crate::db::postgres::PgConfig, ConfigError> {
+        let key = |k: &str| format!("database.postgres.{k}");
+        let data_dir = self.required(&key("data_dir"), r.data_dir)?;
+        let port = self.port(&key("port"), r.port, 5432)?;
+        let mut c = crate::db::postgres::PgConfig::new(
+            self.absolute_dir(&key("data_dir"), Some(data_dir), "/")?,
+            port,
+        );
+        if let Some(d) = r.bin_dir {
+            c.bin_dir = self.absolute_dir(&key("bin_dir"), Some(d), "/")?;
+        }
+        if let Some(f) = r.config_file {
+            c.config_file = Some(self.absolute_dir(&key("config_file"), Some(f), "/")?);
+        }
+        if let Some(f) = r.log_file {
+            c.log_file = self.absolute_dir(&key("log_file"), Some(f), "/")?;
+        }
+        if let Some(d) = r.socket_dir {
+            c.socket_dir = self.absolute_dir(&key("socket_dir"), Some(d), "/")?;
+        }
+        if let Some(f) = r.passfile {
+            c.passfile = self.absolute_dir(&key("passfile"), Some(f), "/")?;
+        }
+        let word = |k: &str, v: Option<String>, into: &mut String| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                let ok = !v.is_empty()
+                    && v.len() <= 63
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !ok {
+                    return Err(self.invalid(
+                        &key(k),
+                        format!("1 to 63 letters, digits, '_', '-' or '.' (got {v:?})"),
+                    ));
+                }
+                *into = v;
+            }
+            Ok(())
+        };
+        word("os_user", r.os_user, &mut c.os_user)?;
+        word("superuser", r.superuser, &mut c.superuser)?;
+        word("dbname", r.dbname, &mut c.dbname)?;
+        word(
+            "replication_user",
+            r.replication_user,
+            &mut c.replication_user,
+        )?;
+        if let Some(slot) = r.slot {
+            let ok = (1..=63).contains(&slot.len())
+                && slot
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(self.invalid(
+                    &key("slot"),
+                    format!("1 to 63 lowercase letters, digits or '_' (got {slot:?})"),
+                ));
+            }
+            c.slot = slot;
+        }
+        if let Some(l) = r.listen {
+            if l.is_empty() || l.contains(['\'', '\0', '\n']) {
+                return Err(self.invalid(&key("listen"), "addresses, comma-separated"));
+            }
+            c.listen = l;
+        }
+        c.timeout = self.millis(&key("timeout_ms"), r.timeout_ms, 10_000, 100, Some(600_000))?;
+        c.start_timeout = self.millis(
+            &key("start_timeout_ms"),
+            r.start_timeout_ms,
+            60_000,
+            1_000,
+            Some(3_600_000),
+        )?;
+        c.copy_timeout = copy_timeout;
+        Ok(c)
     }
 
     pub(super) fn disk(
@@ -366,7 +518,37 @@ mod tests {
         );
         assert!(parse("[database]\n")
             .unwrap_err()
-            .contains("give tcp, command or both"));
+            .contains("give tcp, command, a driver"));
+        let pg = parse(
+            "[database]\ndriver = \"postgres\"\nmax_failover_lag_bytes = 1024\n\
+             [database.postgres]\ndata_dir = \"/var/lib/postgresql/15/main\"\nport = 5433\n\
+             slot = \"hamon_b\"\npassfile = \"/etc/hamon/pgpass\"\n",
+        )
+        .unwrap()
+        .database
+        .unwrap();
+        assert_eq!(pg.max_failover_lag_bytes, 1024);
+        match pg.driver {
+            super::DbDriver::Postgres(c) => {
+                assert_eq!(c.port, 5433);
+                assert_eq!(c.slot, "hamon_b");
+                assert_eq!(c.passfile, Path::new("/etc/hamon/pgpass"));
+                assert_eq!(c.bin_dir, Path::new("/usr/lib/postgresql/15/bin"));
+            }
+            other => panic!("expected postgres, got {other:?}"),
+        }
+        for (text, words) in [
+            ("driver = \"mysql\"", "database.driver"),
+            ("driver = \"postgres\"", "database.postgres.data_dir"),
+            ("driver = \"command\"", "database.ops"),
+            (
+                "driver = \"postgres\"\n[database.postgres]\ndata_dir = \"/d\"\nslot = \"Bad-Slot\"",
+                "database.postgres.slot",
+            ),
+        ] {
+            let e = parse(&format!("[database]\n{text}\n")).unwrap_err();
+            assert!(e.contains(words), "{text}: {e}");
+        }
         assert!(parse("[database]\ntcp = \"localhost\"\n")
             .unwrap_err()
             .contains("database.tcp"));

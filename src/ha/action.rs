@@ -66,7 +66,7 @@ pub enum Reply {
 }
 
 /// Where a peer call goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerTarget {
     pub address: String,
     pub hm_port: u16,

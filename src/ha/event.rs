@@ -167,6 +167,9 @@ pub enum Event {
     },
     /// The watchers' current verdict on this server.
     Health { health: HealthSummary },
+    /// The database standby's replication lag against the failover bound:
+    /// `Some(why)` when it is beyond it, `None` when within.
+    ReplicaLag { behind: Option<String> },
     /// Something a watcher saw, for the journal (a disk threshold crossed,
     /// a service restarted); decisions rest on `Health` alone.
     Observation {

@@ -94,6 +94,9 @@ pub struct Node {
     pub(super) op: Option<Op>,
     pub(super) next_call: u64,
     pub(super) blocked: Option<String>,
+    /// Why the database standby is too far behind to be promoted on its own
+    /// (`None`: within the configured bound, or no database driver).
+    pub(super) lagging: Option<String>,
     pub(super) shutting_down: bool,
     /// Once-per-episode notes, so a condition is journaled once.
     pub(super) noted: Noted,
@@ -141,6 +144,7 @@ impl Node {
             blocked: None,
             shutting_down: false,
             noted: Noted::default(),
+            lagging: None,
             last_persisted: None,
         }
     }
@@ -238,7 +242,8 @@ impl Node {
             && !self.shutting_down
     }
 
-    pub(super) fn peer_target(&self) -> Option<PeerTarget> {
+    /// The peer's Health Monitor, as soon as a registration is under way.
+    pub fn peer_target(&self) -> Option<PeerTarget> {
         self.reg.as_ref().map(|r| {
             let m = r.member(self.cfg.role.other());
             PeerTarget {
@@ -364,6 +369,10 @@ impl Step<'_> {
             Event::DutyApplied { duty, result } => self.on_duty_applied(duty, result),
             Event::CopyDone { kind, result } => self.on_copy_done(kind, result),
             Event::Health { health } => self.on_health(health),
+            Event::ReplicaLag { behind } => {
+                self.n.lagging = behind;
+                self.maybe_auto_failover();
+            }
             Event::Observation {
                 kind,
                 severity,

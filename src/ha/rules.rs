@@ -168,11 +168,16 @@ impl Step<'_> {
             || n.health.processes == Level::Failed
             || n.health.nic == Level::Failed;
         let withheld = if !n.synced {
-            Some("this secondary has not been in sync with an active primary since it started")
+            Some(
+                "this secondary has not been in sync with an active primary since it started"
+                    .to_string(),
+            )
         } else if unhealthy {
-            Some("this secondary is unhealthy itself")
+            Some("this secondary is unhealthy itself".to_string())
         } else {
-            None
+            n.lagging
+                .as_ref()
+                .map(|l| format!("the database standby is too far behind ({l})"))
         };
         match withheld {
             Some(why) => {

@@ -293,6 +293,14 @@ impl Sim {
         token
     }
 
+    /// The database standby's lag on node `i`, against the failover bound.
+    pub fn replica_lag(&mut self, i: usize, behind: Option<&str>) {
+        if self.is_up(i) {
+            let behind = behind.map(str::to_string);
+            self.step(i, Event::ReplicaLag { behind });
+        }
+    }
+
     /// Report local health on node `i`.
     pub fn health(&mut self, i: usize, health: super::state::HealthSummary) {
         if self.is_up(i) {

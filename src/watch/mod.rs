@@ -66,6 +66,11 @@ impl Reporter {
         }
     }
 
+    /// Any other event for the core (the replica-lag verdict).
+    pub fn event(&self, e: Event) {
+        (self.send)(e);
+    }
+
     /// A line for the journal.
     pub fn observe(&self, kind: &str, severity: Severity, text: impl Into<String>) {
         (self.send)(Event::Observation {

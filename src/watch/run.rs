@@ -38,6 +38,7 @@ pub fn start(
     reporter: &Reporter,
     rescan: Receiver<()>,
     stop: Arc<AtomicBool>,
+    driver: Option<Arc<dyn crate::db::Database>>,
 ) -> std::io::Result<()> {
     if let Some(db) = cfg.database.clone() {
         let (r, stop) = (reporter.clone(), stop.clone());
@@ -51,8 +52,14 @@ pub fn start(
                     failures: db.failures,
                 };
                 let mut watch = DbWatch::new(db.failures);
+                let own_check = check.tcp.is_some() || check.command.is_some();
                 while !stop.load(Ordering::Relaxed) {
-                    let result = check.probe();
+                    // The driver's own health check, after the configured one.
+                    let result = match &driver {
+                        Some(d) if own_check => check.probe().and_then(|_| d.health()),
+                        Some(d) => d.health(),
+                        None => check.probe(),
+                    };
                     if let Some((level, text)) = watch.observe(&result) {
                         r.observe("database_check", severity(level), text);
                         r.set(Part::Database, level);

@@ -69,6 +69,8 @@ pub struct App {
     pub throttle: Mutex<session::LoginThrottle>,
     /// The result of the last action started from the page.
     pub flash: Arc<Mutex<Option<String>>>,
+    /// File sync: serves manifests, files and copy jobs to the peer.
+    pub sync: Option<Arc<crate::sync::service::SyncService>>,
 }
 
 impl std::fmt::Debug for App {
@@ -177,6 +179,7 @@ impl Handler for App {
                     if active { "active\n" } else { "standby\n" },
                 )
             }
+            ("POST", _) if p.starts_with("/peer/v1/sync/") => self.peer_sync(req),
             ("POST", _) if p.starts_with("/peer/v1/") => self.peer(req),
             (_, _) if p.starts_with("/api/v1/") => self.api(req),
             ("GET", "/") => self.main_page(req),
@@ -537,7 +540,8 @@ impl App {
                 Some(s) => json(
                     200,
                     &serde_json::json!({ "status": s, "log_level": self.level(),
-                        "tls_fingerprint": self.fingerprint, "version": env!("CARGO_PKG_VERSION") }),
+                        "tls_fingerprint": self.fingerprint, "version": env!("CARGO_PKG_VERSION"),
+                        "sync": self.sync.as_ref().map(|sync| sync.progress(Some(&s))) }),
                 ),
                 None => json_error(500, "status unavailable"),
             },
@@ -580,12 +584,13 @@ impl App {
 
     // ----- the peer API ---------------------------------------------------
 
-    fn peer(&self, req: &Request) -> Response {
+    /// The pair key and the request's nonce, once its signature checks out.
+    fn verified(&self, req: &Request) -> Result<(Keys, String), Response> {
         let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
-            return json_error(
+            return Err(json_error(
                 401,
                 "no authentication key is set on this server (hamon ha authkey)",
-            );
+            ));
         };
         let verdict = match self.verifier.lock() {
             Ok(mut v) => v.verify(
@@ -596,11 +601,53 @@ impl App {
                 |name| req.header(name),
                 crate::peer::client::unix_ms(),
             ),
-            Err(_) => return json_error(500, "verifier unavailable"),
+            Err(_) => return Err(json_error(500, "verifier unavailable")),
         };
-        let nonce = match verdict {
-            Ok(n) => n,
-            Err(e) => return json_error(401, &e.to_string()),
+        match verdict {
+            Ok(nonce) => Ok((keys, nonce)),
+            Err(e) => Err(json_error(401, &e.to_string())),
+        }
+    }
+
+    fn signed(keys: &Keys, nonce: &str, body: Vec<u8>) -> Response {
+        let sig = crate::peer::auth::sign_response(&keys.api, nonce, 200, &body);
+        Response::new(200, "application/json", body)
+            .with_header(crate::peer::auth::H_SIGNATURE, &sig)
+    }
+
+    /// `/peer/v1/sync/*`: file sync between the two servers.
+    fn peer_sync(&self, req: &Request) -> Response {
+        let (keys, nonce) = match self.verified(req) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let Some(sync) = &self.sync else {
+            return json_error(404, "file sync is not running on this server");
+        };
+        let op = req.path.trim_start_matches("/peer/v1/sync/");
+        let answer = match op {
+            "manifest" => sync.serve_manifest(&req.body),
+            "hint" => sync.hint(&req.body),
+            "job" => sync.job_state(&req.body),
+            "pull" => sync.start_job(&req.body),
+            "file" => {
+                return match sync.serve_file(&req.body) {
+                    Ok((file, len)) => Response::file(200, "application/octet-stream", file, len),
+                    Err((status, msg)) => json_error(status, &msg),
+                }
+            }
+            _ => Err((404, "no such sync endpoint".to_string())),
+        };
+        match answer {
+            Ok(body) => Self::signed(&keys, &nonce, body),
+            Err((status, msg)) => json_error(status, &msg),
+        }
+    }
+
+    fn peer(&self, req: &Request) -> Response {
+        let (keys, nonce) = match self.verified(req) {
+            Ok(v) => v,
+            Err(r) => return r,
         };
         let request: PeerRequest = match serde_json::from_slice(&req.body) {
             Ok(r) => r,
@@ -623,8 +670,6 @@ impl App {
             },
         };
         let body = serde_json::to_vec(&answer).unwrap_or_default();
-        let sig = crate::peer::auth::sign_response(&keys.api, &nonce, 200, &body);
-        Response::new(200, "application/json", body)
-            .with_header(crate::peer::auth::H_SIGNATURE, &sig)
+        Self::signed(&keys, &nonce, body)
     }
 }

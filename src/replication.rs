@@ -1,0 +1,194 @@
+//! The shell's replication glue: the database driver behind the duties and
+//! the full copies, the replica-lag check for automatic failover, and the
+//! copies the core orders (`Action::StartCopy`).
+//!
+//! Who runs what (see docs/replication.md):
+//! - registration (`Initial`, ordered on the primary): the secondary pulls
+//!   every file set and rebuilds its database from the primary's;
+//! - failback (`Failback`, ordered on the active secondary): the primary
+//!   pulls the files; writes stop on the secondary (its database shuts down
+//!   cleanly, so every change has streamed to the primary); the primary
+//!   pulls again and waits until its database has replayed up to the
+//!   secondary's last position; only then do the roles swap (RPO 0);
+//! - data gap (`DataGap`, ordered on a primary that was away too long): the
+//!   primary pulls every set and rebuilds its database from the secondary's.
+
+use crate::config::{Config, DbDriver};
+use crate::db::{self, Database, DbRole, PeerDb};
+use crate::ha::{CopyKind, Duty, PeerTarget};
+use crate::sync::service::{CopyDatabase, JobKind, SyncService};
+use crate::watch::Reporter;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The configured database driver, if any.
+pub fn driver(cfg: &Config) -> Result<Option<Arc<dyn Database>>, String> {
+    let Some(d) = &cfg.database else {
+        return Ok(None);
+    };
+    Ok(match &d.driver {
+        DbDriver::None => None,
+        DbDriver::Postgres(pg) => Some(Arc::new(db::postgres::Postgres::new((**pg).clone())?)),
+        DbDriver::Command(c) => Some(Arc::new(db::command::CommandDb::new(c.clone())?)),
+    })
+}
+
+/// Where the peer's database listens, given the peer's address.
+#[derive(Debug, Clone)]
+pub struct PeerPort(pub u16);
+
+impl PeerPort {
+    pub fn from_config(cfg: &Config) -> PeerPort {
+        let ours = cfg.database.as_ref().and_then(|d| match &d.driver {
+            DbDriver::Postgres(pg) => Some(pg.port),
+            _ => None,
+        });
+        PeerPort(
+            cfg.database
+                .as_ref()
+                .and_then(|d| d.peer_port)
+                .or(ours)
+                .unwrap_or(5432),
+        )
+    }
+
+    pub fn at(&self, address: &str) -> PeerDb {
+        PeerDb {
+            host: address.to_string(),
+            port: self.0,
+        }
+    }
+}
+
+/// The database steps of the full copies, for the sync service.
+#[derive(Debug)]
+pub struct DbCopies {
+    pub db: Arc<dyn Database>,
+    pub port: PeerPort,
+    pub timeout: Duration,
+}
+
+impl CopyDatabase for DbCopies {
+    fn full_copy(&self, from: &PeerTarget) -> Result<(), String> {
+        self.db
+            .initial_copy(&self.port.at(&from.address))
+            .map_err(|e| format!("database copy from {}: {e}", from.address))
+    }
+
+    fn catch_up(&self, from: &PeerTarget, lsn: Option<&str>) -> Result<(), String> {
+        let Some(lsn) = lsn else { return Ok(()) };
+        // The standby must be streaming from `from`: make sure it follows it.
+        self.db.follow(&self.port.at(&from.address))?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.db.caught_up(lsn) {
+                Ok(true) => return Ok(()),
+                Ok(false) | Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Ok(false) => {
+                    return Err(format!(
+                        "the database did not replay up to {lsn} within {:?}",
+                        self.timeout
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The database's part of a duty: a server that serves (active, or alone)
+/// must have a writable database; a standby's follows its peer's.
+pub fn apply_duty(db: &dyn Database, duty: Duty, peer: Option<&PeerDb>) -> Result<(), String> {
+    match (duty, peer) {
+        (Duty::Active | Duty::Standalone, _) => {
+            db.promote().map_err(|e| format!("database promotion: {e}"))
+        }
+        (Duty::Standby, Some(p)) => db
+            .follow(p)
+            .map_err(|e| format!("database could not follow {p}: {e}")),
+        (Duty::Standby, None) | (Duty::Halted, _) => Ok(()),
+    }
+}
+
+/// Runs one full copy the core ordered; `Ok` once it is complete.
+pub fn run_copy(
+    kind: CopyKind,
+    sync: &SyncService,
+    db: Option<&dyn Database>,
+    peer: &PeerTarget,
+) -> Result<(), String> {
+    match kind {
+        CopyKind::Initial => sync.remote_copy(peer, &JobKind::Initial),
+        CopyKind::DataGap => sync.data_gap_copy(peer),
+        CopyKind::Failback => {
+            sync.remote_copy(peer, &JobKind::Failback)?;
+            let lsn = match db {
+                Some(db) => Some(
+                    db.stop_writes()
+                        .map_err(|e| format!("stopping writes: {e}"))?,
+                ),
+                None => None,
+            };
+            let last = sync.remote_copy(peer, &JobKind::FailbackFinal { lsn: lsn.clone() });
+            if let (Err(_), Some(db)) = (&last, db) {
+                // The failback is off: this server stays active, so its
+                // database must take writes again.
+                let _ = db.promote();
+            }
+            last
+        }
+    }
+}
+
+/// How far behind the standby may be for automatic failover, checked on the
+/// database watcher's interval; the core hears only of changes.
+pub fn lag_verdict(db: &dyn Database, max_bytes: u64) -> Option<Option<String>> {
+    match db.role() {
+        Ok(DbRole::Standby) => match db.lag() {
+            Ok(Some(l)) if l.bytes > max_bytes => Some(Some(format!(
+                "{} bytes of WAL not yet replayed, bound {max_bytes}",
+                l.bytes
+            ))),
+            Ok(_) => Some(None),
+            Err(_) => None,
+        },
+        Ok(DbRole::Primary) => Some(None),
+        _ => None,
+    }
+}
+
+/// The database watcher for a driver: its health as the database level, and
+/// the lag verdict for the core.
+pub fn start_lag_watch(
+    db: Arc<dyn Database>,
+    max_bytes: u64,
+    every: Duration,
+    reporter: Reporter,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("watch-replica".into())
+        .spawn(move || {
+            let mut last: Option<Option<String>> = None;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(v) = lag_verdict(db.as_ref(), max_bytes) {
+                    let changed = match (&last, &v) {
+                        (Some(a), b) => a.is_some() != b.is_some(),
+                        (None, _) => true,
+                    };
+                    if changed {
+                        reporter.event(crate::ha::Event::ReplicaLag { behind: v.clone() });
+                        last = Some(v);
+                    }
+                }
+                let end = Instant::now() + every;
+                while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .map(drop)
+}

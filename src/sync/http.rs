@@ -1,0 +1,127 @@
+//! The peer as a sync [`Source`]: signed requests to its `/peer/v1/sync/*`
+//! endpoints over the Health Monitor port (HTTPS unless `tls = false`).
+//!
+//! Manifests and job answers are signed by the peer like every peer-API answer.
+//! File contents are not (they are streamed): each is checked against the
+//! hash in the signed manifest before it replaces anything.
+
+use super::{Limits, Source};
+use crate::ha::PeerTarget;
+use crate::peer::auth::{self, Keys};
+use crate::peer::client::unix_ms;
+use crate::web::client::{self, Verify};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How long a sync request may wait for the head of the answer, and then for
+/// each further piece of a file.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct PeerSource {
+    target: PeerTarget,
+    keys: Keys,
+    tls: bool,
+    limits: Limits,
+}
+
+impl PeerSource {
+    pub fn new(target: PeerTarget, keys: Keys, tls: bool, limits: Limits) -> PeerSource {
+        PeerSource {
+            target,
+            keys,
+            tls,
+            limits,
+        }
+    }
+
+    fn addr(&self) -> Result<SocketAddr, String> {
+        let ip: IpAddr = self
+            .target
+            .address
+            .parse()
+            .map_err(|_| format!("bad peer address {:?}", self.target.address))?;
+        Ok(SocketAddr::new(ip, self.target.hm_port))
+    }
+
+    fn open(&self, op: &str, body: &[u8]) -> Result<(client::StreamingResponse, String), String> {
+        let path = format!("/peer/v1/sync/{op}");
+        let nonce = auth::random16();
+        let signed = auth::sign_request(&self.keys.api, "POST", &path, body, unix_ms(), nonce);
+        let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        headers.push(("content-type", "application/json"));
+        let tls = self
+            .tls
+            .then_some((self.target.address.as_str(), Verify::AnyCertificate));
+        let r = client::request_stream(
+            self.addr()?,
+            tls,
+            "POST",
+            &path,
+            &headers,
+            body,
+            SYNC_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((r, auth::hex(&nonce)))
+    }
+
+    /// A signed call whose (signed) answer is read whole, up to the manifest limit.
+    pub fn call(&mut self, op: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+        let (mut r, nonce) = self.open(op, body)?;
+        let limit = self.limits.max_manifest_bytes as u64;
+        if r.body.remaining() > limit {
+            return Err(format!(
+                "the peer's {op} answer is {} bytes, over the {limit}-byte limit",
+                r.body.remaining()
+            ));
+        }
+        let mut bytes = Vec::new();
+        r.body
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("reading the peer's {op} answer: {e}"))?;
+        let sig = r
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(auth::H_SIGNATURE))
+            .map(|(_, v)| v.as_str());
+        if r.status != 200 {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(format!(
+                "peer answered HTTP {} to {op}: {}",
+                r.status,
+                text.trim()
+            ));
+        }
+        if !auth::verify_response(&self.keys.api, &nonce, 200, &bytes, sig) {
+            return Err(format!("the peer's {op} answer is not signed with our key"));
+        }
+        Ok(bytes)
+    }
+}
+
+impl Source for PeerSource {
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "set": set })).map_err(|e| e.to_string())?;
+        self.call("manifest", &body)
+    }
+
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        let body = serde_json::to_vec(&serde_json::json!({ "set": set, "path": path }))
+            .map_err(|e| e.to_string())?;
+        let (mut r, _) = self.open("file", &body)?;
+        if r.status != 200 {
+            let mut text = Vec::new();
+            let _ = r.body.by_ref().take(4096).read_to_end(&mut text);
+            let text = String::from_utf8_lossy(&text);
+            return Err(format!(
+                "peer answered HTTP {} for {path}: {}",
+                r.status,
+                text.trim()
+            ));
+        }
+        Ok(Box::new(r.body))
+    }
+}

@@ -1,0 +1,259 @@
+//! One pull pass of a set: fetch the active's manifest, diff it against a local scan, apply.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::time::{Duration, SystemTime};
+
+use super::apply::{
+    self, make_dir, make_symlink, open_served, owner_settable, set_meta, write_file,
+};
+use super::diff::{diff, Plan};
+use super::manifest::{decode, encode, Entry, Kind, Manifest};
+use super::scan::Scanner;
+use super::{Limits, Selector, SetSpec, Skipped, SyncError};
+
+/// Where a standby pulls from: the transport to the active.
+pub trait Source {
+    /// The encoded manifest of `set`.
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String>;
+    /// The content of the file `path` of `set`.
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String>;
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Files written.
+    pub files: u64,
+    /// Bytes written into them.
+    pub bytes: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks created or re-pointed.
+    pub links: u64,
+    /// Paths removed (each listed in the plan: a directory and what it held).
+    pub deleted: u64,
+    /// Entries whose mode, owner or mtime alone changed.
+    pub meta: u64,
+    /// Stale temp files removed.
+    pub temps_removed: u64,
+    /// Entries written whose owner could not be given (not running as root).
+    pub owners_not_set: u64,
+    /// What failed; the pass went on with the rest.
+    pub errors: Vec<String>,
+    /// What was not synced: special files and the like, here or (entries the local globs do
+    /// not select) in the remote manifest.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Pulls sets, keeping a [`Scanner`] (and so its hash cache) across passes.
+#[derive(Debug)]
+pub struct Puller {
+    scanner: Scanner,
+    /// Temp files at least this old are removed at the start of every pass: a killed writer's
+    /// leftovers. Younger ones may belong to a writer still running (a pass of another
+    /// process), and are only ignored.
+    pub stale_temp_age: Duration,
+}
+
+impl Default for Puller {
+    fn default() -> Puller {
+        Puller::new()
+    }
+}
+
+impl Puller {
+    pub fn new() -> Puller {
+        Puller {
+            scanner: Scanner::new(),
+            stale_temp_age: Duration::from_secs(60),
+        }
+    }
+
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+
+    /// Makes the local copy of `spec` match what `src` serves. Fails as a whole only when the
+    /// remote manifest is refused or the local set cannot be scanned; a file that fails (its
+    /// content does not match the manifest, ...) is recorded in `errors` and left as it was.
+    pub fn pass(
+        &mut self,
+        spec: &SetSpec,
+        src: &mut dyn Source,
+        limits: &Limits,
+    ) -> Result<PassStats, SyncError> {
+        let bytes = src.manifest(&spec.name).map_err(SyncError::Source)?;
+        let mut remote = decode(&bytes, limits)?;
+        drop(bytes);
+        if remote.set != spec.name {
+            return Err(SyncError::WrongSet {
+                want: spec.name.clone(),
+                got: remote.set,
+            });
+        }
+        let mut stats = PassStats::default();
+        remote.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        let (kept, dropped) = Selector::new(spec)?.filter(std::mem::take(&mut remote.entries));
+        remote.entries = kept;
+        stats.skipped.extend(dropped.into_iter().map(|e| Skipped {
+            path: e.path,
+            reason: "remote entry not selected by the local set's globs".into(),
+        }));
+
+        let (local, skipped) = self.scanner.scan(spec, limits)?;
+        stats.skipped.extend(skipped);
+        self.remove_stale_temps(spec, &mut stats);
+        let plan = diff(&local, &remote);
+        execute(spec, src, &plan, &remote, &mut stats);
+        Ok(stats)
+    }
+
+    fn remove_stale_temps(&self, spec: &SetSpec, stats: &mut PassStats) {
+        let now = SystemTime::now();
+        for t in self.scanner.temps() {
+            let age = now.duration_since(t.mtime).unwrap_or(Duration::ZERO);
+            if age < self.stale_temp_age {
+                continue;
+            }
+            match apply::remove_temp(&spec.root, &t.rel) {
+                Ok(true) => stats.temps_removed += 1,
+                Ok(false) => {}
+                Err(e) => stats.errors.push(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Applies `plan` (from `remote`) to `spec`'s root, recording what happens in `stats`.
+fn execute(
+    spec: &SetSpec,
+    src: &mut dyn Source,
+    plan: &Plan,
+    remote: &Manifest,
+    stats: &mut PassStats,
+) {
+    let root = spec.root.as_path();
+    for p in &plan.delete {
+        match apply::delete(root, p) {
+            Ok(removed) => stats.deleted += u64::from(removed),
+            Err(e) => stats.errors.push(e.to_string()),
+        }
+    }
+    for e in &plan.mkdirs {
+        if note(stats, make_dir(root, e)) {
+            stats.dirs += 1;
+        }
+    }
+    for e in &plan.fetch {
+        let r = src
+            .file(&spec.name, &e.path)
+            .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))
+            .and_then(|mut body| write_file(root, e, &mut body));
+        match r {
+            Ok(n) => {
+                stats.files += 1;
+                stats.bytes += n;
+            }
+            Err(e) => stats.errors.push(e.to_string()),
+        }
+    }
+    for e in &plan.links {
+        if note(stats, make_symlink(root, e)) {
+            stats.links += 1;
+        }
+    }
+    for e in &plan.meta {
+        if note(stats, set_meta(root, e)) {
+            stats.meta += 1;
+        }
+    }
+    let written = plan
+        .mkdirs
+        .iter()
+        .chain(&plan.fetch)
+        .chain(&plan.links)
+        .chain(&plan.meta);
+    stats.owners_not_set += written.filter(|e| !owner_settable(e.uid, e.gid)).count() as u64;
+
+    // A directory's mtime changes as entries go in or out of it: give every directory touched
+    // (or above something touched) its mtime again, deepest first.
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    let changed = plan
+        .mkdirs
+        .iter()
+        .chain(&plan.fetch)
+        .chain(&plan.links)
+        .map(|e| e.path.as_str());
+    for p in changed.chain(plan.delete.iter().map(String::as_str)) {
+        touched.extend(p.match_indices('/').map(|(i, _)| &p[..i]));
+    }
+    touched.extend(plan.mkdirs.iter().map(|e| e.path.as_str()));
+    let dirs: Vec<&Entry> = remote
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Dir && touched.contains(e.path.as_str()))
+        .collect();
+    for e in dirs.into_iter().rev() {
+        note(stats, set_meta(root, e));
+    }
+}
+
+/// Whether `r` succeeded; its error, if any, recorded.
+fn note(stats: &mut PassStats, r: Result<(), SyncError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            stats.errors.push(e.to_string());
+            false
+        }
+    }
+}
+
+/// Serves a set of this machine, as the active does: scan for the manifest, [`open_served`]
+/// for files. For tests and benchmarks.
+#[derive(Debug)]
+pub struct LocalSource {
+    spec: SetSpec,
+    limits: Limits,
+    scanner: Scanner,
+}
+
+impl LocalSource {
+    pub fn new(spec: SetSpec, limits: Limits) -> LocalSource {
+        LocalSource {
+            spec,
+            limits,
+            scanner: Scanner::new(),
+        }
+    }
+
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+}
+
+impl Source for LocalSource {
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
+        if set != self.spec.name {
+            return Err(format!("no set {set:?}"));
+        }
+        let (m, _) = self
+            .scanner
+            .scan(&self.spec, &self.limits)
+            .map_err(|e| e.to_string())?;
+        Ok(encode(&m))
+    }
+
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        if set != self.spec.name {
+            return Err(format!("no set {set:?}"));
+        }
+        let (f, len) = open_served(&self.spec, path).map_err(|e| e.to_string())?;
+        Ok(Box::new(f.take(len)))
+    }
+}
+
+#[cfg(test)]
+#[path = "pull_tests.rs"]
+mod tests;

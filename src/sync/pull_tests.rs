@@ -1,0 +1,462 @@
+use super::*;
+use crate::sync::apply::tests::{file_entry, temps_below};
+use crate::sync::testutil::TempDir;
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+fn spec(name: &str, root: &Path) -> SetSpec {
+    SetSpec {
+        name: name.into(),
+        root: root.into(),
+        include: vec![],
+        exclude: vec![],
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn set_mtime(p: &Path, secs: u64) {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let f = fs::File::options().write(true).open(p).unwrap();
+    f.set_times(fs::FileTimes::new().set_modified(t)).unwrap();
+}
+
+fn mkfifo(p: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+/// The manifest of `root` by a fresh scanner.
+fn manifest_of(root: &Path) -> Manifest {
+    Scanner::new()
+        .scan(&spec("s", root), &Limits::default())
+        .unwrap()
+        .0
+}
+
+/// Pulls `src` into `dst` (set "s") and checks the two then scan the same.
+fn pull(puller: &mut Puller, src: &Path, dst: &Path) -> PassStats {
+    let mut source = LocalSource::new(spec("s", src), Limits::default());
+    let stats = puller
+        .pass(&spec("s", dst), &mut source, &Limits::default())
+        .unwrap();
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert_eq!(manifest_of(src), manifest_of(dst));
+    stats
+}
+
+#[test]
+fn full_pass_mirrors_the_set() {
+    let d = TempDir::new("pass");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    fs::create_dir_all(src.join("empty")).unwrap();
+    fs::create_dir_all(dst.join("old/deeper")).unwrap();
+    fs::create_dir_all(dst.join("a/b")).unwrap();
+    fs::write(src.join("a/b/f"), b"new f").unwrap();
+    fs::write(dst.join("a/b/f"), b"old f, longer").unwrap();
+    fs::write(src.join("top"), b"top").unwrap();
+    fs::write(dst.join("top"), b"top").unwrap();
+    fs::set_permissions(src.join("top"), fs::Permissions::from_mode(0o604)).unwrap();
+    fs::write(dst.join("gone.txt"), b"x").unwrap();
+    fs::write(dst.join("old/deeper/x"), b"x").unwrap();
+    symlink("b/f", src.join("a/l")).unwrap();
+    symlink("../top", src.join("a/up")).unwrap();
+    symlink("elsewhere", dst.join("a/l")).unwrap();
+    set_mtime(&src.join("a/b/f"), 1_000_000_000);
+    fs::set_permissions(src.join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
+    if is_root() {
+        std::os::unix::fs::lchown(src.join("top"), Some(12345), Some(12346)).unwrap();
+        std::os::unix::fs::lchown(src.join("a/l"), Some(12345), Some(12345)).unwrap();
+    }
+
+    let mut puller = Puller::new();
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!((s.files, s.bytes, s.links, s.dirs), (1, 5, 2, 1));
+    assert_eq!(s.deleted, 4, "gone.txt, old/deeper/x, old/deeper, old");
+    // top (same content, other mode), a/b (other mode), maybe a (other mtime).
+    assert!((2..=3).contains(&s.meta), "{s:?}");
+    assert_eq!(fs::read(dst.join("a/b/f")).unwrap(), b"new f");
+    assert_eq!(
+        fs::metadata(dst.join("a/b/f")).unwrap().mtime(),
+        1_000_000_000
+    );
+    assert_eq!(
+        fs::metadata(dst.join("top")).unwrap().mode() & 0o7777,
+        0o604
+    );
+    assert_eq!(
+        fs::metadata(dst.join("a/b")).unwrap().mode() & 0o7777,
+        0o750
+    );
+    assert_eq!(
+        fs::read_link(dst.join("a/up")).unwrap(),
+        Path::new("../top")
+    );
+    assert!(!dst.join("old").exists() && !dst.join("gone.txt").exists());
+    if is_root() {
+        let m = fs::metadata(dst.join("top")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (12345, 12346));
+        let m = fs::symlink_metadata(dst.join("a/l")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (12345, 12345));
+        assert_eq!(s.owners_not_set, 0);
+    }
+
+    // Nothing left to do. The files just written (new inodes, or a new ctime) are hashed
+    // once more by the next scan, then never again while unchanged.
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!(
+        (s.files, s.dirs, s.links, s.deleted, s.meta),
+        (0, 0, 0, 0, 0)
+    );
+    let hashed = puller.scanner().stats().bytes_hashed;
+    pull(&mut puller, &src, &dst);
+    assert_eq!(puller.scanner().stats().bytes_hashed, hashed);
+
+    // Kind changes both ways, a mode change and a deletion.
+    fs::remove_dir_all(src.join("empty")).unwrap();
+    fs::write(src.join("empty"), b"now a file").unwrap();
+    fs::remove_file(src.join("top")).unwrap();
+    fs::create_dir_all(src.join("top/sub")).unwrap();
+    fs::remove_file(src.join("a/up")).unwrap();
+    fs::set_permissions(src.join("a/b/f"), fs::Permissions::from_mode(0o400)).unwrap();
+    let s = pull(&mut puller, &src, &dst);
+    // meta: a/b/f's mode, and a's mtime (a/up went).
+    assert_eq!((s.files, s.dirs, s.meta, s.deleted), (1, 2, 2, 3));
+    assert_eq!(fs::read(dst.join("empty")).unwrap(), b"now a file");
+    assert!(dst.join("top/sub").is_dir());
+}
+
+#[test]
+fn include_and_exclude_on_both_sides() {
+    let d = TempDir::new("globs");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(src.join("conf")).unwrap();
+    fs::create_dir_all(dst.join("cache")).unwrap();
+    fs::write(src.join("conf/a.conf"), b"a").unwrap();
+    fs::write(src.join("conf/b.txt"), b"b").unwrap();
+    fs::write(dst.join("local.txt"), b"mine").unwrap();
+    fs::write(dst.join("cache/c.conf"), b"mine").unwrap();
+    let mut sp = spec("s", &src);
+    sp.include = vec!["**/*.conf".into()];
+    sp.exclude = vec!["cache".into()];
+    let mut source = LocalSource::new(sp.clone(), Limits::default());
+    sp.root = dst.clone();
+    let s = Puller::new()
+        .pass(&sp, &mut source, &Limits::default())
+        .unwrap();
+    assert_eq!(s.files, 1);
+    assert_eq!(fs::read(dst.join("conf/a.conf")).unwrap(), b"a");
+    assert!(!dst.join("conf/b.txt").exists());
+    assert_eq!(
+        fs::read(dst.join("local.txt")).unwrap(),
+        b"mine",
+        "not selected: kept"
+    );
+    assert_eq!(
+        fs::read(dst.join("cache/c.conf")).unwrap(),
+        b"mine",
+        "excluded: kept"
+    );
+}
+
+/// Serves a fixed manifest and file bodies.
+struct Fixed {
+    manifest: Vec<u8>,
+    files: HashMap<String, Vec<u8>>,
+}
+
+impl Source for Fixed {
+    fn manifest(&mut self, _: &str) -> Result<Vec<u8>, String> {
+        Ok(self.manifest.clone())
+    }
+
+    fn file(&mut self, _: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        let body = self.files.get(path).ok_or("no such file")?;
+        Ok(Box::new(&body[..]))
+    }
+}
+
+fn fixed(entries: Vec<Entry>) -> Fixed {
+    let files = entries
+        .iter()
+        .map(|e| (e.path.clone(), b"pwned".to_vec()))
+        .collect();
+    Fixed {
+        manifest: encode(&Manifest {
+            set: "s".into(),
+            entries,
+        }),
+        files,
+    }
+}
+
+fn link(path: &str, target: &str) -> Entry {
+    Entry {
+        kind: Kind::Symlink {
+            target: target.into(),
+        },
+        hash: None,
+        size: 0,
+        ..file_entry(path, b"")
+    }
+}
+
+fn dir(path: &str) -> Entry {
+    Entry {
+        kind: Kind::Dir,
+        hash: None,
+        size: 0,
+        mode: 0o755,
+        ..file_entry(path, b"")
+    }
+}
+
+#[test]
+fn hostile_manifests_write_nothing_outside() {
+    let d = TempDir::new("hostile");
+    let root = d.path().join("root");
+    let outside = d.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("victim"), b"victim").unwrap();
+    let victim = outside.join("victim").to_string_lossy().into_owned();
+    let f = |p: &str| file_entry(p, b"pwned");
+
+    let refused = [
+        vec![f(&victim)],
+        vec![f("../outside/victim")],
+        vec![dir("a"), f("a/../../outside/victim")],
+        vec![link("l", "../outside"), f("l/victim")],
+        vec![link("l", "../outside/victim")],
+        vec![dir("a"), link("a/l", "../../outside")],
+        vec![link("l", &victim)],
+        vec![link("l", "a/../../outside")],
+        vec![f("x"), f("x")],
+        vec![f("x"), f("x/victim")],
+        vec![Entry {
+            hash: Some("0".repeat(63)),
+            ..f("x")
+        }],
+        vec![Entry {
+            hash: None,
+            ..f("x")
+        }],
+        vec![f("a\\..\\..\\outside\\victim")],
+        vec![f("outside/victim")],
+    ];
+    for entries in refused {
+        let mut src = fixed(entries.clone());
+        let err = Puller::new()
+            .pass(&spec("s", &root), &mut src, &Limits::default())
+            .unwrap_err();
+        assert!(matches!(err, SyncError::Manifest(_)), "{entries:?}: {err}");
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "{entries:?}");
+    }
+    let err = Puller::new()
+        .pass(
+            &spec("other", &root),
+            &mut fixed(vec![f("x")]),
+            &Limits::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, SyncError::WrongSet { .. }), "{err}");
+
+    // A symlink already in the local root, leading outside: the scan skips (and reports) it,
+    // and as the remote says it is a directory, it is replaced by one (writing through it is
+    // refused anyway: see apply's tests).
+    symlink(&outside, root.join("evil")).unwrap();
+    let mut src = fixed(vec![dir("evil"), f("evil/victim")]);
+    let s = Puller::new()
+        .pass(&spec("s", &root), &mut src, &Limits::default())
+        .unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.skipped.len(), 1);
+    assert_eq!(s.skipped[0].path, "evil");
+    assert!(fs::symlink_metadata(root.join("evil")).unwrap().is_dir());
+    assert_eq!(fs::read(root.join("evil/victim")).unwrap(), b"pwned");
+
+    assert_eq!(fs::read(outside.join("victim")).unwrap(), b"victim");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+}
+
+#[test]
+fn special_files_are_skipped_and_reported() {
+    let d = TempDir::new("special");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    mkfifo(&src.join("pipe"));
+    mkfifo(&dst.join("localpipe"));
+    fs::write(src.join("f"), b"f").unwrap();
+    let (_, skipped) = Scanner::new()
+        .scan(&spec("s", &src), &Limits::default())
+        .unwrap();
+    assert_eq!(
+        skipped,
+        [Skipped {
+            path: "pipe".into(),
+            reason: "fifo".into()
+        }]
+    );
+    let mut source = LocalSource::new(spec("s", &src), Limits::default());
+    let s = Puller::new()
+        .pass(&spec("s", &dst), &mut source, &Limits::default())
+        .unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(
+        s.skipped,
+        [Skipped {
+            path: "localpipe".into(),
+            reason: "fifo".into()
+        }]
+    );
+    assert!(!dst.join("pipe").exists());
+    assert!(
+        fs::symlink_metadata(dst.join("localpipe")).is_ok(),
+        "left alone"
+    );
+    assert_eq!(fs::read(dst.join("f")).unwrap(), b"f");
+}
+
+/// Serves `inner`, but `bad` with its bytes flipped.
+struct Corrupting {
+    inner: LocalSource,
+    bad: &'static str,
+}
+
+impl Source for Corrupting {
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
+        self.inner.manifest(set)
+    }
+
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        let mut body = Vec::new();
+        self.inner
+            .file(set, path)?
+            .read_to_end(&mut body)
+            .map_err(|e| e.to_string())?;
+        if path == self.bad {
+            body.iter_mut().for_each(|b| *b = !*b);
+        }
+        Ok(Box::new(io::Cursor::new(body)))
+    }
+}
+
+#[test]
+fn hash_mismatch_keeps_the_old_file() {
+    let d = TempDir::new("mismatch");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(src.join("f"), b"new").unwrap();
+    fs::write(src.join("g"), b"new g").unwrap();
+    fs::write(dst.join("f"), b"old").unwrap();
+    let mut source = Corrupting {
+        inner: LocalSource::new(spec("s", &src), Limits::default()),
+        bad: "f",
+    };
+    let mut puller = Puller::new();
+    let s = puller
+        .pass(&spec("s", &dst), &mut source, &Limits::default())
+        .unwrap();
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    assert!(s.errors[0].contains("SHA-256"), "{:?}", s.errors);
+    assert_eq!(s.files, 1);
+    assert_eq!(fs::read(dst.join("f")).unwrap(), b"old");
+    assert_eq!(fs::read(dst.join("g")).unwrap(), b"new g");
+    assert!(temps_below(&dst).is_empty());
+    // The next pass, with an honest source, settles it.
+    pull(&mut puller, &src, &dst);
+}
+
+/// Yields zeros, 4 KiB every 2 ms, forever.
+struct Slow;
+
+impl Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(2));
+        let n = buf.len().min(4096);
+        buf[..n].fill(0);
+        Ok(n)
+    }
+}
+
+/// Environment variable selecting the helper mode of [`kill_helper`]: the root to write into.
+const HELPER_ENV: &str = "HAMON_SYNC_KILL_HELPER_ROOT";
+
+/// Not a test on its own: in a child process (see [`kill_9_mid_write`]), writes `f` below the
+/// root named by [`HELPER_ENV`] slowly, until killed.
+#[test]
+fn kill_helper() {
+    let Some(root) = std::env::var_os(HELPER_ENV) else {
+        return;
+    };
+    let e = Entry {
+        size: 1 << 30,
+        ..file_entry("f", b"")
+    };
+    let _ = write_file(Path::new(&root), &e, &mut Slow);
+    unreachable!("the parent kills this process before the write ends");
+}
+
+#[test]
+fn kill_9_mid_write() {
+    let d = TempDir::new("kill");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(src.join("f"), b"old content").unwrap();
+    fs::write(dst.join("f"), b"old content").unwrap();
+
+    let name = format!(
+        "{}::kill_helper",
+        module_path!().split_once("::").unwrap().1
+    );
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .env(HELPER_ENV, &dst)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let temp = loop {
+        let found = temps_below(&dst)
+            .into_iter()
+            .find(|t| fs::metadata(dst.join(t)).is_ok_and(|m| m.len() >= 256 << 10));
+        if let Some(t) = found {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper never wrote"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the helper exited");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert_eq!(fs::read(dst.join("f")).unwrap(), b"old content");
+    assert!(dst.join(&temp).exists());
+    // Ignored by the scan, left alone while young ...
+    let mut puller = Puller::new();
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!((s.files, s.temps_removed), (0, 0));
+    assert!(dst.join(&temp).exists());
+    // ... and removed once stale.
+    puller.stale_temp_age = Duration::ZERO;
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!(s.temps_removed, 1);
+    assert!(temps_below(&dst).is_empty());
+    assert_eq!(fs::read(dst.join("f")).unwrap(), b"old content");
+}

@@ -1,0 +1,496 @@
+//! Scanning a set into a [`Manifest`], hashing only what changed since the last scan.
+//!
+//! The walk never follows a symlink (`lstat`). Device files, fifos, sockets, symlinks leading
+//! outside the set, non-UTF-8 names and files over the size limit are skipped and reported;
+//! temp files of ours are neither listed nor reported, only remembered for the puller to clean.
+//! An I/O error other than an entry vanishing fails the scan: a partial manifest would make the
+//! standby delete what could not be read.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use super::apply::{hex, BUF_SIZE};
+use super::manifest::{Entry, Kind, Manifest};
+use super::{check_rel, check_target, is_temp_name, Limits, Selector, SetSpec, Skipped, SyncError};
+
+/// Deepest directory nesting walked.
+const MAX_DEPTH: usize = 256;
+
+/// Counters over a [`Scanner`]'s life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Files read to hash them.
+    pub files_hashed: u64,
+    /// Bytes read to hash files.
+    pub bytes_hashed: u64,
+    /// Files whose hash came from the cache.
+    pub cache_hits: u64,
+}
+
+/// What identifies an unchanged file: same inode, size, mtime and ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(m: &Metadata) -> FileKey {
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// One of our temp files found by the last scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TempFile {
+    pub rel: String,
+    pub mtime: SystemTime,
+}
+
+/// Scans sets, keeping the hash of every file seen keyed by path, device, inode, size, mtime
+/// and ctime, so a re-scan reads only files that changed.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    cache: HashMap<PathBuf, (FileKey, String)>,
+    stats: ScanStats,
+    temps: Vec<TempFile>,
+}
+
+/// The state of one scan.
+struct Walk<'a> {
+    sel: &'a Selector,
+    limits: &'a Limits,
+    set: &'a str,
+    entries: Vec<Entry>,
+    files: usize,
+    skipped: Vec<Skipped>,
+    seen: HashSet<PathBuf>,
+}
+
+impl Scanner {
+    pub fn new() -> Scanner {
+        Scanner::default()
+    }
+
+    /// Counters since this scanner was made.
+    pub fn stats(&self) -> ScanStats {
+        self.stats
+    }
+
+    /// Temp files of ours the last scan came across.
+    pub(crate) fn temps(&self) -> &[TempFile] {
+        &self.temps
+    }
+
+    /// The manifest of `spec` as it is on this machine, sorted by path, and what was skipped.
+    pub fn scan(
+        &mut self,
+        spec: &SetSpec,
+        limits: &Limits,
+    ) -> Result<(Manifest, Vec<Skipped>), SyncError> {
+        let sel = Selector::new(spec)?;
+        match fs::metadata(&spec.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(root_missing(spec)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(root_missing(spec)),
+            Err(e) => return Err(SyncError::io("stat", spec.root.clone(), e)),
+        }
+        self.temps.clear();
+        let mut w = Walk {
+            sel: &sel,
+            limits,
+            set: &spec.name,
+            entries: Vec::new(),
+            files: 0,
+            skipped: Vec::new(),
+            seen: HashSet::new(),
+        };
+        self.walk(&mut w, &spec.root, "", 0)?;
+        let Walk {
+            mut entries,
+            skipped,
+            seen,
+            ..
+        } = w;
+        self.cache
+            .retain(|p, _| !p.starts_with(&spec.root) || seen.contains(p));
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        let (entries, _) = sel.filter(entries);
+        if entries.len() > limits.max_entries {
+            return Err(too_many(spec.name.as_str(), limits));
+        }
+        let manifest = Manifest {
+            set: spec.name.clone(),
+            entries,
+        };
+        Ok((manifest, skipped))
+    }
+
+    fn walk(
+        &mut self,
+        w: &mut Walk<'_>,
+        dir: &Path,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<(), SyncError> {
+        let mut names = Vec::new();
+        let list = match fs::read_dir(dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && depth > 0 => return Ok(()),
+            Err(e) => return Err(SyncError::io("read directory", dir.into(), e)),
+        };
+        for entry in list {
+            let entry = entry.map_err(|e| SyncError::io("read directory", dir.into(), e))?;
+            names.push(entry.file_name());
+        }
+        names.sort_unstable();
+        for os_name in names {
+            let abs = dir.join(&os_name);
+            let Some(name) = os_name.to_str() else {
+                let path = format!("{prefix}{}", os_name.to_string_lossy());
+                w.skipped.push(skipped(path, "name is not UTF-8"));
+                continue;
+            };
+            let rel = format!("{prefix}{name}");
+            let meta = match fs::symlink_metadata(&abs) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SyncError::io("stat", abs, e)),
+            };
+            if is_temp_name(name) {
+                if meta.is_file() {
+                    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    self.temps.push(TempFile { rel, mtime });
+                }
+                continue;
+            }
+            if let Err(reason) = check_rel(&rel) {
+                w.skipped.push(skipped(rel, reason));
+                continue;
+            }
+            if w.sel.excluded(&rel) {
+                continue;
+            }
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if depth >= MAX_DEPTH {
+                    w.skipped.push(skipped(rel, "directories nested too deep"));
+                    continue;
+                }
+                self.walk(w, &abs, &format!("{rel}/"), depth + 1)?;
+                w.entries.push(entry_of(rel, Kind::Dir, &meta, None));
+                continue;
+            }
+            if !w.sel.selects(&rel) {
+                continue;
+            }
+            if ft.is_symlink() {
+                let target = match fs::read_link(&abs) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(SyncError::io("read symlink", abs, e)),
+                };
+                let Some(target) = target.to_str() else {
+                    w.skipped.push(skipped(rel, "symlink target is not UTF-8"));
+                    continue;
+                };
+                if let Err(reason) = check_target(&rel, target) {
+                    w.skipped
+                        .push(skipped(rel, format!("symlink target {target:?} {reason}")));
+                    continue;
+                }
+                let kind = Kind::Symlink {
+                    target: target.to_string(),
+                };
+                w.entries.push(entry_of(rel, kind, &meta, None));
+            } else if ft.is_file() {
+                if meta.len() > w.limits.max_file_bytes {
+                    let why = format!("larger than {} bytes", w.limits.max_file_bytes);
+                    w.skipped.push(skipped(rel, why));
+                    continue;
+                }
+                let Some((meta, hash)) = self.hash(&abs)? else {
+                    continue;
+                };
+                w.seen.insert(abs);
+                w.entries.push(entry_of(rel, Kind::File, &meta, Some(hash)));
+            } else {
+                w.skipped.push(skipped(rel, special_kind(&meta)));
+                continue;
+            }
+            w.files += 1;
+            if w.files > w.limits.max_entries {
+                return Err(too_many(w.set, w.limits));
+            }
+        }
+        Ok(())
+    }
+
+    /// The metadata and SHA-256 of the regular file at `abs` (from the cache when unchanged);
+    /// `None` if it vanished or is no longer a regular file.
+    fn hash(&mut self, abs: &Path) -> Result<Option<(Metadata, String)>, SyncError> {
+        let err = |op| move |e| SyncError::io(op, abs.into(), e);
+        let mut f = match File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(abs)
+        {
+            Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(err("open")(e)),
+        };
+        let before = f.metadata().map_err(err("stat"))?;
+        if !before.is_file() {
+            return Ok(None);
+        }
+        let key = FileKey::of(&before);
+        if let Some((k, h)) = self.cache.get(abs) {
+            if *k == key {
+                self.stats.cache_hits += 1;
+                return Ok(Some((before, h.clone())));
+            }
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; BUF_SIZE];
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(err("read")(e)),
+            };
+            hasher.update(buf.get(..n).unwrap_or_default());
+            self.stats.bytes_hashed += n as u64;
+        }
+        self.stats.files_hashed += 1;
+        let hash = hex(&hasher.finalize());
+        let after = f.metadata().map_err(err("stat"))?;
+        if FileKey::of(&after) == key {
+            self.cache.insert(abs.to_path_buf(), (key, hash.clone()));
+        } else {
+            // Changed while read: the hash may match neither version. Not cached; the standby
+            // will see a mismatch when it fetches, and the next pass settles it.
+            self.cache.remove(abs);
+        }
+        Ok(Some((before, hash)))
+    }
+}
+
+fn root_missing(spec: &SetSpec) -> SyncError {
+    SyncError::RootMissing {
+        set: spec.name.clone(),
+        root: spec.root.clone(),
+    }
+}
+
+fn too_many(set: &str, limits: &Limits) -> SyncError {
+    SyncError::TooManyEntries {
+        set: set.to_string(),
+        max: limits.max_entries,
+    }
+}
+
+fn skipped(path: String, reason: impl Into<String>) -> Skipped {
+    Skipped {
+        path,
+        reason: reason.into(),
+    }
+}
+
+fn special_kind(m: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = m.file_type();
+    if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else {
+        "unknown file type"
+    }
+}
+
+fn entry_of(path: String, kind: Kind, m: &Metadata, hash: Option<String>) -> Entry {
+    let size = if kind == Kind::File { m.size() } else { 0 };
+    Entry {
+        path,
+        kind,
+        size,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_s: m.mtime(),
+        mtime_ns: u32::try_from(m.mtime_nsec()).unwrap_or(0).min(999_999_999),
+        hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::testutil::TempDir;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn spec(root: &Path) -> SetSpec {
+        SetSpec {
+            name: "t".into(),
+            root: root.into(),
+            include: vec![],
+            exclude: vec![],
+        }
+    }
+
+    fn mkfifo(p: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    #[test]
+    fn scans_files_dirs_and_symlinks() {
+        let d = TempDir::new("scan");
+        let r = d.path();
+        fs::create_dir_all(r.join("a/b")).unwrap();
+        fs::write(r.join("a/b/f"), b"hello").unwrap();
+        fs::write(r.join("top"), b"").unwrap();
+        fs::set_permissions(r.join("top"), fs::Permissions::from_mode(0o4751)).unwrap();
+        symlink("b/f", r.join("a/in")).unwrap();
+        symlink("../../x", r.join("a/out")).unwrap();
+        symlink("/etc/passwd", r.join("abs")).unwrap();
+        mkfifo(&r.join("fifo"));
+        fs::write(r.join(".top.hamon-tmp.1.2"), b"partial").unwrap();
+
+        let mut s = Scanner::new();
+        let (m, skipped) = s.scan(&spec(r), &Limits::default()).unwrap();
+        let paths: Vec<_> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a/b", "a/b/f", "a/in", "top"]);
+        let f = &m.entries[2];
+        assert_eq!(f.size, 5);
+        assert_eq!(
+            f.hash.as_deref(),
+            Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        );
+        assert_eq!(
+            m.entries[3].kind,
+            Kind::Symlink {
+                target: "b/f".into()
+            }
+        );
+        assert_eq!(m.entries[4].mode, 0o4751);
+        let mut reasons: Vec<_> = skipped
+            .iter()
+            .map(|s| (s.path.as_str(), s.reason.as_str()))
+            .collect();
+        reasons.sort();
+        assert_eq!(reasons[0].0, "a/out");
+        assert!(reasons[0].1.contains("outside"), "{reasons:?}");
+        assert_eq!(reasons[1].0, "abs");
+        assert_eq!(reasons[2], ("fifo", "fifo"));
+        assert_eq!(reasons.len(), 3);
+        assert_eq!(s.temps().len(), 1);
+        assert_eq!(s.temps()[0].rel, ".top.hamon-tmp.1.2");
+        // The manifest it makes passes the decoder.
+        let again = crate::sync::decode(&crate::sync::encode(&m), &Limits::default()).unwrap();
+        assert_eq!(again, m);
+    }
+
+    #[test]
+    fn rescan_reads_only_changed_files() {
+        let d = TempDir::new("rescan");
+        let r = d.path();
+        fs::write(r.join("big"), vec![7u8; 300_000]).unwrap();
+        fs::write(r.join("small"), b"abc").unwrap();
+        let mut s = Scanner::new();
+        let (m1, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        assert_eq!(s.stats().bytes_hashed, 300_003);
+        assert_eq!(s.stats().files_hashed, 2);
+
+        let (m2, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        assert_eq!(m1, m2);
+        assert_eq!(s.stats().bytes_hashed, 300_003, "nothing re-read");
+        assert_eq!(s.stats().cache_hits, 2);
+
+        fs::write(r.join("small"), b"abcd").unwrap();
+        let (m3, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        assert_eq!(
+            s.stats().bytes_hashed,
+            300_007,
+            "only the changed file re-read"
+        );
+        assert_ne!(m3.entries[1].hash, m1.entries[1].hash);
+
+        fs::remove_file(r.join("small")).unwrap();
+        s.scan(&spec(r), &Limits::default()).unwrap();
+        assert_eq!(s.cache.len(), 1, "gone files leave the cache");
+    }
+
+    #[test]
+    fn globs_and_limits() {
+        let d = TempDir::new("globs");
+        let r = d.path();
+        fs::create_dir_all(r.join("conf/sub")).unwrap();
+        fs::create_dir_all(r.join("cache")).unwrap();
+        fs::create_dir_all(r.join("empty")).unwrap();
+        fs::write(r.join("conf/a.conf"), b"1").unwrap();
+        fs::write(r.join("conf/sub/b.conf"), b"2").unwrap();
+        fs::write(r.join("conf/sub/c.txt"), b"3").unwrap();
+        fs::write(r.join("cache/d.conf"), b"4").unwrap();
+        fs::write(r.join("huge.conf"), vec![0u8; 100]).unwrap();
+        let mut sp = spec(r);
+        sp.include = vec!["**/*.conf".into()];
+        sp.exclude = vec!["cache".into()];
+        let limits = Limits {
+            max_file_bytes: 99,
+            ..Limits::default()
+        };
+        let (m, skipped) = Scanner::new().scan(&sp, &limits).unwrap();
+        let paths: Vec<_> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["conf", "conf/a.conf", "conf/sub", "conf/sub/b.conf"]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].path, "huge.conf");
+
+        let few = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        let err = Scanner::new().scan(&sp, &few).unwrap_err();
+        assert!(
+            matches!(err, SyncError::TooManyEntries { max: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_root_is_an_error() {
+        let d = TempDir::new("noroot");
+        let err = Scanner::new()
+            .scan(&spec(&d.path().join("nope")), &Limits::default())
+            .unwrap_err();
+        assert!(matches!(err, SyncError::RootMissing { .. }));
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,866 @@
+//! The shell's side of file sync: what the peer API serves (manifests, file
+//! contents, hints, full-copy jobs), the puller thread that keeps the standby
+//! up to date, and the full copies the core asks for.
+//!
+//! Data always flows from the server that holds the data (the active one, or
+//! the source of a full copy) to the other: the standby *pulls*. The timed pass
+//! per class is the safety net; a hint from the active (after an inotify event)
+//! only makes it come sooner.
+
+use super::http::PeerSource;
+use super::{Limits, PassStats, Puller, Scanner, SetSpec};
+use crate::config::{Replication, SyncClass, SyncSet};
+use crate::ha::{Duty, HaState, PeerTarget, StatusView};
+use crate::peer::auth::Keys;
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// States whose server holds the data the standby copies.
+pub fn is_data_source(s: HaState) -> bool {
+    use HaState::*;
+    matches!(
+        s,
+        PrimaryActive
+            | PrimaryLostSecondary
+            | SecondaryActive
+            | SecondaryFailover
+            | SecondaryFailback
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Progress of one class, as shown by `hamon status` and the JSON status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassProgress {
+    /// Sets in this class.
+    pub sets: usize,
+    /// Files and bytes written by the last pass.
+    pub files: u64,
+    pub bytes: u64,
+    pub deleted: u64,
+    /// Totals since the agent started.
+    pub total_files: u64,
+    pub total_bytes: u64,
+    /// When the last pass that completed without errors started (Unix seconds).
+    pub last_ok: Option<u64>,
+    /// Seconds between the start of that pass and now: how stale the replica can be.
+    pub lag_secs: Option<u64>,
+    /// The last pass's errors (files that could not be copied), most recent first.
+    pub errors: Vec<String>,
+    /// Refused entries (special files, links out of the set) seen by the last pass.
+    pub skipped: Vec<String>,
+}
+
+/// What this server's file sync is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// `pulling` (standby, peer active), `serving` (active), `idle`.
+    pub direction: String,
+    pub frequent: ClassProgress,
+    pub batch: ClassProgress,
+    /// The full copy under way or last done: `initial: running`, `failback: done`...
+    pub copy: Option<String>,
+}
+
+impl Progress {
+    /// What `hamon status` prints: one line per class with sets, then the copy.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, c) in [("frequent", &self.frequent), ("batch", &self.batch)] {
+            if c.sets == 0 {
+                continue;
+            }
+            let lag = match c.lag_secs {
+                Some(s) => format!("{s} s"),
+                None => "not yet synced".into(),
+            };
+            let mut line = format!(
+                "File sync ({}) {name}: {} set(s), last pass {} file(s) / {} byte(s), \
+                 {} deleted, lag {lag}",
+                self.direction, c.sets, c.files, c.bytes, c.deleted
+            );
+            if !c.errors.is_empty() {
+                line.push_str(&format!(", {} error(s): {}", c.errors.len(), c.errors[0]));
+            }
+            out.push(line);
+        }
+        if let Some(copy) = &self.copy {
+            out.push(format!("Full copy {copy}"));
+        }
+        out
+    }
+
+    fn class_mut(&mut self, c: SyncClass) -> &mut ClassProgress {
+        match c {
+            SyncClass::Frequent => &mut self.frequent,
+            SyncClass::Batch => &mut self.batch,
+        }
+    }
+
+    /// Refresh the lag figures against the clock.
+    fn aged(mut self, now: u64) -> Progress {
+        for c in [&mut self.frequent, &mut self.batch] {
+            c.lag_secs = c.last_ok.map(|t| now.saturating_sub(t));
+        }
+        self
+    }
+}
+
+/// One full-copy job run for the peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum JobState {
+    Running,
+    Done,
+    Failed { error: String },
+}
+
+/// The full copy a peer asks this server to make (pulling from the caller).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Registration: the secondary copies everything from the primary.
+    Initial,
+    /// Failback, first pass: the primary copies the files while the secondary
+    /// still serves.
+    Failback,
+    /// Failback, last pass: writes have stopped on the secondary at `lsn`; copy
+    /// what changed since and wait for the database to reach `lsn`.
+    FailbackFinal { lsn: Option<String> },
+}
+
+/// The database steps of the full copies, implemented by the agent's driver.
+pub trait CopyDatabase: Send + Sync {
+    /// Rebuild the local database as a copy of the peer's (registration, data gap).
+    fn full_copy(&self, from: &PeerTarget) -> Result<(), String>;
+    /// Wait until the local database has everything up to `lsn` from `from`.
+    fn catch_up(&self, from: &PeerTarget, lsn: Option<&str>) -> Result<(), String>;
+}
+
+#[derive(Debug)]
+struct Job {
+    state: JobState,
+}
+
+/// File sync for one server: shared by the web workers (serving), the puller
+/// thread and the copy threads.
+pub struct SyncService {
+    cfg: Replication,
+    /// This server's Health Monitor, for the peer to pull from.
+    me: PeerTarget,
+    specs: Vec<(SyncSet, SetSpec)>,
+    limits: Limits,
+    /// Serving-side scanners, one per set, so unchanged files are not re-hashed.
+    served: Vec<Mutex<Scanner>>,
+    /// Pulling-side state, one per set.
+    pullers: Vec<Mutex<Puller>>,
+    progress: RwLock<Progress>,
+    jobs: Mutex<(u64, HashMap<u64, Job>)>,
+    wake: Sender<Wake>,
+    wake_rx: Receiver<Wake>,
+    keys: Arc<RwLock<Option<Keys>>>,
+    tls: bool,
+    db: RwLock<Option<Arc<dyn CopyDatabase>>>,
+    log: LogFn,
+}
+
+impl std::fmt::Debug for SyncService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncService")
+            .field("sets", &self.specs.len())
+            .finish()
+    }
+}
+
+/// Where the service reports: `(is_error, text)`.
+pub type LogFn = Box<dyn Fn(bool, &str) + Send + Sync>;
+
+/// Why the puller thread wakes before its timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Hint(SyncClass),
+    Stop,
+}
+
+/// An answer for the peer API: status and body, or an error message.
+pub type Answer = Result<Vec<u8>, (u16, String)>;
+
+#[derive(Deserialize)]
+struct SetRequest {
+    set: String,
+}
+
+#[derive(Deserialize)]
+struct FileRequest {
+    set: String,
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct HintRequest {
+    class: SyncClass,
+}
+
+#[derive(Deserialize)]
+struct JobRequest {
+    job: u64,
+}
+
+/// `sync/pull`: a full copy of `kind`, from the caller at `from`.
+#[derive(Serialize, Deserialize)]
+struct PullRequest {
+    kind: JobKind,
+    from: PeerTarget,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JobStarted {
+    job: u64,
+}
+
+impl SyncService {
+    /// `log(error, text)` reports what the service does (errors when `error`).
+    pub fn new(
+        cfg: Replication,
+        me: PeerTarget,
+        keys: Arc<RwLock<Option<Keys>>>,
+        tls: bool,
+        log: LogFn,
+    ) -> Result<Arc<SyncService>, String> {
+        let limits = Limits {
+            max_entries: cfg.max_manifest_entries,
+            max_manifest_bytes: cfg.max_manifest_bytes,
+            max_file_bytes: cfg.max_file_bytes,
+        };
+        let specs: Vec<(SyncSet, SetSpec)> = cfg
+            .sets
+            .iter()
+            .map(|s| {
+                let spec = SetSpec {
+                    name: s.name.clone(),
+                    root: s.path.clone(),
+                    include: s.include.clone(),
+                    exclude: s.exclude.clone(),
+                };
+                (s.clone(), spec)
+            })
+            .collect();
+        let mut progress = Progress {
+            direction: "idle".into(),
+            ..Progress::default()
+        };
+        for (s, _) in &specs {
+            progress.class_mut(s.class).sets += 1;
+        }
+        let (wake, wake_rx) = unbounded();
+        Ok(Arc::new(SyncService {
+            served: specs.iter().map(|_| Mutex::new(Scanner::new())).collect(),
+            pullers: specs.iter().map(|_| Mutex::new(Puller::new())).collect(),
+            specs,
+            limits,
+            cfg,
+            me,
+            progress: RwLock::new(progress),
+            jobs: Mutex::new((0, HashMap::new())),
+            wake,
+            wake_rx,
+            keys,
+            tls,
+            db: RwLock::new(None),
+            log,
+        }))
+    }
+
+    /// The database steps of full copies (set once the driver is up).
+    pub fn set_database(&self, db: Arc<dyn CopyDatabase>) {
+        if let Ok(mut d) = self.db.write() {
+            *d = Some(db);
+        }
+    }
+
+    pub fn has_sets(&self) -> bool {
+        !self.specs.is_empty()
+    }
+
+    /// What file sync is doing, as of the core's latest `view`.
+    pub fn progress(&self, view: Option<&StatusView>) -> Progress {
+        let mut p = self.progress.read().map(|p| p.clone()).unwrap_or_default();
+        p.direction = match view {
+            Some(v) if pull_source(v).is_some() => "pulling",
+            Some(v) if v.duty == Duty::Active => "serving",
+            _ => "idle",
+        }
+        .to_string();
+        p.aged(unix_now())
+    }
+
+    fn set_of(&self, name: &str) -> Option<usize> {
+        self.specs.iter().position(|(s, _)| s.name == name)
+    }
+
+    fn keys(&self) -> Result<Keys, String> {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|k| k.clone())
+            .ok_or_else(|| "no authentication key is set on this server".to_string())
+    }
+
+    // ----- serving (called by the web workers after the signature checked) --
+
+    /// `sync/manifest`: the named set as this server has it now.
+    pub fn serve_manifest(&self, body: &[u8]) -> Answer {
+        let req: SetRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        let i = self
+            .set_of(&req.set)
+            .ok_or((404, format!("no sync set named {:?} here", req.set)))?;
+        let spec = &self.specs[i].1;
+        let mut scanner = self.served[i]
+            .lock()
+            .map_err(|_| (500, "scanner unavailable".to_string()))?;
+        let (manifest, skipped) = scanner
+            .scan(spec, &self.limits)
+            .map_err(|e| (500, format!("set {}: {e}", spec.name)))?;
+        for s in skipped {
+            (self.log)(
+                true,
+                &format!(
+                    "sync set {}: not synced: {}: {}",
+                    spec.name, s.path, s.reason
+                ),
+            );
+        }
+        Ok(super::manifest::encode(&manifest))
+    }
+
+    /// `sync/file`: open one file of a set for streaming.
+    pub fn serve_file(&self, body: &[u8]) -> Result<(std::fs::File, u64), (u16, String)> {
+        let req: FileRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        let i = self
+            .set_of(&req.set)
+            .ok_or((404, format!("no sync set named {:?} here", req.set)))?;
+        super::open_served(&self.specs[i].1, &req.path).map_err(|e| {
+            (self.log)(
+                true,
+                &format!("sync set {}: refused to serve {:?}: {e}", req.set, req.path),
+            );
+            (403, e.to_string())
+        })
+    }
+
+    /// `sync/hint`: the active saw a change in a class; pull it soon.
+    pub fn hint(&self, body: &[u8]) -> Answer {
+        let req: HintRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        let _ = self.wake.send(Wake::Hint(req.class));
+        Ok(b"{}".to_vec())
+    }
+
+    /// `sync/pull`: start a full copy from the caller, answer its job id.
+    pub fn start_job(self: &Arc<Self>, body: &[u8]) -> Answer {
+        let PullRequest { kind, from } =
+            serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        let id = {
+            let mut jobs = self
+                .jobs
+                .lock()
+                .map_err(|_| (500, "jobs unavailable".to_string()))?;
+            if jobs.1.values().any(|j| j.state == JobState::Running) {
+                return Err((409, "a full copy is already running here".into()));
+            }
+            jobs.0 += 1;
+            let id = jobs.0;
+            jobs.1.retain(|_, j| j.state == JobState::Running);
+            jobs.1.insert(
+                id,
+                Job {
+                    state: JobState::Running,
+                },
+            );
+            id
+        };
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sync-job".into())
+            .spawn(move || {
+                let result = me.run_job(&kind, &from);
+                if let Ok(mut jobs) = me.jobs.lock() {
+                    if let Some(j) = jobs.1.get_mut(&id) {
+                        j.state = match result {
+                            Ok(()) => JobState::Done,
+                            Err(error) => JobState::Failed { error },
+                        };
+                    }
+                }
+            });
+        if spawned.is_err() {
+            return Err((500, "could not start the copy thread".into()));
+        }
+        serde_json::to_vec(&JobStarted { job: id }).map_err(|e| (500, e.to_string()))
+    }
+
+    /// `sync/job`: how a job started by `sync/pull` is doing.
+    pub fn job_state(&self, body: &[u8]) -> Answer {
+        let req: JobRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| (500, "jobs unavailable".to_string()))?;
+        let job = jobs
+            .1
+            .get(&req.job)
+            .ok_or((404, format!("no copy job {}", req.job)))?;
+        serde_json::to_vec(&job.state).map_err(|e| (500, e.to_string()))
+    }
+
+    fn run_job(&self, kind: &JobKind, from: &PeerTarget) -> Result<(), String> {
+        let name = match kind {
+            JobKind::Initial => "initial",
+            JobKind::Failback => "failback",
+            JobKind::FailbackFinal { .. } => "failback (final)",
+        };
+        self.note_copy(format!("{name}: running"));
+        let result = self.copy_from(from, kind);
+        self.note_copy(match &result {
+            Ok(()) => format!("{name}: done"),
+            Err(e) => format!("{name}: failed: {e}"),
+        });
+        result
+    }
+
+    fn note_copy(&self, what: String) {
+        (self.log)(what.contains("failed"), &format!("full copy {what}"));
+        if let Ok(mut p) = self.progress.write() {
+            p.copy = Some(what);
+        }
+    }
+
+    /// Every set from `from`, then the database step the kind needs.
+    fn copy_from(&self, from: &PeerTarget, kind: &JobKind) -> Result<(), String> {
+        let stats = self.pull_sets(from, |_| true)?;
+        if let Some(e) = stats.iter().flat_map(|(_, s)| s.errors.first()).next() {
+            return Err(format!("file copy incomplete: {e}"));
+        }
+        let db = self.db.read().ok().and_then(|d| d.clone());
+        match (kind, db) {
+            (_, None) => Ok(()),
+            (JobKind::Initial, Some(db)) => db.full_copy(from),
+            (JobKind::Failback, Some(_)) => Ok(()),
+            (JobKind::FailbackFinal { lsn }, Some(db)) => db.catch_up(from, lsn.as_deref()),
+        }
+    }
+
+    /// The data-gap copy, run locally: everything from the peer, database in full.
+    pub fn data_gap_copy(&self, from: &PeerTarget) -> Result<(), String> {
+        self.note_copy("data-gap: running".into());
+        let result = (|| {
+            let stats = self.pull_sets(from, |_| true)?;
+            if let Some(e) = stats.iter().flat_map(|(_, s)| s.errors.first()).next() {
+                return Err(format!("file copy incomplete: {e}"));
+            }
+            match self.db.read().ok().and_then(|d| d.clone()) {
+                Some(db) => db.full_copy(from),
+                None => Ok(()),
+            }
+        })();
+        self.note_copy(match &result {
+            Ok(()) => "data-gap: done".into(),
+            Err(e) => format!("data-gap: failed: {e}"),
+        });
+        result
+    }
+
+    /// Ask the peer to run a full copy from us and wait for it to finish.
+    pub fn remote_copy(&self, peer: &PeerTarget, kind: &JobKind) -> Result<(), String> {
+        let keys = self.keys()?;
+        let mut src = PeerSource::new(peer.clone(), keys, self.tls, self.limits);
+        let request = PullRequest {
+            kind: kind.clone(),
+            from: self.me.clone(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let started: JobStarted = serde_json::from_slice(&src.call("pull", &body)?)
+            .map_err(|e| format!("malformed job answer: {e}"))?;
+        let deadline = Instant::now() + self.cfg.copy_timeout;
+        let ask = serde_json::to_vec(&serde_json::json!({ "job": started.job }))
+            .map_err(|e| e.to_string())?;
+        let mut failures = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            match src.call("job", &ask) {
+                Ok(bytes) => {
+                    failures = 0;
+                    match serde_json::from_slice::<JobState>(&bytes) {
+                        Ok(JobState::Done) => return Ok(()),
+                        Ok(JobState::Failed { error }) => {
+                            return Err(format!("the peer's copy failed: {error}"))
+                        }
+                        Ok(JobState::Running) => {}
+                        Err(e) => return Err(format!("malformed job state: {e}")),
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= 10 {
+                        return Err(format!("lost the peer during the copy: {e}"));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the copy did not finish within {:?}",
+                    self.cfg.copy_timeout
+                ));
+            }
+        }
+    }
+
+    /// One pass over the chosen sets from `from`; per-set stats.
+    fn pull_sets(
+        &self,
+        from: &PeerTarget,
+        which: impl Fn(&SyncSet) -> bool,
+    ) -> Result<Vec<(SyncClass, PassStats)>, String> {
+        let keys = self.keys()?;
+        let mut src = PeerSource::new(from.clone(), keys, self.tls, self.limits);
+        let mut out = Vec::new();
+        for (i, (set, spec)) in self.specs.iter().enumerate() {
+            if !which(set) {
+                continue;
+            }
+            let started = unix_now();
+            let mut puller = self.pullers[i]
+                .lock()
+                .map_err(|_| "puller unavailable".to_string())?;
+            // The replica's root is ours to make; everything below comes from the peer.
+            if !spec.root.is_dir() {
+                std::fs::create_dir_all(&spec.root).map_err(|e| {
+                    format!("set {}: creating {}: {e}", set.name, spec.root.display())
+                })?;
+            }
+            let stats = puller
+                .pass(spec, &mut src, &self.limits)
+                .map_err(|e| format!("set {}: {e}", set.name))?;
+            for e in &stats.errors {
+                (self.log)(true, &format!("sync set {}: {e}", set.name));
+            }
+            for s in &stats.skipped {
+                (self.log)(
+                    true,
+                    &format!(
+                        "sync set {}: not synced: {}: {}",
+                        set.name, s.path, s.reason
+                    ),
+                );
+            }
+            (self.log)(
+                false,
+                &format!(
+                    "sync set {} from {}: {} file(s), {} byte(s), {} deleted, {} error(s)",
+                    set.name,
+                    from.address,
+                    stats.files,
+                    stats.bytes,
+                    stats.deleted,
+                    stats.errors.len()
+                ),
+            );
+            self.record(set.class, &stats, started);
+            out.push((set.class, stats));
+        }
+        Ok(out)
+    }
+
+    fn record(&self, class: SyncClass, s: &PassStats, started: u64) {
+        if let Ok(mut p) = self.progress.write() {
+            let c = p.class_mut(class);
+            c.files = s.files;
+            c.bytes = s.bytes;
+            c.deleted = s.deleted;
+            c.total_files += s.files;
+            c.total_bytes += s.bytes;
+            c.errors = s.errors.iter().take(10).cloned().collect();
+            c.skipped = s
+                .skipped
+                .iter()
+                .take(10)
+                .map(|k| format!("{}: {}", k.path, k.reason))
+                .collect();
+            if s.errors.is_empty() {
+                c.last_ok = Some(started);
+            }
+        }
+    }
+
+    /// The puller: every class on its timer, sooner on a hint, while this
+    /// server is the standby of an active peer. `status` reads the core's
+    /// latest published view.
+    pub fn run_puller(self: Arc<Self>, status: impl Fn() -> Option<StatusView>) {
+        let mut due: HashMap<SyncClass, Instant> = HashMap::new();
+        let now = Instant::now();
+        due.insert(SyncClass::Frequent, now);
+        due.insert(SyncClass::Batch, now);
+        loop {
+            let next = due.values().min().copied().unwrap_or(now);
+            // Wake at least every second to follow the direction (status).
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1));
+            let mut woken: Vec<SyncClass> = Vec::new();
+            match self.wake_rx.recv_timeout(wait) {
+                Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Wake::Hint(c)) => woken.push(c),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Hints that came meanwhile are served by this same pass.
+            while let Ok(w) = self.wake_rx.try_recv() {
+                match w {
+                    Wake::Stop => return,
+                    Wake::Hint(c) => woken.push(c),
+                }
+            }
+            let now = Instant::now();
+            let classes: Vec<SyncClass> = [SyncClass::Frequent, SyncClass::Batch]
+                .into_iter()
+                .filter(|c| woken.contains(c) || due.get(c).is_some_and(|t| *t <= now))
+                .collect();
+            for c in &classes {
+                let every = match c {
+                    SyncClass::Frequent => self.cfg.frequent_interval,
+                    SyncClass::Batch => self.cfg.batch_interval,
+                };
+                due.insert(*c, now + every);
+            }
+            let Some(view) = status() else { continue };
+            let Some(source) = pull_source(&view) else {
+                continue;
+            };
+            if classes.is_empty() || !self.has_sets() {
+                continue;
+            }
+            if let Err(e) = self.pull_sets(&source, |s| classes.contains(&s.class)) {
+                (self.log)(true, &format!("file sync from {}: {e}", source.address));
+            }
+        }
+    }
+
+    /// Stop the puller thread.
+    pub fn stop(&self) {
+        let _ = self.wake.send(Wake::Stop);
+    }
+
+    /// The active side: tell the standby that a class changed.
+    pub fn send_hint(&self, peer: &PeerTarget, class: SyncClass) -> Result<(), String> {
+        let keys = self.keys()?;
+        let mut src = PeerSource::new(peer.clone(), keys, self.tls, self.limits);
+        let body = serde_json::to_vec(&serde_json::json!({ "class": class }))
+            .map_err(|e| e.to_string())?;
+        src.call("hint", &body).map(drop)
+    }
+
+    /// The active side: watch the sets and hint the standby after changes,
+    /// until `stop`.
+    pub fn run_hinter(
+        self: Arc<Self>,
+        status: impl Fn() -> Option<StatusView>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) {
+        use super::inotify::{Debounce, Watcher};
+        let roots = self
+            .specs
+            .iter()
+            .map(|(s, _)| (s.path.clone(), s.class))
+            .collect();
+        let mut watcher = match Watcher::new(roots) {
+            Ok(w) => w,
+            Err(e) => {
+                (self.log)(
+                    true,
+                    &format!("file sync: inotify unavailable ({e}); timed passes only"),
+                );
+                return;
+            }
+        };
+        let delay = self.cfg.hint_delay;
+        let mut pending = Debounce::default();
+        let tick = Duration::from_millis(500);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let wait = pending
+                .next(Instant::now(), delay)
+                .unwrap_or(tick)
+                .min(tick);
+            let changed = watcher.wait(wait);
+            pending.add(changed, Instant::now());
+            let due = pending.due(Instant::now(), delay);
+            if due.is_empty() {
+                continue;
+            }
+            let Some(view) = status() else { continue };
+            if view.duty != Duty::Active || !view.peer_reachable {
+                continue;
+            }
+            let Some(peer) = peer_of(&view) else { continue };
+            for class in due {
+                if let Err(e) = self.send_hint(&peer, class) {
+                    (self.log)(false, &format!("sync hint to {}: {e}", peer.address));
+                }
+            }
+        }
+    }
+
+    /// The sets (and their classes) this server replicates.
+    pub fn sets(&self) -> impl Iterator<Item = &SyncSet> {
+        self.specs.iter().map(|(s, _)| s)
+    }
+
+    pub fn hint_delay(&self) -> Duration {
+        self.cfg.hint_delay
+    }
+}
+
+/// The registered peer's Health Monitor.
+pub fn peer_of(view: &StatusView) -> Option<PeerTarget> {
+    let peer = view.registration.as_ref()?.member(view.role.other());
+    Some(PeerTarget {
+        address: peer.address.clone(),
+        hm_port: peer.hm_port,
+    })
+}
+
+/// Whom a standby pulls from: its peer, when that peer holds the data.
+pub fn pull_source(view: &StatusView) -> Option<PeerTarget> {
+    if view.duty == Duty::Active || !view.peer_reachable {
+        return None;
+    }
+    if !view.peer_state.is_some_and(is_data_source) {
+        return None;
+    }
+    peer_of(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::{FailoverType, Member, Registration, Role};
+
+    fn view(role: Role, duty: Duty, peer: Option<HaState>, reachable: bool) -> StatusView {
+        let member = |name: &str, address: &str| Member {
+            name: name.into(),
+            address: address.into(),
+            hm_port: 8082,
+            hb_port: 8083,
+        };
+        let mut v = crate::ha::Node::new(
+            crate::ha::NodeConfig {
+                name: "x".into(),
+                role,
+                address: "192.0.2.11".into(),
+                hm_port: 8082,
+                hb_port: 8083,
+                timers: crate::ha::sim::fast_timers(),
+            },
+            None,
+        )
+        .status();
+        v.duty = duty;
+        v.peer_state = peer;
+        v.peer_reachable = reachable;
+        v.registration = Some(Registration {
+            id: 1,
+            failover_type: FailoverType::Manual,
+            primary: member("a", "192.0.2.11"),
+            secondary: member("b", "192.0.2.12"),
+            vips: Vec::new(),
+            emails: Vec::new(),
+        });
+        v
+    }
+
+    #[test]
+    fn the_standby_pulls_from_whichever_server_is_active() {
+        use HaState::*;
+        // Normal operation: the secondary pulls from the active primary.
+        let s = view(Role::Secondary, Duty::Standby, Some(PrimaryActive), true);
+        assert_eq!(
+            pull_source(&s).map(|t| t.address),
+            Some("192.0.2.11".into())
+        );
+        // After a failover: the primary (syncing) pulls from the active secondary.
+        let p = view(Role::Primary, Duty::Standby, Some(SecondaryActive), true);
+        assert_eq!(
+            pull_source(&p).map(|t| t.address),
+            Some("192.0.2.12".into())
+        );
+        // During failback the secondary still holds the data.
+        let p = view(Role::Primary, Duty::Standby, Some(SecondaryFailback), true);
+        assert!(pull_source(&p).is_some());
+        // Never from a standby peer, never while active, never from a lost peer.
+        assert!(pull_source(&view(
+            Role::Primary,
+            Duty::Active,
+            Some(SecondarySyncing),
+            true
+        ))
+        .is_none());
+        assert!(pull_source(&view(
+            Role::Secondary,
+            Duty::Standby,
+            Some(PrimarySyncing),
+            true
+        ))
+        .is_none());
+        assert!(pull_source(&view(
+            Role::Secondary,
+            Duty::Standby,
+            Some(PrimaryActive),
+            false
+        ))
+        .is_none());
+        let mut alone = view(Role::Secondary, Duty::Standby, Some(PrimaryActive), true);
+        alone.registration = None;
+        assert!(pull_source(&alone).is_none());
+    }
+
+    #[test]
+    fn status_lines_show_each_class_with_sets_and_the_copy() {
+        let mut p = Progress {
+            frequent: ClassProgress {
+                sets: 2,
+                files: 3,
+                bytes: 4096,
+                deleted: 1,
+                last_ok: Some(100),
+                errors: vec!["etc/x: hash mismatch".into()],
+                ..ClassProgress::default()
+            },
+            ..Progress::default()
+        };
+        p.copy = Some("initial: done".into());
+        let v = view(
+            Role::Secondary,
+            Duty::Standby,
+            Some(HaState::PrimaryActive),
+            true,
+        );
+        p.direction = "pulling".into();
+        let lines = p.clone().aged(130).lines();
+        assert_eq!(
+            lines,
+            vec![
+                "File sync (pulling) frequent: 2 set(s), last pass 3 file(s) / 4096 byte(s), \
+                 1 deleted, lag 30 s, 1 error(s): etc/x: hash mismatch"
+                    .to_string(),
+                "Full copy initial: done".to_string(),
+            ]
+        );
+        assert!(pull_source(&v).is_some());
+    }
+}

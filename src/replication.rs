@@ -19,19 +19,77 @@ use crate::ha::{CopyKind, Duty, PeerTarget};
 use crate::sync::service::{CopyDatabase, JobKind, SyncService};
 use crate::watch::Reporter;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The configured database driver, if any.
+/// The configured database driver, if any, its changes serialized.
 pub fn driver(cfg: &Config) -> Result<Option<Arc<dyn Database>>, String> {
     let Some(d) = &cfg.database else {
         return Ok(None);
     };
-    Ok(match &d.driver {
-        DbDriver::None => None,
-        DbDriver::Postgres(pg) => Some(Arc::new(db::postgres::Postgres::new((**pg).clone())?)),
-        DbDriver::Command(c) => Some(Arc::new(db::command::CommandDb::new(c.clone())?)),
-    })
+    let inner: Box<dyn Database> = match &d.driver {
+        DbDriver::None => return Ok(None),
+        DbDriver::Postgres(pg) => Box::new(db::postgres::Postgres::new((**pg).clone())?),
+        DbDriver::Command(c) => Box::new(db::command::CommandDb::new(c.clone())?),
+    };
+    Ok(Some(Arc::new(Serialized {
+        inner,
+        changing: Mutex::new(()),
+    })))
+}
+
+/// A driver whose changes (copy, follow, promote, stop) run one at a time:
+/// the duty executor and a copy job may both want to rebuild the database
+/// (a standby duty during registration's copy), and two base backups into
+/// one data directory destroy each other. Reads go straight through.
+#[derive(Debug)]
+pub struct Serialized {
+    inner: Box<dyn Database>,
+    changing: Mutex<()>,
+}
+
+impl Serialized {
+    fn one_at_a_time<T>(&self, f: impl FnOnce(&dyn Database) -> T) -> T {
+        // A poisoned lock only means an earlier change panicked; go on.
+        let _guard = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        f(self.inner.as_ref())
+    }
+}
+
+impl Database for Serialized {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn health(&self) -> Result<(), String> {
+        self.inner.health()
+    }
+    fn role(&self) -> Result<DbRole, String> {
+        self.inner.role()
+    }
+    fn lag(&self) -> Result<Option<db::Lag>, String> {
+        self.inner.lag()
+    }
+    fn initial_copy(&self, from: &PeerDb) -> Result<(), String> {
+        self.one_at_a_time(|d| d.initial_copy(from))
+    }
+    fn follow(&self, from: &PeerDb) -> Result<(), String> {
+        self.one_at_a_time(|d| d.follow(from))
+    }
+    fn promote(&self) -> Result<(), String> {
+        self.one_at_a_time(|d| d.promote())
+    }
+    fn stop_writes(&self) -> Result<String, String> {
+        self.one_at_a_time(|d| d.stop_writes())
+    }
+    fn received(&self) -> Result<Option<String>, String> {
+        self.inner.received()
+    }
+    fn caught_up(&self, lsn: &str) -> Result<bool, String> {
+        self.inner.caught_up(lsn)
+    }
+    fn stop(&self) -> Result<(), String> {
+        self.one_at_a_time(|d| d.stop())
+    }
 }
 
 /// Where the peer's database listens, given the peer's address.

@@ -205,7 +205,7 @@ impl Cluster {
              wal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
              hot_standby = on\nwal_log_hints = on\nwal_keep_size = '64MB'\n\
              shared_buffers = '16MB'\nmax_connections = 30\nfsync = off\n\
-             wal_receiver_status_interval = '1s'\nlog_line_prefix = '%m [%p] '\n",
+             wal_receiver_status_interval = '1s'\nlog_line_prefix = '%m [%p] '\nlog_replication_commands = on\n",
             self.listen,
             self.port,
             self.socket_dir.display()

@@ -1,0 +1,228 @@
+//! Two real agents, each with a real PostgreSQL 15 cluster, on loopback:
+//! registration builds the standby, kill -9 promotes it, the returning
+//! primary is rewound, failback loses no acknowledged write, and the data-gap
+//! path makes (or fails to make) a full copy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod pgtest;
+
+use common::{wait, Pair};
+use pgtest::{Cluster, REPL_USER};
+use std::fs;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[allow(non_snake_case)]
+fn SECS(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The `[database]` section for a server whose cluster is `c` and whose
+/// peer's database listens on `peer_port`.
+fn db_section(c: &Cluster, peer_port: u16) -> String {
+    format!(
+        "[database]\ndriver = \"postgres\"\ninterval_ms = 300\nfailures = 3\n\
+         peer_port = {peer_port}\nmax_failover_lag_bytes = 16777216\ncopy_timeout_ms = 120000\n\
+         [database.postgres]\nbin_dir = \"{bin}\"\ndata_dir = \"{data}\"\nlog_file = \"{log}\"\n\
+         port = {port}\nlisten = \"{listen}\"\nsocket_dir = \"{sock}\"\npassfile = \"{pass}\"\n\
+         replication_user = \"{REPL_USER}\"\ntimeout_ms = 10000\nstart_timeout_ms = 60000\n",
+        bin = c.bin.display(),
+        data = c.data_dir.display(),
+        log = c.log_file.display(),
+        port = c.port,
+        listen = c.listen,
+        sock = c.socket_dir.display(),
+        pass = c.passfile.display(),
+    )
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn in_recovery(c: &Cluster) -> Option<bool> {
+    c.sql("SELECT pg_is_in_recovery()").ok().map(|s| s == "t")
+}
+
+fn has_row(c: &Cluster, id: i64) -> bool {
+    c.sql(&format!("SELECT count(*) FROM t WHERE id = {id}"))
+        .is_ok_and(|n| n == "1")
+}
+
+fn ids(c: &Cluster) -> Vec<i64> {
+    c.sql("SELECT id FROM t ORDER BY id")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Pretend this server's last in-sync stamp is `hours` old.
+fn age_in_sync(p: &Pair, i: usize, hours: u64) {
+    let now = hamon::peer::client::unix_ms() / 1000;
+    fs::write(
+        p.state_dir(i).join("in-sync"),
+        format!("{}\n", now - hours * 3600),
+    )
+    .unwrap();
+}
+
+#[test]
+fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
+    let Some(bin) = pgtest::require() else { return };
+    let n = 102;
+    let a = Arc::new(Cluster::new(&bin, "a", &format!("127.0.{n}.2")));
+    a.init();
+    a.start();
+    a.create_replication_user();
+    a.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")
+        .unwrap();
+    // The secondary's cluster starts empty: registration fills it. Its
+    // password file holds the primary's replication password, which the copy
+    // brings along.
+    let b = Arc::new(Cluster::new(&bin, "b", &format!("127.0.{n}.3")));
+    fs::write(&b.passfile, format!("*:*:*:{REPL_USER}:{}\n", a.password)).unwrap();
+
+    let p = Pair::new(n);
+    append(&p.config(0), &db_section(&a, b.port));
+    append(&p.config(1), &db_section(&b, a.port));
+    let mut p = Pair::registered_with(p, "automatic");
+
+    // Registration built the standby with pg_basebackup; rows flow to it.
+    assert_eq!(in_recovery(&b), Some(true), "b is not a standby");
+    a.sql("INSERT INTO t VALUES (1, 'on a')").unwrap();
+    wait(SECS(20), || has_row(&b, 1)).expect("row 1 never reached the standby");
+    assert!(
+        b.sql("INSERT INTO t VALUES (99, 'x')").is_err(),
+        "a standby took a write"
+    );
+
+    // kill -9 of the primary server (agent and database): the secondary is
+    // promoted and takes writes.
+    // A rewind keeps the data directory's tree; a fresh copy rebuilds it.
+    let base_inode = || {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(a.data_dir.join("base")).map(|m| m.ino()).ok()
+    };
+    let before_rewind = base_inode();
+    p.kill9(0);
+    a.kill9();
+    p.wait_state(1, "Secondary Active", SECS(60));
+    wait(SECS(30), || in_recovery(&b) == Some(false)).expect("b was not promoted");
+    b.sql("INSERT INTO t VALUES (2, 'on b')").unwrap();
+
+    // The primary comes back: rewound, it follows the secondary.
+    p.start(0);
+    p.wait_state(0, "Primary Syncing", SECS(120));
+    assert_eq!(in_recovery(&a), Some(true), "a does not follow b");
+    wait(SECS(30), || has_row(&a, 2)).expect("a never saw b's row");
+    assert!(has_row(&a, 1), "a lost its own history");
+    assert_eq!(
+        base_inode(),
+        before_rewind,
+        "a was copied afresh instead of rewound"
+    );
+
+    // Failback under a write workload: every acknowledged write survives.
+    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, done) = (acked.clone(), done.clone());
+        let (a, b) = (a.clone(), b.clone());
+        std::thread::spawn(move || {
+            let mut id = 1000;
+            while !done.load(Ordering::Relaxed) {
+                // Whichever database takes the write; only a committed
+                // insert counts as acknowledged.
+                for c in [&*b, &*a] {
+                    if c.sql(&format!("INSERT INTO t VALUES ({id}, 'load')"))
+                        .is_ok()
+                    {
+                        acked.lock().unwrap().push(id);
+                        id += 1;
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let out = p.run(1, &["ha", "failback"]);
+    assert!(
+        out.status.success(),
+        "failback: {out:?}\n{}\n{}",
+        p.log(1),
+        p.log(0)
+    );
+    p.wait_state(0, "Primary Active", SECS(60));
+    p.wait_state(1, "Secondary Syncing", SECS(60));
+    wait(SECS(30), || in_recovery(&a) == Some(false)).expect("a was not promoted");
+    // Let the load run on the promoted primary for a moment too.
+    let before = acked.lock().unwrap().len();
+    wait(SECS(20), || acked.lock().unwrap().len() > before + 20).expect("a takes no writes");
+    done.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let on_a = ids(&a);
+    let lost: Vec<i64> = acked
+        .iter()
+        .filter(|i| !on_a.contains(i))
+        .copied()
+        .collect();
+    eprintln!(
+        "failback under load: {} writes acknowledged, {} rows on the primary",
+        acked.len(),
+        on_a.len()
+    );
+    assert!(acked.len() > 40, "too little load to tell: {}", acked.len());
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost in failback: {lost:?}"
+    );
+    assert!(on_a.contains(&1) && on_a.contains(&2));
+    a.sql("INSERT INTO t VALUES (3, 'after failback')").unwrap();
+    wait(SECS(30), || has_row(&b, 3)).expect("b does not follow a after failback");
+    assert_eq!(in_recovery(&b), Some(true));
+
+    // Data gap: the primary stops, the secondary takes over, and the primary
+    // returns with an in-sync stamp 25 h old: it needs a full copy.
+    p.stop(0);
+    p.wait_state(1, "Secondary Active", SECS(60));
+    wait(SECS(30), || in_recovery(&b) == Some(false)).expect("b was not promoted");
+    b.sql("INSERT INTO t VALUES (4, 'during the gap')").unwrap();
+    age_in_sync(&p, 0, 25);
+    // First with a copy that cannot work (the peer's database port is wrong):
+    // Primary Database Copy Failed, and failback is refused.
+    let good = fs::read_to_string(p.config(0)).unwrap();
+    let bad = good.replace(
+        &format!("peer_port = {}", b.port),
+        &format!("peer_port = {}", pgtest::free_port("127.0.0.1")),
+    );
+    fs::write(p.config(0), &bad).unwrap();
+    p.start(0);
+    p.wait_state(0, "Primary Database Copy Failed", SECS(120));
+    let refused = p.run(1, &["ha", "failback"]);
+    assert!(!refused.status.success(), "failback allowed: {refused:?}");
+    // Fixed, the copy succeeds and the primary syncs from the secondary.
+    let before_copy = base_inode();
+    p.stop(0);
+    fs::write(p.config(0), &good).unwrap();
+    age_in_sync(&p, 0, 25);
+    p.start(0);
+    p.wait_state(0, "Primary Syncing", SECS(180));
+    wait(SECS(30), || has_row(&a, 4)).expect("the full copy lacks the gap's row");
+    assert_ne!(base_inode(), before_copy, "no full copy was made");
+    assert_eq!(in_recovery(&a), Some(true));
+    let events = String::from_utf8_lossy(&p.run(0, &["ha", "events"]).stdout).to_string();
+    assert!(
+        events.contains("data-gap") || events.contains("data gap"),
+        "{events}"
+    );
+    drop(p);
+}

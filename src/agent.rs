@@ -469,10 +469,17 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         .map_err(io_err("replica watcher"))?;
     }
     {
-        let (sync, published) = (sync.clone(), published.clone());
+        let (sync, published, tx) = (sync.clone(), published.clone(), tx.clone());
         std::thread::Builder::new()
             .name("sync-pull".into())
-            .spawn(move || sync.run_puller(move || published.status.read().ok().map(|s| s.clone())))
+            .spawn(move || {
+                sync.run_puller(
+                    move || published.status.read().ok().map(|s| s.clone()),
+                    move |lag| {
+                        let _ = tx.send(Input::Event(Event::SyncLag { lag }));
+                    },
+                )
+            })
             .map_err(io_err("sync thread"))?;
     }
     if sync.has_sets() {

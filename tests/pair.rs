@@ -154,6 +154,7 @@ fn beacon(state: HaState, id: u64) -> Beacon {
         shutting_down: false,
         health: HealthSummary::default(),
         hm_port: 18082,
+        sync: None,
     }
 }
 

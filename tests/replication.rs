@@ -108,6 +108,12 @@ fn registration_copies_the_files_and_changes_follow_the_active_server() {
         status.contains("File sync (pulling) frequent: 1 set(s)"),
         "{status}"
     );
+    // The standby's lag reaches the active server in its heartbeats.
+    let primary_status = || String::from_utf8_lossy(&p.run(0, &["status"]).stdout).to_string();
+    wait(SECS(10), || {
+        primary_status().contains("Peer's file replica (from its heartbeats): frequent lag ")
+    })
+    .unwrap_or_else(|| panic!("no peer lag in {}", primary_status()));
 
     // The primary dies: the secondary serves, and its changes flow back to
     // the primary once it returns (Primary Syncing pulls from the secondary).

@@ -124,6 +124,9 @@ fn every_page_and_api_endpoint_works_for_a_logged_in_operator() {
     let st = call("GET", "/api/v1/status", "");
     assert_eq!(st.status, 200);
     assert_eq!(json(&st)["status"]["state"], "SecondarySyncing");
+    // File sync progress: this standby pulls from the active primary.
+    assert_eq!(json(&st)["sync"]["direction"], "pulling", "{:?}", json(&st));
+    assert!(json(&st)["sync"]["frequent"]["sets"].is_u64());
     assert!(json(&st)["tls_fingerprint"]
         .as_str()
         .is_some_and(|f| f.len() == 95));

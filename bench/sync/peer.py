@@ -108,7 +108,7 @@ def main():
                 break
             data += chunk
         st = json.loads(data)["status"]
-        print(st.get("duty"), st.get("peer_state"), st.get("peer_reachable"))
+        print(st.get("duty"), st.get("peer_state"), json.dumps(st.get("peer_reachable")))
     else:
         sys.exit(__doc__)
 

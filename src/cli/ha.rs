@@ -95,6 +95,14 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             for line in sync.map(|s| s.lines()).unwrap_or_default() {
                 println!("{line}");
             }
+            if let Some(lag) = status.peer_sync {
+                let show = |v: Option<u32>| v.map_or("not yet synced".into(), |s| format!("{s} s"));
+                println!(
+                    "Peer's file replica (from its heartbeats): frequent lag {}, batch lag {}",
+                    show(lag.frequent),
+                    show(lag.batch)
+                );
+            }
             0
         }
         Ok(Reply::Refused { message }) => fail(&message),

@@ -49,6 +49,15 @@ pub struct Beacon {
     pub shutting_down: bool,
     pub health: HealthSummary,
     pub hm_port: u16,
+    /// How stale the sender's file replica is, while it pulls.
+    pub sync: Option<SyncLag>,
+}
+
+/// Seconds since the last complete file-sync pass per class (`None`: not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct SyncLag {
+    pub frequent: Option<u32>,
+    pub batch: Option<u32>,
 }
 
 /// The data copies the pair makes (the replication issue fills them in).
@@ -170,6 +179,8 @@ pub enum Event {
     /// The database standby's replication lag against the failover bound:
     /// `Some(why)` when it is beyond it, `None` when within.
     ReplicaLag { behind: Option<String> },
+    /// This server's file-sync lag, carried in its heartbeats (`None`: not pulling).
+    SyncLag { lag: Option<SyncLag> },
     /// Something a watcher saw, for the journal (a disk threshold crossed,
     /// a service restarted); decisions rest on `Health` alone.
     Observation {

@@ -97,6 +97,8 @@ pub struct Node {
     /// Why the database standby is too far behind to be promoted on its own
     /// (`None`: within the configured bound, or no database driver).
     pub(super) lagging: Option<String>,
+    /// This server's file-sync lag, for its heartbeats.
+    pub(super) sync_lag: Option<super::event::SyncLag>,
     pub(super) shutting_down: bool,
     /// Once-per-episode notes, so a condition is journaled once.
     pub(super) noted: Noted,
@@ -145,6 +147,7 @@ impl Node {
             shutting_down: false,
             noted: Noted::default(),
             lagging: None,
+            sync_lag: None,
             last_persisted: None,
         }
     }
@@ -187,6 +190,7 @@ impl Node {
             shutting_down: self.shutting_down,
             health: self.health,
             hm_port: self.cfg.hm_port,
+            sync: self.sync_lag,
         }
     }
 
@@ -205,6 +209,7 @@ impl Node {
             peer_reachable: self.link == Link::Up,
             health: self.health,
             peer_health: self.peer.as_ref().map(|b| b.health),
+            peer_sync: self.peer.as_ref().and_then(|b| b.sync),
             data_gap: self.data_gap,
             registration: self.registration().cloned(),
             blocked: self.blocked.clone(),
@@ -369,6 +374,7 @@ impl Step<'_> {
             Event::DutyApplied { duty, result } => self.on_duty_applied(duty, result),
             Event::CopyDone { kind, result } => self.on_copy_done(kind, result),
             Event::Health { health } => self.on_health(health),
+            Event::SyncLag { lag } => self.n.sync_lag = lag,
             Event::ReplicaLag { behind } => {
                 self.n.lagging = behind;
                 self.maybe_auto_failover();

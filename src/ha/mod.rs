@@ -13,7 +13,9 @@ pub mod sim;
 pub mod state;
 
 pub use action::{Action, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView};
-pub use event::{Beacon, Command, CopyKind, Event, Millis, PeerAnswer, PeerRequest, Secret, Token};
+pub use event::{
+    Beacon, Command, CopyKind, Event, Millis, PeerAnswer, PeerRequest, Secret, SyncLag, Token,
+};
 pub use machine::{step, Link, Node, NodeConfig, Timers};
 pub use state::{
     ConfigMode, Duty, FailoverType, HaState, HealthSummary, Level, Member, Registration, Role,

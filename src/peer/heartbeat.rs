@@ -222,6 +222,7 @@ mod tests {
             shutting_down: false,
             health: HealthSummary::default(),
             hm_port: 8082,
+            sync: None,
         }
     }
 

@@ -19,8 +19,9 @@
 //!
 //! Body TLVs: 1 name (UTF-8, 1..=63 bytes), 2 role (u8), 3 state (u8), 4 flags (u8: bit0
 //! active, bit1 registered, bit2 `shutting_down`), 5 registration (u64 id, u8 failover type),
-//! 6 health (4 x u8 levels: processes, database, disk, nic), 7 `hm_port` (u16). All but 5 are
-//! required; 5 is present exactly when the sender is registered. A known type appearing twice
+//! 6 health (4 x u8 levels: processes, database, disk, nic), 7 `hm_port` (u16), 8 sync lag
+//! (2 x u32 seconds: frequent, batch; `u32::MAX` = not yet synced). All but 5 and 8 are
+//! required; 5 is present exactly when the sender is registered, 8 while it pulls files. A known type appearing twice
 //! is an error; unknown types are skipped.
 //!
 //! [`decode`] checks length, magic, version and the MAC (in constant time) before it looks at
@@ -64,6 +65,9 @@ const TLV_FLAGS: u8 = 4;
 const TLV_REGISTRATION: u8 = 5;
 const TLV_HEALTH: u8 = 6;
 const TLV_HM_PORT: u8 = 7;
+const TLV_SYNC: u8 = 8;
+/// `TLV_SYNC`'s "not yet synced".
+const SYNC_NONE: u32 = u32::MAX;
 
 const FLAG_ACTIVE: u8 = 1 << 0;
 const FLAG_REGISTERED: u8 = 1 << 1;
@@ -274,6 +278,13 @@ fn encode_body(body: &Body) -> Result<Vec<u8>, WireError> {
     let health = [h.processes, h.database, h.disk, h.nic].map(Level::code);
     push_tlv(&mut out, TLV_HEALTH, &health)?;
     push_tlv(&mut out, TLV_HM_PORT, &body.hm_port.to_be_bytes())?;
+    if let Some(s) = body.sync {
+        let secs = |v: Option<u32>| v.unwrap_or(SYNC_NONE).min(SYNC_NONE).to_be_bytes();
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&secs(s.frequent));
+        value[4..].copy_from_slice(&secs(s.batch));
+        push_tlv(&mut out, TLV_SYNC, &value)?;
+    }
     Ok(out)
 }
 
@@ -295,6 +306,7 @@ struct Fields {
     registration: Option<(u64, FailoverType)>,
     health: Option<HealthSummary>,
     hm_port: Option<u16>,
+    sync: Option<crate::ha::SyncLag>,
 }
 
 /// Stores `value` in `slot`, or fails if the field was already seen.
@@ -374,6 +386,17 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
                 };
                 set_once(&mut f.hm_port, kind, u16::from_be_bytes([*hi, *lo]))?;
             }
+            TLV_SYNC => {
+                let [f0, f1, f2, f3, b0, b1, b2, b3] = value else {
+                    return Err(WireError::BadLength);
+                };
+                let secs = |v: u32| (v != SYNC_NONE).then_some(v);
+                let lag = crate::ha::SyncLag {
+                    frequent: secs(u32::from_be_bytes([*f0, *f1, *f2, *f3])),
+                    batch: secs(u32::from_be_bytes([*b0, *b1, *b2, *b3])),
+                };
+                set_once(&mut f.sync, kind, lag)?;
+            }
             // Forward compatibility: a newer peer may send types we do not know.
             _ => {}
         }
@@ -399,6 +422,7 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
         shutting_down: flags & FLAG_SHUTTING_DOWN != 0,
         health,
         hm_port,
+        sync: f.sync,
     })
 }
 
@@ -443,6 +467,7 @@ mod tests {
                     nic: Level::Unknown,
                 },
                 hm_port: 8080,
+                sync: None,
             },
         }
     }
@@ -506,6 +531,7 @@ mod tests {
                 nic: Level::Ok,
             },
             hm_port: 9443,
+            sync: None,
         }
     }
 
@@ -578,6 +604,24 @@ mod tests {
         assert_eq!(tag, expected);
         assert_eq!(tag, reference_mac(&KEY, b"hamon heartbeat"));
         Ok(())
+    }
+
+    #[test]
+    fn sync_lag_travels_as_an_optional_field() {
+        let mut frame = sample();
+        frame.body.sync = Some(crate::ha::SyncLag {
+            frequent: Some(3),
+            batch: None,
+        });
+        let bytes = encode(&frame, &KEY).unwrap();
+        assert_eq!(decode(&bytes, &KEY).unwrap(), frame);
+        let without = encode(&sample(), &KEY).unwrap();
+        assert_eq!(bytes.len(), without.len() + 2 + 8);
+        // The field is two u32s: anything else is refused.
+        assert_eq!(
+            decode_tlvs(&[(TLV_SYNC, vec![0; 7])]).unwrap_err(),
+            WireError::BadLength
+        );
     }
 
     #[test]
@@ -973,10 +1017,10 @@ mod tests {
     #[test]
     fn unknown_tlvs_are_skipped() -> TestResult {
         let mut tlvs = standard_tlvs();
-        tlvs.insert(0, (8, b"from the future".to_vec()));
+        tlvs.insert(0, (9, b"from the future".to_vec()));
         tlvs.insert(3, (0, vec![]));
         tlvs.insert(5, (255, vec![0xff; 255]));
-        tlvs.push((8, vec![1, 2, 3])); // an unknown type may repeat
+        tlvs.push((9, vec![1, 2, 3])); // an unknown type may repeat
         assert_eq!(decode_tlvs(&tlvs)?, standard_frame(standard_body()));
         Ok(())
     }
@@ -1029,9 +1073,13 @@ mod tests {
             any::<bool>(),
             (level(), level(), level(), level()),
             any::<u16>(),
+            proptest::option::of((
+                proptest::option::of(0..u32::MAX),
+                proptest::option::of(0..u32::MAX),
+            )),
         )
             .prop_map(
-                |(name, role, state, active, registered, shutting_down, h, hm_port)| Body {
+                |(name, role, state, active, registered, shutting_down, h, hm_port, sync)| Body {
                     name,
                     role,
                     state,
@@ -1045,6 +1093,7 @@ mod tests {
                         nic: h.3,
                     },
                     hm_port,
+                    sync: sync.map(|(frequent, batch)| crate::ha::SyncLag { frequent, batch }),
                 },
             )
     }
@@ -1121,7 +1170,13 @@ mod tests {
                 tlvs.push(one.to_vec());
                 rest = next;
             }
-            let any_known = extras.iter().any(|(k, _, _)| (1..=7).contains(k));
+            // The optional sync field is a known type only when the frame has it
+            // (then a second one is a duplicate); otherwise it would be valid.
+            let extras: Vec<_> = extras
+                .into_iter()
+                .map(|(k, v, at)| (if k == TLV_SYNC && f.body.sync.is_none() { 9 } else { k }, v, at))
+                .collect();
+            let any_known = extras.iter().any(|(k, _, _)| (1..=8).contains(k));
             for (kind, value, at) in extras {
                 let at = at.index(tlvs.len() + 1);
                 tlvs.insert(at, tlv(kind, &value));

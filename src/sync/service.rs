@@ -603,7 +603,15 @@ impl SyncService {
     /// The puller: every class on its timer, sooner on a hint, while this
     /// server is the standby of an active peer. `status` reads the core's
     /// latest published view.
-    pub fn run_puller(self: Arc<Self>, status: impl Fn() -> Option<StatusView>) {
+    pub fn run_puller(
+        self: Arc<Self>,
+        status: impl Fn() -> Option<StatusView>,
+        on_lag: impl Fn(Option<crate::ha::SyncLag>),
+    ) {
+        // The lag goes into our heartbeats: told on a change of direction,
+        // else at most every LAG_EVERY.
+        const LAG_EVERY: Duration = Duration::from_secs(5);
+        let mut told: Option<(Option<crate::ha::SyncLag>, Instant)> = None;
         let mut due: HashMap<SyncClass, Instant> = HashMap::new();
         let now = Instant::now();
         due.insert(SyncClass::Frequent, now);
@@ -640,6 +648,17 @@ impl SyncService {
                 due.insert(*c, now + every);
             }
             let Some(view) = status() else { continue };
+            let lag = pull_source(&view).map(|_| self.lag());
+            let tell = match &told {
+                None => true,
+                Some((was, at)) => {
+                    was.is_some() != lag.is_some() || (*was != lag && at.elapsed() >= LAG_EVERY)
+                }
+            };
+            if tell {
+                on_lag(lag);
+                told = Some((lag, Instant::now()));
+            }
             let Some(source) = pull_source(&view) else {
                 continue;
             };
@@ -649,6 +668,20 @@ impl SyncService {
             if let Err(e) = self.pull_sets(&source, |s| classes.contains(&s.class)) {
                 (self.log)(true, &format!("file sync from {}: {e}", source.address));
             }
+        }
+    }
+
+    /// Seconds since the last complete pass, per class with sets.
+    fn lag(&self) -> crate::ha::SyncLag {
+        let p = self.progress(None);
+        let secs = |c: &ClassProgress| {
+            (c.sets > 0)
+                .then(|| c.lag_secs.map(|s| u32::try_from(s).unwrap_or(u32::MAX - 1)))
+                .flatten()
+        };
+        crate::ha::SyncLag {
+            frequent: secs(&p.frequent),
+            batch: secs(&p.batch),
         }
     }
 

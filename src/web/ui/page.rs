@@ -657,6 +657,7 @@ mod tests {
             peer_address: Some(peer_addr.into()),
             peer_state: None,
             peer_reachable: true,
+            peer_sync: None,
             health: ok_health(),
             peer_health: Some(ok_health()),
             data_gap: false,

@@ -279,7 +279,7 @@ fn encode_body(body: &Body) -> Result<Vec<u8>, WireError> {
     push_tlv(&mut out, TLV_HEALTH, &health)?;
     push_tlv(&mut out, TLV_HM_PORT, &body.hm_port.to_be_bytes())?;
     if let Some(s) = body.sync {
-        let secs = |v: Option<u32>| v.unwrap_or(SYNC_NONE).min(SYNC_NONE).to_be_bytes();
+        let secs = |v: Option<u32>| v.unwrap_or(SYNC_NONE).to_be_bytes();
         let mut value = [0u8; 8];
         value[..4].copy_from_slice(&secs(s.frequent));
         value[4..].copy_from_slice(&secs(s.batch));

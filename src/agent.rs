@@ -286,6 +286,9 @@ struct Shell {
     db_port: PeerPort,
     /// The peer's Health Monitor and database, once registered.
     peer: Option<PeerTarget>,
+    /// The registration's mail recipients.
+    emails: Vec<String>,
+    notifier: Arc<crate::notify::dispatch::Dispatcher>,
 }
 
 /// Run the agent until SIGTERM (or SIGINT).
@@ -364,6 +367,22 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     if let Ok(mut st) = published.status.write() {
         *st = node.status();
     }
+    let monitor_url = {
+        let scheme = if cfg.health_monitor.tls {
+            "https"
+        } else {
+            "http"
+        };
+        let host = match cfg.node.address {
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
+        };
+        format!("{scheme}://{host}:{}/", cfg.health_monitor.port)
+    };
+    let notifier = Arc::new(
+        crate::notify::dispatch::Dispatcher::start(&cfg.notify, store.dir(), monitor_url)
+            .map_err(|e| io_err("notifications")(std::io::Error::other(e)))?,
+    );
     let driver =
         repl::driver(&cfg).map_err(|e| io_err("database driver")(std::io::Error::other(e)))?;
     let db_port = PeerPort::from_config(&cfg);
@@ -499,6 +518,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         services: services.clone(),
         rescan: rescan_tx,
         sync: sync.clone(),
+        notifier: notifier.clone(),
     };
     let control = start_control(&cfg, tx.clone(), parts)?;
     start_signals(tx.clone())?;
@@ -527,6 +547,8 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         db: driver,
         db_port,
         peer: None,
+        emails: Vec::new(),
+        notifier: notifier.clone(),
     };
     shell.log.write(
         Severity::Info,
@@ -548,6 +570,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     sd_notify("STOPPING=1");
     stop.store(true, Ordering::Relaxed);
     sync.stop();
+    notifier.stop();
     drop(control);
     server.shutdown();
     exit
@@ -562,6 +585,7 @@ struct ControlParts {
     services: Arc<RwLock<Vec<ServiceStatus>>>,
     rescan: Sender<()>,
     sync: Arc<SyncService>,
+    notifier: Arc<crate::notify::dispatch::Dispatcher>,
 }
 
 fn start_control(
@@ -577,6 +601,7 @@ fn start_control(
         services,
         rescan,
         sync,
+        notifier,
     } = parts;
     let path = cfg.socket_path();
     let interface = cfg.node.interface.clone();
@@ -611,6 +636,7 @@ fn start_control(
                         services,
                         system: system_line(),
                         sync: Some(Box::new(progress)),
+                        notify: Some(Box::new(notifier.stats())),
                     }
                 }
                 Err(_) => control::Reply::Refused {
@@ -1073,6 +1099,10 @@ impl Shell {
             .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
             .unwrap_or_default();
         self.peer = node.peer_target();
+        self.emails = node
+            .registration()
+            .map(|r| r.emails.clone())
+            .unwrap_or_default();
         let mut exit = false;
         for action in actions {
             exit |= self.execute(action);
@@ -1221,10 +1251,19 @@ impl Shell {
             Action::Journal(entry) => {
                 self.log
                     .write(entry.severity, &format!("[{}] {}", entry.kind, entry.text));
-                let stamped = Stamped {
-                    time: peer_client::unix_ms() / 1000,
-                    entry,
-                };
+                let time = peer_client::unix_ms() / 1000;
+                self.notifier.send(crate::notify::dispatch::Happened {
+                    entry: entry.clone(),
+                    time_unix: time,
+                    node: self.cfg.node.name.clone(),
+                    role: match self.cfg.node.role {
+                        config::Role::Primary => ha::Role::Primary,
+                        config::Role::Secondary => ha::Role::Secondary,
+                    },
+                    peer_address: self.peer.as_ref().map(|p| p.address.clone()),
+                    emails: self.emails.clone(),
+                });
+                let stamped = Stamped { time, entry };
                 if let Err(e) = self.store.append_journal(&stamped) {
                     self.log
                         .write(Severity::Error, &format!("event journal: {e}"));

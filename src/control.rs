@@ -78,6 +78,9 @@ pub enum Reply {
         /// File sync and full copies.
         #[serde(default)]
         sync: Option<Box<crate::sync::service::Progress>>,
+        /// What the notification channels have sent.
+        #[serde(default)]
+        notify: Option<Box<crate::notify::dispatch::DispatchStats>>,
         status: Box<StatusView>,
         heartbeats: HeartbeatCounts,
     },

@@ -5,34 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod receivers;
+
+use receivers::*;
+
 use hamon::notify::mail::{
     MailConfig, MailTransport, Mailer, RetryPolicy, SmtpConfig, SmtpSecurity,
 };
 use hamon::notify::{Notice, NoticeSeverity};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A python3 that has aiosmtpd, or None (the test is skipped; fails on CI).
-fn python() -> Option<&'static str> {
-    let found = ["/usr/bin/python3", "python3"].into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install python3-aiosmtpd"
-        );
-        eprintln!("skipped: python3-aiosmtpd not installed");
-    }
-    found
-}
 
 /// A temporary directory (with `spool/`), removed on drop.
 struct Scratch(PathBuf);
@@ -63,79 +46,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ServerTls {
-    None,
-    StartTls,
-    Implicit,
-}
-
-/// aiosmtpd, killed on drop.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(py: &str, dir: &Path, port: u16, tls: ServerTls) -> Server {
-        let mut cmd = Command::new(py);
-        cmd.env(
-            "PYTHONPATH",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support"),
-        )
-        .args(["-m", "aiosmtpd", "-n", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-c", "hamon_spool.Spool"]);
-        if tls != ServerTls::None {
-            write_cert(dir);
-            let flags = if tls == ServerTls::StartTls {
-                ["--tlscert", "--tlskey"]
-            } else {
-                ["--smtpscert", "--smtpskey"]
-            };
-            cmd.arg(flags[0])
-                .arg(dir.join("cert.pem"))
-                .arg(flags[1])
-                .arg(dir.join("key.pem"));
-        }
-        // Its log (e.g. the aborted handshakes of the untrusted-certificate
-        // test) goes to a file, shown if it does not start.
-        let log = dir.join("server.log");
-        let child = cmd
-            .arg(dir.join("spool"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Server { child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_cert(dir: &Path) {
-    if dir.join("cert.pem").exists() {
-        return;
-    }
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
 }
 
 fn notice(n: u32) -> Notice {
@@ -170,46 +80,6 @@ fn config(port: u16, security: SmtpSecurity) -> MailConfig {
         max_attempts: 200,
     };
     cfg
-}
-
-/// A received mail: decoded headers (lower-case names) and body.
-struct Received {
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-}
-
-fn spooled(dir: &Path) -> Vec<Received> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir.join("spool"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).unwrap();
-            let (head, body) = text.split_once("\n\n").unwrap();
-            let headers = head
-                .lines()
-                .filter_map(|l| l.split_once(": "))
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            Received {
-                headers,
-                body: body.to_string(),
-            }
-        })
-        .collect()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

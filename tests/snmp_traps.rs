@@ -9,83 +9,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod receivers;
+
+use receivers::*;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
 use hamon::notify::snmp::{
     engine_id_random, role, severity, AuthProto, HamonEvent, PrivProto, Secret, Sender, Target,
     V3User, Version, ENTERPRISE, HAMON_FAILOVER,
 };
-
-/// The npm package whose tarball carries the SMIv2 base MIBs (pinned: npm versions are
-/// immutable).
-const NPM_MIBS: &str = "net-snmp@3.29.2";
-const MIB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/mib");
-
-/// Whether `cmd` runs; under CI a missing tool fails the test instead.
-fn have(cmd: &str, arg: &str) -> bool {
-    let ok = Command::new(cmd)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{cmd} is missing in CI");
-        eprintln!("skipped: {cmd} not installed");
-    }
-    ok
-}
-
-/// The directory of the npm package's base MIBs, fetched once and cached under target/tmp.
-fn base_mibs() -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _once = LOCK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("net-snmp-npm");
-    let mibs = cache.join("package/lib/mibs");
-    if mibs.join("SNMPv2-SMI.mib").exists() {
-        return mibs;
-    }
-    // Unpack beside the cache and rename into place, so a concurrent test process never
-    // sees half a tree.
-    let work = cache.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
-    let out = Command::new("npm")
-        .args(["pack", NPM_MIBS, "--silent", "--pack-destination"])
-        .arg(&work)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "npm pack: {out:?}");
-    let tgz = std::fs::read_dir(&work)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "tgz"))
-        .expect("npm pack wrote a tarball");
-    let status = Command::new("tar")
-        .arg("xzf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(&work)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    if std::fs::rename(&work, &cache).is_err() {
-        // Another process got there first.
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    assert!(
-        mibs.join("SNMPv2-SMI.mib").exists(),
-        "no MIBs in {NPM_MIBS}"
-    );
-    mibs
-}
 
 fn smilint(mib: &Path, smipath: &Path) -> String {
     let out = Command::new("smilint")
@@ -121,73 +57,6 @@ fn mib_passes_smilint() {
         has_error(&lint),
         "smilint found no error without SNMPv2-SMI:\n{lint}"
     );
-}
-
-/// snmptrapd in the foreground, its log collected; killed (by PID, via `Child`) on drop.
-struct Trapd {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Trapd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Trapd {
-    fn start(dir: &Path, conf: &str, port: u16, mibs: &Path) -> Trapd {
-        let conf_path = dir.join("snmptrapd.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("snmptrapd")
-            .args(["-f", "-Lo", "-C", "-c"])
-            .arg(&conf_path)
-            .arg("-M")
-            .arg(format!("{}:{MIB_DIR}", mibs.display()))
-            .args(["-m", "SNMPv2-MIB:HAMON-MIB"])
-            .arg(format!("udp:127.0.0.1:{port}"))
-            // Its persistent store (engine boots, users) stays in the test's directory.
-            .env("SNMP_PERSISTENT_DIR", dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let trapd = Trapd { child, log };
-        trapd.wait_for(|log| log.contains("NET-SNMP version"), "snmptrapd to start");
-        trapd
-    }
-
-    fn wait_for(&self, done: impl Fn(&str) -> bool, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if done(&log) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 fn event(description: &str) -> HamonEvent {

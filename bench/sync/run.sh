@@ -137,16 +137,16 @@ register() { # -> ms
 # The pair is up, the primary active and the secondary pulling from it.
 wait_pulling() {
     local s
-    for _ in $(seq 1 1000); do
+    for _ in $(seq 1 200); do
         s=$(python3 "$HERE/peer.py" state "$HM/secondary/run/hamon.sock" 2>/dev/null || true)
         p=$(python3 "$HERE/peer.py" state "$HM/primary/run/hamon.sock" 2>/dev/null || true)
-        case "$s|$p" in "Standby PrimaryActive true|Active "*" true") return 0 ;; esac
+        case "$s|$p" in "standby PrimaryActive true|active "*" true") return 0 ;; esac
         sleep 0.05
     done
     echo "pair not settled: secondary [$s] primary [$p]" >&2; return 1
 }
 
-hamon_pass() { python3 "$HERE/peer.py" pass "$KEY" "${V4[1]}" 8082 "$HM/secondary.log"; }
+hamon_pass() { ip netns exec "${NS[0]}" python3 "$HERE/peer.py" pass "$KEY" "${V4[1]}" 8082 "$HM/secondary.log"; }
 hamon_change() { python3 "$HERE/peer.py" change "$SRC/$HOT" "$1/$HOT"; }
 
 # --- rsync -----------------------------------------------------------------

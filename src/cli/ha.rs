@@ -77,6 +77,7 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             services,
             system,
             sync,
+            notify,
             ..
         }) => {
             println!(
@@ -94,6 +95,9 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             }
             for line in sync.map(|s| s.lines()).unwrap_or_default() {
                 println!("{line}");
+            }
+            if let Some(n) = notify {
+                println!("{}", n.line());
             }
             if let Some(lag) = status.peer_sync {
                 let show = |v: Option<u32>| v.map_or("not yet synced".into(), |s| format!("{s} s"));

@@ -13,10 +13,12 @@
 //! (such as `heartbeat.interval_ms`) and says what is wrong with it, and a
 //! TOML or type error gives the line and column where toml found it.
 
+mod notify;
 mod raw;
 mod replication;
 mod watch;
 
+pub use notify::{Notify, Snmp};
 pub use replication::{Replication, SyncClass, SyncSet};
 pub use watch::{Database, DbDriver, Disk, Nic, Service, ServiceHow};
 
@@ -148,6 +150,8 @@ pub struct Config {
     pub nic: Nic,
     /// `[replication]` and `[[sync]]`: what is copied to the standby, and how often.
     pub replication: Replication,
+    /// `[notify]`: mail, syslog and SNMP receivers of HA events.
+    pub notify: Notify,
 }
 
 /// `[vip]`: announcing the virtual IP on takeover.
@@ -360,6 +364,7 @@ impl Validator<'_> {
             disk: self.disk(raw.disk, &node.state_dir)?,
             nic: self.nic(raw.nic)?,
             replication: self.replication(raw.replication, raw.sync)?,
+            notify: self.notify(raw.notify)?,
             node,
         })
     }

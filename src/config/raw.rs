@@ -48,6 +48,9 @@ pub struct RawConfig {
     /// `[[sync]]`.
     #[serde(default)]
     pub sync: Vec<RawSync>,
+    /// `[notify]`.
+    #[serde(default)]
+    pub notify: RawNotify,
 }
 
 /// `[node]`: who this server is.
@@ -243,4 +246,87 @@ pub struct RawSync {
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
     pub class: Option<String>,
+}
+
+/// `[notify]`: where HA events go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// `[notify.severity]`: kind = "severity" overrides.
+    #[serde(default)]
+    pub severity: std::collections::BTreeMap<String, String>,
+    pub mail: Option<RawMail>,
+    pub syslog: Option<RawSyslog>,
+    pub snmp: Option<RawSnmp>,
+}
+
+/// `[notify.mail]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    pub from: Option<String>,
+    pub to: Option<Vec<String>>,
+    /// `HOST:PORT` of the SMTP server.
+    pub smtp: Option<String>,
+    /// `starttls` (default), `tls` or `none`.
+    pub security: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub accept_invalid_certs: Option<bool>,
+    /// Use this sendmail program instead of SMTP.
+    pub sendmail: Option<String>,
+    pub queue_len: Option<i64>,
+    pub retry_ms: Option<i64>,
+    pub retry_max_ms: Option<i64>,
+    pub attempts: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub min_severity: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
+/// `[notify.syslog]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyslog {
+    pub local: Option<bool>,
+    pub local_path: Option<String>,
+    /// `udp://HOST:PORT` or `tcp://HOST:PORT`.
+    pub remote: Option<String>,
+    pub facility: Option<String>,
+    pub min_severity: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
+/// `[notify.snmp]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSnmp {
+    /// Send the standard coldStart trap when the agent starts.
+    pub cold_start: Option<bool>,
+    #[serde(default)]
+    pub target: Vec<RawSnmpTarget>,
+    pub min_severity: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
+/// One `[[notify.snmp.target]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSnmpTarget {
+    /// `HOST:PORT` (port 162 when left out).
+    pub address: Option<String>,
+    /// `v2c` or `v3`.
+    pub version: Option<String>,
+    pub community: Option<String>,
+    pub user: Option<String>,
+    /// `sha1`, `sha224`, `sha256`, `sha384`, `sha512`.
+    pub auth: Option<String>,
+    pub auth_password: Option<String>,
+    /// `aes128` or absent (authNoPriv).
+    pub privacy: Option<String>,
+    pub privacy_password: Option<String>,
 }

@@ -120,6 +120,7 @@ fn defaults_for(path: &str) -> Config {
             hold: Duration::from_millis(2_000),
         },
         replication: default_replication(),
+        notify: Notify::default(),
     }
 }
 
@@ -297,6 +298,7 @@ level = "trace"
             hold: Duration::from_millis(2_000),
         },
         replication: default_replication(),
+        notify: Notify::default(),
     };
     assert_eq!(ok(text), expected);
     assert_eq!(
@@ -874,4 +876,62 @@ fn bad_sync_sets_are_refused_naming_the_key() {
     let (k, reason) = invalid(&nested);
     assert_eq!(k, "sync[1].path");
     assert!(reason.contains("overlaps"), "{reason}");
+}
+
+#[test]
+fn notify_channels_are_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}\n[notify.severity]\ndatabase_unreachable = \"major\"\n\
+         [notify.syslog]\nremote = \"tcp://192.0.2.50:6514\"\nfacility = \"local4\"\n\
+         min_severity = \"warning\"\n\
+         [notify.mail]\nsmtp = \"192.0.2.25:2525\"\nfrom = \"ha@example.com\"\n\
+         to = [\"ops@example.com\"]\nuser = \"ha\"\npassword = \"secret\"\n\
+         [[notify.snmp.target]]\naddress = \"192.0.2.162\"\n\
+         [[notify.snmp.target]]\naddress = \"192.0.2.163:1162\"\nversion = \"v3\"\n\
+         user = \"ops\"\nauth = \"sha1\"\nauth_password = \"authpass1\"\n\
+         privacy_password = \"privpass1\"\n"
+    );
+    let n = ok(&text).notify;
+    let syslog = n.syslog.unwrap();
+    assert_eq!(syslog.facility, "local4");
+    assert_eq!(
+        syslog.remote.map(|(_, a)| a.to_string()),
+        Some("192.0.2.50:6514".into())
+    );
+    match n.mail.unwrap().transport {
+        crate::notify::mail::MailTransport::Smtp(s) => {
+            assert_eq!((s.host.as_str(), s.port), ("192.0.2.25", 2525));
+            assert_eq!(s.auth.map(|a| a.user), Some("ha".into()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let snmp = n.snmp.unwrap();
+    assert_eq!(snmp.targets[0].addr.port(), 162);
+    assert!(matches!(
+        snmp.targets[1].version,
+        crate::notify::snmp::Version::V3(_)
+    ));
+    assert!(snmp.cold_start);
+    assert_eq!(
+        n.routing.severity("database_unreachable"),
+        crate::notify::NoticeSeverity::Major
+    );
+    for (body, key) in [
+        ("[notify.severity]\nno_such_event = \"major\"", "notify.severity.no_such_event"),
+        ("[notify.syslog]\nremote = \"192.0.2.50:514\"", "notify.syslog.remote"),
+        ("[notify.syslog]\nfacility = \"kitchen\"", "notify.syslog.facility"),
+        ("[notify.mail]\nto = [\"a@example.com\"]", "notify.mail.from"),
+        (
+            "[notify.mail]\nfrom = \"a@example.com\"\nsecurity = \"none\"\nuser = \"u\"\npassword = \"p\"",
+            "notify.mail.security",
+        ),
+        ("[[notify.snmp.target]]\naddress = \"192.0.2.1\"\nversion = \"v1\"", "notify.snmp.target[0].version"),
+        (
+            "[[notify.snmp.target]]\naddress = \"192.0.2.1\"\nversion = \"v3\"\nuser = \"u\"\nauth_password = \"short\"",
+            "notify.snmp.target[0].auth_password",
+        ),
+    ] {
+        let (k, reason) = invalid(&format!("{MINIMAL}\n{body}\n"));
+        assert_eq!(k, key, "{body}: {reason}");
+    }
 }

@@ -60,7 +60,7 @@ pub struct SyncLag {
     pub batch: Option<u32>,
 }
 
-/// The data copies the pair makes (the replication issue fills them in).
+/// The full data copies the pair makes (run by `replication::run_copy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CopyKind {

@@ -165,7 +165,7 @@ impl MailConfig {
 }
 
 /// Counters since [`Mailer::start`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailStats {
     /// Mails accepted by the relay or by `sendmail`.
     pub sent: u64,
@@ -267,6 +267,8 @@ struct State {
 struct Entry {
     seq: u64,
     notice: Notice,
+    /// Recipients besides the configured ones (the registration's list).
+    extra: Vec<String>,
 }
 
 impl Shared {
@@ -307,6 +309,11 @@ impl Mailer {
     /// Queues a mail for `notice`; returns at once. When the queue is full
     /// the oldest waiting mail is dropped.
     pub fn send(&self, notice: &Notice) {
+        self.send_to(notice, &[]);
+    }
+
+    /// As [`Mailer::send`], to `extra` recipients as well as the configured ones.
+    pub fn send_to(&self, notice: &Notice, extra: &[String]) {
         let mut st = self.shared.lock();
         while st.queue.len() >= self.shared.queue_len {
             st.queue.pop_front();
@@ -317,6 +324,7 @@ impl Mailer {
         st.queue.push_back(Entry {
             seq,
             notice: notice.clone(),
+            extra: extra.to_vec(),
         });
         drop(st);
         self.shared.wake.notify_all();
@@ -383,9 +391,6 @@ struct Outgoing {
 impl Outgoing {
     fn new(cfg: &MailConfig) -> Result<Outgoing, MailError> {
         let from = parse_mailbox(&cfg.from)?;
-        if cfg.to.is_empty() {
-            return Err(MailError::NoRecipients);
-        }
         let to = cfg
             .to
             .iter()
@@ -464,7 +469,20 @@ fn message_id_domain(name: &str) -> String {
 }
 
 impl Outgoing {
-    fn message(&self, notice: &Notice, seq: u64) -> Result<Message, Failure> {
+    fn message(&self, notice: &Notice, extra: &[String], seq: u64) -> Result<Message, Failure> {
+        let mut to = self.to.clone();
+        for a in extra {
+            let Ok(m) = parse_mailbox(a) else { continue };
+            if !to.contains(&m) {
+                to.push(m);
+            }
+        }
+        if to.is_empty() {
+            return Err(Failure {
+                permanent: true,
+                detail: MailError::NoRecipients.to_string(),
+            });
+        }
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(subject(notice))
@@ -476,8 +494,8 @@ impl Outgoing {
                 self.domain
             )))
             .header(ContentType::TEXT_PLAIN);
-        for to in &self.to {
-            builder = builder.to(to.clone());
+        for to in to {
+            builder = builder.to(to);
         }
         builder.body(body(notice)).map_err(|e| Failure {
             permanent: true,
@@ -519,14 +537,14 @@ fn run(shared: &Shared, out: &Outgoing, retry: RetryPolicy) {
     // Failed attempts of the mail at the head of the queue, by sequence number.
     let mut failures: (u64, u32) = (u64::MAX, 0);
     loop {
-        let (seq, notice) = {
+        let (seq, notice, extra) = {
             let mut st = shared.lock();
             loop {
                 if st.stop_by.is_some_and(|by| Instant::now() >= by) {
                     return;
                 }
                 if let Some(head) = st.queue.front() {
-                    break (head.seq, head.notice.clone());
+                    break (head.seq, head.notice.clone(), head.extra.clone());
                 }
                 if st.stop_by.is_some() {
                     return;
@@ -537,7 +555,9 @@ fn run(shared: &Shared, out: &Outgoing, retry: RetryPolicy) {
         if failures.0 != seq {
             failures = (seq, 0);
         }
-        let result = out.message(&notice, seq).and_then(|m| out.deliver(&m));
+        let result = out
+            .message(&notice, &extra, seq)
+            .and_then(|m| out.deliver(&m));
         let mut st = shared.lock();
         let at_head = st.queue.front().is_some_and(|h| h.seq == seq);
         match result {
@@ -656,9 +676,10 @@ mod tests {
         let mut c = ok.clone();
         c.from = "not an address".into();
         assert!(matches!(Mailer::start(c), Err(MailError::Address { .. })));
+        // No configured recipient is fine: the registration's list may follow.
         let mut c = ok.clone();
         c.to.clear();
-        assert!(matches!(Mailer::start(c), Err(MailError::NoRecipients)));
+        Mailer::start(c).unwrap().stop();
         let mut c = ok.clone();
         c.queue_len = 0;
         assert!(matches!(Mailer::start(c), Err(MailError::QueueLen)));

@@ -3,6 +3,8 @@
 //! long: mail is queued for a background thread, syslog is a single datagram
 //! or a write with a short timeout.
 
+pub mod catalogue;
+pub mod dispatch;
 pub mod mail;
 pub mod snmp;
 pub mod syslog;

@@ -406,6 +406,16 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         )
         .map_err(|e| io_err("file sync")(std::io::Error::other(e)))?
     };
+    {
+        let tx = tx.clone();
+        sync.set_events(Box::new(move |kind, severity, text| {
+            let _ = tx.send(Input::Event(Event::Observation {
+                kind: kind.to_string(),
+                severity,
+                text,
+            }));
+        }));
+    }
     if let Some(db) = &driver {
         sync.set_database(Arc::new(repl::DbCopies {
             db: db.clone(),

@@ -15,7 +15,7 @@
 
 use crate::config::{Config, DbDriver};
 use crate::db::{self, Database, DbRole, PeerDb};
-use crate::ha::{CopyKind, Duty, PeerTarget};
+use crate::ha::{CopyKind, Duty, PeerTarget, Severity};
 use crate::sync::service::{CopyDatabase, JobKind, SyncService};
 use crate::watch::Reporter;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -239,6 +239,17 @@ pub fn start_lag_watch(
                     };
                     if changed {
                         reporter.event(crate::ha::Event::ReplicaLag { behind: v.clone() });
+                        match (&last, &v) {
+                            (_, Some(why)) => {
+                                reporter.observe("replica_lagging", Severity::Warning, why.clone())
+                            }
+                            (Some(Some(_)), None) => reporter.observe(
+                                "replica_caught_up",
+                                Severity::Info,
+                                format!("within the bound of {max_bytes} bytes"),
+                            ),
+                            _ => {}
+                        }
                         last = Some(v);
                     }
                 }
@@ -249,4 +260,117 @@ pub fn start_lag_watch(
             }
         })
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A database that reports a fixed role and lag, and counts overlapping changes.
+    #[derive(Debug, Default)]
+    struct Fake {
+        role: Option<DbRole>,
+        lag_bytes: u64,
+        inside: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Fake {
+        fn change(&self) -> Result<(), String> {
+            let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(30));
+            self.inside.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    impl Database for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn health(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn role(&self) -> Result<DbRole, String> {
+            self.role.ok_or_else(|| "not answering".to_string())
+        }
+        fn lag(&self) -> Result<Option<db::Lag>, String> {
+            Ok(Some(db::Lag {
+                bytes: self.lag_bytes,
+                seconds: Some(1.0),
+            }))
+        }
+        fn initial_copy(&self, _: &PeerDb) -> Result<(), String> {
+            self.change()
+        }
+        fn follow(&self, _: &PeerDb) -> Result<(), String> {
+            self.change()
+        }
+        fn promote(&self) -> Result<(), String> {
+            self.change()
+        }
+        fn stop_writes(&self) -> Result<String, String> {
+            self.change().map(|()| "0/1".into())
+        }
+        fn received(&self) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+        fn caught_up(&self, _: &str) -> Result<bool, String> {
+            Ok(true)
+        }
+        fn stop(&self) -> Result<(), String> {
+            self.change()
+        }
+    }
+
+    #[test]
+    fn the_lag_verdict_compares_a_standbys_backlog_with_the_bound() {
+        let standby = |bytes| Fake {
+            role: Some(DbRole::Standby),
+            lag_bytes: bytes,
+            ..Fake::default()
+        };
+        assert_eq!(lag_verdict(&standby(100), 1000), Some(None));
+        let behind = lag_verdict(&standby(5000), 1000).unwrap().unwrap();
+        assert!(
+            behind.contains("5000 bytes") && behind.contains("bound 1000"),
+            "{behind}"
+        );
+        let primary = Fake {
+            role: Some(DbRole::Primary),
+            lag_bytes: 5000,
+            ..Fake::default()
+        };
+        assert_eq!(lag_verdict(&primary, 1000), Some(None));
+        // Unknown (down, not answering): no verdict, the last one stands.
+        assert_eq!(lag_verdict(&Fake::default(), 1000), None);
+    }
+
+    #[test]
+    fn database_changes_run_one_at_a_time() {
+        let fake = Arc::new(Fake::default());
+        let db = Arc::new(Serialized {
+            inner: Box::new(fake.clone()),
+            changing: Mutex::new(()),
+        });
+        let peer = PeerDb {
+            host: "192.0.2.12".into(),
+            port: 5432,
+        };
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let (db, peer) = (db.clone(), peer.clone());
+                std::thread::spawn(move || match i % 2 {
+                    0 => db.initial_copy(&peer),
+                    _ => db.follow(&peer),
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(fake.most.load(Ordering::SeqCst), 1, "changes overlapped");
+    }
 }

@@ -120,6 +120,43 @@ pub trait Database: Send + Sync + fmt::Debug {
     fn stop(&self) -> Result<(), String>;
 }
 
+/// A shared driver is a driver (the agent hands one to several threads).
+impl<D: Database + ?Sized> Database for std::sync::Arc<D> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn health(&self) -> Result<(), String> {
+        (**self).health()
+    }
+    fn role(&self) -> Result<DbRole, String> {
+        (**self).role()
+    }
+    fn lag(&self) -> Result<Option<Lag>, String> {
+        (**self).lag()
+    }
+    fn initial_copy(&self, from: &PeerDb) -> Result<(), String> {
+        (**self).initial_copy(from)
+    }
+    fn follow(&self, from: &PeerDb) -> Result<(), String> {
+        (**self).follow(from)
+    }
+    fn promote(&self) -> Result<(), String> {
+        (**self).promote()
+    }
+    fn stop_writes(&self) -> Result<String, String> {
+        (**self).stop_writes()
+    }
+    fn received(&self) -> Result<Option<String>, String> {
+        (**self).received()
+    }
+    fn caught_up(&self, lsn: &str) -> Result<bool, String> {
+        (**self).caught_up(lsn)
+    }
+    fn stop(&self) -> Result<(), String> {
+        (**self).stop()
+    }
+}
+
 /// No database: healthy, always primary, every action a no-op.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoneDb;

@@ -466,6 +466,27 @@ pub const EVENTS: &[EventKind] = &[
         meaning: "The database check's own verdict with its error text: failing `failures` times \
                   in a row, or reachable.",
     },
+    EventKind {
+        id: "replica_lagging",
+        number: 704,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Major,
+        clear: Clear::By("replica_caught_up"),
+        follows_core: false,
+        template: "Database standby behind: {text}",
+        meaning: "The standby's unreplayed WAL is over `max_failover_lag_bytes`: an automatic \
+                  failover would wait until it is within the bound.",
+    },
+    EventKind {
+        id: "replica_caught_up",
+        number: 705,
+        category: Category::AlarmCleared,
+        severity: NoticeSeverity::Cleared,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Database standby within bound: {text}",
+        meaning: "The standby's lag is back within the failover bound.",
+    },
     // ----- 800s: copies and sync ---------------------------------------------
     EventKind {
         id: "initial_copy",
@@ -508,6 +529,27 @@ pub const EVENTS: &[EventKind] = &[
         template: "Data gap: {text}",
         meaning: "This primary was out of sync longer than the data-gap limit; a full copy runs \
                   before failback.",
+    },
+    EventKind {
+        id: "sync_failed",
+        number: 805,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Major,
+        clear: Clear::By("sync_recovered"),
+        follows_core: false,
+        template: "File sync failing: {text}",
+        meaning: "Three passes in a row of a sync class failed or left files uncopied; the \
+                  standby's copy is getting stale.",
+    },
+    EventKind {
+        id: "sync_recovered",
+        number: 806,
+        category: Category::AlarmCleared,
+        severity: NoticeSeverity::Cleared,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "File sync working again: {text}",
+        meaning: "A pass of the failing class completed without error.",
     },
     // ----- 900s: the agent ---------------------------------------------------
     EventKind {

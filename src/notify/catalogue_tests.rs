@@ -236,6 +236,7 @@ fn numbers_sit_in_their_range() {
             id if id.starts_with("nic") => 6,
             id if id.starts_with("database") || id.starts_with("replica") => 7,
             id if id.ends_with("copy") || id.starts_with("copy") || id == "data_gap" => 8,
+            id if id.starts_with("sync") => 8,
             id if id.starts_with("agent") => 9,
             other => panic!("{other}: which range?"),
         }

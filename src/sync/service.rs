@@ -10,7 +10,7 @@
 use super::http::PeerSource;
 use super::{Limits, PassStats, Puller, Scanner, SetSpec};
 use crate::config::{Replication, SyncClass, SyncSet};
-use crate::ha::{Duty, HaState, PeerTarget, StatusView};
+use crate::ha::{Duty, HaState, PeerTarget, Severity, StatusView};
 use crate::peer::auth::Keys;
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
@@ -171,6 +171,10 @@ pub struct SyncService {
     tls: bool,
     db: RwLock<Option<Arc<dyn CopyDatabase>>>,
     log: LogFn,
+    events: RwLock<Option<EventFn>>,
+    /// Failed passes in a row, per class; `sync_failed` is raised at
+    /// `FAILED_PASSES` and cleared by the next good pass.
+    failing: Mutex<HashMap<SyncClass, u32>>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -183,6 +187,14 @@ impl std::fmt::Debug for SyncService {
 
 /// Where the service reports: `(is_error, text)`.
 pub type LogFn = Box<dyn Fn(bool, &str) + Send + Sync>;
+
+/// Where the service's events go (the journal and notifications):
+/// `(kind, severity, text)`.
+pub type EventFn = Box<dyn Fn(&str, Severity, String) + Send + Sync>;
+
+/// Failed passes in a row of one class before `sync_failed` is raised (a
+/// single failure is usually the active server going away).
+const FAILED_PASSES: u32 = 3;
 
 /// Why the puller thread wakes before its timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +289,57 @@ impl SyncService {
             tls,
             db: RwLock::new(None),
             log,
+            events: RwLock::new(None),
+            failing: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Where `sync_failed` / `sync_recovered` go.
+    pub fn set_events(&self, f: EventFn) {
+        if let Ok(mut e) = self.events.write() {
+            *e = Some(f);
+        }
+    }
+
+    fn observe(&self, kind: &str, severity: Severity, text: String) {
+        if let Ok(e) = self.events.read() {
+            if let Some(f) = e.as_ref() {
+                f(kind, severity, text);
+            }
+        }
+    }
+
+    /// Count a pass of `class`: raise or clear the `sync_failed` alarm.
+    fn pass_outcome(&self, class: SyncClass, error: Option<String>) {
+        let Ok(mut failing) = self.failing.lock() else {
+            return;
+        };
+        let n = failing.entry(class).or_insert(0);
+        match error {
+            Some(e) => {
+                *n += 1;
+                if *n == FAILED_PASSES {
+                    self.observe(
+                        "sync_failed",
+                        Severity::Error,
+                        format!(
+                            "{} sets: {FAILED_PASSES} passes in a row failed: {e}",
+                            class.label()
+                        ),
+                    );
+                }
+            }
+            None => {
+                if *n >= FAILED_PASSES {
+                    self.observe(
+                        "sync_recovered",
+                        Severity::Info,
+                        format!("{} sets: a pass completed", class.label()),
+                    );
+                }
+                *n = 0;
+            }
+        }
     }
 
     /// The database steps of full copies (set once the driver is up).
@@ -665,8 +727,22 @@ impl SyncService {
             if classes.is_empty() || !self.has_sets() {
                 continue;
             }
-            if let Err(e) = self.pull_sets(&source, |s| classes.contains(&s.class)) {
-                (self.log)(true, &format!("file sync from {}: {e}", source.address));
+            match self.pull_sets(&source, |s| classes.contains(&s.class)) {
+                Err(e) => {
+                    (self.log)(true, &format!("file sync from {}: {e}", source.address));
+                    for c in &classes {
+                        self.pass_outcome(*c, Some(e.clone()));
+                    }
+                }
+                Ok(stats) => {
+                    for c in &classes {
+                        let first = stats
+                            .iter()
+                            .filter(|(k, _)| k == c)
+                            .find_map(|(_, s)| s.errors.first().cloned());
+                        self.pass_outcome(*c, first);
+                    }
+                }
             }
         }
     }
@@ -895,5 +971,50 @@ mod tests {
             ]
         );
         assert!(pull_source(&v).is_some());
+    }
+
+    #[test]
+    fn three_failed_passes_raise_sync_failed_and_a_good_one_clears_it() {
+        let cfg = Replication {
+            frequent_interval: Duration::from_secs(11),
+            batch_interval: Duration::from_secs(500),
+            hint_delay: Duration::from_millis(200),
+            max_manifest_entries: 10,
+            max_manifest_bytes: 1024,
+            max_file_bytes: 1024,
+            copy_timeout: Duration::from_secs(1),
+            sets: Vec::new(),
+        };
+        let me = PeerTarget {
+            address: "192.0.2.11".into(),
+            hm_port: 8082,
+        };
+        let svc = SyncService::new(
+            cfg,
+            me,
+            Arc::new(RwLock::new(None)),
+            false,
+            Box::new(|_, _| {}),
+        )
+        .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
+        svc.set_events(Box::new(move |kind, _, _| {
+            sink.lock().unwrap().push(kind.to_string())
+        }));
+        for _ in 0..2 {
+            svc.pass_outcome(SyncClass::Frequent, Some("peer went away".into()));
+        }
+        svc.pass_outcome(SyncClass::Batch, None);
+        assert!(seen.lock().unwrap().is_empty(), "raised too early");
+        svc.pass_outcome(SyncClass::Frequent, Some("hash mismatch".into()));
+        svc.pass_outcome(SyncClass::Frequent, Some("hash mismatch".into()));
+        assert_eq!(*seen.lock().unwrap(), vec!["sync_failed".to_string()]);
+        svc.pass_outcome(SyncClass::Frequent, None);
+        svc.pass_outcome(SyncClass::Frequent, None);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["sync_failed".to_string(), "sync_recovered".to_string()]
+        );
     }
 }

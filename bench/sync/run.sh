@@ -61,6 +61,16 @@ sec() { awk -v m="$1" 'BEGIN{printf "%.2f", m/1000}'; }
 mibs() { awk -v m="$1" -v b="$BYTES" 'BEGIN{printf "%.1f", b/1048576/(m/1000)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
+# Flush dirty pages and let writeback finish, so one measurement does not pay
+# for the previous one's writes.
+settle() {
+    sync
+    for _ in $(seq 1 300); do
+        awk '/^(Dirty|Writeback):/ {s += $2} END {exit !(s < 8192)}' /proc/meminfo && break
+        sleep 0.1
+    done
+}
+
 bed() {
     for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; ip netns add "$n"; ip -n "$n" link set lo up; done
     ip -n "${NS[0]}" link add eth0 type veth peer name eth0 netns "${NS[1]}"
@@ -127,7 +137,7 @@ pair_down() { stop_agent 1; stop_agent 0; }
 
 register() { # -> ms
     local t0
-    sync
+    settle
     t0=$(now)
     echo "$KEY" | "$HAMON" --config "$HM/primary.toml" ha register --secondary "${V4[1]}" \
         --failover-type manual >"$HM/register.out" 2>&1 || { cat "$HM/register.out" "$HM"/*.log >&2; return 1; }
@@ -177,7 +187,7 @@ CFG
 
 rsync_pass() { # dst [options] -> ms
     local dst=$1 t0; shift
-    sync
+    settle
     t0=$(now)
     ip netns exec "${NS[1]}" rsync -a "$@" "rsync://${V4[0]}/bench/" "$dst/"
     ms_since "$t0"

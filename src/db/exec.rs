@@ -7,9 +7,7 @@
 //! stderr are captured (up to [`MAX_OUTPUT`] bytes each), because the
 //! drivers read answers and error messages from them.
 
-use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -105,49 +103,14 @@ pub struct Account {
 }
 
 impl Account {
-    /// Look `name` up in the user database (getpwnam).
+    /// Look `name` up in the user database (getpwnam_r).
     pub fn lookup(name: &str) -> Result<Account, String> {
-        let cname = CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
-        let mut buf = vec![0 as libc::c_char; 16 * 1024];
-        // SAFETY: passwd is plain old data; all-zero is a valid value and
-        // getpwnam_r overwrites it.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call: cname is a
-        // NUL-terminated string, pwd and result live on this stack frame, and
-        // buf is a writable buffer of the length passed. The strings that pwd
-        // points to afterwards live in buf, which outlives their use below.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up user {name}: {}",
-                io_text(&io::Error::from_raw_os_error(rc))
-            ));
-        }
-        if result.is_null() {
-            return Err(format!("no such user: {name}"));
-        }
-        let home = if pwd.pw_dir.is_null() {
-            PathBuf::from("/")
-        } else {
-            // SAFETY: pw_dir is non-null and, per getpwnam_r's contract,
-            // points to a NUL-terminated string inside buf, which is alive.
-            let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
-            PathBuf::from(OsStr::from_bytes(dir.to_bytes()))
-        };
+        let (uid, gid, home) = crate::watch::process::lookup_user(name)?;
         Ok(Account {
             name: name.to_string(),
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home,
+            uid,
+            gid,
+            home: PathBuf::from(home),
         })
     }
 
@@ -265,7 +228,7 @@ fn take(buffer: &Buffer) -> String {
 
 /// Wait for the child until `deadline`. `Err(None)`: timed out (the group
 /// was killed and the child reaped); `Err(Some(e))`: waiting failed.
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Option<io::Error>> {
+pub(crate) fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Option<io::Error>> {
     let mut pause = Duration::from_millis(2);
     loop {
         match child.try_wait() {
@@ -287,7 +250,7 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Option
 }
 
 /// Kill the child's whole process group and reap the child.
-fn kill_group(child: &mut Child) {
+pub(crate) fn kill_group(child: &mut Child) {
     if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: kill takes no pointers. The child leads its own process
         // group (`process_group(0)`) and has not been reaped yet (no wait has

@@ -11,7 +11,7 @@
 //! Errors are readable one-line texts.
 
 pub mod command;
-mod exec;
+pub(crate) mod exec;
 pub mod postgres;
 
 use std::fmt;

@@ -7,9 +7,10 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::db::exec::{io_text, show_duration, wait_until};
 use crate::ha::Level;
 
 /// How to probe the database.
@@ -64,9 +65,6 @@ fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Longest pause between two looks at a running command.
-const MAX_POLL: Duration = Duration::from_millis(50);
-
 fn probe_command(argv: &[String], timeout: Duration) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("database check command is empty".into());
@@ -80,43 +78,16 @@ fn probe_command(argv: &[String], timeout: Duration) -> Result<(), String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("{program}: cannot run: {}", io_text(&e)))?;
-    let deadline = started + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return exit_verdict(program, status),
-            Ok(None) => {}
-            Err(e) => {
-                kill_group(&mut child);
-                return Err(format!("{program}: cannot wait for it: {}", io_text(&e)));
-            }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(&mut child);
-            return Err(format!(
-                "{program} timed out after {}",
-                show_duration(timeout)
-            ));
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(MAX_POLL);
+    match wait_until(&mut child, started + timeout) {
+        Ok(status) => exit_verdict(program, status),
+        Err(Some(e)) => Err(format!("{program}: cannot wait for it: {}", io_text(&e))),
+        Err(None) => Err(format!(
+            "{program} timed out after {}",
+            show_duration(timeout)
+        )),
     }
 }
 
-/// Kill the child's whole process group and reap the child.
-fn kill_group(child: &mut Child) {
-    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill takes no pointers. The child leads its own process
-        // group (`process_group(0)`) and has not been reaped yet (no wait has
-        // returned its status), so its pid, and with it the group id, cannot
-        // have been reused by an unrelated process.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    }
-    // In case the group kill failed; harmless if the child is already dead.
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 fn exit_verdict(program: &str, status: ExitStatus) -> Result<(), String> {
     if status.success() {
@@ -130,32 +101,7 @@ fn exit_verdict(program: &str, status: ExitStatus) -> Result<(), String> {
     }
 }
 
-/// An I/O error as lowercase text without std's " (os error N)" suffix:
-/// "connection refused".
-fn io_text(e: &io::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(code) = e.raw_os_error() {
-        let suffix = format!(" (os error {code})");
-        if let Some(stripped) = text.strip_suffix(&suffix) {
-            text = stripped.to_string();
-        }
-    }
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text,
-    }
-}
 
-/// "3s", "200ms", "1500ms".
-fn show_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
 
 /// Debounced verdict: `Failed` only after `failures` consecutive failed
 /// probes, `Ok` again on the first success. The level starts `Unknown` and

@@ -679,7 +679,7 @@ fn spawn(
 }
 
 /// A user's uid, gid and home directory, through getpwnam_r.
-fn lookup_user(name: &str) -> Result<(u32, u32, OsString), String> {
+pub(crate) fn lookup_user(name: &str) -> Result<(u32, u32, OsString), String> {
     let cname = CString::new(name).map_err(|_| format!("bad user name {name:?}"))?;
     let mut size = 1024;
     loop {

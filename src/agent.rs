@@ -286,6 +286,9 @@ struct Shell {
     db_port: PeerPort,
     /// The peer's Health Monitor and database, once registered.
     peer: Option<PeerTarget>,
+    /// Whether a standby's database should follow the peer's now: not while
+    /// registration runs (its initial copy builds the standby).
+    follow_peer: bool,
     /// The registration's mail recipients.
     emails: Vec<String>,
     notifier: Arc<crate::notify::dispatch::Dispatcher>,
@@ -557,6 +560,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         db: driver,
         db_port,
         peer: None,
+        follow_peer: false,
         emails: Vec::new(),
         notifier: notifier.clone(),
     };
@@ -1109,6 +1113,7 @@ impl Shell {
             .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
             .unwrap_or_default();
         self.peer = node.peer_target();
+        self.follow_peer = node.state() != ha::HaState::HaInitializing;
         self.emails = node
             .registration()
             .map(|r| r.emails.clone())
@@ -1185,7 +1190,11 @@ impl Shell {
                 let order = DutyOrder {
                     duty,
                     vips: self.vips.clone(),
-                    peer_db: self.peer.as_ref().map(|p| self.db_port.at(&p.address)),
+                    peer_db: self
+                        .peer
+                        .as_ref()
+                        .filter(|_| self.follow_peer)
+                        .map(|p| self.db_port.at(&p.address)),
                     decided: Instant::now(),
                 };
                 let _ = self.duty_tx.send(order);

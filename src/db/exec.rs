@@ -228,7 +228,10 @@ fn take(buffer: &Buffer) -> String {
 
 /// Wait for the child until `deadline`. `Err(None)`: timed out (the group
 /// was killed and the child reaped); `Err(Some(e))`: waiting failed.
-pub(crate) fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Option<io::Error>> {
+pub(crate) fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+) -> Result<ExitStatus, Option<io::Error>> {
     let mut pause = Duration::from_millis(2);
     loop {
         match child.try_wait() {

@@ -152,6 +152,27 @@ fn check_kind(e: &Entry, want: &str, ok: bool) -> Result<(), SyncError> {
 /// over the target (a directory there is removed first). Missing parents are created (mode
 /// 0700). Returns the bytes written.
 pub fn write_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<u64, SyncError> {
+    write_file_then(root, e, body, DirSync::Now)
+}
+
+/// When [`write_file_then`] makes the rename durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirSync {
+    /// fsync the directory right after the rename.
+    Now,
+    /// The caller fsyncs the directory later ([`sync_dirs`]), once for many
+    /// files. Until then a crash may undo the rename (the old file stays, or
+    /// the temp file is left for a later pass to remove), never half of it.
+    Later,
+}
+
+/// As [`write_file`], with the directory fsync now or left to the caller.
+pub fn write_file_then(
+    root: &Path,
+    e: &Entry,
+    body: &mut dyn Read,
+    dir_sync: DirSync,
+) -> Result<u64, SyncError> {
     check_kind(e, "file", e.kind == Kind::File)?;
     let want = e.hash.as_deref().unwrap_or_default();
     let err = |op| io_err(op, root, &e.path);
@@ -211,8 +232,38 @@ pub fn write_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<u64, Sy
         fsat::rename_at(dir.as_fd(), tmp, name).map_err(err("rename"))?;
     }
     guard.name = None;
-    fsat::fsync(dir.as_fd()).map_err(err("fsync directory"))?;
+    if dir_sync == DirSync::Now {
+        fsat::fsync(dir.as_fd()).map_err(err("fsync directory"))?;
+    }
     Ok(total)
+}
+
+/// fsyncs each directory `rel` (relative to `root`, "" for the root) once; the
+/// first error is returned after trying them all.
+pub fn sync_dirs<'a>(
+    root: &Path,
+    dirs: impl IntoIterator<Item = &'a str>,
+) -> Result<(), SyncError> {
+    let mut first = None;
+    for rel in dirs {
+        let r = if rel.is_empty() {
+            fsat::open_root(root)
+                .and_then(|d| fsat::fsync(d.as_fd()))
+                .map_err(|e| SyncError::io("fsync directory", root.into(), e))
+        } else {
+            match open_parent(root, rel, false) {
+                Ok(Some((parent, name))) => fsat::open_dir_at(parent.as_fd(), name)
+                    .and_then(|d| fsat::fsync(d.as_fd()))
+                    .map_err(|e| SyncError::io("fsync directory", root.join(rel), e)),
+                Ok(None) => Ok(()), // gone meanwhile: nothing to make durable
+                Err(e) => Err(e),
+            }
+        };
+        if let (Err(e), None) = (r, &first) {
+            first = Some(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Owner (when settable), then mode (chown clears set-id bits), then mtime, of an open file.

@@ -18,7 +18,7 @@ use std::time::Duration;
 /// each further piece of a file.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PeerSource {
     target: PeerTarget,
     keys: Keys,
@@ -123,5 +123,9 @@ impl Source for PeerSource {
             ));
         }
         Ok(Box::new(r.body))
+    }
+
+    fn fork(&self) -> Option<Box<dyn Source + Send>> {
+        Some(Box::new(self.clone()))
     }
 }

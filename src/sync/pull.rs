@@ -5,7 +5,8 @@ use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use super::apply::{
-    self, make_dir, make_symlink, open_served, owner_settable, set_meta, write_file,
+    self, make_dir, make_symlink, open_served, owner_settable, set_meta, sync_dirs,
+    write_file_then, DirSync,
 };
 use super::diff::{diff, Plan};
 use super::manifest::{decode, encode, Entry, Kind, Manifest};
@@ -18,7 +19,17 @@ pub trait Source {
     fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String>;
     /// The content of the file `path` of `set`.
     fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String>;
+    /// Another source for the same peer, for fetching files in parallel;
+    /// `None` (the default) fetches them one after another.
+    fn fork(&self) -> Option<Box<dyn Source + Send>> {
+        None
+    }
 }
+
+/// Files fetched at once when the source can be forked: a pass over many
+/// small files waits on the network and on fsync, so a few in flight keep
+/// both busy.
+const PARALLEL_FETCHES: usize = 4;
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,11 +156,13 @@ fn execute(
             stats.dirs += 1;
         }
     }
-    for e in &plan.fetch {
-        let r = src
-            .file(&spec.name, &e.path)
-            .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))
-            .and_then(|mut body| write_file(root, e, &mut body));
+    // File contents are fsynced one by one before their rename; the renames
+    // are made durable with one fsync per directory after the batch.
+    let mut renamed_in: BTreeSet<&str> = BTreeSet::new();
+    for (e, r) in fetch_all(spec, src, &plan.fetch) {
+        if r.is_ok() {
+            renamed_in.insert(e.path.rsplit_once('/').map_or("", |(d, _)| d));
+        }
         match r {
             Ok(n) => {
                 stats.files += 1;
@@ -158,6 +171,7 @@ fn execute(
             Err(e) => stats.errors.push(e.to_string()),
         }
     }
+    note(stats, sync_dirs(root, renamed_in));
     for e in &plan.links {
         if note(stats, make_symlink(root, e)) {
             stats.links += 1;
@@ -197,6 +211,57 @@ fn execute(
     for e in dirs.into_iter().rev() {
         note(stats, set_meta(root, e));
     }
+}
+
+/// Fetches and writes every file of `fetch`, several at once when `src` can
+/// be forked; each file's outcome, in no particular order.
+fn fetch_all<'p>(
+    spec: &SetSpec,
+    src: &mut dyn Source,
+    fetch: &'p [Entry],
+) -> Vec<(&'p Entry, Result<u64, SyncError>)> {
+    let root = spec.root.as_path();
+    let one = |src: &mut dyn Source, e: &Entry| {
+        src.file(&spec.name, &e.path)
+            .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))
+            .and_then(|mut body| write_file_then(root, e, &mut body, DirSync::Later))
+    };
+    let forks: Vec<Box<dyn Source + Send>> = if fetch.len() > 1 {
+        (1..PARALLEL_FETCHES).map_while(|_| src.fork()).collect()
+    } else {
+        Vec::new()
+    };
+    if forks.is_empty() {
+        return fetch.iter().map(|e| (e, one(src, e))).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take = || fetch.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    std::thread::scope(|s| {
+        let workers: Vec<_> = forks
+            .into_iter()
+            .map(|mut f| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    while let Some(e) = take() {
+                        out.push((e, one(f.as_mut(), e)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        while let Some(e) = take() {
+            out.push((e, one(&mut *src, e)));
+        }
+        for w in workers {
+            // A worker that panicked loses its results; those files are
+            // simply fetched again by the next pass.
+            if let Ok(more) = w.join() {
+                out.extend(more);
+            }
+        }
+        out
+    })
 }
 
 /// Whether `r` succeeded; its error, if any, recorded.
@@ -251,6 +316,11 @@ impl Source for LocalSource {
         }
         let (f, len) = open_served(&self.spec, path).map_err(|e| e.to_string())?;
         Ok(Box::new(f.take(len)))
+    }
+
+    /// Files are served without the scanner, so a fork needs none of its cache.
+    fn fork(&self) -> Option<Box<dyn Source + Send>> {
+        Some(Box::new(LocalSource::new(self.spec.clone(), self.limits)))
     }
 }
 

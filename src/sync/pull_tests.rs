@@ -404,7 +404,7 @@ fn kill_helper() {
         size: 1 << 30,
         ..file_entry("f", b"")
     };
-    let _ = write_file(Path::new(&root), &e, &mut Slow);
+    let _ = crate::sync::write_file(Path::new(&root), &e, &mut Slow);
     unreachable!("the parent kills this process before the write ends");
 }
 

@@ -88,7 +88,6 @@ fn probe_command(argv: &[String], timeout: Duration) -> Result<(), String> {
     }
 }
 
-
 fn exit_verdict(program: &str, status: ExitStatus) -> Result<(), String> {
     if status.success() {
         Ok(())
@@ -100,8 +99,6 @@ fn exit_verdict(program: &str, status: ExitStatus) -> Result<(), String> {
         Err(format!("{program} failed ({status})"))
     }
 }
-
-
 
 /// Debounced verdict: `Failed` only after `failures` consecutive failed
 /// probes, `Ok` again on the first success. The level starts `Unknown` and

@@ -297,11 +297,29 @@ fn tls_setup(
             ))
         })?),
     };
-    let config = client_config(pin).map_err(|e| ClientError::Tls {
+    let config = shared_client_config(pin).map_err(|e| ClientError::Tls {
         addr,
         detail: e.to_string(),
     })?;
-    Ok((Arc::new(config), name))
+    Ok((config, name))
+}
+
+/// One client configuration per pin for the whole process, so that its session
+/// cache lets later connections to the same server resume TLS (no certificate
+/// exchange, no signature to verify): file sync makes one request per file.
+fn shared_client_config(pin: Option<[u8; 32]>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    type Configs = std::collections::HashMap<Option<[u8; 32]>, Arc<rustls::ClientConfig>>;
+    static CONFIGS: std::sync::OnceLock<std::sync::Mutex<Configs>> = std::sync::OnceLock::new();
+    let configs = CONFIGS.get_or_init(Default::default);
+    let mut map = configs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(c) = map.get(&pin) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(client_config(pin)?);
+    map.insert(pin, c.clone());
+    Ok(c)
 }
 
 /// A client configuration (ring provider, TLS 1.2 and 1.3) whose certificate check is

@@ -53,6 +53,7 @@ pub fn start(
                 };
                 let mut watch = DbWatch::new(db.failures);
                 let own_check = check.tcp.is_some() || check.command.is_some();
+                let mut reported = false;
                 while !stop.load(Ordering::Relaxed) {
                     // The driver's own health check, after the configured one.
                     let result = match &driver {
@@ -61,7 +62,12 @@ pub fn start(
                         None => check.probe(),
                     };
                     if let Some((level, text)) = watch.observe(&result) {
-                        r.observe("database_check", severity(level), text);
+                        // The first "reachable" is not news (and would be a
+                        // clearing notification with no alarm before it).
+                        if level != Level::Ok || reported {
+                            r.observe("database_check", severity(level), text);
+                        }
+                        reported = true;
                         r.set(Part::Database, level);
                     }
                     nap(db.interval, &stop);

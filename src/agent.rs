@@ -490,12 +490,14 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     };
     crate::watch::run::start(&cfg, &reporter, rescan_rx, stop.clone(), driver.clone())
         .map_err(io_err("watcher threads"))?;
+    let database_line = Arc::new(RwLock::new(None));
     if let (Some(db), Some(dbc)) = (&driver, &cfg.database) {
         repl::start_lag_watch(
             db.clone(),
             dbc.max_failover_lag_bytes,
             dbc.interval,
             reporter.clone(),
+            database_line.clone(),
             stop.clone(),
         )
         .map_err(io_err("replica watcher"))?;
@@ -532,6 +534,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         rescan: rescan_tx,
         sync: sync.clone(),
         notifier: notifier.clone(),
+        database: database_line.clone(),
     };
     let control = start_control(&cfg, tx.clone(), parts)?;
     start_signals(tx.clone())?;
@@ -600,6 +603,7 @@ struct ControlParts {
     rescan: Sender<()>,
     sync: Arc<SyncService>,
     notifier: Arc<crate::notify::dispatch::Dispatcher>,
+    database: Arc<RwLock<Option<String>>>,
 }
 
 fn start_control(
@@ -616,6 +620,7 @@ fn start_control(
         rescan,
         sync,
         notifier,
+        database,
     } = parts;
     let path = cfg.socket_path();
     let interface = cfg.node.interface.clone();
@@ -651,6 +656,7 @@ fn start_control(
                         system: system_line(),
                         sync: Some(Box::new(progress)),
                         notify: Some(Box::new(notifier.stats())),
+                        database: database.read().ok().and_then(|d| d.clone()),
                     }
                 }
                 Err(_) => control::Reply::Refused {

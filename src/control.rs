@@ -78,6 +78,9 @@ pub enum Reply {
         /// File sync and full copies.
         #[serde(default)]
         sync: Option<Box<crate::sync::service::Progress>>,
+        /// The database driver's role and lag.
+        #[serde(default)]
+        database: Option<String>,
         /// What the notification channels have sent.
         #[serde(default)]
         notify: Option<Box<crate::notify::dispatch::DispatchStats>>,

@@ -218,13 +218,36 @@ pub fn lag_verdict(db: &dyn Database, max_bytes: u64) -> Option<Option<String>> 
     }
 }
 
-/// The database watcher for a driver: its health as the database level, and
-/// the lag verdict for the core.
+/// `hamon status`'s database line: the driver, its role and, on a standby,
+/// its lag in bytes and seconds.
+pub fn status_line(db: &dyn Database) -> String {
+    let name = db.name();
+    match db.role() {
+        Ok(DbRole::Standby) => match db.lag() {
+            Ok(Some(l)) => format!(
+                "Database ({name}): standby, {} bytes of WAL not yet replayed, {}",
+                l.bytes,
+                match l.seconds {
+                    Some(s) => format!("last replayed change {s:.1} s old"),
+                    None => "nothing replayed yet".to_string(),
+                }
+            ),
+            Ok(None) => format!("Database ({name}): standby"),
+            Err(e) => format!("Database ({name}): standby, lag unknown ({e})"),
+        },
+        Ok(role) => format!("Database ({name}): {role}"),
+        Err(e) => format!("Database ({name}): not answering ({e})"),
+    }
+}
+
+/// The database watcher for a driver: the lag verdict for the core, and the
+/// status line (`line`) for `hamon status`.
 pub fn start_lag_watch(
     db: Arc<dyn Database>,
     max_bytes: u64,
     every: Duration,
     reporter: Reporter,
+    line: Arc<std::sync::RwLock<Option<String>>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -232,6 +255,9 @@ pub fn start_lag_watch(
         .spawn(move || {
             let mut last: Option<Option<String>> = None;
             while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut l) = line.write() {
+                    *l = Some(status_line(db.as_ref()));
+                }
                 if let Some(v) = lag_verdict(db.as_ref(), max_bytes) {
                     let changed = match (&last, &v) {
                         (Some(a), b) => a.is_some() != b.is_some(),

@@ -101,6 +101,17 @@ fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
         b.sql("INSERT INTO t VALUES (99, 'x')").is_err(),
         "a standby took a write"
     );
+    // Role and lag, in bytes and seconds, in `hamon status`.
+    let status = || String::from_utf8_lossy(&p.run(1, &["status"]).stdout).to_string();
+    wait(SECS(10), || {
+        status().contains("Database (postgres): standby, ")
+    })
+    .unwrap_or_else(|| panic!("no database line: {}", status()));
+    assert!(
+        status().contains("bytes of WAL not yet replayed"),
+        "{}",
+        status()
+    );
 
     // kill -9 of the primary server (agent and database): the secondary is
     // promoted and takes writes.

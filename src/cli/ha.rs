@@ -78,6 +78,7 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             system,
             sync,
             notify,
+            database,
             ..
         }) => {
             println!(
@@ -92,6 +93,9 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             }
             if let Some(s) = system {
                 println!("{s}");
+            }
+            if let Some(d) = database {
+                println!("{d}");
             }
             for line in sync.map(|s| s.lines()).unwrap_or_default() {
                 println!("{line}");

@@ -175,6 +175,8 @@ pub struct SyncService {
     /// Failed passes in a row, per class; `sync_failed` is raised at
     /// `FAILED_PASSES` and cleared by the next good pass.
     failing: Mutex<HashMap<SyncClass, u32>>,
+    /// Refused entries already logged.
+    skipped_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -291,6 +293,7 @@ impl SyncService {
             log,
             events: RwLock::new(None),
             failing: Mutex::new(HashMap::new()),
+            skipped_seen: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 
@@ -306,6 +309,23 @@ impl SyncService {
             if let Some(f) = e.as_ref() {
                 f(kind, severity, text);
             }
+        }
+    }
+
+    /// Logs a refused entry once (passes repeat every few seconds).
+    fn note_skipped(&self, set: &str, s: &super::Skipped) {
+        let key = format!("{set}\0{}\0{}", s.path, s.reason);
+        let new = self.skipped_seen.lock().is_ok_and(|mut seen| {
+            if seen.len() >= 10_000 {
+                seen.clear();
+            }
+            seen.insert(key)
+        });
+        if new {
+            (self.log)(
+                true,
+                &format!("sync set {set}: not synced: {}: {}", s.path, s.reason),
+            );
         }
     }
 
@@ -393,13 +413,7 @@ impl SyncService {
             .scan(spec, &self.limits)
             .map_err(|e| (500, format!("set {}: {e}", spec.name)))?;
         for s in skipped {
-            (self.log)(
-                true,
-                &format!(
-                    "sync set {}: not synced: {}: {}",
-                    spec.name, s.path, s.reason
-                ),
-            );
+            self.note_skipped(&spec.name, &s);
         }
         Ok(super::manifest::encode(&manifest))
     }
@@ -615,13 +629,7 @@ impl SyncService {
                 (self.log)(true, &format!("sync set {}: {e}", set.name));
             }
             for s in &stats.skipped {
-                (self.log)(
-                    true,
-                    &format!(
-                        "sync set {}: not synced: {}: {}",
-                        set.name, s.path, s.reason
-                    ),
-                );
+                self.note_skipped(&set.name, s);
             }
             (self.log)(
                 false,

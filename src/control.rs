@@ -77,7 +77,7 @@ pub enum Reply {
         system: Option<String>,
         /// File sync and full copies.
         #[serde(default)]
-        sync: Option<Box<crate::sync::service::Progress>>,
+        sync: Option<Box<crate::sync::progress::Progress>>,
         /// The database driver's role and lag.
         #[serde(default)]
         database: Option<String>,

@@ -24,10 +24,12 @@
 
 pub mod apply;
 pub mod diff;
+pub mod direction;
 mod fsat;
 pub mod http;
 pub mod inotify;
 pub mod manifest;
+pub mod progress;
 pub mod pull;
 pub mod scan;
 pub mod service;

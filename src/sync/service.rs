@@ -7,113 +7,18 @@
 //! per class is the safety net; a hint from the active (after an inotify event)
 //! only makes it come sooner.
 
+use super::direction::{peer_of, pull_source};
 use super::http::PeerSource;
+use super::progress::{unix_now, ClassProgress, Progress};
 use super::{Limits, PassStats, Puller, Scanner, SetSpec};
 use crate::config::{Replication, SyncClass, SyncSet};
-use crate::ha::{Duty, HaState, PeerTarget, Severity, StatusView};
+use crate::ha::{Duty, PeerTarget, Severity, StatusView};
 use crate::peer::auth::Keys;
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// States whose server holds the data the standby copies.
-pub fn is_data_source(s: HaState) -> bool {
-    use HaState::*;
-    matches!(
-        s,
-        PrimaryActive
-            | PrimaryLostSecondary
-            | SecondaryActive
-            | SecondaryFailover
-            | SecondaryFailback
-    )
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Progress of one class, as shown by `hamon status` and the JSON status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClassProgress {
-    /// Sets in this class.
-    pub sets: usize,
-    /// Files and bytes written by the last pass.
-    pub files: u64,
-    pub bytes: u64,
-    pub deleted: u64,
-    /// Totals since the agent started.
-    pub total_files: u64,
-    pub total_bytes: u64,
-    /// When the last pass that completed without errors started (Unix seconds).
-    pub last_ok: Option<u64>,
-    /// Seconds between the start of that pass and now: how stale the replica can be.
-    pub lag_secs: Option<u64>,
-    /// The last pass's errors (files that could not be copied), most recent first.
-    pub errors: Vec<String>,
-    /// Refused entries (special files, links out of the set) seen by the last pass.
-    pub skipped: Vec<String>,
-}
-
-/// What this server's file sync is doing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// `pulling` (standby, peer active), `serving` (active), `idle`.
-    pub direction: String,
-    pub frequent: ClassProgress,
-    pub batch: ClassProgress,
-    /// The full copy under way or last done: `initial: running`, `failback: done`...
-    pub copy: Option<String>,
-}
-
-impl Progress {
-    /// What `hamon status` prints: one line per class with sets, then the copy.
-    pub fn lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (name, c) in [("frequent", &self.frequent), ("batch", &self.batch)] {
-            if c.sets == 0 {
-                continue;
-            }
-            let lag = match c.lag_secs {
-                Some(s) => format!("{s} s"),
-                None => "not yet synced".into(),
-            };
-            let mut line = format!(
-                "File sync ({}) {name}: {} set(s), last pass {} file(s) / {} byte(s), \
-                 {} deleted, lag {lag}",
-                self.direction, c.sets, c.files, c.bytes, c.deleted
-            );
-            if !c.errors.is_empty() {
-                line.push_str(&format!(", {} error(s): {}", c.errors.len(), c.errors[0]));
-            }
-            out.push(line);
-        }
-        if let Some(copy) = &self.copy {
-            out.push(format!("Full copy {copy}"));
-        }
-        out
-    }
-
-    fn class_mut(&mut self, c: SyncClass) -> &mut ClassProgress {
-        match c {
-            SyncClass::Frequent => &mut self.frequent,
-            SyncClass::Batch => &mut self.batch,
-        }
-    }
-
-    /// Refresh the lag figures against the clock.
-    fn aged(mut self, now: u64) -> Progress {
-        for c in [&mut self.frequent, &mut self.batch] {
-            c.lag_secs = c.last_ok.map(|t| now.saturating_sub(t));
-        }
-        self
-    }
-}
+use std::time::{Duration, Instant};
 
 /// One full-copy job run for the peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -843,143 +748,9 @@ impl SyncService {
     }
 }
 
-/// The registered peer's Health Monitor.
-pub fn peer_of(view: &StatusView) -> Option<PeerTarget> {
-    let peer = view.registration.as_ref()?.member(view.role.other());
-    Some(PeerTarget {
-        address: peer.address.clone(),
-        hm_port: peer.hm_port,
-    })
-}
-
-/// Whom a standby pulls from: its peer, when that peer holds the data.
-pub fn pull_source(view: &StatusView) -> Option<PeerTarget> {
-    if view.duty == Duty::Active || !view.peer_reachable {
-        return None;
-    }
-    if !view.peer_state.is_some_and(is_data_source) {
-        return None;
-    }
-    peer_of(view)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ha::{FailoverType, Member, Registration, Role};
-
-    fn view(role: Role, duty: Duty, peer: Option<HaState>, reachable: bool) -> StatusView {
-        let member = |name: &str, address: &str| Member {
-            name: name.into(),
-            address: address.into(),
-            hm_port: 8082,
-            hb_port: 8083,
-        };
-        let mut v = crate::ha::Node::new(
-            crate::ha::NodeConfig {
-                name: "x".into(),
-                role,
-                address: "192.0.2.11".into(),
-                hm_port: 8082,
-                hb_port: 8083,
-                timers: crate::ha::sim::fast_timers(),
-            },
-            None,
-        )
-        .status();
-        v.duty = duty;
-        v.peer_state = peer;
-        v.peer_reachable = reachable;
-        v.registration = Some(Registration {
-            id: 1,
-            failover_type: FailoverType::Manual,
-            primary: member("a", "192.0.2.11"),
-            secondary: member("b", "192.0.2.12"),
-            vips: Vec::new(),
-            emails: Vec::new(),
-        });
-        v
-    }
-
-    #[test]
-    fn the_standby_pulls_from_whichever_server_is_active() {
-        use HaState::*;
-        // Normal operation: the secondary pulls from the active primary.
-        let s = view(Role::Secondary, Duty::Standby, Some(PrimaryActive), true);
-        assert_eq!(
-            pull_source(&s).map(|t| t.address),
-            Some("192.0.2.11".into())
-        );
-        // After a failover: the primary (syncing) pulls from the active secondary.
-        let p = view(Role::Primary, Duty::Standby, Some(SecondaryActive), true);
-        assert_eq!(
-            pull_source(&p).map(|t| t.address),
-            Some("192.0.2.12".into())
-        );
-        // During failback the secondary still holds the data.
-        let p = view(Role::Primary, Duty::Standby, Some(SecondaryFailback), true);
-        assert!(pull_source(&p).is_some());
-        // Never from a standby peer, never while active, never from a lost peer.
-        assert!(pull_source(&view(
-            Role::Primary,
-            Duty::Active,
-            Some(SecondarySyncing),
-            true
-        ))
-        .is_none());
-        assert!(pull_source(&view(
-            Role::Secondary,
-            Duty::Standby,
-            Some(PrimarySyncing),
-            true
-        ))
-        .is_none());
-        assert!(pull_source(&view(
-            Role::Secondary,
-            Duty::Standby,
-            Some(PrimaryActive),
-            false
-        ))
-        .is_none());
-        let mut alone = view(Role::Secondary, Duty::Standby, Some(PrimaryActive), true);
-        alone.registration = None;
-        assert!(pull_source(&alone).is_none());
-    }
-
-    #[test]
-    fn status_lines_show_each_class_with_sets_and_the_copy() {
-        let mut p = Progress {
-            frequent: ClassProgress {
-                sets: 2,
-                files: 3,
-                bytes: 4096,
-                deleted: 1,
-                last_ok: Some(100),
-                errors: vec!["etc/x: hash mismatch".into()],
-                ..ClassProgress::default()
-            },
-            ..Progress::default()
-        };
-        p.copy = Some("initial: done".into());
-        let v = view(
-            Role::Secondary,
-            Duty::Standby,
-            Some(HaState::PrimaryActive),
-            true,
-        );
-        p.direction = "pulling".into();
-        let lines = p.clone().aged(130).lines();
-        assert_eq!(
-            lines,
-            vec![
-                "File sync (pulling) frequent: 2 set(s), last pass 3 file(s) / 4096 byte(s), \
-                 1 deleted, lag 30 s, 1 error(s): etc/x: hash mismatch"
-                    .to_string(),
-                "Full copy initial: done".to_string(),
-            ]
-        );
-        assert!(pull_source(&v).is_some());
-    }
 
     #[test]
     fn three_failed_passes_raise_sync_failed_and_a_good_one_clears_it() {

@@ -1,0 +1,160 @@
+//! The control socket's handler: operator commands over the core's channel,
+//! and the answers read without it (events, status lines, the key).
+
+use super::*;
+
+/// What the control socket's handler needs besides the core's channel.
+pub(super) struct ControlParts {
+    pub(super) store: Store,
+    pub(super) keys: Arc<RwLock<Option<Keys>>>,
+    pub(super) hb: Arc<Heartbeats>,
+    pub(super) fingerprint: Option<String>,
+    pub(super) services: Arc<RwLock<Vec<ServiceStatus>>>,
+    pub(super) rescan: Sender<()>,
+    pub(super) sync: Arc<SyncService>,
+    pub(super) notifier: Arc<crate::notify::dispatch::Dispatcher>,
+    pub(super) database: Arc<RwLock<Option<String>>>,
+}
+
+pub(super) fn start_control(
+    cfg: &Config,
+    tx: Sender<Input>,
+    parts: ControlParts,
+) -> Result<control::Server, AgentError> {
+    let ControlParts {
+        store,
+        keys,
+        hb,
+        fingerprint,
+        services,
+        rescan,
+        sync,
+        notifier,
+        database,
+    } = parts;
+    let path = cfg.socket_path();
+    let interface = cfg.node.interface.clone();
+    control::Server::start(&path, move |req| {
+        let ask = |command: Command, wait: Duration| -> control::Reply {
+            let (rtx, rrx) = bounded(1);
+            if tx.send(Input::Command(command, rtx)).is_err() {
+                return control::Reply::Refused {
+                    message: "agent stopping".into(),
+                };
+            }
+            match rrx.recv_timeout(wait) {
+                Ok(ha::Reply::Done { message }) => control::Reply::Done { message },
+                Ok(ha::Reply::Refused { message }) => control::Reply::Refused { message },
+                Ok(ha::Reply::Status { status }) => {
+                    let progress = sync.progress(Some(&status));
+                    let s = &hb.stats;
+                    let heartbeats = HeartbeatCounts {
+                        sent: s.sent.load(Ordering::Relaxed),
+                        accepted: s.accepted.load(Ordering::Relaxed),
+                        rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
+                        rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
+                    };
+                    let services = services
+                        .read()
+                        .map(|list| list.iter().map(service_line).collect())
+                        .unwrap_or_default();
+                    control::Reply::Status {
+                        status,
+                        heartbeats,
+                        tls_fingerprint: fingerprint.clone(),
+                        services,
+                        system: system_line(),
+                        sync: Some(Box::new(progress)),
+                        notify: Some(Box::new(notifier.stats())),
+                        database: database.read().ok().and_then(|d| d.clone()),
+                    }
+                }
+                Err(_) => control::Reply::Refused {
+                    message: "no answer from the agent in time".into(),
+                },
+            }
+        };
+        let long = Duration::from_secs(24 * 3600);
+        match req {
+            control::Request::Status => ask(Command::Status, Duration::from_secs(10)),
+            control::Request::Register {
+                secondary_address,
+                secondary_hm_port,
+                failover_type,
+                vips,
+                emails,
+                key,
+            } => {
+                let vips = match vip::checked(&vips, interface.as_deref()) {
+                    Ok(v) => v,
+                    Err(message) => return control::Reply::Refused { message },
+                };
+                let id = crate::peer::auth::random_id();
+                let command = Command::Register {
+                    id,
+                    secondary_address,
+                    secondary_hm_port,
+                    failover_type,
+                    vips,
+                    emails,
+                    key,
+                };
+                ask(command, long)
+            }
+            control::Request::Failover => ask(Command::Failover, long),
+            control::Request::Failback => ask(Command::Failback, long),
+            control::Request::Remove { purge } => ask(Command::Remove { purge }, long),
+            control::Request::Events { limit } => match store.read_journal(limit) {
+                Ok(mut events) => {
+                    events.reverse();
+                    control::Reply::Events { events }
+                }
+                Err(e) => control::Reply::Refused {
+                    message: format!("event journal: {e}"),
+                },
+            },
+            control::Request::NicEvent { action, interface } => {
+                let _ = rescan.send(());
+                control::Reply::Done {
+                    message: format!("{interface} {action}: re-reading the watched interfaces"),
+                }
+            }
+            control::Request::AuthKey { key } => {
+                if let Err(rule) = crate::peer::auth::check_password_standard(key.expose()) {
+                    return control::Reply::Refused { message: rule };
+                }
+                match store.save_authkey(key.expose()) {
+                    Ok(()) => {
+                        if let Ok(mut k) = keys.write() {
+                            *k = Some(Keys::derive(key.expose()));
+                        }
+                        control::Reply::Done {
+                            message: "authentication key updated".into(),
+                        }
+                    }
+                    Err(e) => control::Reply::Refused {
+                        message: format!("saving the key: {e}"),
+                    },
+                }
+            }
+        }
+    })
+    .map_err(io_err(format!(
+        "control socket {}",
+        cfg.socket_path().display()
+    )))
+}
+
+/// `<Name> is running`, with the restart count once it has been restarted.
+pub(super) fn service_line(s: &ServiceStatus) -> String {
+    match s.restarts {
+        0 => s.line(),
+        1 => format!("{} (restarted once)", s.line()),
+        n => format!("{} (restarted {n} times)", s.line()),
+    }
+}
+
+/// Load, memory and uptime (information only).
+pub(super) fn system_line() -> Option<String> {
+    Some(crate::watch::system::read().line())
+}

@@ -116,7 +116,13 @@ impl Puller {
         stats.skipped.extend(skipped);
         self.remove_stale_temps(spec, &mut stats);
         let plan = diff(&local, &remote);
-        execute(spec, src, &plan, &remote, &mut stats);
+        let written = execute(spec, src, &plan, &remote, &mut stats);
+        // What was just written and verified need not be read again next pass.
+        for e in written {
+            if let Some(h) = &e.hash {
+                self.scanner.remember(&spec.root.join(&e.path), h);
+            }
+        }
         Ok(stats)
     }
 
@@ -137,13 +143,14 @@ impl Puller {
 }
 
 /// Applies `plan` (from `remote`) to `spec`'s root, recording what happens in `stats`.
-fn execute(
+/// Applies `plan`; the files written (each checked against its hash).
+fn execute<'p>(
     spec: &SetSpec,
     src: &mut dyn Source,
-    plan: &Plan,
+    plan: &'p Plan,
     remote: &Manifest,
     stats: &mut PassStats,
-) {
+) -> Vec<&'p Entry> {
     let root = spec.root.as_path();
     for p in &plan.delete {
         match apply::delete(root, p) {
@@ -159,9 +166,11 @@ fn execute(
     // File contents are fsynced one by one before their rename; the renames
     // are made durable with one fsync per directory after the batch.
     let mut renamed_in: BTreeSet<&str> = BTreeSet::new();
+    let mut fetched = Vec::new();
     for (e, r) in fetch_all(spec, src, &plan.fetch) {
         if r.is_ok() {
             renamed_in.insert(e.path.rsplit_once('/').map_or("", |(d, _)| d));
+            fetched.push(e);
         }
         match r {
             Ok(n) => {
@@ -211,6 +220,7 @@ fn execute(
     for e in dirs.into_iter().rev() {
         note(stats, set_meta(root, e));
     }
+    fetched
 }
 
 /// Fetches and writes every file of `fetch`, several at once when `src` can

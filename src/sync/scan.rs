@@ -224,7 +224,7 @@ impl Scanner {
                     w.skipped.push(skipped(rel, why));
                     continue;
                 }
-                let Some((meta, hash)) = self.hash(&abs)? else {
+                let Some((meta, hash)) = self.hash(&abs, meta)? else {
                     continue;
                 };
                 w.seen.insert(abs);
@@ -241,9 +241,31 @@ impl Scanner {
         Ok(())
     }
 
+    /// Records the hash of a file this process has just written and verified, so the next
+    /// scan does not read it again (a file changed since has another key and is re-read).
+    pub fn remember(&mut self, abs: &Path, hash: &str) {
+        if let Ok(m) = fs::symlink_metadata(abs) {
+            if m.is_file() {
+                self.cache
+                    .insert(abs.to_path_buf(), (FileKey::of(&m), hash.to_string()));
+            }
+        }
+    }
+
     /// The metadata and SHA-256 of the regular file at `abs` (from the cache when unchanged);
     /// `None` if it vanished or is no longer a regular file.
-    fn hash(&mut self, abs: &Path) -> Result<Option<(Metadata, String)>, SyncError> {
+    fn hash(
+        &mut self,
+        abs: &Path,
+        lstat: Metadata,
+    ) -> Result<Option<(Metadata, String)>, SyncError> {
+        // The walk's lstat is enough to tell an unchanged file: no open, no read.
+        if let Some((k, h)) = self.cache.get(abs) {
+            if *k == FileKey::of(&lstat) {
+                self.stats.cache_hits += 1;
+                return Ok(Some((lstat, h.clone())));
+            }
+        }
         let err = |op| move |e| SyncError::io(op, abs.into(), e);
         let mut f = match File::options()
             .read(true)

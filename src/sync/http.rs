@@ -18,12 +18,14 @@ use std::time::Duration;
 /// each further piece of a file.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PeerSource {
     target: PeerTarget,
     keys: Keys,
     tls: bool,
     limits: Limits,
+    /// One kept-alive connection (made on first use) for all this source's requests.
+    session: Option<client::Session>,
 }
 
 impl PeerSource {
@@ -33,6 +35,7 @@ impl PeerSource {
             keys,
             tls,
             limits,
+            session: None,
         }
     }
 
@@ -45,25 +48,30 @@ impl PeerSource {
         Ok(SocketAddr::new(ip, self.target.hm_port))
     }
 
-    fn open(&self, op: &str, body: &[u8]) -> Result<(client::StreamingResponse, String), String> {
+    fn open(
+        &mut self,
+        op: &str,
+        body: &[u8],
+    ) -> Result<(client::StreamingResponse, String), String> {
         let path = format!("/peer/v1/sync/{op}");
         let nonce = auth::random16();
         let signed = auth::sign_request(&self.keys.api, "POST", &path, body, unix_ms(), nonce);
         let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
         headers.push(("content-type", "application/json"));
-        let tls = self
-            .tls
-            .then_some((self.target.address.as_str(), Verify::AnyCertificate));
-        let r = client::request_stream(
-            self.addr()?,
-            tls,
-            "POST",
-            &path,
-            &headers,
-            body,
-            SYNC_TIMEOUT,
-        )
-        .map_err(|e| e.to_string())?;
+        let session = match &mut self.session {
+            Some(s) => s,
+            None => {
+                let tls = self
+                    .tls
+                    .then_some((self.target.address.as_str(), Verify::AnyCertificate));
+                let s = client::Session::new(self.addr()?, tls, SYNC_TIMEOUT)
+                    .map_err(|e| e.to_string())?;
+                self.session.insert(s)
+            }
+        };
+        let r = session
+            .stream("POST", &path, &headers, body)
+            .map_err(|e| e.to_string())?;
         Ok((r, auth::hex(&nonce)))
     }
 
@@ -126,6 +134,11 @@ impl Source for PeerSource {
     }
 
     fn fork(&self) -> Option<Box<dyn Source + Send>> {
-        Some(Box::new(self.clone()))
+        Some(Box::new(PeerSource::new(
+            self.target.clone(),
+            self.keys.clone(),
+            self.tls,
+            self.limits,
+        )))
     }
 }

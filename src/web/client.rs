@@ -202,13 +202,16 @@ pub struct StreamingResponse {
 
 /// The body of a [`StreamingResponse`]; each read waits at most the call's timeout.
 pub struct BodyReader {
-    wire: Wire,
+    /// `None` once handed back to its [`Session`].
+    wire: Option<Wire>,
     /// Bytes read off the wire and not yet handed out, from `pos`.
     buf: Vec<u8>,
     pos: usize,
     /// Body bytes not yet handed out.
     left: u64,
     idle: Duration,
+    /// Where the connection goes once the body is read, to be used again.
+    home: Option<Arc<std::sync::Mutex<Option<Wire>>>>,
 }
 
 impl std::fmt::Debug for BodyReader {
@@ -220,6 +223,18 @@ impl std::fmt::Debug for BodyReader {
 }
 
 impl BodyReader {
+    /// Whole body read and nothing beyond it: the connection goes back to its
+    /// session for the next request.
+    fn release_if_done(&mut self) {
+        if self.left == 0 && self.pos == self.buf.len() {
+            if let (Some(home), Some(wire)) = (self.home.take(), self.wire.take()) {
+                if let Ok(mut slot) = home.lock() {
+                    *slot = Some(wire);
+                }
+            }
+        }
+    }
+
     /// Body bytes not yet read.
     pub fn remaining(&self) -> u64 {
         self.left
@@ -234,11 +249,10 @@ impl Read for BodyReader {
         if self.pos >= self.buf.len() {
             self.buf.clear();
             self.pos = 0;
-            if self
-                .wire
-                .read_more(&mut self.buf, deadline_after(self.idle))?
-                == 0
-            {
+            let Some(wire) = self.wire.as_mut() else {
+                return Ok(0);
+            };
+            if wire.read_more(&mut self.buf, deadline_after(self.idle))? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("connection closed with {} body bytes missing", self.left),
@@ -253,7 +267,91 @@ impl Read for BodyReader {
         out[..n].copy_from_slice(&ready[..n]);
         self.pos += n;
         self.left -= n as u64;
+        self.release_if_done();
         Ok(n)
+    }
+}
+
+/// Requests to one server over one connection kept alive between them (when
+/// the server keeps it): a new connection, and TLS handshake, only when the
+/// last one was closed or its answer's body was not read to the end.
+pub struct Session {
+    call: Call,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    idle: Arc<std::sync::Mutex<Option<Wire>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("addr", &self.call.addr)
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session with `addr`, over TLS when `tls` is given; `timeout` as for
+    /// [`request_stream`].
+    pub fn new(
+        addr: SocketAddr,
+        tls: Option<(&str, Verify)>,
+        timeout: Duration,
+    ) -> Result<Session, ClientError> {
+        let tls = match tls {
+            None => None,
+            Some((server_name, verifier)) => Some(tls_setup(addr, server_name, &verifier)?),
+        };
+        Ok(Session {
+            call: Call {
+                addr,
+                timeout,
+                max_body: 0,
+            },
+            tls,
+            idle: Arc::new(std::sync::Mutex::new(None)),
+        })
+    }
+
+    /// As [`request_stream`], on the kept connection when there is one. Read the
+    /// answer's body to the end to keep the connection for the next request.
+    pub fn stream(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<StreamingResponse, ClientError> {
+        let out = self
+            .call
+            .head_and_body(method, path_and_query, headers, body, true)?;
+        let kept = self.idle.lock().ok().and_then(|mut w| w.take());
+        let answer = match kept {
+            // The server may have closed the idle connection: when nothing at
+            // all came back, the request was not served; send it afresh.
+            Some(wire) => match self.call.exchange_on(wire, &out) {
+                Err((_, true)) => None,
+                other => Some(other),
+            },
+            None => None,
+        };
+        let answer = match answer {
+            Some(a) => a,
+            None => {
+                let wire = self
+                    .call
+                    .connect(self.tls.clone(), deadline_after(self.call.timeout))?;
+                self.call.exchange_on(wire, &out)
+            }
+        };
+        let mut r = answer.map_err(|(e, _)| e)?;
+        let closing = r.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+        });
+        if !closing {
+            r.body.home = Some(self.idle.clone());
+            r.body.release_if_done(); // an empty body frees the connection at once
+        }
+        Ok(r)
     }
 }
 
@@ -354,7 +452,7 @@ impl Call {
         body: &[u8],
     ) -> Result<ClientResponse, ClientError> {
         let deadline = deadline_after(self.timeout);
-        let out = self.head_and_body(method, path_and_query, headers, body)?;
+        let out = self.head_and_body(method, path_and_query, headers, body, false)?;
         let mut wire = self.connect(tls, deadline)?;
         let head_only = method.eq_ignore_ascii_case("HEAD");
         if let Err(e) = wire.write_all_by(&out, deadline) {
@@ -376,32 +474,53 @@ impl Call {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<StreamingResponse, ClientError> {
+        let out = self.head_and_body(method, path_and_query, headers, body, false)?;
+        let wire = self.connect(tls, deadline_after(self.timeout))?;
+        self.exchange_on(wire, &out).map_err(|(e, _)| e)
+    }
+
+    /// Sends `out` on `wire` and reads the response head; the body is left in
+    /// the answer's reader. On failure, also whether nothing at all came back
+    /// (a kept-alive connection the server had closed: safe to try again).
+    fn exchange_on(
+        &self,
+        mut wire: Wire,
+        out: &[u8],
+    ) -> Result<StreamingResponse, (ClientError, bool)> {
         let deadline = deadline_after(self.timeout);
-        let out = self.head_and_body(method, path_and_query, headers, body)?;
-        let mut wire = self.connect(tls, deadline)?;
-        let sent = wire.write_all_by(&out, deadline);
+        let sent = wire.write_all_by(out, deadline);
         let (status, headers, buf) = match (read_head(&mut wire, deadline), sent) {
             (Ok(head), _) => head,
-            (Err(_), Err(e)) => return Err(self.fail("sending the request", Fail::Io(e))),
-            (Err(f), Ok(())) => return Err(self.fail("reading the response", f)),
+            (Err(_), Err(e)) => {
+                return Err((self.fail("sending the request", Fail::Io(e)), true));
+            }
+            (Err(f), Ok(())) => {
+                let silent = matches!(&f, Fail::Malformed(d) if d.starts_with("connection closed after 0 bytes"))
+                    || matches!(&f, Fail::Io(e) if e.kind() == io::ErrorKind::ConnectionReset);
+                return Err((self.fail("reading the response", f), silent));
+            }
         };
         let left = match content_length(&headers).map_err(Fail::Malformed) {
             Ok(Some(n)) => n as u64,
             Ok(None) => {
                 let detail = "a streamed response needs a Content-Length".to_string();
-                return Err(self.fail("reading the response", Fail::Malformed(detail)));
+                return Err((
+                    self.fail("reading the response", Fail::Malformed(detail)),
+                    false,
+                ));
             }
-            Err(f) => return Err(self.fail("reading the response", f)),
+            Err(f) => return Err((self.fail("reading the response", f), false)),
         };
         Ok(StreamingResponse {
             status,
             headers,
             body: BodyReader {
-                wire,
+                wire: Some(wire),
                 buf,
                 pos: 0,
                 left,
                 idle: self.timeout,
+                home: None,
             },
         })
     }
@@ -412,10 +531,18 @@ impl Call {
         path_and_query: &str,
         headers: &[(&str, &str)],
         body: &[u8],
+        keep_alive: bool,
     ) -> Result<Vec<u8>, ClientError> {
         let addr = self.addr;
-        let mut out = build_head(method, path_and_query, headers, addr, body.len())
-            .map_err(|detail| ClientError::InvalidRequest { addr, detail })?;
+        let mut out = build_head(
+            method,
+            path_and_query,
+            headers,
+            addr,
+            body.len(),
+            keep_alive,
+        )
+        .map_err(|detail| ClientError::InvalidRequest { addr, detail })?;
         out.extend_from_slice(body);
         Ok(out)
     }
@@ -578,6 +705,7 @@ fn build_head(
     headers: &[(&str, &str)],
     addr: SocketAddr,
     body_len: usize,
+    keep_alive: bool,
 ) -> Result<Vec<u8>, String> {
     if method.is_empty()
         || !method
@@ -609,8 +737,9 @@ fn build_head(
         }
         head.push_str(&format!("{name}: {value}\r\n"));
     }
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     head.push_str(&format!(
-        "Content-Length: {body_len}\r\nConnection: close\r\n\r\n"
+        "Content-Length: {body_len}\r\nConnection: {connection}\r\n\r\n"
     ));
     Ok(head.into_bytes())
 }

@@ -1640,4 +1640,52 @@ mod tests {
         assert_eq!(got.len(), 200_000);
         std::fs::remove_file(&path).unwrap();
     }
+
+    /// Answers with the client's port, so a test can tell connections apart.
+    fn whose_port(req: &Request) -> Response {
+        Response::text(200, &req.peer.port().to_string())
+    }
+
+    fn port_via(session: &mut crate::web::client::Session) -> String {
+        let mut r = session.stream("GET", "/p", &[], b"").unwrap();
+        let mut body = String::new();
+        r.body.read_to_string(&mut body).unwrap();
+        body
+    }
+
+    #[test]
+    fn a_session_keeps_one_connection_for_many_requests_over_tls() {
+        use crate::web::client::Session;
+        let id = tls::test_identity();
+        let server = start_tls(Limits::default(), whose_port, &id);
+        let tls = Some(("localhost", Verify::AnyCertificate));
+        let mut session = Session::new(server.local_addr(), tls, T).unwrap();
+        let ports: Vec<String> = (0..5).map(|_| port_via(&mut session)).collect();
+        assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn a_session_reconnects_when_the_server_closes_the_connection() {
+        use crate::web::client::Session;
+        // The server closes after every request, and an idle one after 100 ms.
+        let limits = Limits {
+            max_requests_per_connection: 1,
+            ..Limits::default()
+        };
+        let server = start(limits, whose_port);
+        let mut session = Session::new(server.local_addr(), None, T).unwrap();
+        let (a, b) = (port_via(&mut session), port_via(&mut session));
+        assert_ne!(a, b, "a closed connection was used again");
+        let idle = Limits {
+            idle_timeout: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let server = start(idle, whose_port);
+        let mut session = Session::new(server.local_addr(), None, T).unwrap();
+        let first = port_via(&mut session);
+        thread::sleep(Duration::from_millis(400)); // the server drops the idle connection
+        let second = port_via(&mut session);
+        assert_ne!(first, second);
+        assert_eq!(port_via(&mut session), second, "the new connection is kept");
+    }
 }

@@ -237,3 +237,69 @@ fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
     );
     drop(p);
 }
+
+#[test]
+fn automatic_failover_waits_until_the_standby_has_replayed_within_the_bound() {
+    let Some(bin) = pgtest::require() else { return };
+    let n = 105;
+    let a = Arc::new(Cluster::new(&bin, "a", &format!("127.0.{n}.2")));
+    a.init();
+    a.start();
+    a.create_replication_user();
+    a.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")
+        .unwrap();
+    let b = Arc::new(Cluster::new(&bin, "b", &format!("127.0.{n}.3")));
+    fs::write(&b.passfile, format!("*:*:*:{REPL_USER}:{}\n", a.password)).unwrap();
+    let p = Pair::new(n);
+    // A bound of 64 KiB of unreplayed WAL.
+    let bounded = |c: &Cluster, port| {
+        db_section(c, port).replace(
+            "max_failover_lag_bytes = 16777216",
+            "max_failover_lag_bytes = 65536",
+        )
+    };
+    append(&p.config(0), &bounded(&a, b.port));
+    append(&p.config(1), &bounded(&b, a.port));
+    let mut p = Pair::registered_with(p, "automatic");
+    assert_eq!(in_recovery(&b), Some(true));
+
+    // Replay stops on the standby while the primary writes a few MiB: the
+    // standby receives the WAL but is far behind in applying it.
+    b.sql("SELECT pg_wal_replay_pause()").unwrap();
+    a.sql("INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series(1, 20000) g")
+        .unwrap();
+    let events =
+        |p: &Pair| String::from_utf8_lossy(&p.run(1, &["ha", "events"]).stdout).to_string();
+    wait(SECS(20), || {
+        events(&p).contains("bytes of WAL not yet replayed, bound 65536")
+    })
+    .unwrap_or_else(|| panic!("no replica_lagging event:\n{}", events(&p)));
+
+    // The primary dies: the secondary may not take over yet, and says why.
+    p.kill9(0);
+    a.kill9();
+    p.wait_state(1, "Secondary Lost Primary", SECS(20));
+    std::thread::sleep(SECS(2));
+    assert!(
+        p.ha_status(1).contains("Secondary Lost Primary"),
+        "{}",
+        p.ha_status(1)
+    );
+    let withheld = events(&p);
+    assert!(
+        withheld.contains("automatic failover withheld")
+            && withheld.contains("the database standby is too far behind"),
+        "{withheld}"
+    );
+    // Replay resumes: once within the bound, the takeover goes ahead, and no
+    // row the standby had received is lost.
+    b.sql("SELECT pg_wal_replay_resume()").unwrap();
+    p.wait_state(1, "Secondary Active", SECS(60));
+    wait(SECS(30), || in_recovery(&b) == Some(false)).expect("b was not promoted");
+    assert_eq!(b.sql("SELECT count(*) FROM t").unwrap(), "20000");
+    assert!(
+        events(&p).contains("within the bound of 65536 bytes"),
+        "{}",
+        events(&p)
+    );
+}

@@ -245,16 +245,16 @@ fn retries_are_bounded() {
     mailer.stop();
 }
 
-#[test]
-fn starttls() {
+/// One mail over TLS (`server` side, `client` side); the server saw TLS.
+fn over_tls(name: &str, server: ServerTls, client: SmtpSecurity, n: u32) {
     let Some(py) = python() else { return };
-    let dir = scratch("starttls");
+    let dir = scratch(name);
     let port = free_port();
-    let _server = Server::start(py, &dir, port, ServerTls::StartTls);
-    let mailer = Mailer::start(config(port, SmtpSecurity::StartTls)).unwrap();
-    mailer.send(&notice(1));
+    let _server = Server::start(py, &dir, port, server);
+    let mailer = Mailer::start(config(port, client)).unwrap();
+    mailer.send(&notice(n));
     let mails = wait_mails(&dir, 1);
-    check_mail(&mails[0], 1);
+    check_mail(&mails[0], n);
     assert!(
         mails[0].header("tls").starts_with("TLS"),
         "tls: {}",
@@ -264,21 +264,13 @@ fn starttls() {
 }
 
 #[test]
+fn starttls() {
+    over_tls("starttls", ServerTls::StartTls, SmtpSecurity::StartTls, 1);
+}
+
+#[test]
 fn implicit_tls() {
-    let Some(py) = python() else { return };
-    let dir = scratch("smtps");
-    let port = free_port();
-    let _server = Server::start(py, &dir, port, ServerTls::Implicit);
-    let mailer = Mailer::start(config(port, SmtpSecurity::Tls)).unwrap();
-    mailer.send(&notice(2));
-    let mails = wait_mails(&dir, 1);
-    check_mail(&mails[0], 2);
-    assert!(
-        mails[0].header("tls").starts_with("TLS"),
-        "tls: {}",
-        mails[0].header("tls")
-    );
-    mailer.stop();
+    over_tls("smtps", ServerTls::Implicit, SmtpSecurity::Tls, 2);
 }
 
 #[test]

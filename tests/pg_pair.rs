@@ -72,26 +72,38 @@ fn age_in_sync(p: &Pair, i: usize, hours: u64) {
     .unwrap();
 }
 
-#[test]
-fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
-    let Some(bin) = pgtest::require() else { return };
-    let n = 102;
+/// A registered pair (automatic failover) on 127.0.`n`.x, each agent with its
+/// cluster: the primary's initialised with table `t`, the secondary's empty
+/// (registration fills it). `None` when PostgreSQL is missing outside CI.
+fn registered_pair(n: u8, max_lag: u64) -> Option<(Arc<Cluster>, Arc<Cluster>, Pair)> {
+    let bin = pgtest::require()?;
     let a = Arc::new(Cluster::new(&bin, "a", &format!("127.0.{n}.2")));
     a.init();
     a.start();
     a.create_replication_user();
     a.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")
         .unwrap();
-    // The secondary's cluster starts empty: registration fills it. Its
-    // password file holds the primary's replication password, which the copy
-    // brings along.
+    // The secondary's password file holds the primary's replication
+    // password, which the copy brings along.
     let b = Arc::new(Cluster::new(&bin, "b", &format!("127.0.{n}.3")));
     fs::write(&b.passfile, format!("*:*:*:{REPL_USER}:{}\n", a.password)).unwrap();
-
     let p = Pair::new(n);
-    append(&p.config(0), &db_section(&a, b.port));
-    append(&p.config(1), &db_section(&b, a.port));
-    let mut p = Pair::registered_with(p, "automatic");
+    let bounded = |c: &Cluster, port| {
+        db_section(c, port).replace(
+            "max_failover_lag_bytes = 16777216",
+            &format!("max_failover_lag_bytes = {max_lag}"),
+        )
+    };
+    append(&p.config(0), &bounded(&a, b.port));
+    append(&p.config(1), &bounded(&b, a.port));
+    Some((a, b, Pair::registered_with(p, "automatic")))
+}
+
+#[test]
+fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
+    let Some((a, b, mut p)) = registered_pair(102, 16 * 1024 * 1024) else {
+        return;
+    };
 
     // Registration built the standby with pg_basebackup; rows flow to it.
     assert_eq!(in_recovery(&b), Some(true), "b is not a standby");
@@ -240,27 +252,9 @@ fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
 
 #[test]
 fn automatic_failover_waits_until_the_standby_has_replayed_within_the_bound() {
-    let Some(bin) = pgtest::require() else { return };
-    let n = 105;
-    let a = Arc::new(Cluster::new(&bin, "a", &format!("127.0.{n}.2")));
-    a.init();
-    a.start();
-    a.create_replication_user();
-    a.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")
-        .unwrap();
-    let b = Arc::new(Cluster::new(&bin, "b", &format!("127.0.{n}.3")));
-    fs::write(&b.passfile, format!("*:*:*:{REPL_USER}:{}\n", a.password)).unwrap();
-    let p = Pair::new(n);
-    // A bound of 64 KiB of unreplayed WAL.
-    let bounded = |c: &Cluster, port| {
-        db_section(c, port).replace(
-            "max_failover_lag_bytes = 16777216",
-            "max_failover_lag_bytes = 65536",
-        )
+    let Some((a, b, mut p)) = registered_pair(105, 65536) else {
+        return;
     };
-    append(&p.config(0), &bounded(&a, b.port));
-    append(&p.config(1), &bounded(&b, a.port));
-    let mut p = Pair::registered_with(p, "automatic");
     assert_eq!(in_recovery(&b), Some(true));
 
     // Replay stops on the standby while the primary writes a few MiB: the

@@ -112,6 +112,7 @@ fn registration_copies_the_files_and_changes_follow_the_active_server() {
     let primary_status = || String::from_utf8_lossy(&p.run(0, &["status"]).stdout).to_string();
     wait(SECS(10), || {
         primary_status().contains("Peer's file replica (from its heartbeats): frequent lag ")
+            && primary_status().contains(" file(s), ")
     })
     .unwrap_or_else(|| panic!("no peer lag in {}", primary_status()));
 

@@ -421,7 +421,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
                 sync.run_puller(
                     move || published.status.read().ok().map(|s| s.clone()),
                     move |lag| {
-                        let _ = tx.send(Input::Event(Event::SyncLag { lag }));
+                        let _ = tx.send(Input::Event(Event::SyncBeat { lag }));
                     },
                 )
             })

@@ -103,12 +103,18 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             if let Some(n) = notify {
                 println!("{}", n.line());
             }
-            if let Some(lag) = status.peer_sync {
-                let show = |v: Option<u32>| v.map_or("not yet synced".into(), |s| format!("{s} s"));
+            if let Some(beat) = status.peer_sync {
+                let show = |c: crate::ha::ClassBeat| match c.lag {
+                    Some(s) => format!(
+                        "lag {s} s (last pass {} file(s), {} byte(s))",
+                        c.files, c.bytes
+                    ),
+                    None => "not yet synced".into(),
+                };
                 println!(
-                    "Peer's file replica (from its heartbeats): frequent lag {}, batch lag {}",
-                    show(lag.frequent),
-                    show(lag.batch)
+                    "Peer's file replica (from its heartbeats): frequent {}, batch {}",
+                    show(beat.frequent),
+                    show(beat.batch)
                 );
             }
             0

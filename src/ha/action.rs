@@ -52,7 +52,7 @@ pub struct StatusView {
     pub peer_health: Option<HealthSummary>,
     /// The peer's file-sync lag from its heartbeats (while it pulls from us).
     #[serde(default)]
-    pub peer_sync: Option<super::event::SyncLag>,
+    pub peer_sync: Option<super::event::SyncBeat>,
     pub data_gap: bool,
     pub registration: Option<Registration>,
     /// Why HA is held back, when it is (e.g. the node's address changed).

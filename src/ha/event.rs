@@ -50,14 +50,23 @@ pub struct Beacon {
     pub health: HealthSummary,
     pub hm_port: u16,
     /// How stale the sender's file replica is, while it pulls.
-    pub sync: Option<SyncLag>,
+    pub sync: Option<SyncBeat>,
 }
 
-/// Seconds since the last complete file-sync pass per class (`None`: not yet).
+/// A pulling server's file-sync progress, per class, as its heartbeats carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub struct SyncLag {
-    pub frequent: Option<u32>,
-    pub batch: Option<u32>,
+pub struct SyncBeat {
+    pub frequent: ClassBeat,
+    pub batch: ClassBeat,
+}
+
+/// One class: seconds since its last complete pass (`None`: not yet), and
+/// the files and bytes that pass copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct ClassBeat {
+    pub lag: Option<u32>,
+    pub files: u32,
+    pub bytes: u64,
 }
 
 /// The full data copies the pair makes (run by `replication::run_copy`).
@@ -180,7 +189,7 @@ pub enum Event {
     /// `Some(why)` when it is beyond it, `None` when within.
     ReplicaLag { behind: Option<String> },
     /// This server's file-sync lag, carried in its heartbeats (`None`: not pulling).
-    SyncLag { lag: Option<SyncLag> },
+    SyncBeat { lag: Option<SyncBeat> },
     /// Something a watcher saw, for the journal (a disk threshold crossed,
     /// a service restarted); decisions rest on `Health` alone.
     Observation {

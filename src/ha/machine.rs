@@ -98,7 +98,7 @@ pub struct Node {
     /// (`None`: within the configured bound, or no database driver).
     pub(super) lagging: Option<String>,
     /// This server's file-sync lag, for its heartbeats.
-    pub(super) sync_lag: Option<super::event::SyncLag>,
+    pub(super) sync_lag: Option<super::event::SyncBeat>,
     pub(super) shutting_down: bool,
     /// Once-per-episode notes, so a condition is journaled once.
     pub(super) noted: Noted,
@@ -374,7 +374,7 @@ impl Step<'_> {
             Event::DutyApplied { duty, result } => self.on_duty_applied(duty, result),
             Event::CopyDone { kind, result } => self.on_copy_done(kind, result),
             Event::Health { health } => self.on_health(health),
-            Event::SyncLag { lag } => self.n.sync_lag = lag,
+            Event::SyncBeat { lag } => self.n.sync_lag = lag,
             Event::ReplicaLag { behind } => {
                 self.n.lagging = behind;
                 self.maybe_auto_failover();

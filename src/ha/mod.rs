@@ -14,7 +14,8 @@ pub mod state;
 
 pub use action::{Action, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView};
 pub use event::{
-    Beacon, Command, CopyKind, Event, Millis, PeerAnswer, PeerRequest, Secret, SyncLag, Token,
+    Beacon, ClassBeat, Command, CopyKind, Event, Millis, PeerAnswer, PeerRequest, Secret, SyncBeat,
+    Token,
 };
 pub use machine::{step, Link, Node, NodeConfig, Timers};
 pub use state::{

@@ -20,7 +20,8 @@
 //! Body TLVs: 1 name (UTF-8, 1..=63 bytes), 2 role (u8), 3 state (u8), 4 flags (u8: bit0
 //! active, bit1 registered, bit2 `shutting_down`), 5 registration (u64 id, u8 failover type),
 //! 6 health (4 x u8 levels: processes, database, disk, nic), 7 `hm_port` (u16), 8 sync lag
-//! (2 x u32 seconds: frequent, batch; `u32::MAX` = not yet synced). All but 5 and 8 are
+//! (frequent then batch: u32 seconds since the last complete pass, `u32::MAX` = not yet;
+//! u32 files and u64 bytes that pass copied). All but 5 and 8 are
 //! required; 5 is present exactly when the sender is registered, 8 while it pulls files. A known type appearing twice
 //! is an error; unknown types are skipped.
 //!
@@ -68,6 +69,8 @@ const TLV_HM_PORT: u8 = 7;
 const TLV_SYNC: u8 = 8;
 /// `TLV_SYNC`'s "not yet synced".
 const SYNC_NONE: u32 = u32::MAX;
+/// `TLV_SYNC`: per class (frequent, then batch) u32 lag, u32 files, u64 bytes.
+const SYNC_LEN: usize = 32;
 
 const FLAG_ACTIVE: u8 = 1 << 0;
 const FLAG_REGISTERED: u8 = 1 << 1;
@@ -279,10 +282,12 @@ fn encode_body(body: &Body) -> Result<Vec<u8>, WireError> {
     push_tlv(&mut out, TLV_HEALTH, &health)?;
     push_tlv(&mut out, TLV_HM_PORT, &body.hm_port.to_be_bytes())?;
     if let Some(s) = body.sync {
-        let secs = |v: Option<u32>| v.unwrap_or(SYNC_NONE).to_be_bytes();
-        let mut value = [0u8; 8];
-        value[..4].copy_from_slice(&secs(s.frequent));
-        value[4..].copy_from_slice(&secs(s.batch));
+        let mut value = Vec::with_capacity(SYNC_LEN);
+        for c in [s.frequent, s.batch] {
+            value.extend_from_slice(&c.lag.unwrap_or(SYNC_NONE).to_be_bytes());
+            value.extend_from_slice(&c.files.to_be_bytes());
+            value.extend_from_slice(&c.bytes.to_be_bytes());
+        }
         push_tlv(&mut out, TLV_SYNC, &value)?;
     }
     Ok(out)
@@ -306,7 +311,7 @@ struct Fields {
     registration: Option<(u64, FailoverType)>,
     health: Option<HealthSummary>,
     hm_port: Option<u16>,
-    sync: Option<crate::ha::SyncLag>,
+    sync: Option<crate::ha::SyncBeat>,
 }
 
 /// Stores `value` in `slot`, or fails if the field was already seen.
@@ -387,15 +392,28 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
                 set_once(&mut f.hm_port, kind, u16::from_be_bytes([*hi, *lo]))?;
             }
             TLV_SYNC => {
-                let [f0, f1, f2, f3, b0, b1, b2, b3] = value else {
+                if value.len() != SYNC_LEN {
                     return Err(WireError::BadLength);
+                }
+                let class = |at: usize| {
+                    let word = |o: usize| {
+                        let mut b = [0u8; 4];
+                        b.copy_from_slice(&value[at + o..at + o + 4]);
+                        u32::from_be_bytes(b)
+                    };
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&value[at + 8..at + 16]);
+                    crate::ha::ClassBeat {
+                        lag: Some(word(0)).filter(|v| *v != SYNC_NONE),
+                        files: word(4),
+                        bytes: u64::from_be_bytes(b),
+                    }
                 };
-                let secs = |v: u32| (v != SYNC_NONE).then_some(v);
-                let lag = crate::ha::SyncLag {
-                    frequent: secs(u32::from_be_bytes([*f0, *f1, *f2, *f3])),
-                    batch: secs(u32::from_be_bytes([*b0, *b1, *b2, *b3])),
+                let beat = crate::ha::SyncBeat {
+                    frequent: class(0),
+                    batch: class(16),
                 };
-                set_once(&mut f.sync, kind, lag)?;
+                set_once(&mut f.sync, kind, beat)?;
             }
             // Forward compatibility: a newer peer may send types we do not know.
             _ => {}
@@ -609,17 +627,21 @@ mod tests {
     #[test]
     fn sync_lag_travels_as_an_optional_field() {
         let mut frame = sample();
-        frame.body.sync = Some(crate::ha::SyncLag {
-            frequent: Some(3),
-            batch: None,
+        frame.body.sync = Some(crate::ha::SyncBeat {
+            frequent: crate::ha::ClassBeat {
+                lag: Some(3),
+                files: 12,
+                bytes: 5 << 32,
+            },
+            batch: crate::ha::ClassBeat::default(),
         });
         let bytes = encode(&frame, &KEY).unwrap();
         assert_eq!(decode(&bytes, &KEY).unwrap(), frame);
         let without = encode(&sample(), &KEY).unwrap();
-        assert_eq!(bytes.len(), without.len() + 2 + 8);
-        // The field is two u32s: anything else is refused.
+        assert_eq!(bytes.len(), without.len() + 2 + SYNC_LEN);
+        // The field has one fixed size: anything else is refused.
         assert_eq!(
-            decode_tlvs(&[(TLV_SYNC, vec![0; 7])]).unwrap_err(),
+            decode_tlvs(&[(TLV_SYNC, vec![0; SYNC_LEN - 1])]).unwrap_err(),
             WireError::BadLength
         );
     }
@@ -1060,6 +1082,15 @@ mod tests {
         })
     }
 
+    fn class_beat() -> impl Strategy<Value = crate::ha::ClassBeat> {
+        (
+            proptest::option::of(0..u32::MAX),
+            any::<u32>(),
+            any::<u64>(),
+        )
+            .prop_map(|(lag, files, bytes)| crate::ha::ClassBeat { lag, files, bytes })
+    }
+
     fn body() -> impl Strategy<Value = Body> {
         (
             name(),
@@ -1073,10 +1104,7 @@ mod tests {
             any::<bool>(),
             (level(), level(), level(), level()),
             any::<u16>(),
-            proptest::option::of((
-                proptest::option::of(0..u32::MAX),
-                proptest::option::of(0..u32::MAX),
-            )),
+            proptest::option::of((class_beat(), class_beat())),
         )
             .prop_map(
                 |(name, role, state, active, registered, shutting_down, h, hm_port, sync)| Body {
@@ -1093,7 +1121,7 @@ mod tests {
                         nic: h.3,
                     },
                     hm_port,
-                    sync: sync.map(|(frequent, batch)| crate::ha::SyncLag { frequent, batch }),
+                    sync: sync.map(|(frequent, batch)| crate::ha::SyncBeat { frequent, batch }),
                 },
             )
     }

@@ -581,12 +581,12 @@ impl SyncService {
     pub fn run_puller(
         self: Arc<Self>,
         status: impl Fn() -> Option<StatusView>,
-        on_lag: impl Fn(Option<crate::ha::SyncLag>),
+        on_lag: impl Fn(Option<crate::ha::SyncBeat>),
     ) {
         // The lag goes into our heartbeats: told on a change of direction,
         // else at most every LAG_EVERY.
         const LAG_EVERY: Duration = Duration::from_secs(5);
-        let mut told: Option<(Option<crate::ha::SyncLag>, Instant)> = None;
+        let mut told: Option<(Option<crate::ha::SyncBeat>, Instant)> = None;
         let mut due: HashMap<SyncClass, Instant> = HashMap::new();
         let now = Instant::now();
         due.insert(SyncClass::Frequent, now);
@@ -661,16 +661,18 @@ impl SyncService {
     }
 
     /// Seconds since the last complete pass, per class with sets.
-    fn lag(&self) -> crate::ha::SyncLag {
+    fn lag(&self) -> crate::ha::SyncBeat {
         let p = self.progress(None);
-        let secs = |c: &ClassProgress| {
-            (c.sets > 0)
+        let class = |c: &ClassProgress| crate::ha::ClassBeat {
+            lag: (c.sets > 0)
                 .then(|| c.lag_secs.map(|s| u32::try_from(s).unwrap_or(u32::MAX - 1)))
-                .flatten()
+                .flatten(),
+            files: u32::try_from(c.files).unwrap_or(u32::MAX),
+            bytes: c.bytes,
         };
-        crate::ha::SyncLag {
-            frequent: secs(&p.frequent),
-            batch: secs(&p.batch),
+        crate::ha::SyncBeat {
+            frequent: class(&p.frequent),
+            batch: class(&p.batch),
         }
     }
 

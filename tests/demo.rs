@@ -63,6 +63,20 @@ fn loopback_demo_runs_a_registered_pair() {
         String::from_utf8_lossy(&out.stdout).contains("[State] Primary Active"),
         "{out:?}"
     );
+    // The demo's file sync: what it suggests writing on the primary appears
+    // on the secondary.
+    let hint = text.lines().find(|l| l.contains("hello.txt")).unwrap();
+    let words: Vec<&str> = hint.split_whitespace().collect();
+    let (on_a, on_b) = (words[3].trim_end_matches(';'), words[5]);
+    std::fs::write(on_a, "hello\n").unwrap();
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(on_b).ok().as_deref() != Some("hello\n") {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{on_b} never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(child);
 }
 

@@ -38,10 +38,13 @@ pub fn demo_config(dir: &Path, i: usize, address: &str, interface: Option<&str>)
          state_dir = \"{state}\"\nrun_dir = \"{run}\"\n\
          [heartbeat]\nport = 18083\ninterval_ms = 200\nmissed = 3\ngrace_ms = 400\n\
          probe_timeout_ms = 300\n\
-         [health_monitor]\nport = 18082\ntls = false\n",
+         [health_monitor]\nport = 18082\ntls = false\n\
+         [replication]\nhint_delay_ms = 100\n\
+         [[sync]]\nname = \"demo\"\npath = \"{data}\"\nclass = \"frequent\"\n",
         role = ROLES[i],
         state = dir.join(name).join("state").display(),
         run = dir.join(name).join("run").display(),
+        data = dir.join(name).join("data").display(),
     )
 }
 
@@ -182,6 +185,7 @@ fn run(netns: bool) -> Result<(), String> {
             let iface = netns.then_some("eth0");
             std::fs::write(&path, demo_config(&dir, i, addr(i), iface))
                 .map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dir.join(NAMES[i]).join("data")).map_err(|e| e.to_string())?;
             let log = std::fs::File::create(dir.join(format!("{}.log", NAMES[i])))
                 .map_err(|e| e.to_string())?;
             let mut cmd = if netns {
@@ -260,6 +264,12 @@ fn run(netns: bool) -> Result<(), String> {
         }
         println!("  {exe} --config {s} ha failback");
         println!("  {exe} --config {s} ha events");
+        println!(
+            "  echo hello > {}/hello.txt; cat {}/hello.txt   # file sync, within a second",
+            dir.join(NAMES[0]).join("data").display(),
+            dir.join(NAMES[1]).join("data").display()
+        );
+        println!("  {exe} --config {s} status       # sync progress, lag");
         println!("\nCtrl-C stops both servers.");
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));

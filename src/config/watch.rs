@@ -229,6 +229,14 @@ impl Validator<'_> {
             None => None,
         };
         let command = self.argv("database.command", r.command)?;
+        // One limit for the check and for the command driver's short operations.
+        let timeout = self.millis(
+            "database.timeout_ms",
+            r.timeout_ms,
+            3_000,
+            10,
+            Some(600_000),
+        )?;
         let copy_timeout = self.millis(
             "database.copy_timeout_ms",
             r.copy_timeout_ms,
@@ -244,13 +252,7 @@ impl Validator<'_> {
             Some("command") => match self.argv("database.ops", r.ops)? {
                 Some(argv) => DbDriver::Command(crate::db::command::CommandConfig {
                     argv,
-                    timeout: self.millis(
-                        "database.timeout_ms",
-                        r.timeout_ms,
-                        3_000,
-                        10,
-                        Some(600_000),
-                    )?,
+                    timeout,
                     copy_timeout,
                 }),
                 None => {
@@ -296,13 +298,7 @@ impl Validator<'_> {
                 100,
                 Some(3_600_000),
             )?,
-            timeout: self.millis(
-                "database.timeout_ms",
-                r.timeout_ms,
-                3_000,
-                10,
-                Some(600_000),
-            )?,
+            timeout,
             failures: self.count("database.failures", r.failures, 2, 1, 100)?,
         }))
     }

@@ -183,20 +183,19 @@ pub fn run_copy(
         CopyKind::DataGap => sync.data_gap_copy(peer),
         CopyKind::Failback => {
             sync.remote_copy(peer, &JobKind::Failback)?;
-            let lsn = match db {
-                Some(db) => Some(
-                    db.stop_writes()
-                        .map_err(|e| format!("stopping writes: {e}"))?,
-                ),
-                None => None,
+            let Some(db) = db else {
+                return sync.remote_copy(peer, &JobKind::FailbackFinal { lsn: None });
             };
-            let last = sync.remote_copy(peer, &JobKind::FailbackFinal { lsn: lsn.clone() });
-            if let (Err(_), Some(db)) = (&last, db) {
-                // The failback is off: this server stays active, so its
-                // database must take writes again.
-                let _ = db.promote();
-            }
-            last
+            let last = db
+                .stop_writes()
+                .map_err(|e| format!("stopping writes: {e}"))
+                .and_then(|lsn| sync.remote_copy(peer, &JobKind::FailbackFinal { lsn: Some(lsn) }));
+            // Any failure once writes were being stopped calls the failback off:
+            // this server stays active, so its database must take writes again.
+            last.map_err(|e| match db.promote() {
+                Ok(()) => e,
+                Err(p) => format!("{e}; and the database could not be made writable again: {p}"),
+            })
         }
     }
 }

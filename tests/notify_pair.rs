@@ -223,10 +223,12 @@ fn dead_receivers_cost_no_heartbeat_and_mail_waits_for_the_server() {
     let (t0, a0) = (Instant::now(), accepted(&p, 1));
     std::thread::sleep(SECS(6));
     let (elapsed, got) = (t0.elapsed(), accepted(&p, 1) - a0);
-    // 100 ms heartbeats: about 60 in 6 s; allow scheduling slack, not a stall.
+    // 100 ms heartbeats: about 60 in 6 s. A stalled sender would lose most of
+    // them; allow a loaded machine's scheduling slack (and the journal check
+    // below is exact: no heartbeat was ever missed three times in a row).
     let expected = elapsed.as_millis() as u64 / 100;
     assert!(
-        got + 5 >= expected,
+        got * 10 >= expected * 7,
         "only {got} of ~{expected} heartbeats accepted while receivers hung"
     );
     let events = String::from_utf8_lossy(&p.run(1, &["ha", "events"]).stdout).to_string();

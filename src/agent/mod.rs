@@ -710,15 +710,21 @@ impl Shell {
                 let timeout = self.cfg.hooks.timeout;
                 let (sync, db, peer) = (self.sync.clone(), self.db.clone(), self.peer.clone());
                 let log = self.log.clone();
-                let _ = std::thread::Builder::new()
+                let answer = self.tx.clone();
+                let spawned = std::thread::Builder::new()
                     .name("copy".into())
                     .spawn(move || {
                         let name = copy_name(kind);
                         let started = Instant::now();
-                        let copied = match &peer {
-                            Some(p) => repl::run_copy(kind, &sync, db.as_deref(), p),
-                            None => Err("no peer registered".to_string()),
-                        };
+                        // The core waits for exactly one CopyDone: a panic is a failed copy.
+                        let copied =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                                || match &peer {
+                                    Some(p) => repl::run_copy(kind, &sync, db.as_deref(), p),
+                                    None => Err("no peer registered".to_string()),
+                                },
+                            ))
+                            .unwrap_or_else(|_| Err("the copy thread panicked".to_string()));
                         // The operator's hook copies whatever else the appliance needs.
                         let env = [("HAMON_COPY", name.to_string())];
                         let result = copied.and_then(|()| match hook {
@@ -742,6 +748,10 @@ impl Shell {
                         );
                         let _ = tx.send(Input::Event(Event::CopyDone { kind, result }));
                     });
+                if let Err(e) = spawned {
+                    let result = Err(format!("cannot start the copy thread: {e}"));
+                    let _ = answer.send(Input::Event(Event::CopyDone { kind, result }));
+                }
             }
             Action::Persist(p) => {
                 if let Err(e) = self.store.save_state(&p) {

@@ -372,7 +372,10 @@ impl SyncService {
         let spawned = std::thread::Builder::new()
             .name("sync-job".into())
             .spawn(move || {
-                let result = me.run_job(&kind, &from);
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    me.run_job(&kind, &from)
+                }))
+                .unwrap_or_else(|_| Err("the copy job panicked".to_string()));
                 if let Ok(mut jobs) = me.jobs.lock() {
                     if let Some(j) = jobs.1.get_mut(&id) {
                         j.state = match result {
@@ -587,40 +590,36 @@ impl SyncService {
         // else at most every LAG_EVERY.
         const LAG_EVERY: Duration = Duration::from_secs(5);
         let mut told: Option<(Option<crate::ha::SyncBeat>, Instant)> = None;
+        // When each class is next due; hints not yet served. Both are kept
+        // while this server is not pulling (and everything falls due the
+        // moment it starts to: a new standby copies at once, not a full
+        // interval later).
         let mut due: HashMap<SyncClass, Instant> = HashMap::new();
-        let now = Instant::now();
-        due.insert(SyncClass::Frequent, now);
-        due.insert(SyncClass::Batch, now);
+        let mut hinted: std::collections::HashSet<SyncClass> = Default::default();
+        let mut pulling = false;
+        let tick = Duration::from_secs(1);
         loop {
-            let next = due.values().min().copied().unwrap_or(now);
+            let next = due.values().min().copied();
             // Wake at least every second to follow the direction (status).
-            let wait = next
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1));
-            let mut woken: Vec<SyncClass> = Vec::new();
+            let wait = match (pulling, next) {
+                (true, Some(t)) => t.saturating_duration_since(Instant::now()).min(tick),
+                _ => tick,
+            };
             match self.wake_rx.recv_timeout(wait) {
                 Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Wake::Hint(c)) => woken.push(c),
+                Ok(Wake::Hint(c)) => {
+                    hinted.insert(c);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
             }
             // Hints that came meanwhile are served by this same pass.
             while let Ok(w) = self.wake_rx.try_recv() {
                 match w {
                     Wake::Stop => return,
-                    Wake::Hint(c) => woken.push(c),
+                    Wake::Hint(c) => {
+                        hinted.insert(c);
+                    }
                 }
-            }
-            let now = Instant::now();
-            let classes: Vec<SyncClass> = [SyncClass::Frequent, SyncClass::Batch]
-                .into_iter()
-                .filter(|c| woken.contains(c) || due.get(c).is_some_and(|t| *t <= now))
-                .collect();
-            for c in &classes {
-                let every = match c {
-                    SyncClass::Frequent => self.cfg.frequent_interval,
-                    SyncClass::Batch => self.cfg.batch_interval,
-                };
-                due.insert(*c, now + every);
             }
             let Some(view) = status() else { continue };
             let lag = pull_source(&view).map(|_| self.lag());
@@ -635,10 +634,29 @@ impl SyncService {
                 told = Some((lag, Instant::now()));
             }
             let Some(source) = pull_source(&view) else {
+                pulling = false;
                 continue;
             };
+            let now = Instant::now();
+            if !pulling {
+                pulling = true;
+                due.insert(SyncClass::Frequent, now);
+                due.insert(SyncClass::Batch, now);
+            }
+            let classes: Vec<SyncClass> = [SyncClass::Frequent, SyncClass::Batch]
+                .into_iter()
+                .filter(|c| hinted.contains(c) || due.get(c).is_some_and(|t| *t <= now))
+                .collect();
             if classes.is_empty() || !self.has_sets() {
                 continue;
+            }
+            for c in &classes {
+                let every = match c {
+                    SyncClass::Frequent => self.cfg.frequent_interval,
+                    SyncClass::Batch => self.cfg.batch_interval,
+                };
+                due.insert(*c, now + every);
+                hinted.remove(c);
             }
             match self.pull_sets(&source, |s| classes.contains(&s.class)) {
                 Err(e) => {

@@ -176,6 +176,15 @@ impl Response {
         Self::new(status, "application/json", body)
     }
 
+    /// The file sent as the body: only when there is no byte body and the
+    /// status may carry one (not 1xx, 204 or 304).
+    fn file_body(&self) -> Option<&FileBody> {
+        let status_ok = !matches!(self.status, 100..=199 | 204 | 304);
+        self.file
+            .as_ref()
+            .filter(|_| status_ok && self.body.is_empty())
+    }
+
     /// Adds one header and returns the response.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
@@ -204,9 +213,9 @@ impl Response {
             }
         }
         let connection = if keep_alive { "keep-alive" } else { "close" };
-        let length = match (&self.file, body.is_empty()) {
-            (Some(f), true) if !matches!(status, 100..=199 | 204 | 304) => f.len,
-            _ => body.len() as u64,
+        let length = match self.file_body() {
+            Some(f) => f.len,
+            None => body.len() as u64,
         };
         head.push_str(&format!(
             "Content-Length: {length}\r\nConnection: {connection}\r\n\r\n"
@@ -662,7 +671,7 @@ fn serve(mut conn: Conn, mut deadline: Instant, shared: &Shared) {
         if written.is_err() {
             return;
         }
-        if let (Some(f), false) = (&response.file, head) {
+        if let (Some(f), false) = (response.file_body(), head) {
             if !send_file(&mut conn.wire, f, limits.request_timeout) {
                 return; // the client cannot get a complete body on this connection
             }
@@ -1687,5 +1696,23 @@ mod tests {
         let second = port_via(&mut session);
         assert_ne!(first, second);
         assert_eq!(port_via(&mut session), second, "the new connection is kept");
+    }
+
+    #[test]
+    fn a_file_goes_out_only_with_a_status_that_has_a_body() {
+        let (path, _) = patterned_file("204", 10);
+        let file = |status| {
+            let f = std::fs::File::open(&path).unwrap();
+            Response::file(status, "application/octet-stream", f, 10)
+        };
+        let no_content = file(204);
+        assert!(no_content.file_body().is_none());
+        let head = String::from_utf8(no_content.to_bytes(false, true)).unwrap();
+        assert!(head.contains("Content-Length: 0\r\n"), "{head}");
+        let ok = file(200);
+        assert_eq!(ok.file_body().map(|f| f.len), Some(10));
+        let head = String::from_utf8(ok.to_bytes(false, true)).unwrap();
+        assert!(head.contains("Content-Length: 10\r\n"), "{head}");
+        std::fs::remove_file(&path).unwrap();
     }
 }

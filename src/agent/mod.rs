@@ -301,7 +301,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         repl::driver(&cfg).map_err(|e| io_err("database driver")(std::io::Error::other(e)))?;
     let db_port = PeerPort::from_config(&cfg);
     let sync = {
-        let log = log.clone();
+        let (log, events) = (log.clone(), tx.clone());
         SyncService::new(
             cfg.replication.clone(),
             PeerTarget {
@@ -317,26 +317,22 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
                     log.trace(text)
                 }
             }),
+            Box::new(move |kind, severity, text| {
+                let _ = events.send(Input::Event(Event::Observation {
+                    kind: kind.to_string(),
+                    severity,
+                    text,
+                }));
+            }),
+            driver.as_ref().map(|db| {
+                Arc::new(repl::DbCopies {
+                    db: db.clone(),
+                    port: db_port.clone(),
+                    timeout: cfg.replication.copy_timeout,
+                }) as Arc<dyn crate::sync::service::CopyDatabase>
+            }),
         )
-        .map_err(|e| io_err("file sync")(std::io::Error::other(e)))?
     };
-    {
-        let tx = tx.clone();
-        sync.set_events(Box::new(move |kind, severity, text| {
-            let _ = tx.send(Input::Event(Event::Observation {
-                kind: kind.to_string(),
-                severity,
-                text,
-            }));
-        }));
-    }
-    if let Some(db) = &driver {
-        sync.set_database(Arc::new(repl::DbCopies {
-            db: db.clone(),
-            port: db_port.clone(),
-            timeout: cfg.replication.copy_timeout,
-        }));
-    }
     let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
     // HTTPS unless `tls = false`: a self-signed identity is made on first start.
     let identity = if cfg.health_monitor.tls {

@@ -74,9 +74,11 @@ pub struct SyncService {
     wake_rx: Receiver<Wake>,
     keys: Arc<RwLock<Option<Keys>>>,
     tls: bool,
-    db: RwLock<Option<Arc<dyn CopyDatabase>>>,
+    /// The database steps of full copies, when a driver is configured.
+    db: Option<Arc<dyn CopyDatabase>>,
     log: LogFn,
-    events: RwLock<Option<EventFn>>,
+    /// Where `sync_failed` / `sync_recovered` go.
+    events: EventFn,
     /// Failed passes in a row, per class; `sync_failed` is raised at
     /// `FAILED_PASSES` and cleared by the next good pass.
     failing: Mutex<HashMap<SyncClass, u32>>,
@@ -154,7 +156,9 @@ impl SyncService {
         keys: Arc<RwLock<Option<Keys>>>,
         tls: bool,
         log: LogFn,
-    ) -> Result<Arc<SyncService>, String> {
+        events: EventFn,
+        db: Option<Arc<dyn CopyDatabase>>,
+    ) -> Arc<SyncService> {
         let limits = Limits {
             max_entries: cfg.max_manifest_entries,
             max_manifest_bytes: cfg.max_manifest_bytes,
@@ -181,7 +185,7 @@ impl SyncService {
             progress.class_mut(s.class).sets += 1;
         }
         let (wake, wake_rx) = unbounded();
-        Ok(Arc::new(SyncService {
+        Arc::new(SyncService {
             served: specs.iter().map(|_| Mutex::new(Scanner::new())).collect(),
             pullers: specs.iter().map(|_| Mutex::new(Puller::new())).collect(),
             specs,
@@ -194,27 +198,16 @@ impl SyncService {
             wake_rx,
             keys,
             tls,
-            db: RwLock::new(None),
+            db,
             log,
-            events: RwLock::new(None),
+            events,
             failing: Mutex::new(HashMap::new()),
             skipped_seen: Mutex::new(std::collections::HashSet::new()),
-        }))
-    }
-
-    /// Where `sync_failed` / `sync_recovered` go.
-    pub fn set_events(&self, f: EventFn) {
-        if let Ok(mut e) = self.events.write() {
-            *e = Some(f);
-        }
+        })
     }
 
     fn observe(&self, kind: &str, severity: Severity, text: String) {
-        if let Ok(e) = self.events.read() {
-            if let Some(f) = e.as_ref() {
-                f(kind, severity, text);
-            }
-        }
+        (self.events)(kind, severity, text);
     }
 
     /// Logs a refused entry once (passes repeat every few seconds).
@@ -264,13 +257,6 @@ impl SyncService {
                 }
                 *n = 0;
             }
-        }
-    }
-
-    /// The database steps of full copies (set once the driver is up).
-    pub fn set_database(&self, db: Arc<dyn CopyDatabase>) {
-        if let Ok(mut d) = self.db.write() {
-            *d = Some(db);
         }
     }
 
@@ -411,8 +397,13 @@ impl SyncService {
             JobKind::Failback => "failback",
             JobKind::FailbackFinal { .. } => "failback (final)",
         };
+        self.noted(name, || self.copy_from(from, kind))
+    }
+
+    /// Runs the full copy `name`, shown in the progress while it runs and after.
+    fn noted(&self, name: &str, copy: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
         self.note_copy(format!("{name}: running"));
-        let result = self.copy_from(from, kind);
+        let result = copy();
         self.note_copy(match &result {
             Ok(()) => format!("{name}: done"),
             Err(e) => format!("{name}: failed: {e}"),
@@ -433,8 +424,7 @@ impl SyncService {
         if let Some(e) = stats.iter().flat_map(|(_, s)| s.errors.first()).next() {
             return Err(format!("file copy incomplete: {e}"));
         }
-        let db = self.db.read().ok().and_then(|d| d.clone());
-        match (kind, db) {
+        match (kind, &self.db) {
             (_, None) => Ok(()),
             (JobKind::Initial, Some(db)) => db.full_copy(from),
             (JobKind::Failback, Some(_)) => Ok(()),
@@ -442,24 +432,10 @@ impl SyncService {
         }
     }
 
-    /// The data-gap copy, run locally: everything from the peer, database in full.
+    /// The data-gap copy, run locally: everything from the peer, database in
+    /// full, as registration's copy does.
     pub fn data_gap_copy(&self, from: &PeerTarget) -> Result<(), String> {
-        self.note_copy("data-gap: running".into());
-        let result = (|| {
-            let stats = self.pull_sets(from, |_| true)?;
-            if let Some(e) = stats.iter().flat_map(|(_, s)| s.errors.first()).next() {
-                return Err(format!("file copy incomplete: {e}"));
-            }
-            match self.db.read().ok().and_then(|d| d.clone()) {
-                Some(db) => db.full_copy(from),
-                None => Ok(()),
-            }
-        })();
-        self.note_copy(match &result {
-            Ok(()) => "data-gap: done".into(),
-            Err(e) => format!("data-gap: failed: {e}"),
-        });
-        result
+        self.noted("data-gap", || self.copy_from(from, &JobKind::Initial))
     }
 
     /// Ask the peer to run a full copy from us and wait for it to finish.
@@ -788,19 +764,17 @@ mod tests {
             address: "192.0.2.11".into(),
             hm_port: 8082,
         };
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
         let svc = SyncService::new(
             cfg,
             me,
             Arc::new(RwLock::new(None)),
             false,
             Box::new(|_, _| {}),
-        )
-        .unwrap();
-        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-        let sink = seen.clone();
-        svc.set_events(Box::new(move |kind, _, _| {
-            sink.lock().unwrap().push(kind.to_string())
-        }));
+            Box::new(move |kind, _, _| sink.lock().unwrap().push(kind.to_string())),
+            None,
+        );
         for _ in 0..2 {
             svc.pass_outcome(SyncClass::Frequent, Some("peer went away".into()));
         }

@@ -290,8 +290,8 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session with `addr`, over TLS when `tls` is given; `timeout` as for
-    /// [`request_stream`].
+    /// A session with `addr`, over TLS when `tls` is given: each answer's head
+    /// must come within `timeout`, and then every read of its body.
     pub fn new(
         addr: SocketAddr,
         tls: Option<(&str, Verify)>,
@@ -312,8 +312,9 @@ impl Session {
         })
     }
 
-    /// As [`request_stream`], on the kept connection when there is one. Read the
-    /// answer's body to the end to keep the connection for the next request.
+    /// Sends one request (on the kept connection when there is one) and
+    /// returns the answer with its body left to be read as it arrives. Read
+    /// the body to the end to keep the connection for the next request.
     pub fn stream(
         &mut self,
         method: &str,
@@ -353,29 +354,6 @@ impl Session {
         }
         Ok(r)
     }
-}
-
-/// As [`request`], but the body is left to be read from the answer as it arrives: the
-/// head must come within `timeout`, and then every read of the body within `timeout`.
-pub fn request_stream(
-    addr: SocketAddr,
-    tls: Option<(&str, Verify)>,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<StreamingResponse, ClientError> {
-    let call = Call {
-        addr,
-        timeout,
-        max_body: 0,
-    };
-    let tls = match tls {
-        None => None,
-        Some((server_name, verifier)) => Some(tls_setup(addr, server_name, &verifier)?),
-    };
-    call.stream(tls, method, path_and_query, headers, body)
 }
 
 /// The rustls configuration and server name for one TLS call.
@@ -462,21 +440,6 @@ impl Call {
         }
         read_response(&mut wire, head_only, deadline, self.max_body)
             .map_err(|f| self.fail("reading the response", f))
-    }
-
-    /// Sends the request, reads the head within `timeout`, and leaves the body to be
-    /// read as it arrives; each later read may wait up to `timeout` again.
-    fn stream(
-        &self,
-        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
-        method: &str,
-        path_and_query: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<StreamingResponse, ClientError> {
-        let out = self.head_and_body(method, path_and_query, headers, body, false)?;
-        let wire = self.connect(tls, deadline_after(self.timeout))?;
-        self.exchange_on(wire, &out).map_err(|(e, _)| e)
     }
 
     /// Sends `out` on `wire` and reads the response head; the body is left in

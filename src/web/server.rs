@@ -1599,7 +1599,7 @@ mod tests {
 
     #[test]
     fn a_file_body_streams_to_a_streaming_client_over_tls_and_plain() {
-        use crate::web::client::request_stream;
+        use crate::web::client::Session;
         let (path, data) = patterned_file("ok", 3 * 1024 * 1024 + 17);
         let handler = {
             let path = path.clone();
@@ -1619,7 +1619,8 @@ mod tests {
             ),
             (plain.local_addr(), None),
         ] {
-            let mut r = request_stream(addr, tls, "GET", "/f", &[], b"", T).unwrap();
+            let mut session = Session::new(addr, tls, T).unwrap();
+            let mut r = session.stream("GET", "/f", &[], b"").unwrap();
             assert_eq!(r.status, 200);
             assert_eq!(r.body.remaining(), data.len() as u64);
             let mut got = Vec::new();
@@ -1631,7 +1632,7 @@ mod tests {
 
     #[test]
     fn a_file_that_shrinks_while_sent_is_an_error_for_the_client_not_a_short_body() {
-        use crate::web::client::request_stream;
+        use crate::web::client::Session;
         let (path, _) = patterned_file("short", 200_000);
         let handler = {
             let path = path.clone();
@@ -1642,7 +1643,8 @@ mod tests {
             }
         };
         let server = start(Limits::default(), handler);
-        let mut r = request_stream(server.local_addr(), None, "GET", "/f", &[], b"", T).unwrap();
+        let mut session = Session::new(server.local_addr(), None, T).unwrap();
+        let mut r = session.stream("GET", "/f", &[], b"").unwrap();
         let mut got = Vec::new();
         let err = r.body.read_to_end(&mut got).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");

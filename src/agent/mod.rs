@@ -219,10 +219,13 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     let log = Log {
         published: published.clone(),
         tag: format!("hamon[{}]", cfg.node.name),
-        file: Some(Arc::new(Mutex::new(LogFile {
-            path: store.dir().join("hamon.log"),
-            file: None,
-        }))),
+        file: cfg.log.file.then(|| {
+            Arc::new(Mutex::new(LogFile {
+                path: store.dir().join("hamon.log"),
+                file: None,
+            }))
+        }),
+        journal: log::stderr_is_journal(),
     };
     let restored = store.load_state().map_err(io_err("persisted HA state"))?;
     let key = store.load_authkey().map_err(io_err("authentication key"))?;

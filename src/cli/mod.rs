@@ -3,6 +3,7 @@
 mod demo;
 mod ha;
 
+use crate::config::sandbox::{self, Sandbox};
 use crate::config::Config;
 use std::path::PathBuf;
 
@@ -13,7 +14,13 @@ Usage:
   hamon agent                 run the agent (systemd starts this)
   hamon status                Health Monitor and service status
   hamon ha <command>          HA commands (hamon ha --help)
-  hamon config check          validate the configuration file
+  hamon config check          validate the configuration file, and say what the
+                              running unit's sandbox would refuse of it
+  hamon config init --seed F [--force]
+                              write the configuration from a seed file (name,
+                              role, address, interface); the first boot runs it
+  hamon config dropin         print the systemd drop-in the configured features
+                              need (hamon-generator writes it at boot)
   hamon vip release           remove this server's virtual IPs (systemd runs it
                               after the agent exits, however it exited)
   hamon nic-event ACTION DEV  tell the agent a NIC was added or removed (udev)
@@ -76,10 +83,38 @@ pub fn main(args: &[String]) -> i32 {
         ["config", "check"] => match load(config.as_deref()) {
             Ok(cfg) => {
                 println!("{}: OK", cfg.path.display());
+                for warning in sandbox_warnings(&cfg) {
+                    println!("warning: {warning}");
+                }
                 0
             }
             Err(e) => fail(&e),
         },
+        ["config", "dropin"] => match load(config.as_deref()) {
+            Ok(cfg) => {
+                match Sandbox::for_config(&cfg).dropin(&cfg.path) {
+                    Some(text) => print!("{text}"),
+                    None => println!("# hamon.service's own privileges are enough"),
+                }
+                0
+            }
+            Err(e) => fail(&e),
+        },
+        ["config", "init", "--seed", seed, rest @ ..] => {
+            let force = match rest {
+                [] => false,
+                ["--force"] => true,
+                _ => return fail("usage: hamon config init --seed FILE [--force]"),
+            };
+            let out = Config::resolve_path(config.as_deref());
+            match crate::config::seed::init(std::path::Path::new(seed), &out, force) {
+                Ok(()) => {
+                    println!("wrote {} from {seed}", out.display());
+                    0
+                }
+                Err(e) => fail(&e),
+            }
+        }
         ["status"] => ha::status(config.as_deref()),
         ["vip", "release"] => vip_release(config.as_deref()),
         ["nic-event", action, interface] => nic_event(config.as_deref(), action, interface),
@@ -90,6 +125,65 @@ pub fn main(args: &[String]) -> i32 {
             2
         }
     }
+}
+
+/// systemd's generator protocol: `hamon-generator NORMAL EARLY LATE`.
+/// Always succeeds: a generator that fails is reported at every boot and
+/// helps nobody; a configuration that does not load is the agent's error to
+/// report.
+pub fn generator(args: &[String]) -> i32 {
+    let Some(normal) = args.first() else {
+        eprintln!("hamon-generator: usage: hamon-generator NORMAL-DIR [EARLY-DIR LATE-DIR]");
+        return 0;
+    };
+    let config = Config::resolve_path(None);
+    if let Err(e) = sandbox::generate(&config, std::path::Path::new(normal)) {
+        eprintln!("hamon-generator: {e}");
+    }
+    0
+}
+
+/// What the running `hamon.service` would refuse of `cfg`, from systemctl's
+/// view of the unit; nothing when systemd or the unit is not there to ask.
+fn sandbox_warnings(cfg: &Config) -> Vec<String> {
+    let wanted = Sandbox::for_config(cfg);
+    if wanted == Sandbox::default() {
+        return Vec::new();
+    }
+    let shown = std::process::Command::new("systemctl")
+        .args([
+            "show",
+            "hamon.service",
+            "-p",
+            "LoadState",
+            "-p",
+            "CapabilityBoundingSet",
+            "-p",
+            "ReadWritePaths",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(out) = shown else { return Vec::new() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_string()
+    };
+    if !out.status.success() || value("LoadState") != "loaded" {
+        return Vec::new();
+    }
+    let mut warnings =
+        wanted.missing_from(&value("CapabilityBoundingSet"), &value("ReadWritePaths"));
+    if !warnings.is_empty() {
+        warnings.push(
+            "the drop-in from hamon-generator adds these: run `systemctl daemon-reload` and \
+             restart hamon (`hamon config dropin` prints it)"
+                .to_string(),
+        );
+    }
+    warnings
 }
 
 pub(crate) fn fail(msg: &str) -> i32 {

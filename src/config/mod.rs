@@ -16,6 +16,8 @@
 mod notify;
 mod raw;
 mod replication;
+pub mod sandbox;
+pub mod seed;
 mod watch;
 
 pub use notify::{Notify, Snmp};
@@ -243,6 +245,9 @@ pub struct Hooks {
 pub struct Log {
     /// How much is logged (default `info`).
     pub level: LogLevel,
+    /// Whether lines are also kept in `state_dir/hamon.log`, for the Health
+    /// Monitor's log download (default true).
+    pub file: bool,
 }
 
 /// Why the configuration could not be loaded. The `Display` form of every
@@ -532,7 +537,10 @@ impl Validator<'_> {
                 ))
             }
         };
-        Ok(Log { level })
+        Ok(Log {
+            level,
+            file: raw.file.unwrap_or(true),
+        })
     }
 
     fn required(&self, key: &str, value: Option<String>) -> Result<String, ConfigError> {

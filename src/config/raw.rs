@@ -135,6 +135,8 @@ pub struct RawHooks {
 pub struct RawLog {
     /// `level`: `error`, `info` or `trace`.
     pub level: Option<String>,
+    /// `file`: also write `state_dir/hamon.log`.
+    pub file: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

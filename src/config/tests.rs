@@ -99,6 +99,7 @@ fn defaults_for(path: &str) -> Config {
         },
         log: Log {
             level: LogLevel::Info,
+            file: true,
         },
         vip: Vip {
             burst_count: 5,
@@ -234,6 +235,7 @@ timeout_ms = 7007
 
 [log]
 level = "trace"
+file = false
 "#;
     let expected = Config {
         path: PathBuf::from(PATH),
@@ -277,6 +279,7 @@ level = "trace"
         },
         log: Log {
             level: LogLevel::Trace,
+            file: false,
         },
         vip: Vip {
             burst_count: 9,
@@ -422,7 +425,7 @@ fn unknown_keys_are_rejected_naming_them() {
         ),
         ("[failback]\ndata_gap = 1\n", "failback.data_gap", (6, 1)),
         ("[hooks]\nstart = [\"/bin/true\"]\n", "hooks.start", (6, 1)),
-        ("[log]\nfile = \"/var/log/hamon\"\n", "log.file", (6, 1)),
+        ("[log]\npath = \"/var/log/hamon\"\n", "log.path", (6, 1)),
         ("[logging]\nlevel = \"info\"\n", "logging", (5, 2)),
     ];
     for (extra, key, (line, column)) in cases {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hamon::ha::sim::{dedup, fast_timers, register_command, Sim, KEY, P, S};
-use hamon::ha::{Command, CopyKind, FailoverType, HaState, HealthSummary, Level, Reply};
+use hamon::ha::{Command, CopyKind, Duty, FailoverType, HaState, HealthSummary, Level, Reply};
 use HaState::*;
 
 fn pair(t: FailoverType) -> Sim {
@@ -65,6 +65,30 @@ fn registration_success() {
         Some("ha-b")
     );
     assert_eq!(reg.as_ref().map(|r| r.primary.name.as_str()), Some("ha-a"));
+}
+
+#[test]
+fn before_registration_only_the_primary_serves() {
+    // A server installed as the secondary is the spare even before it is
+    // paired: no active duty (no VIP, no `run_on = "active"` services, no
+    // database promotion), at start and after a failed registration.
+    let mut sim = Sim::new(fast_timers(), 1);
+    sim.run_for(1_000);
+    assert_eq!(sim.state(S), Some(StandAlone));
+    assert_eq!(sim.node(P).map(|n| n.duty()), Some(Duty::Standalone));
+    assert_eq!(sim.node(S).map(|n| n.duty()), Some(Duty::Standby));
+    let t = sim.command(P, register_command(FailoverType::Manual, "Wrong-Key-1"));
+    sim.run_for(2_000);
+    refused(&sim, t);
+    assert_eq!(sim.state(S), Some(StandAlone));
+    assert_eq!(sim.node(S).map(|n| n.duty()), Some(Duty::Standby));
+    // Registered, it stays standby: the duty never passes through Standalone.
+    let t = sim.command(P, register_command(FailoverType::Manual, KEY));
+    sim.run_for(2_000);
+    done(&sim, t);
+    assert_eq!(sim.state(S), Some(SecondarySyncing));
+    assert_eq!(sim.node(S).map(|n| n.duty()), Some(Duty::Standby));
+    assert!(sim.is_active(P));
 }
 
 #[test]
@@ -494,10 +518,7 @@ fn both_down_and_secondary_will_not_restart() {
     sim.run_for(1_000);
     assert!(done(&sim, t).contains("run `hamon ha remove` there too"));
     assert_eq!(sim.state(P), Some(StandAlone));
-    assert_eq!(
-        sim.node(P).map(|n| n.duty()),
-        Some(hamon::ha::Duty::Standalone)
-    );
+    assert_eq!(sim.node(P).map(|n| n.duty()), Some(Duty::Standalone));
 }
 
 // ----- Replace the primary, secondary goes down ---------------------------------------------
@@ -843,6 +864,36 @@ fn a_failed_takeover_is_reported_as_failed() {
 }
 
 #[test]
+fn a_takeover_that_keeps_failing_backs_off_and_is_journaled_once() {
+    // The primary reports a failure (its heartbeats keep coming), and the
+    // secondary cannot claim the VIP: automatic takeovers are retried after
+    // 1, 2, 4, ... s, not at every heartbeat, and journaled once.
+    let mut sim = pair(FailoverType::Automatic);
+    sim.failing_duties.insert((S, hamon::ha::Duty::Active));
+    sim.health(P, failed_processes());
+    sim.run_for(10_000);
+    let attempts = dedup(sim.history(S))
+        .iter()
+        .filter(|s| **s == SecondaryFailover)
+        .count();
+    // Attempts at about 0, 1, 3 and 7 s: four, where one per heartbeat
+    // (100 ms) would be a hundred.
+    assert!((3..=5).contains(&attempts), "{attempts} attempts");
+    let failed = sim
+        .journal_kinds(S)
+        .iter()
+        .filter(|k| *k == "duty_failed")
+        .count();
+    assert_eq!(failed, 1);
+    assert_eq!(sim.state(S), Some(SecondaryLostPrimary));
+    // Once the VIP can be claimed, the next retry takes over.
+    sim.failing_duties.clear();
+    sim.run_for(20_000);
+    assert_eq!(sim.state(S), Some(SecondaryActive));
+    assert!(sim.is_active(S));
+}
+
+#[test]
 fn a_secondary_that_starts_up_straight_into_lost_primary_runs_its_standby_services() {
     let mut sim = pair(FailoverType::Manual);
     sim.health(P, failed_processes());
@@ -916,4 +967,35 @@ fn a_secondary_without_its_interface_does_not_take_over() {
     assert!(sim
         .journal_kinds(S)
         .contains(&"failover_withheld".to_string()));
+}
+
+// ----- restarts answered at once ------------------------------------------------------------
+
+#[test]
+fn a_restarted_peer_is_answered_at_once_and_only_from_its_address() {
+    use hamon::ha::{step, Action, Event};
+    let sim = pair(FailoverType::Automatic);
+    let mut node = sim.node(S).unwrap().clone();
+    let heartbeats = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(
+                |a| matches!(a, Action::SendHeartbeat { address, .. } if address == "192.0.2.11"),
+            )
+            .count()
+    };
+    let booted = |from: &str| Event::PeerBooted { from: from.into() };
+    // A spoofed source is not answered.
+    let now = sim.now + 100;
+    assert_eq!(heartbeats(&step(&mut node, booted("192.0.2.99"), now)), 0);
+    // The registered peer is answered at once (not at the next interval)...
+    assert_eq!(heartbeats(&step(&mut node, booted("192.0.2.11"), now)), 1);
+    // ...but not again within the prompt gap: a flood costs one heartbeat.
+    for dt in 1..20 {
+        assert_eq!(
+            heartbeats(&step(&mut node, booted("192.0.2.11"), now + dt)),
+            0
+        );
+    }
+    assert_eq!(node.state(), SecondarySyncing);
 }

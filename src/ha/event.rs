@@ -162,6 +162,11 @@ pub enum Event {
     Tick,
     /// An authentic, fresh heartbeat from `from` (an IP literal).
     Heartbeat { from: String, beacon: Beacon },
+    /// An authentic heartbeat from `from` that started a new boot of the
+    /// peer (an agent restart) and cannot be admitted until one of our
+    /// frames is echoed. Answered at once with a heartbeat, so that a
+    /// restarted peer hears us in one round trip, not one interval.
+    PeerBooted { from: String },
     /// A result of `Action::Probe`.
     ProbeDone { ok: bool, detail: String },
     /// An operator request; answer with `Action::Reply` carrying `token`.

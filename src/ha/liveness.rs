@@ -4,9 +4,13 @@
 
 use super::action::{Action, Severity};
 use super::event::{Beacon, CopyKind};
-use super::machine::{in_sync, secondary_was_active, Link, Step, STAMP_EVERY};
+use super::machine::{duty_for, in_sync, secondary_was_active, Link, Step, STAMP_EVERY};
 use super::state::{Duty, HaState, Role};
 use HaState::*;
+
+/// The least time between a heartbeat and one sent early to answer a
+/// restarted peer.
+const PROMPT_GAP: u64 = 50;
 
 impl Step<'_> {
     // ----- start, timers, liveness --------------------------------------------
@@ -19,7 +23,9 @@ impl Step<'_> {
                 Severity::Info,
                 "hamon started: HA is not configured",
             );
-            self.set_duty(Duty::Standalone);
+            if let Some(d) = duty_for(StandAlone, self.n.cfg.role) {
+                self.set_duty(d);
+            }
             return;
         };
         let restored = self.n.state;
@@ -105,6 +111,10 @@ impl Step<'_> {
             self.n.next_stamp_at = now.saturating_add(STAMP_EVERY);
             self.out.push(Action::StampInSync);
         }
+        if self.n.takeover_retry_at.is_some_and(|t| now >= t) {
+            self.n.takeover_retry_at = None;
+            self.maybe_auto_failover();
+        }
         if self.n.copy_retry_at.is_some_and(|t| now >= t) {
             self.n.copy_retry_at = None;
             if self.n.state == PrimaryDatabaseCopyFailed && !self.n.copying {
@@ -189,6 +199,26 @@ impl Step<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// A new boot of the peer asks to be confirmed: answer now rather than
+    /// at the next interval. A restarted active agent then learns within a
+    /// round trip that its peer is standby, and takes the role back at once.
+    /// Only the registered peer's address is answered, never more often than
+    /// every `PROMPT_GAP` ms, and the answer goes to the registered address
+    /// whatever the sender claimed.
+    pub(super) fn on_peer_booted(&mut self, from: &str) {
+        let Some(reg) = &self.n.reg else { return };
+        if self.n.blocked.is_some() || self.n.shutting_down || !self.n.sends_heartbeats() {
+            return;
+        }
+        if from != reg.member(self.n.cfg.role.other()).address {
+            return;
+        }
+        let last_sent = self.n.next_hb_at.saturating_sub(self.n.cfg.timers.interval);
+        if self.now >= last_sent.saturating_add(PROMPT_GAP) {
+            self.send_heartbeat();
         }
     }
 

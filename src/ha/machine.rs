@@ -57,6 +57,11 @@ pub enum Link {
 /// How often an "in sync" time stamp is recorded.
 pub(super) const STAMP_EVERY: Millis = 60_000;
 
+/// The first wait after a failed takeover; each further failure doubles it,
+/// up to `TAKEOVER_BACKOFF_MAX`.
+const TAKEOVER_BACKOFF: Millis = 1_000;
+const TAKEOVER_BACKOFF_MAX: Millis = 60_000;
+
 /// One server's whole HA state. Only `step` changes it.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -91,6 +96,10 @@ pub struct Node {
     pub(super) data_gap: bool,
     pub(super) copying: bool,
     pub(super) copy_retry_at: Option<Millis>,
+    /// Takeovers that failed in a row (the VIP or the database could not
+    /// be made active), and when an automatic one may be tried again.
+    pub(super) takeover_failures: u32,
+    pub(super) takeover_retry_at: Option<Millis>,
     pub(super) op: Option<Op>,
     pub(super) next_call: u64,
     pub(super) blocked: Option<String>,
@@ -141,6 +150,8 @@ impl Node {
             data_gap: false,
             copying: false,
             copy_retry_at: None,
+            takeover_failures: 0,
+            takeover_retry_at: None,
             op: None,
             next_call: 1,
             blocked: None,
@@ -237,6 +248,9 @@ impl Node {
         if let Some(t) = self.copy_retry_at {
             at(t);
         }
+        if let Some(t) = self.takeover_retry_at {
+            at(t);
+        }
         d
     }
 
@@ -297,9 +311,15 @@ pub(super) fn in_sync(s: HaState) -> bool {
     )
 }
 
-/// The duty a state implies; `None` keeps the current one.
-fn duty_for(s: HaState) -> Option<Duty> {
+/// The duty a state implies for a server of `role`; `None` keeps the
+/// current one.
+pub(super) fn duty_for(s: HaState, role: Role) -> Option<Duty> {
     Some(match s {
+        // An unpaired primary serves on its own. A server installed as the
+        // secondary is the spare: until it is registered it runs only its
+        // `run_on = "both"` services, holds no VIP and never promotes its
+        // database (docs/states.md).
+        StandAlone if role == Role::Secondary => Duty::Standby,
         StandAlone => Duty::Standalone,
         PrimaryActive | PrimaryLostSecondary | SecondaryActive | SecondaryFailover => Duty::Active,
         PrimaryAlone | PrimaryFailover => Duty::Halted,
@@ -367,6 +387,7 @@ impl Step<'_> {
             Event::Start { since_in_sync_secs } => self.on_start(since_in_sync_secs),
             Event::Tick => self.on_tick(),
             Event::Heartbeat { from, beacon } => self.on_heartbeat(&from, beacon),
+            Event::PeerBooted { from } => self.on_peer_booted(&from),
             Event::ProbeDone { ok, detail } => self.on_probe(ok, &detail),
             Event::Command { token, command } => self.on_command(token, command),
             Event::PeerRequest { token, request } => self.on_peer_request(token, request),
@@ -427,7 +448,7 @@ impl Step<'_> {
             Severity::Info,
             format!("{from} -> {to}: {why}"),
         );
-        if let Some(d) = duty_for(to) {
+        if let Some(d) = duty_for(to, self.n.cfg.role) {
             self.set_duty(d);
         }
     }
@@ -508,12 +529,25 @@ impl Step<'_> {
             return; // superseded by a newer duty
         }
         if let Err(e) = result {
-            self.journal(
-                "duty_failed",
-                Severity::Error,
-                format!("could not apply duty {duty:?}: {e}"),
-            );
             if duty == Duty::Active && !self.n.shutting_down {
+                // Once a takeover failed, automatic ones back off (1 s,
+                // doubling to a minute) and only the first is journaled:
+                // a VIP that cannot be claimed must not flap the state.
+                self.n.takeover_failures = self.n.takeover_failures.saturating_add(1);
+                let wait = TAKEOVER_BACKOFF
+                    .saturating_mul(1 << self.n.takeover_failures.min(7).saturating_sub(1))
+                    .min(TAKEOVER_BACKOFF_MAX);
+                self.n.takeover_retry_at = Some(self.now.saturating_add(wait));
+                if self.n.takeover_failures == 1 {
+                    self.journal(
+                        "duty_failed",
+                        Severity::Error,
+                        format!(
+                            "could not apply duty {duty:?}: {e}; automatic takeovers are \
+                             retried with backoff (first in {wait} ms)"
+                        ),
+                    );
+                }
                 let why = format!("could not take the active role: {e}");
                 match self.n.cfg.role {
                     Role::Primary => self.enter(PrimaryFailover, &why),
@@ -524,6 +558,16 @@ impl Step<'_> {
                 }
                 return;
             }
+            self.journal(
+                "duty_failed",
+                Severity::Error,
+                format!("could not apply duty {duty:?}: {e}"),
+            );
+        }
+        if duty == Duty::Active {
+            // Held at last: the failover's own completion is journaled.
+            self.n.takeover_failures = 0;
+            self.n.takeover_retry_at = None;
         }
         self.n.duty_applied = Some(duty);
         self.duty_settled();

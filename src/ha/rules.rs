@@ -167,6 +167,9 @@ impl Step<'_> {
         let unhealthy = n.health.database == Level::Failed
             || n.health.processes == Level::Failed
             || n.health.nic == Level::Failed;
+        if n.takeover_retry_at.is_some_and(|t| self.now < t) {
+            return; // backing off after a failed takeover
+        }
         let withheld = if !n.synced {
             Some(
                 "this secondary has not been in sync with an active primary since it started"

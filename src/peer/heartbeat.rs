@@ -40,6 +40,8 @@ pub struct Guard {
     peer: Option<([u8; 16], u64)>,
     retired: VecDeque<[u8; 16]>,
     latest_seen: Option<([u8; 16], u64)>,
+    /// The last new boot answered early (`first_of_boot`).
+    prompted: Option<[u8; 16]>,
 }
 
 impl Guard {
@@ -50,6 +52,7 @@ impl Guard {
             peer: None,
             retired: VecDeque::new(),
             latest_seen: None,
+            prompted: None,
         }
     }
 
@@ -62,6 +65,17 @@ impl Guard {
             echo: self.latest_seen,
             body,
         }
+    }
+
+    /// Whether `f` is the first unconfirmed frame of its boot seen (called
+    /// right after `admit` refused it as unconfirmed): each new boot is
+    /// answered early once, however many of its frames arrive.
+    fn first_of_boot(&mut self, f: &Frame) -> bool {
+        if self.prompted == Some(f.boot_id) {
+            return false;
+        }
+        self.prompted = Some(f.boot_id);
+        true
     }
 
     /// Decide on an authentic frame.
@@ -171,11 +185,15 @@ impl Heartbeats {
         let verdict = self
             .guard
             .lock()
-            .map(|mut g| g.admit(&frame))
-            .unwrap_or(Err(Refusal::Replayed));
-        if verdict.is_err() {
+            .map(|mut g| g.admit(&frame).map_err(|r| (r, g.first_of_boot(&frame))))
+            .unwrap_or(Err((Refusal::Replayed, false)));
+        if let Err((refusal, first)) = verdict {
             self.stats.rejected_replay.fetch_add(1, Ordering::Relaxed);
-            return None;
+            // The first frame of a new peer boot: ask the core to answer it
+            // now, so the restarted peer can confirm its boot at once.
+            return (refusal == Refusal::Unconfirmed && first).then(|| Event::PeerBooted {
+                from: from.ip().to_string(),
+            });
         }
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         Some(Event::Heartbeat {
@@ -302,7 +320,13 @@ mod tests {
             let (n, src) = to.sock.recv_from(&mut buf)?;
             Ok(to.receive(&buf[..n], src))
         };
-        assert!(pass(&a, &b, b_addr)?.is_none()); // unconfirmed first frame
+        // a's first frame cannot be admitted yet; b is asked to answer early,
+        // once for the boot, however many such frames come.
+        assert!(matches!(
+            pass(&a, &b, b_addr)?,
+            Some(Event::PeerBooted { .. })
+        ));
+        assert_eq!(pass(&a, &b, b_addr)?, None);
         assert!(pass(&b, &a, a_addr)?.is_some());
         assert!(matches!(
             pass(&a, &b, b_addr)?,

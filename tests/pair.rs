@@ -237,3 +237,32 @@ fn state_and_registration_survive_an_agent_restart() {
     assert!(p.ha_status(1).contains("[Failover Type] Manual"));
     assert!(path_exists(&p.state_dir(1).join("ha.json")));
 }
+
+#[test]
+fn a_restarted_active_primary_reclaims_within_a_round_trip_not_an_interval() {
+    // 1 s heartbeats: a restarted primary that waited for the secondary's
+    // next heartbeat would need up to a second; answered at once (its first
+    // frame makes the secondary send one), it holds the role again in a
+    // round trip. Five restarts, each checked against the interval.
+    let p = Pair::new(14);
+    p.edit_configs(|c| {
+        c.replace("interval_ms = 100", "interval_ms = 1000")
+            .replace("grace_ms = 300", "grace_ms = 1000")
+    });
+    let mut p = Pair::registered_with(p, "automatic");
+    for run in 0..5 {
+        p.kill9(0);
+        std::thread::sleep(Duration::from_millis(150 + 97 * run));
+        let t = std::time::Instant::now();
+        p.start(0);
+        p.wait_state(0, "Primary Active", Duration::from_secs(5));
+        let took = t.elapsed();
+        eprintln!("run {run}: {took:?}");
+        assert!(
+            took < Duration::from_millis(900),
+            "run {run}: Primary Active only after {took:?}\n{}",
+            p.log(0)
+        );
+        assert!(p.ha_status(1).contains("Secondary Syncing"));
+    }
+}

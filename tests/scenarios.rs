@@ -986,16 +986,23 @@ fn a_restarted_peer_is_answered_at_once_and_only_from_its_address() {
     };
     let booted = |from: &str| Event::PeerBooted { from: from.into() };
     // A spoofed source is not answered.
-    let now = sim.now + 100;
+    let now = node.next_deadline().unwrap().max(sim.now);
     assert_eq!(heartbeats(&step(&mut node, booted("192.0.2.99"), now)), 0);
-    // The registered peer is answered at once (not at the next interval)...
+    // The registered peer is answered at once (not at the next interval),
+    // even right after a regular heartbeat, which did not echo the new boot...
+    assert_eq!(heartbeats(&step(&mut node, Event::Tick, now)), 1);
     assert_eq!(heartbeats(&step(&mut node, booted("192.0.2.11"), now)), 1);
-    // ...but not again within the prompt gap: a flood costs one heartbeat.
-    for dt in 1..20 {
+    // ...but not again within the prompt gap: a flood costs one heartbeat
+    // per 50 ms.
+    for dt in 1..50 {
         assert_eq!(
             heartbeats(&step(&mut node, booted("192.0.2.11"), now + dt)),
             0
         );
     }
+    assert_eq!(
+        heartbeats(&step(&mut node, booted("192.0.2.11"), now + 50)),
+        1
+    );
     assert_eq!(node.state(), SecondarySyncing);
 }

@@ -101,3 +101,79 @@ fn agent_notifies_ready_and_feeds_the_watchdog() {
     );
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
+
+/// `systemd-analyze verify` of `units` in `dir`; its complaints, if any.
+fn verify(dir: &std::path::Path, units: &[&str]) -> Result<(), String> {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|u| dir.join(u)))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && !units.iter().any(|u| text.contains(&format!("{u}:"))) {
+        Ok(())
+    } else {
+        Err(text)
+    }
+}
+
+#[test]
+fn the_generator_writes_a_dropin_systemd_accepts_and_the_first_boot_unit_verifies() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing in CI"
+        );
+        eprintln!("skipped: systemd-analyze not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hamon-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let units = dir.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    for unit in ["hamon.service", "hamon-firstboot.service"] {
+        let text = std::fs::read_to_string(format!("{repo}/systemd/{unit}"))
+            .unwrap()
+            .replace("/usr/bin/hamon", common::hamon());
+        std::fs::write(units.join(unit), text).unwrap();
+    }
+    // The binary under the generator's name, as the .deb links it.
+    let generator = dir.join("hamon-generator");
+    std::os::unix::fs::symlink(common::hamon(), &generator).unwrap();
+    let config = dir.join("hamon.toml");
+    std::fs::write(
+        &config,
+        "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"192.0.2.11\"\n\
+         [[sync]]\nname = \"conf\"\npath = \"/etc/appliance\"\n\
+         [[service]]\nname = \"w\"\ncommand = [\"/bin/true\"]\nuser = \"nobody\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&std::path::Path]| {
+        Command::new(&generator)
+            .args(args)
+            .env("HAMON_CONFIG", &config)
+            .status()
+            .unwrap()
+    };
+    let late = dir.join("late");
+    assert!(run(&[&units, &late, &late]).success());
+    let dropin = units.join("hamon.service.d/50-hamon-features.conf");
+    let text = std::fs::read_to_string(&dropin).unwrap();
+    assert!(text.contains("ReadWritePaths=-/etc/appliance\n"), "{text}");
+    assert!(text.contains("CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL CAP_SETGID CAP_SETUID\n"), "{text}");
+    verify(&units, &["hamon.service", "hamon-firstboot.service"])
+        .unwrap_or_else(|e| panic!("verify with the drop-in: {e}"));
+    // A configuration the agent would refuse: no drop-in, and the generator
+    // still succeeds (a generator must not fail the boot).
+    std::fs::remove_file(&dropin).unwrap();
+    std::fs::write(&config, "[node]\nname = \n").unwrap();
+    assert!(run(&[&units, &late, &late]).success());
+    assert!(!dropin.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -205,8 +205,29 @@ struct Shell {
     notifier: Arc<crate::notify::dispatch::Dispatcher>,
 }
 
-/// Run the agent until SIGTERM (or SIGINT).
+/// Run the agent until SIGTERM (or SIGINT): start the adapters, then run
+/// the core loop.
 pub fn run(cfg: Config) -> Result<(), AgentError> {
+    build(cfg)?.run()
+}
+
+/// The agent with every adapter started and the node restored, before its
+/// first event.
+struct Agent {
+    shell: Shell,
+    node: Node,
+    rx: Receiver<Input>,
+    stop: Arc<AtomicBool>,
+    since_in_sync: Option<u64>,
+    listening: String,
+    control: control::Server,
+    server: Server,
+}
+
+/// Start the adapters: the store, the heartbeat socket, the VIP clean-up,
+/// notifications, the database driver, file sync, the Health Monitor, the
+/// watchers, the control socket, signals and the duty executor.
+fn build(cfg: Config) -> Result<Agent, AgentError> {
     let store = Store::open(&cfg.node.state_dir).map_err(io_err(format!(
         "state directory {}",
         cfg.node.state_dir.display()
@@ -239,65 +260,14 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let hb_addr = SocketAddr::new(cfg.node.address, cfg.heartbeat.port);
-    let hb = Arc::new(
-        Heartbeats::bind(hb_addr, keys.clone())
-            .map_err(io_err(format!("heartbeat socket {hb_addr}")))?,
-    );
-    let (ev_tx, ev_rx) = unbounded::<Event>();
-    {
-        let (hb, stop) = (hb.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("heartbeat-rx".into())
-            .spawn(move || hb.run_receiver(ev_tx, &stop))
-            .map_err(io_err("heartbeat thread"))?;
-        let tx = tx.clone();
-        std::thread::Builder::new()
-            .name("heartbeat-fwd".into())
-            .spawn(move || {
-                for ev in ev_rx {
-                    if tx.send(Input::Event(ev)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(io_err("heartbeat thread"))?;
-    }
-
-    // A VIP left on this interface (a crash, a kill -9) is removed before
-    // anything else: the core claims it again only once it decides to be active.
-    let held = restored
-        .as_ref()
-        .and_then(|p| p.registration.as_ref())
-        .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
-        .unwrap_or_default();
-    if let Some(iface) = &cfg.node.interface {
-        match vip::release_on(iface, &held) {
-            Ok(gone) if !gone.is_empty() => log.write(
-                Severity::Warning,
-                &format!("removed a stale virtual IP from {iface} at start: {gone:?}"),
-            ),
-            Ok(_) => {}
-            Err(errors) => log.write(Severity::Error, &errors.join("; ")),
-        }
-    }
-    let mut node = Node::new(node_config(&cfg), restored);
+    let hb = start_heartbeats(hb_addr, keys.clone(), tx.clone(), stop.clone())?;
+    release_stale_vip(&cfg, restored.as_ref(), &log);
+    let node = Node::new(node_config(&cfg), restored);
     if let Ok(mut st) = published.status.write() {
         *st = node.status();
     }
-    let monitor_url = {
-        let scheme = if cfg.health_monitor.tls {
-            "https"
-        } else {
-            "http"
-        };
-        let host = match cfg.node.address {
-            IpAddr::V6(a) => format!("[{a}]"),
-            IpAddr::V4(a) => a.to_string(),
-        };
-        format!("{scheme}://{host}:{}/", cfg.health_monitor.port)
-    };
     let notifier = Arc::new(
-        crate::notify::dispatch::Dispatcher::start(&cfg.notify, store.dir(), monitor_url)
+        crate::notify::dispatch::Dispatcher::start(&cfg.notify, store.dir(), monitor_url(&cfg))
             .map_err(|e| io_err("notifications")(std::io::Error::other(e)))?,
     );
     let driver =
@@ -337,58 +307,18 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         )
     };
     let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
-    // HTTPS unless `tls = false`: a self-signed identity is made on first start.
-    let identity = if cfg.health_monitor.tls {
-        let names = vec![cfg.node.address.to_string(), cfg.node.name.clone()];
-        let id = tls::load_or_create(store.dir(), &names)
-            .map_err(|e| io_err("TLS certificate")(std::io::Error::other(e.to_string())))?;
-        Some(id)
-    } else {
-        None
-    };
-    let fingerprint = identity.as_ref().map(tls::fingerprint);
-    if let Some(f) = &fingerprint {
-        log.write(
-            Severity::Info,
-            &format!("Health Monitor certificate SHA-256 {f}"),
-        );
-    }
-    let app = Arc::new(App {
-        core: Arc::new(Link { tx: tx.clone() }),
-        published: published.clone(),
-        store: store.clone(),
-        keys: keys.clone(),
-        verifier: Mutex::new(Verifier::new(
-            cfg.heartbeat.max_clock_skew.as_millis() as u64
-        )),
-        interface: cfg.node.interface.clone(),
-        hm_port: cfg.health_monitor.port,
-        tls: identity.is_some(),
-        fingerprint: fingerprint.clone(),
-        sessions: Mutex::new(session::Sessions::new(
-            cfg.health_monitor.session_ttl.as_secs(),
-        )),
-        session_ttl: cfg.health_monitor.session_ttl.as_secs(),
-        throttle: Mutex::new(session::LoginThrottle::new()),
-        flash: Arc::new(Mutex::new(None)),
-        sync: Some(sync.clone()),
-    });
-    let limits = Limits {
-        max_connections: cfg.health_monitor.max_connections as usize,
-        max_per_client: cfg.health_monitor.max_connections_per_client as usize,
-        // Every connection allowed may wait for a worker at once.
-        queue: cfg.health_monitor.max_connections as usize,
-        ..Limits::default()
-    };
-    let server = match &identity {
-        Some(id) => {
-            let tls = tls::server_config(id)
-                .map_err(|e| io_err("TLS")(std::io::Error::other(e.to_string())))?;
-            Server::bind_tls(hm_addr, limits, app, tls)
-        }
-        None => Server::bind(hm_addr, limits, app),
-    }
-    .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
+    let (server, fingerprint) = start_health_monitor(
+        &cfg,
+        hm_addr,
+        HealthMonitorParts {
+            store: store.clone(),
+            core: tx.clone(),
+            published: published.clone(),
+            keys: keys.clone(),
+            sync: sync.clone(),
+            log: log.clone(),
+        },
+    )?;
 
     let (rescan_tx, rescan_rx) = unbounded::<()>();
     let services: Arc<RwLock<Vec<ServiceStatus>>> = Arc::new(RwLock::new(Vec::new()));
@@ -412,6 +342,249 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
         )
         .map_err(io_err("replica watcher"))?;
     }
+    start_sync_threads(&sync, &published, &tx, &stop)?;
+    let parts = ControlParts {
+        store: store.clone(),
+        keys: keys.clone(),
+        hb: hb.clone(),
+        fingerprint: fingerprint.clone(),
+        services: services.clone(),
+        rescan: rescan_tx,
+        sync: sync.clone(),
+        notifier: notifier.clone(),
+        database: database_line.clone(),
+    };
+    let control = start_control(&cfg, tx.clone(), parts)?;
+    start_signals(tx.clone())?;
+    let duty_tx = start_duty_executor(
+        &cfg,
+        tx.clone(),
+        log.clone(),
+        reporter.clone(),
+        services.clone(),
+        driver.clone(),
+    )?;
+
+    let shell = Shell {
+        cfg,
+        log,
+        store,
+        keys,
+        hb,
+        tx,
+        duty_tx,
+        waiting: HashMap::new(),
+        next_token: 1,
+        published,
+        vips: Vec::new(),
+        sync,
+        db: driver,
+        db_port,
+        peer: None,
+        follow_peer: false,
+        emails: Vec::new(),
+        notifier,
+    };
+    Ok(Agent {
+        shell,
+        node,
+        rx,
+        stop,
+        since_in_sync,
+        listening: format!("listening: heartbeats {hb_addr}, Health Monitor {hm_addr}"),
+        control,
+        server,
+    })
+}
+
+impl Agent {
+    /// Start the core, tell systemd it is ready, and step the core until it
+    /// says to exit; then stop the adapters.
+    fn run(self) -> Result<(), AgentError> {
+        let Agent {
+            mut shell,
+            mut node,
+            rx,
+            stop,
+            since_in_sync,
+            listening,
+            control,
+            server,
+        } = self;
+        shell.log.write(Severity::Info, &listening);
+        let t0 = Instant::now();
+        let now = || t0.elapsed().as_millis() as u64;
+        shell.apply(
+            &mut node,
+            Event::Start {
+                since_in_sync_secs: since_in_sync,
+            },
+            now(),
+        );
+        sd_notify("READY=1");
+        let watchdog = watchdog_every();
+        let mut last_watchdog = Instant::now();
+        let exit = shell.core_loop(&mut node, &rx, &now, watchdog, &mut last_watchdog);
+        sd_notify("STOPPING=1");
+        stop.store(true, Ordering::Relaxed);
+        shell.sync.stop();
+        shell.notifier.stop();
+        drop(control);
+        server.shutdown();
+        exit
+    }
+}
+
+/// The heartbeat socket, its receiver thread, and a thread that hands what
+/// it accepts to the core's channel.
+fn start_heartbeats(
+    addr: SocketAddr,
+    keys: Arc<RwLock<Option<Keys>>>,
+    tx: Sender<Input>,
+    stop: Arc<AtomicBool>,
+) -> Result<Arc<Heartbeats>, AgentError> {
+    let hb =
+        Arc::new(Heartbeats::bind(addr, keys).map_err(io_err(format!("heartbeat socket {addr}")))?);
+    let (ev_tx, ev_rx) = unbounded::<Event>();
+    let receiver = hb.clone();
+    std::thread::Builder::new()
+        .name("heartbeat-rx".into())
+        .spawn(move || receiver.run_receiver(ev_tx, &stop))
+        .map_err(io_err("heartbeat thread"))?;
+    std::thread::Builder::new()
+        .name("heartbeat-fwd".into())
+        .spawn(move || {
+            for ev in ev_rx {
+                if tx.send(Input::Event(ev)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(io_err("heartbeat thread"))?;
+    Ok(hb)
+}
+
+/// A VIP left on this interface (a crash, a kill -9) is removed before
+/// anything else: the core claims it again only once it decides to be active.
+fn release_stale_vip(cfg: &Config, restored: Option<&ha::Persisted>, log: &Log) {
+    let held = restored
+        .and_then(|p| p.registration.as_ref())
+        .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
+        .unwrap_or_default();
+    if let Some(iface) = &cfg.node.interface {
+        match vip::release_on(iface, &held) {
+            Ok(gone) if !gone.is_empty() => log.write(
+                Severity::Warning,
+                &format!("removed a stale virtual IP from {iface} at start: {gone:?}"),
+            ),
+            Ok(_) => {}
+            Err(errors) => log.write(Severity::Error, &errors.join("; ")),
+        }
+    }
+}
+
+/// This server's Health Monitor page, for the links in notifications.
+fn monitor_url(cfg: &Config) -> String {
+    let scheme = if cfg.health_monitor.tls {
+        "https"
+    } else {
+        "http"
+    };
+    let host = match cfg.node.address {
+        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(a) => a.to_string(),
+    };
+    format!("{scheme}://{host}:{}/", cfg.health_monitor.port)
+}
+
+/// What the Health Monitor's application serves from.
+struct HealthMonitorParts {
+    store: Store,
+    core: Sender<Input>,
+    published: Arc<Published>,
+    keys: Arc<RwLock<Option<Keys>>>,
+    sync: Arc<SyncService>,
+    log: Log,
+}
+
+/// The Health Monitor (page, JSON API, peer API, file sync) on `hm_addr`;
+/// also the certificate's fingerprint when it serves HTTPS.
+fn start_health_monitor(
+    cfg: &Config,
+    hm_addr: SocketAddr,
+    parts: HealthMonitorParts,
+) -> Result<(Server, Option<String>), AgentError> {
+    let HealthMonitorParts {
+        store,
+        core,
+        published,
+        keys,
+        sync,
+        log,
+    } = parts;
+    // HTTPS unless `tls = false`: a self-signed identity is made on first start.
+    let identity = if cfg.health_monitor.tls {
+        let names = vec![cfg.node.address.to_string(), cfg.node.name.clone()];
+        let id = tls::load_or_create(store.dir(), &names)
+            .map_err(|e| io_err("TLS certificate")(std::io::Error::other(e.to_string())))?;
+        Some(id)
+    } else {
+        None
+    };
+    let fingerprint = identity.as_ref().map(tls::fingerprint);
+    if let Some(f) = &fingerprint {
+        log.write(
+            Severity::Info,
+            &format!("Health Monitor certificate SHA-256 {f}"),
+        );
+    }
+    let app = Arc::new(App {
+        core: Arc::new(Link { tx: core }),
+        published,
+        store,
+        keys,
+        verifier: Mutex::new(Verifier::new(
+            cfg.heartbeat.max_clock_skew.as_millis() as u64
+        )),
+        interface: cfg.node.interface.clone(),
+        hm_port: cfg.health_monitor.port,
+        tls: identity.is_some(),
+        fingerprint: fingerprint.clone(),
+        sessions: Mutex::new(session::Sessions::new(
+            cfg.health_monitor.session_ttl.as_secs(),
+        )),
+        session_ttl: cfg.health_monitor.session_ttl.as_secs(),
+        throttle: Mutex::new(session::LoginThrottle::new()),
+        flash: Arc::new(Mutex::new(None)),
+        sync: Some(sync),
+    });
+    let limits = Limits {
+        max_connections: cfg.health_monitor.max_connections as usize,
+        max_per_client: cfg.health_monitor.max_connections_per_client as usize,
+        // Every connection allowed may wait for a worker at once.
+        queue: cfg.health_monitor.max_connections as usize,
+        ..Limits::default()
+    };
+    let server = match &identity {
+        Some(id) => {
+            let tls = tls::server_config(id)
+                .map_err(|e| io_err("TLS")(std::io::Error::other(e.to_string())))?;
+            Server::bind_tls(hm_addr, limits, app, tls)
+        }
+        None => Server::bind(hm_addr, limits, app),
+    }
+    .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
+    Ok((server, fingerprint))
+}
+
+/// File sync's threads: the puller (every server: it pulls while standby)
+/// and, when sets are configured, the inotify hinter (it hints while active).
+fn start_sync_threads(
+    sync: &Arc<SyncService>,
+    published: &Arc<Published>,
+    tx: &Sender<Input>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), AgentError> {
     {
         let (sync, published, tx) = (sync.clone(), published.clone(), tx.clone());
         std::thread::Builder::new()
@@ -435,72 +608,7 @@ pub fn run(cfg: Config) -> Result<(), AgentError> {
             })
             .map_err(io_err("sync thread"))?;
     }
-    let parts = ControlParts {
-        store: store.clone(),
-        keys: keys.clone(),
-        hb: hb.clone(),
-        fingerprint: fingerprint.clone(),
-        services: services.clone(),
-        rescan: rescan_tx,
-        sync: sync.clone(),
-        notifier: notifier.clone(),
-        database: database_line.clone(),
-    };
-    let control = start_control(&cfg, tx.clone(), parts)?;
-    start_signals(tx.clone())?;
-    let duty_tx = start_duty_executor(
-        &cfg,
-        tx.clone(),
-        log.clone(),
-        reporter.clone(),
-        services.clone(),
-        driver.clone(),
-    )?;
-
-    let mut shell = Shell {
-        cfg,
-        log,
-        store,
-        keys,
-        hb,
-        tx,
-        duty_tx,
-        waiting: HashMap::new(),
-        next_token: 1,
-        published,
-        vips: Vec::new(),
-        sync: sync.clone(),
-        db: driver,
-        db_port,
-        peer: None,
-        follow_peer: false,
-        emails: Vec::new(),
-        notifier: notifier.clone(),
-    };
-    shell.log.write(
-        Severity::Info,
-        &format!("listening: heartbeats {hb_addr}, Health Monitor {hm_addr}"),
-    );
-    let t0 = Instant::now();
-    let now = || t0.elapsed().as_millis() as u64;
-    shell.apply(
-        &mut node,
-        Event::Start {
-            since_in_sync_secs: since_in_sync,
-        },
-        now(),
-    );
-    sd_notify("READY=1");
-    let watchdog = watchdog_every();
-    let mut last_watchdog = Instant::now();
-    let exit = shell.core_loop(&mut node, &rx, &now, watchdog, &mut last_watchdog);
-    sd_notify("STOPPING=1");
-    stop.store(true, Ordering::Relaxed);
-    sync.stop();
-    notifier.stop();
-    drop(control);
-    server.shutdown();
-    exit
+    Ok(())
 }
 
 fn start_signals(tx: Sender<Input>) -> Result<(), AgentError> {

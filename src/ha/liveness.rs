@@ -8,8 +8,8 @@ use super::machine::{duty_for, in_sync, secondary_was_active, Link, Step, STAMP_
 use super::state::{Duty, HaState, Role};
 use HaState::*;
 
-/// The least time between a heartbeat and one sent early to answer a
-/// restarted peer.
+/// The least time between two heartbeats sent early to answer a restarted
+/// peer (each new boot is answered once; this bounds a flood of them).
 const PROMPT_GAP: u64 = 50;
 
 impl Step<'_> {
@@ -205,8 +205,8 @@ impl Step<'_> {
     /// A new boot of the peer asks to be confirmed: answer now rather than
     /// at the next interval. A restarted active agent then learns within a
     /// round trip that its peer is standby, and takes the role back at once.
-    /// Only the registered peer's address is answered, never more often than
-    /// every `PROMPT_GAP` ms, and the answer goes to the registered address
+    /// Only the registered peer's address is answered, at most once every
+    /// `PROMPT_GAP` ms, and the answer goes to the registered address
     /// whatever the sender claimed.
     pub(super) fn on_peer_booted(&mut self, from: &str) {
         let Some(reg) = &self.n.reg else { return };
@@ -216,8 +216,15 @@ impl Step<'_> {
         if from != reg.member(self.n.cfg.role.other()).address {
             return;
         }
-        let last_sent = self.n.next_hb_at.saturating_sub(self.n.cfg.timers.interval);
-        if self.now >= last_sent.saturating_add(PROMPT_GAP) {
+        // Limited from the last early answer, not from the last heartbeat: a
+        // regular one sent just before the peer's first frame arrived does
+        // not echo the new boot, so it does not count as an answer.
+        if self
+            .n
+            .prompted_at
+            .is_none_or(|t| self.now >= t.saturating_add(PROMPT_GAP))
+        {
+            self.n.prompted_at = Some(self.now);
             self.send_heartbeat();
         }
     }

@@ -100,6 +100,8 @@ pub struct Node {
     /// be made active), and when an automatic one may be tried again.
     pub(super) takeover_failures: u32,
     pub(super) takeover_retry_at: Option<Millis>,
+    /// When a restarted peer was last answered early (`on_peer_booted`).
+    pub(super) prompted_at: Option<Millis>,
     pub(super) op: Option<Op>,
     pub(super) next_call: u64,
     pub(super) blocked: Option<String>,
@@ -152,6 +154,7 @@ impl Node {
             copy_retry_at: None,
             takeover_failures: 0,
             takeover_retry_at: None,
+            prompted_at: None,
             op: None,
             next_call: 1,
             blocked: None,

@@ -67,9 +67,10 @@ impl Guard {
         }
     }
 
-    /// Whether `f` is the first unconfirmed frame of its boot seen (called
-    /// right after `admit` refused it as unconfirmed): each new boot is
-    /// answered early once, however many of its frames arrive.
+    /// Whether `f` opens a boot not answered early yet (called after `admit`
+    /// refused it as unconfirmed, or admitted it as a new boot because a
+    /// frame of ours had reached it first): each new boot is answered early
+    /// once, however many of its frames arrive.
     fn first_of_boot(&mut self, f: &Frame) -> bool {
         if self.prompted == Some(f.boot_id) {
             return false;
@@ -78,8 +79,10 @@ impl Guard {
         true
     }
 
-    /// Decide on an authentic frame.
-    pub fn admit(&mut self, f: &Frame) -> Result<(), Refusal> {
+    /// Decide on an authentic frame: `Ok(true)` when it is the first
+    /// admitted frame of a new peer boot (its echo proved it), `Ok(false)`
+    /// for the next frame of the boot already admitted.
+    pub fn admit(&mut self, f: &Frame) -> Result<bool, Refusal> {
         if self.retired.contains(&f.boot_id) {
             return Err(Refusal::Retired);
         }
@@ -96,7 +99,7 @@ impl Guard {
                     return Err(Refusal::Replayed);
                 }
                 self.peer = Some((boot, f.seq));
-                return Ok(());
+                return Ok(false);
             }
         }
         let proves = matches!(f.echo, Some((b, e))
@@ -111,8 +114,16 @@ impl Guard {
             }
         }
         self.peer = Some((f.boot_id, f.seq));
-        Ok(())
+        Ok(true)
     }
+}
+
+/// What one datagram gives the core: the heartbeat, when admitted, and a
+/// request to answer a new peer boot early, when it opens one.
+#[derive(Debug, Default, PartialEq)]
+pub struct Received {
+    pub heartbeat: Option<Event>,
+    pub booted: Option<Event>,
 }
 
 /// Counters shown by `hamon status` and used by tests.
@@ -172,34 +183,50 @@ impl Heartbeats {
         Ok(())
     }
 
-    /// Check one datagram; on success, the event for the core.
-    pub fn receive(&self, bytes: &[u8], from: SocketAddr) -> Option<Event> {
-        let key = self.key()?;
+    /// Check one datagram: the events it gives the core.
+    pub fn receive(&self, bytes: &[u8], from: SocketAddr) -> Received {
+        let Some(key) = self.key() else {
+            return Received::default();
+        };
         let frame = match wire::decode(bytes, &key) {
             Ok(f) => f,
             Err(_) => {
                 self.stats.rejected_bad.fetch_add(1, Ordering::Relaxed);
-                return None;
+                return Received::default();
             }
         };
-        let verdict = self
-            .guard
-            .lock()
-            .map(|mut g| g.admit(&frame).map_err(|r| (r, g.first_of_boot(&frame))))
-            .unwrap_or(Err((Refusal::Replayed, false)));
-        if let Err((refusal, first)) = verdict {
-            self.stats.rejected_replay.fetch_add(1, Ordering::Relaxed);
-            // The first frame of a new peer boot: ask the core to answer it
-            // now, so the restarted peer can confirm its boot at once.
-            return (refusal == Refusal::Unconfirmed && first).then(|| Event::PeerBooted {
-                from: from.ip().to_string(),
-            });
+        let (verdict, first) = match self.guard.lock() {
+            Ok(mut g) => {
+                let verdict = g.admit(&frame);
+                let new_boot = matches!(verdict, Ok(true) | Err(Refusal::Unconfirmed));
+                (verdict, new_boot && g.first_of_boot(&frame))
+            }
+            Err(_) => (Err(Refusal::Replayed), false),
+        };
+        let from = from.ip().to_string();
+        // The first frame of a new peer boot (a restarted agent): ask the
+        // core to answer it now, so the peer confirms its boot, or hears our
+        // state, in one round trip instead of one interval.
+        let booted = first.then(|| Event::PeerBooted { from: from.clone() });
+        match verdict {
+            Ok(_) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                Received {
+                    heartbeat: Some(Event::Heartbeat {
+                        from,
+                        beacon: frame.body,
+                    }),
+                    booted,
+                }
+            }
+            Err(_) => {
+                self.stats.rejected_replay.fetch_add(1, Ordering::Relaxed);
+                Received {
+                    heartbeat: None,
+                    booted,
+                }
+            }
         }
-        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        Some(Event::Heartbeat {
-            from: from.ip().to_string(),
-            beacon: frame.body,
-        })
     }
 
     /// Receive until `stop` is set, passing accepted heartbeats to `tx`.
@@ -208,7 +235,11 @@ impl Heartbeats {
         while !stop.load(Ordering::Relaxed) {
             match self.sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    if let Some(ev) = buf.get(..n).and_then(|b| self.receive(b, from)) {
+                    let got = buf.get(..n).map(|b| self.receive(b, from));
+                    for ev in got
+                        .into_iter()
+                        .flat_map(|r| r.heartbeat.into_iter().chain(r.booted))
+                    {
                         if tx.send(ev).is_err() {
                             return;
                         }
@@ -249,9 +280,9 @@ mod tests {
         let f = a.next_frame(beacon());
         assert_eq!(b.admit(&f), Err(Refusal::Unconfirmed));
         let g = b.next_frame(beacon());
-        assert_eq!(a.admit(&g), Ok(()));
+        assert_eq!(a.admit(&g), Ok(true));
         let f = a.next_frame(beacon());
-        assert_eq!(b.admit(&f), Ok(()));
+        assert_eq!(b.admit(&f), Ok(true));
     }
 
     #[test]
@@ -260,7 +291,7 @@ mod tests {
         handshake(&mut a, &mut b);
         for _ in 0..5 {
             let f = a.next_frame(beacon());
-            assert_eq!(b.admit(&f), Ok(()));
+            assert_eq!(b.admit(&f), Ok(false));
         }
     }
 
@@ -269,7 +300,7 @@ mod tests {
         let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
         handshake(&mut a, &mut b);
         let f = a.next_frame(beacon());
-        assert_eq!(b.admit(&f), Ok(()));
+        assert_eq!(b.admit(&f), Ok(false));
         assert_eq!(b.admit(&f), Err(Refusal::Replayed));
         let mut older = f.clone();
         older.seq -= 1;
@@ -281,7 +312,7 @@ mod tests {
         let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
         handshake(&mut a, &mut b);
         let captured = a.next_frame(beacon());
-        assert_eq!(b.admit(&captured), Ok(()));
+        assert_eq!(b.admit(&captured), Ok(false));
         // `a` restarts with a new boot id and is accepted after a round trip.
         let mut a2 = Guard::new([3; 16]);
         handshake(&mut a2, &mut b);
@@ -315,31 +346,44 @@ mod tests {
         let mut pass = |from: &Heartbeats,
                         to: &Heartbeats,
                         to_addr|
-         -> Result<Option<Event>, Box<dyn std::error::Error>> {
+         -> Result<Received, Box<dyn std::error::Error>> {
             from.send(to_addr, beacon())?;
             let (n, src) = to.sock.recv_from(&mut buf)?;
             Ok(to.receive(&buf[..n], src))
         };
+        let booted = |r: &Received| matches!(r.booted, Some(Event::PeerBooted { .. }));
+        let heartbeat = |r: &Received| matches!(r.heartbeat, Some(Event::Heartbeat { .. }));
         // a's first frame cannot be admitted yet; b is asked to answer early,
         // once for the boot, however many such frames come.
-        assert!(matches!(
-            pass(&a, &b, b_addr)?,
-            Some(Event::PeerBooted { .. })
-        ));
-        assert_eq!(pass(&a, &b, b_addr)?, None);
-        assert!(pass(&b, &a, a_addr)?.is_some());
-        assert!(matches!(
-            pass(&a, &b, b_addr)?,
-            Some(Event::Heartbeat { .. })
-        ));
+        let r = pass(&a, &b, b_addr)?;
+        assert!(booted(&r) && !heartbeat(&r), "{r:?}");
+        assert_eq!(pass(&a, &b, b_addr)?, Received::default());
+        // b's answer echoes a's boot: admitted by a (b's boot is new to a
+        // too, so a answers it early once as well).
+        let r = pass(&b, &a, a_addr)?;
+        assert!(heartbeat(&r) && booted(&r), "{r:?}");
+        let r = pass(&a, &b, b_addr)?;
+        assert!(heartbeat(&r) && !booted(&r), "{r:?}");
+        // a restarts, and hears b before it sends: its first frame already
+        // proves its boot and is admitted, and b is still asked to answer it
+        // early (a needs to hear b's state, not wait for b's next interval).
+        let a2 = Heartbeats::bind(any, a.keys.clone())?;
+        let a2_addr = a2.local_addr()?;
+        b.send(a2_addr, beacon())?;
+        let (n, src) = a2.sock.recv_from(&mut buf)?;
+        assert!(!heartbeat(&a2.receive(&buf[..n], src)));
+        a2.send(b_addr, beacon())?;
+        let (n, src) = b.sock.recv_from(&mut buf)?;
+        let r = b.receive(&buf[..n], src);
+        assert!(heartbeat(&r) && booted(&r), "{r:?}");
         // Garbage and a wrong key are refused and counted.
-        assert!(b.receive(b"HMHB garbage", a_addr).is_none());
+        assert_eq!(b.receive(b"HMHB garbage", a_addr), Received::default());
         let other = Keys::derive("Other-Key-2");
         let frame = Guard::new([9; 16]).next_frame(beacon());
         let forged = wire::encode(&frame, &other.heartbeat)?;
-        assert!(b.receive(&forged, a_addr).is_none());
+        assert_eq!(b.receive(&forged, a_addr), Received::default());
         assert_eq!(b.stats.rejected_bad.load(Ordering::Relaxed), 2);
-        assert_eq!(b.stats.accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(b.stats.accepted.load(Ordering::Relaxed), 2);
         Ok(())
     }
 }

@@ -672,6 +672,27 @@ fn spawn(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    // A service must not outlive the agent that supervises it: if hamon is
+    // killed (SIGKILL, a crash) and systemd cannot clean up its cgroup, the
+    // restarted agent would start a second copy beside the orphan. The
+    // kernel sends SIGTERM to the service when the thread that spawned it
+    // (the duty executor, alive as long as the agent) dies.
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only prctl(2), getppid(2) and kill(2) through nix: async-signal-safe,
+    // no allocation, no locks. It runs after std's setuid/setgid, so the
+    // credential change cannot clear the parent-death signal.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The agent may have died before the line above: then no signal
+            // will come, so deliver it now.
+            if nix::unistd::getppid() != parent {
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM)?;
+            }
+            Ok(())
+        });
+    }
     cmd.spawn().map_err(|e| match cwd {
         Some(dir) => format!("cannot run {prog} in {}: {e}", dir.display()),
         None => format!("cannot run {prog}: {e}"),

@@ -93,15 +93,35 @@ impl Drop for Trapd {
 
 impl Trapd {
     pub fn start(dir: &Path, conf: &str, port: u16, mibs: &Path) -> Trapd {
+        Trapd::start_on(dir, conf, &format!("udp:127.0.0.1:{port}"), None, mibs)
+    }
+
+    /// Listening on `listen` (`udp:ADDR:PORT`), inside network namespace
+    /// `netns` when given (`ip netns exec` execs it: the PID is its own).
+    pub fn start_on(
+        dir: &Path,
+        conf: &str,
+        listen: &str,
+        netns: Option<&str>,
+        mibs: &Path,
+    ) -> Trapd {
         let conf_path = dir.join("snmptrapd.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("snmptrapd")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "snmptrapd"]);
+                c
+            }
+            None => Command::new("snmptrapd"),
+        };
+        let mut child = cmd
             .args(["-f", "-Lo", "-C", "-c"])
             .arg(&conf_path)
             .arg("-M")
             .arg(format!("{}:{MIB_DIR}", mibs.display()))
             .args(["-m", "SNMPv2-MIB:HAMON-MIB"])
-            .arg(format!("udp:127.0.0.1:{port}"))
+            .arg(listen)
             // Its persistent store (engine boots, users) stays in the test's directory.
             .env("SNMP_PERSISTENT_DIR", dir)
             .stdin(Stdio::null())

@@ -298,6 +298,19 @@ fn an_appliance_pair_under_systemd() {
     wait(SECS(30), "both back in Stand Alone", || {
         a.state() == "Stand Alone" && b.state() == "Stand Alone"
     });
+    // The sync set's copy failed on the sandbox: the serving primary cannot
+    // even read the appliance's 0750 directory without CAP_DAC_OVERRIDE.
+    let b_log = b.out("journalctl -u hamon -o cat --no-pager");
+    assert!(
+        b_log.contains("set conf: /etc/appliance: read directory: Permission denied"),
+        "{b_log}"
+    );
+    let exposure = |s: &Appliance| {
+        s.out("systemd-analyze security hamon.service --no-pager 2>&1 | tail -n 1")
+            .trim()
+            .to_string()
+    };
+    let minimal_exposure = exposure(&a);
 
     // ----- the shipped unit: the generator's drop-in ---------------------
     for s in [&a, &b] {
@@ -311,6 +324,11 @@ fn an_appliance_pair_under_systemd() {
             s.out("systemctl is-active hamon").trim() == "active"
         });
     }
+    eprintln!(
+        "systemd-analyze security: today's unit {minimal_exposure:?}; with the drop-in \
+         for sync, user= services and PostgreSQL {:?}",
+        exposure(&a)
+    );
     // The unit reached READY (Type=notify: active means READY=1 came).
     let ready = |s: &Appliance| {
         let v = s.ok("systemctl show hamon -p ExecMainStartTimestampMonotonic \

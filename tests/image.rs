@@ -11,6 +11,10 @@ mod netns;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// Both tests rebuild the same output directory (the tree is replaced by a
+/// rename): one at a time.
+static IMAGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -52,6 +56,9 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
     if !booted::available() {
         return;
     }
+    let _one = IMAGE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let tree = booted::tree();
     let (ok, text) = sh(Command::new("bash")
         .arg(repo().join("image/build-deb"))
@@ -75,12 +82,12 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
     // installed, take the baseline, then install, upgrade, remove, purge.
     let dir = std::env::temp_dir().join(format!("hamon-deb-{}", std::process::id()));
     let a = booted::Appliance::new("deb-check", "none", &tree, &dir);
-    std::fs::copy(&deb, a.root.join("tmp/hamon.deb")).unwrap();
+    std::fs::copy(&deb, a.root.join("var/tmp/hamon.deb")).unwrap();
     let script = format!(
         "export DEBIAN_FRONTEND=noninteractive
          dpkg --purge hamon >/dev/null
          {SNAPSHOT} > /tmp/before
-         dpkg -i /tmp/hamon.deb >/dev/null
+         dpkg -i /var/tmp/hamon.deb >/dev/null
          test -x /usr/bin/hamon
          test \"$(readlink -f /usr/lib/systemd/system-generators/hamon-generator)\" = /usr/bin/hamon
          test \"$(stat -c %a /etc/hamon/hamon.example.toml)\" = 600
@@ -89,7 +96,7 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
          test -f /usr/lib/systemd/system/hamon-firstboot.service
          test -f /usr/lib/udev/rules.d/70-hamon-net.rules
          test -L /etc/systemd/system/multi-user.target.wants/hamon.service
-         dpkg -i /tmp/hamon.deb >/dev/null
+         dpkg -i /var/tmp/hamon.deb >/dev/null
          hamon --version
          # What the agent leaves: state, a configuration written from a seed.
          mkdir -p /var/lib/hamon && echo x > /var/lib/hamon/state.json
@@ -124,6 +131,9 @@ fn the_raw_image_boots_in_qemu_with_hamon_active() {
     if !booted::available() {
         return;
     }
+    let _one = IMAGE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let t = std::time::Instant::now();
     let (ok, text) = sh(Command::new("bash")
         .arg(repo().join("image/build"))

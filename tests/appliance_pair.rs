@@ -65,6 +65,12 @@ name = "data"
 path = "/var/lib/appliance"
 class = "frequent"
 
+# A path a unit file must quote: a space and systemd's specifier sign.
+[[sync]]
+name = "odd"
+path = "/srv/odd dir 50%"
+class = "frequent"
+
 [[service]]
 name = "web"
 unit = "appliance-web.service"
@@ -117,7 +123,8 @@ fn common_prepare(a: &Appliance, name: &str, role: &str, me: &str, peer: &str) {
     a.write("etc/hamon/hamon.toml", &config(name, role, me, peer), 0o600);
     a.prepare(&format!(
         "useradd --system --user-group --home-dir /var/lib/appliance appliance
-         install -d -o appliance -g appliance -m 0750 /etc/appliance /var/lib/appliance
+         install -d -o appliance -g appliance -m 0750 /etc/appliance /var/lib/appliance \
+             '/srv/odd dir 50%'
          install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/15/hamon
          umask 077
          echo '*:*:*:repl:{REPL_PASSWORD}' > /var/lib/postgresql/.pgpass
@@ -398,6 +405,12 @@ fn an_appliance_pair_under_systemd() {
         stat(&b, "/var/lib/appliance/spool/job-2") == "appliance:appliance 640"
     });
 
+    // The quoted path is writable under the drop-in.
+    a.ok("echo odd > '/srv/odd dir 50%/file' && chown appliance: '/srv/odd dir 50%/file'");
+    wait(SECS(20), "the odd path's file on b", || {
+        stat(&b, "'/srv/odd dir 50%/file'") == "appliance:appliance 644"
+    });
+
     // Services follow the role.
     let runs = |s: &Appliance| {
         (
@@ -515,6 +528,13 @@ fn an_appliance_pair_under_systemd() {
     });
 
     // ----- power cut of the active primary ---------------------------------
+    // A rewind keeps the data directory's tree; a fresh copy rebuilds it.
+    let base_inode = |a: &Appliance| {
+        a.out("stat -c %i /var/lib/postgresql/15/hamon/base")
+            .trim()
+            .to_string()
+    };
+    let before_rewind = base_inode(&a);
     let t = Instant::now();
     let takeover = outage_while(&bed, VIP4, SECS(15), || {
         a.power_cut(&bed, P);
@@ -544,6 +564,12 @@ fn an_appliance_pair_under_systemd() {
     wait(SECS(60), "a following b", || {
         psql(&a, "SELECT count(*) FROM t WHERE id = 3").as_deref() == Ok("1")
     });
+    assert_eq!(psql(&a, "SELECT pg_is_in_recovery()").as_deref(), Ok("t"));
+    assert_eq!(
+        base_inode(&a),
+        before_rewind,
+        "a was copied afresh, not rewound"
+    );
     b.ok("hamon ha failback");
     a.wait_state("Primary Active", SECS(120));
     b.wait_state("Secondary Syncing", SECS(60));

@@ -894,6 +894,38 @@ fn a_takeover_that_keeps_failing_backs_off_and_is_journaled_once() {
 }
 
 #[test]
+fn after_the_pair_heals_a_new_incident_is_tried_at_once_and_journaled_again() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.failing_duties.insert((S, hamon::ha::Duty::Active));
+    sim.crash(P);
+    // Attempts at about 0, 1, 3 and 7 s after detection: the backoff is
+    // now 8 s.
+    sim.run_for(9_000);
+    assert_eq!(sim.state(S), Some(SecondaryLostPrimary));
+    // The primary comes back: the pair is whole again.
+    sim.start(P);
+    sim.run_for(1_000);
+    assert_eq!(sim.state(P), Some(PrimaryActive));
+    assert_eq!(sim.state(S), Some(SecondarySyncing));
+    sim.clear_history();
+    // A new incident: tried as soon as it is detected (not after the old
+    // backoff), and its failure journaled again.
+    sim.crash(P);
+    sim.run_for(sim.detection() + 200);
+    assert!(
+        sim.history(S).contains(&SecondaryFailover),
+        "{:?}",
+        sim.history(S)
+    );
+    let failed = sim
+        .journal_kinds(S)
+        .iter()
+        .filter(|k| *k == "duty_failed")
+        .count();
+    assert_eq!(failed, 2);
+}
+
+#[test]
 fn a_secondary_that_starts_up_straight_into_lost_primary_runs_its_standby_services() {
     let mut sim = pair(FailoverType::Manual);
     sim.health(P, failed_processes());

@@ -165,7 +165,10 @@ fn the_generator_writes_a_dropin_systemd_accepts_and_the_first_boot_unit_verifie
     assert!(run(&[&units, &late, &late]).success());
     let dropin = units.join("hamon.service.d/50-hamon-features.conf");
     let text = std::fs::read_to_string(&dropin).unwrap();
-    assert!(text.contains("ReadWritePaths=-/etc/appliance\n"), "{text}");
+    assert!(
+        text.contains("ReadWritePaths=\"-/etc/appliance\"\n"),
+        "{text}"
+    );
     assert!(text.contains("CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL CAP_SETGID CAP_SETUID\n"), "{text}");
     verify(&units, &["hamon.service", "hamon-firstboot.service"])
         .unwrap_or_else(|e| panic!("verify with the drop-in: {e}"));

@@ -147,8 +147,9 @@ pub fn generator(args: &[String]) -> i32 {
 /// view of the unit; nothing when systemd or the unit is not there to ask.
 fn sandbox_warnings(cfg: &Config) -> Vec<String> {
     let wanted = Sandbox::for_config(cfg);
+    let mut warnings = wanted.unreachable();
     if wanted == Sandbox::default() {
-        return Vec::new();
+        return warnings;
     }
     let shown = std::process::Command::new("systemctl")
         .args([
@@ -160,10 +161,12 @@ fn sandbox_warnings(cfg: &Config) -> Vec<String> {
             "CapabilityBoundingSet",
             "-p",
             "ReadWritePaths",
+            "-p",
+            "DropInPaths",
         ])
         .stderr(std::process::Stdio::null())
         .output();
-    let Ok(out) = shown else { return Vec::new() };
+    let Ok(out) = shown else { return warnings };
     let text = String::from_utf8_lossy(&out.stdout);
     let value = |key: &str| {
         text.lines()
@@ -172,11 +175,20 @@ fn sandbox_warnings(cfg: &Config) -> Vec<String> {
             .to_string()
     };
     if !out.status.success() || value("LoadState") != "loaded" {
-        return Vec::new();
+        return warnings;
     }
-    let mut warnings =
-        wanted.missing_from(&value("CapabilityBoundingSet"), &value("ReadWritePaths"));
-    if !warnings.is_empty() {
+    let dropin = value("DropInPaths")
+        .split_whitespace()
+        .find(|p| p.ends_with(sandbox::DROPIN_NAME))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let missing = wanted.missing_from(
+        &value("CapabilityBoundingSet"),
+        &value("ReadWritePaths"),
+        &dropin,
+    );
+    if !missing.is_empty() {
+        warnings.extend(missing);
         warnings.push(
             "the drop-in from hamon-generator adds these: run `systemctl daemon-reload` and \
              restart hamon (`hamon config dropin` prints it)"

@@ -29,6 +29,9 @@ pub struct Sandbox {
     pub capabilities: BTreeMap<&'static str, BTreeSet<String>>,
     /// Writable path → why.
     pub read_write: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// Whether PostgreSQL runs under the unit (it needs writable,
+    /// executable memory for its JIT).
+    pub jit: bool,
 }
 
 impl Sandbox {
@@ -74,8 +77,36 @@ impl Sandbox {
             if let Some(log_dir) = pg.log_file.parent() {
                 s.path(log_dir, &why);
             }
+            s.jit = true;
         }
         s
+    }
+
+    /// Paths no drop-in can open: the unit hides home directories
+    /// (`ProtectHome=yes`) and gives the agent a private /tmp
+    /// (`PrivateTmp=yes`), and a path systemd cannot take (a control
+    /// character) cannot be listed. One line each, for `config check`.
+    pub fn unreachable(&self) -> Vec<String> {
+        const HIDDEN: [&str; 5] = ["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
+        let mut out = Vec::new();
+        for (path, why) in &self.read_write {
+            if let Some(h) = HIDDEN.iter().find(|h| path.starts_with(h)) {
+                out.push(format!(
+                    "{} is under {h}, which hamon.service hides (ProtectHome=, PrivateTmp=); \
+                     {} cannot work there: move it",
+                    path.display(),
+                    join(why)
+                ));
+            } else if unit_path(path).is_none() {
+                out.push(format!(
+                    "{} cannot be written in a unit file (a control character or not \
+                     UTF-8); {} cannot work there: rename it",
+                    path.display(),
+                    join(why)
+                ));
+            }
+        }
+        out
     }
 
     fn caps(&mut self, caps: &[&'static str], why: &str) {
@@ -109,7 +140,10 @@ impl Sandbox {
         for (path, why) in &self.read_write {
             out.push_str(&format!("# {}\n", join(why)));
             // `-`: a path that does not exist yet is not an error at start.
-            out.push_str(&format!("ReadWritePaths=-{}\n", unit_path(path)));
+            match unit_path(path) {
+                Some(p) => out.push_str(&format!("ReadWritePaths=\"-{p}\"\n")),
+                None => out.push_str("# (not listed: `hamon config check` says why)\n"),
+            }
         }
         if !self.capabilities.is_empty() {
             for (cap, why) in &self.capabilities {
@@ -120,14 +154,24 @@ impl Sandbox {
             out.push_str(&format!("CapabilityBoundingSet={}\n", caps.join(" ")));
             out.push_str(&format!("AmbientCapabilities={}\n", caps.join(" ")));
         }
+        if self.jit {
+            // The postmaster inherits the unit's sandbox; its LLVM JIT maps
+            // writable, executable memory, which this setting would refuse.
+            out.push_str("# PostgreSQL's JIT, in the server hamon starts\n");
+            out.push_str("MemoryDenyWriteExecute=no\n");
+        }
         Some(out)
     }
 
     /// What a unit with `bounding` capabilities (as `systemctl show -p
-    /// CapabilityBoundingSet` prints them) and `writable` paths (as `-p
-    /// ReadWritePaths` prints them) would refuse of this sandbox: one line
-    /// per missing privilege, naming the features that need it.
-    pub fn missing_from(&self, bounding: &str, writable: &str) -> Vec<String> {
+    /// CapabilityBoundingSet` prints them), `writable` paths (as `-p
+    /// ReadWritePaths` prints them) and `dropin`, the text of the loaded
+    /// `50-hamon-features.conf` if any, would refuse of this sandbox: one
+    /// line per missing privilege, naming the features that need it. A path
+    /// counts as open when a printed path covers it, or when the loaded
+    /// drop-in lists it exactly as it would be written now (systemctl does
+    /// not print a path with spaces in a form that can be parsed back).
+    pub fn missing_from(&self, bounding: &str, writable: &str, dropin: &str) -> Vec<String> {
         let have: BTreeSet<String> = bounding
             .split_whitespace()
             .map(|c| c.to_ascii_uppercase())
@@ -142,8 +186,15 @@ impl Sandbox {
                 out.push(format!("the unit lacks {cap}, needed by {}", join(why)));
             }
         }
+        let listed = |path: &Path| {
+            unit_path(path).is_some_and(|p| {
+                dropin
+                    .lines()
+                    .any(|l| l == format!("ReadWritePaths=\"-{p}\""))
+            })
+        };
         for (path, why) in &self.read_write {
-            if !open.iter().any(|o| path.starts_with(o)) {
+            if !open.iter().any(|o| path.starts_with(o)) && !listed(path) {
                 out.push(format!(
                     "{} is read-only for the unit, needed by {}",
                     path.display(),
@@ -159,20 +210,26 @@ fn join(why: &BTreeSet<String>) -> String {
     why.iter().cloned().collect::<Vec<_>>().join(", ")
 }
 
-/// A path as a unit file setting takes it: spaces and backslashes escaped
-/// (systemd's C-style escapes), since the list is space-separated.
-fn unit_path(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
+/// A path as it goes between the double quotes of a unit file's
+/// `ReadWritePaths=`: a backslash escapes `\` and `"`, and `%` (systemd's
+/// specifier sign) is doubled. `None` for what a unit file cannot hold: a
+/// control character (a newline would end the setting) or bytes that are
+/// not UTF-8.
+fn unit_path(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            ' ' => out.push_str("\\x20"),
-            '\t' => out.push_str("\\x09"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => return None,
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '%' => out.push_str("%%"),
             c => out.push(c),
         }
     }
-    out
+    Some(out)
 }
 
 /// `hamon-generator NORMAL [EARLY LATE]`: write the drop-in for `config`
@@ -180,8 +237,16 @@ fn unit_path(path: &Path) -> String {
 /// not load writes nothing (the unit keeps its own privileges, and the agent
 /// reports the error when it starts): a generator must not fail the boot.
 pub fn generate(config: &Path, normal_dir: &Path) -> std::io::Result<Option<PathBuf>> {
-    let Ok(cfg) = Config::load(config) else {
+    if !config.exists() {
         return Ok(None);
+    }
+    let cfg = match Config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // The boot's log says why the unit keeps its own privileges.
+            eprintln!("hamon-generator: no drop-in written: {e}");
+            return Ok(None);
+        }
     };
     let Some(text) = Sandbox::for_config(&cfg).dropin(config) else {
         return Ok(None);
@@ -234,9 +299,12 @@ interface = "eth0"
         let text = s
             .dropin(Path::new("/etc/hamon/hamon.toml"))
             .expect("drop-in");
-        assert!(text.contains("ReadWritePaths=-/etc/appliance\n"), "{text}");
         assert!(
-            text.contains("ReadWritePaths=-/var/lib/app\\x20data\n"),
+            text.contains("ReadWritePaths=\"-/etc/appliance\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ReadWritePaths=\"-/var/lib/app data\"\n"),
             "{text}"
         );
         assert!(
@@ -286,7 +354,7 @@ interface = "eth0"
             "{paths:?}"
         );
         // The server's log (by default `<data_dir>.log`) is in a writable tree.
-        let log = s.missing_from("", "/var/lib/postgresql/15 /var/run/postgresql");
+        let log = s.missing_from("", "/var/lib/postgresql/15 /var/run/postgresql", "");
         assert!(log.iter().all(|m| m.contains("lacks")), "{log:?}");
         let s2 = Sandbox::for_config(&cfg(
             "[database]\ndriver = \"postgres\"\n[database.postgres]\n\
@@ -308,6 +376,43 @@ interface = "eth0"
     }
 
     #[test]
+    fn odd_paths_are_quoted_for_systemd_or_refused() {
+        assert_eq!(
+            unit_path(Path::new("/srv/a b")).as_deref(),
+            Some("/srv/a b")
+        );
+        assert_eq!(
+            unit_path(Path::new("/srv/50%")).as_deref(),
+            Some("/srv/50%%")
+        );
+        assert_eq!(
+            unit_path(Path::new("/srv/q\"b\\c")).as_deref(),
+            Some("/srv/q\\\"b\\\\c")
+        );
+        assert_eq!(unit_path(Path::new("/srv/a\nReadWritePaths=/")), None);
+        let s = Sandbox::for_config(&cfg("[[sync]]\nname = \"nl\"\npath = \"/srv/a\\nb\"\n\
+             [[sync]]\nname = \"home\"\npath = \"/home/app\"\n\
+             [[sync]]\nname = \"ok\"\npath = \"/srv/ok\"\n"));
+        let text = s
+            .dropin(Path::new("/etc/hamon/hamon.toml"))
+            .expect("drop-in");
+        // A newline in a path cannot start a setting of its own.
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("ReadWritePaths="))
+                .count(),
+            2,
+            "{text}"
+        );
+        let why = s.unreachable();
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why
+            .iter()
+            .any(|w| w.starts_with("/home/app is under /home")));
+        assert!(why.iter().any(|w| w.contains("control character")));
+    }
+
+    #[test]
     fn missing_privileges_are_named_with_their_features() {
         let s = Sandbox::for_config(&cfg(
             "[[sync]]\nname = \"conf\"\npath = \"/etc/appliance/x\"\n\
@@ -317,6 +422,7 @@ interface = "eth0"
         let missing = s.missing_from(
             "cap_net_admin cap_net_bind_service cap_net_raw",
             "-/var/lib/hamon",
+            "",
         );
         assert_eq!(missing.len(), 7, "{missing:?}");
         assert!(missing.contains(
@@ -330,8 +436,21 @@ interface = "eth0"
         let all =
             "cap_chown cap_dac_override cap_fowner cap_kill cap_setgid cap_setuid cap_net_admin";
         assert!(s
-            .missing_from(all, "/var/lib/hamon -/etc/appliance")
+            .missing_from(all, "/var/lib/hamon -/etc/appliance", "")
             .is_empty());
+        // A path systemctl prints in a form that cannot be parsed back is
+        // open when the loaded drop-in lists it as it would be written now.
+        let odd = Sandbox::for_config(&cfg(
+            "[[sync]]\nname = \"odd\"\npath = \"/srv/odd dir 50%\"\n",
+        ));
+        let text = odd
+            .dropin(Path::new("/etc/hamon/hamon.toml"))
+            .expect("drop-in");
+        let caps = "cap_chown cap_dac_override cap_fowner";
+        assert!(odd.missing_from(caps, "[unprintable]", &text).is_empty());
+        assert_eq!(odd.missing_from(caps, "[unprintable]", "").len(), 1);
+        let stale = text.replace("odd dir", "old dir");
+        assert_eq!(odd.missing_from(caps, "", &stale).len(), 1);
     }
 
     #[test]
@@ -357,7 +476,7 @@ interface = "eth0"
         let written = generate(&conf, &out).expect("gen").expect("a drop-in");
         assert_eq!(written, out.join("hamon.service.d").join(DROPIN_NAME));
         let text = std::fs::read_to_string(&written).expect("read");
-        assert!(text.contains("ReadWritePaths=-/etc/appliance"));
+        assert!(text.contains("ReadWritePaths=\"-/etc/appliance\""));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

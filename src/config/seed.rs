@@ -68,7 +68,8 @@ pub fn init(seed: &Path, out: &Path, force: bool) -> Result<(), String> {
     let config = render(&parsed);
     Config::parse(&config, out)
         .map_err(|e| format!("{} gives an invalid configuration: {e}", seed.display()))?;
-    if out.exists() && !force {
+    // A dangling symlink is something in the way too.
+    if std::fs::symlink_metadata(out).is_ok() && !force {
         return Err(format!(
             "{} exists; it is kept (use --force to replace it)",
             out.display()
@@ -87,10 +88,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
+    // A temporary file left by a crash may have another mode: start afresh.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes)?;

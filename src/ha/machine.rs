@@ -446,6 +446,12 @@ impl Step<'_> {
         if !matches!(to, PrimaryUncertain | SecondaryUncertain) {
             self.n.prior = None;
         }
+        if matches!(to, SecondarySyncing | PrimarySyncing | StandAlone) {
+            // The pair is whole again (or gone): a later takeover is a new
+            // incident, journaled and tried at once.
+            self.n.takeover_failures = 0;
+            self.n.takeover_retry_at = None;
+        }
         self.journal(
             "state_changed",
             Severity::Info,

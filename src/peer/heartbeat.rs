@@ -30,6 +30,8 @@ pub enum Refusal {
     Retired,
     /// A new boot id that has not yet proven it heard us.
     Unconfirmed,
+    /// One of our own frames, sent back to us.
+    Own,
 }
 
 /// Per-peer replay state, and our own sequence.
@@ -40,8 +42,8 @@ pub struct Guard {
     peer: Option<([u8; 16], u64)>,
     retired: VecDeque<[u8; 16]>,
     latest_seen: Option<([u8; 16], u64)>,
-    /// The last new boot answered early (`first_of_boot`).
-    prompted: Option<[u8; 16]>,
+    /// The last new boots answered early (`first_of_boot`).
+    prompted: VecDeque<[u8; 16]>,
 }
 
 impl Guard {
@@ -52,7 +54,7 @@ impl Guard {
             peer: None,
             retired: VecDeque::new(),
             latest_seen: None,
-            prompted: None,
+            prompted: VecDeque::new(),
         }
     }
 
@@ -72,10 +74,13 @@ impl Guard {
     /// frame of ours had reached it first): each new boot is answered early
     /// once, however many of its frames arrive.
     fn first_of_boot(&mut self, f: &Frame) -> bool {
-        if self.prompted == Some(f.boot_id) {
+        if self.prompted.contains(&f.boot_id) {
             return false;
         }
-        self.prompted = Some(f.boot_id);
+        self.prompted.push_back(f.boot_id);
+        if self.prompted.len() > RETIRED {
+            self.prompted.pop_front();
+        }
         true
     }
 
@@ -83,6 +88,12 @@ impl Guard {
     /// admitted frame of a new peer boot (its echo proved it), `Ok(false)`
     /// for the next frame of the boot already admitted.
     pub fn admit(&mut self, f: &Frame) -> Result<bool, Refusal> {
+        // Both directions share the key: a frame of ours sent back to us
+        // passes the MAC, but is never the peer's, and must not move the
+        // guard (it would become the peer's "latest seen" boot).
+        if f.boot_id == self.our_boot {
+            return Err(Refusal::Own);
+        }
         if self.retired.contains(&f.boot_id) {
             return Err(Refusal::Retired);
         }
@@ -321,6 +332,18 @@ mod tests {
         // And if `b` restarted too, the capture echoes b's old boot: refused.
         let mut b2 = Guard::new([4; 16]);
         assert_eq!(b2.admit(&captured), Err(Refusal::Unconfirmed));
+    }
+
+    #[test]
+    fn our_own_frames_reflected_back_are_refused_and_move_nothing() {
+        let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
+        handshake(&mut a, &mut b);
+        let ours = b.next_frame(beacon());
+        assert_eq!(b.admit(&ours), Err(Refusal::Own));
+        // The genuine peer is still admitted afterwards.
+        let f = a.next_frame(beacon());
+        assert_eq!(b.admit(&f), Ok(false));
+        assert_eq!(b.latest_seen, Some(([1; 16], f.seq)));
     }
 
     #[test]

@@ -679,16 +679,21 @@ fn spawn(
     // (the duty executor, alive as long as the agent) dies.
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only prctl(2), getppid(2) and kill(2) through nix: async-signal-safe,
+    // only signal(2), prctl(2) and getppid(2) through nix: async-signal-safe,
     // no allocation, no locks. It runs after std's setuid/setgid, so the
-    // credential change cannot clear the parent-death signal.
+    // credential change cannot clear the parent-death signal. Until exec the
+    // child still has the agent's SIGTERM handler (signal-hook's, which would
+    // write to the agent's own self-pipe), so SIGTERM goes back to its
+    // default first: a parent-death signal in this window ends the child.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            use nix::sys::signal::{signal, SigHandler, Signal};
+            signal(Signal::SIGTERM, SigHandler::SigDfl)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
             // The agent may have died before the line above: then no signal
-            // will come, so deliver it now.
+            // will come, and the service must not start.
             if nix::unistd::getppid() != parent {
-                nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM)?;
+                return Err(std::io::Error::other("the agent is gone"));
             }
             Ok(())
         });

@@ -54,6 +54,10 @@ pub struct HeartbeatCounts {
     pub accepted: u64,
     pub rejected_bad: u64,
     pub rejected_replay: u64,
+    /// From another address than the registered peer's, or one of our own
+    /// frames sent back to us.
+    #[serde(default)]
+    pub rejected_sender: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

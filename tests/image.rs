@@ -8,6 +8,7 @@
 mod booted;
 mod netns;
 
+use booted::{binary, out_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -17,23 +18,6 @@ static IMAGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn out_dir() -> PathBuf {
-    std::env::var_os("HAMON_IMAGE_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .parent()
-                .unwrap()
-                .join("image")
-        })
-}
-
-fn binary() -> PathBuf {
-    std::env::var_os("HAMON_APPLIANCE_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hamon")))
 }
 
 fn sh(cmd: &mut Command) -> (bool, String) {

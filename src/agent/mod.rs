@@ -260,7 +260,13 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let hb_addr = SocketAddr::new(cfg.node.address, cfg.heartbeat.port);
-    let hb = start_heartbeats(hb_addr, keys.clone(), tx.clone(), stop.clone())?;
+    let hb = start_heartbeats(
+        hb_addr,
+        node_config(&cfg).role,
+        keys.clone(),
+        tx.clone(),
+        stop.clone(),
+    )?;
     release_stale_vip(&cfg, restored.as_ref(), &log);
     let node = Node::new(node_config(&cfg), restored);
     if let Ok(mut st) = published.status.write() {
@@ -439,12 +445,14 @@ impl Agent {
 /// it accepts to the core's channel.
 fn start_heartbeats(
     addr: SocketAddr,
+    role: ha::Role,
     keys: Arc<RwLock<Option<Keys>>>,
     tx: Sender<Input>,
     stop: Arc<AtomicBool>,
 ) -> Result<Arc<Heartbeats>, AgentError> {
-    let hb =
-        Arc::new(Heartbeats::bind(addr, keys).map_err(io_err(format!("heartbeat socket {addr}")))?);
+    let hb = Arc::new(
+        Heartbeats::bind(addr, keys, role).map_err(io_err(format!("heartbeat socket {addr}")))?,
+    );
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let receiver = hb.clone();
     std::thread::Builder::new()
@@ -725,6 +733,9 @@ impl Shell {
             .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
             .unwrap_or_default();
         self.peer = node.peer_target();
+        // Heartbeats are read only from the registered peer's address.
+        self.hb
+            .set_peer(self.peer.as_ref().and_then(|p| p.address.parse().ok()));
         self.follow_peer = node.state() != ha::HaState::HaInitializing;
         self.emails = node
             .registration()

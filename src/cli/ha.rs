@@ -79,6 +79,7 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             sync,
             notify,
             database,
+            heartbeats,
             ..
         }) => {
             println!(
@@ -103,6 +104,14 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             if let Some(n) = notify {
                 println!("{}", n.line());
             }
+            println!(
+                "Heartbeats: {} sent, {} accepted; refused {} not from the peer, {} bad, {} replayed",
+                heartbeats.sent,
+                heartbeats.accepted,
+                heartbeats.rejected_sender,
+                heartbeats.rejected_bad,
+                heartbeats.rejected_replay
+            );
             if let Some(beat) = status.peer_sync {
                 let show = |c: crate::ha::ClassBeat| match c.lag {
                     Some(s) => format!(

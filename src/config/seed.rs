@@ -55,6 +55,15 @@ fn render(seed: &Seed) -> String {
     )
 }
 
+/// The configuration text for a seed's text, validated as the agent will
+/// read it from `out`; or why the seed cannot give one.
+pub fn config_text(seed: &str, out: &Path) -> Result<String, String> {
+    let parsed: Seed = toml::from_str(seed).map_err(|e| e.message().to_string())?;
+    let config = render(&parsed);
+    Config::parse(&config, out).map_err(|e| format!("gives an invalid configuration: {e}"))?;
+    Ok(config)
+}
+
 /// Write the configuration at `out` from the seed file at `seed`. The result
 /// is validated as the agent will read it before anything is written; an
 /// existing configuration is kept unless `force`. The file is written 0600
@@ -63,11 +72,7 @@ fn render(seed: &Seed) -> String {
 pub fn init(seed: &Path, out: &Path, force: bool) -> Result<(), String> {
     let text = std::fs::read_to_string(seed)
         .map_err(|e| format!("{}: cannot read the seed: {e}", seed.display()))?;
-    let parsed: Seed =
-        toml::from_str(&text).map_err(|e| format!("{}: {}", seed.display(), e.message()))?;
-    let config = render(&parsed);
-    Config::parse(&config, out)
-        .map_err(|e| format!("{} gives an invalid configuration: {e}", seed.display()))?;
+    let config = config_text(&text, out).map_err(|e| format!("{}: {e}", seed.display()))?;
     // A dangling symlink is something in the way too.
     if std::fs::symlink_metadata(out).is_ok() && !force {
         return Err(format!(

@@ -7,11 +7,11 @@
 
 use super::auth::Keys;
 use super::wire::{self, Frame, MAX_FRAME};
-use crate::ha::{Beacon, Event};
+use crate::ha::{Beacon, Event, Role};
 use crossbeam_channel::Sender;
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -146,6 +146,10 @@ pub struct Stats {
     pub rejected_bad: AtomicU64,
     /// Replayed, retired or unconfirmed.
     pub rejected_replay: AtomicU64,
+    /// Not from the registered peer: another source address (dropped
+    /// unread), or an authentic frame that names our own role (one of ours,
+    /// reflected back).
+    pub rejected_sender: AtomicU64,
 }
 
 /// The heartbeat socket, shared by the core thread (send) and the receiver.
@@ -154,11 +158,19 @@ pub struct Heartbeats {
     sock: UdpSocket,
     guard: Mutex<Guard>,
     keys: Arc<RwLock<Option<Keys>>>,
+    /// Our role: an admitted frame names the other one.
+    role: Role,
+    /// The registered peer's address (`None`: no peer, nothing admitted).
+    peer: RwLock<Option<IpAddr>>,
     pub stats: Stats,
 }
 
 impl Heartbeats {
-    pub fn bind(addr: SocketAddr, keys: Arc<RwLock<Option<Keys>>>) -> io::Result<Heartbeats> {
+    pub fn bind(
+        addr: SocketAddr,
+        keys: Arc<RwLock<Option<Keys>>>,
+        role: Role,
+    ) -> io::Result<Heartbeats> {
         let sock = UdpSocket::bind(addr)?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         let boot = super::auth::random16();
@@ -166,8 +178,18 @@ impl Heartbeats {
             sock,
             guard: Mutex::new(Guard::new(boot)),
             keys,
+            role,
+            peer: RwLock::new(None),
             stats: Stats::default(),
         })
+    }
+
+    /// The registered peer's address; frames from any other are dropped
+    /// before they are read.
+    pub fn set_peer(&self, peer: Option<IpAddr>) {
+        if let Ok(mut p) = self.peer.write() {
+            *p = peer;
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -194,8 +216,17 @@ impl Heartbeats {
         Ok(())
     }
 
-    /// Check one datagram: the events it gives the core.
+    /// Check one datagram: the events it gives the core. Every check comes
+    /// before the replay guard, which moves only on a frame that is from
+    /// the registered peer's address, authentic, and names the peer's role:
+    /// a frame of ours sent back to us (the key is shared) names our role
+    /// and never reaches it.
     pub fn receive(&self, bytes: &[u8], from: SocketAddr) -> Received {
+        let registered = self.peer.read().ok().and_then(|p| *p);
+        if registered != Some(from.ip()) {
+            self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
+            return Received::default();
+        }
         let Some(key) = self.key() else {
             return Received::default();
         };
@@ -206,6 +237,10 @@ impl Heartbeats {
                 return Received::default();
             }
         };
+        if frame.body.role != self.role.other() {
+            self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
+            return Received::default();
+        }
         let (verdict, first) = match self.guard.lock() {
             Ok(mut g) => {
                 let verdict = g.admit(&frame);
@@ -361,41 +396,67 @@ mod tests {
     #[test]
     fn sockets_exchange_and_refuse_forgeries() -> Result<(), Box<dyn std::error::Error>> {
         let keys = Arc::new(RwLock::new(Some(Keys::derive("Test-Key-1"))));
-        let any = "127.0.0.1:0".parse()?;
-        let a = Heartbeats::bind(any, keys.clone())?;
-        let b = Heartbeats::bind(any, keys)?;
+        // a is the primary on 127.0.0.1, b the secondary on 127.0.0.2.
+        let a = Heartbeats::bind("127.0.0.1:0".parse()?, keys.clone(), Role::Primary)?;
+        let b = Heartbeats::bind("127.0.0.2:0".parse()?, keys.clone(), Role::Secondary)?;
         let (a_addr, b_addr) = (a.local_addr()?, b.local_addr()?);
-        let mut buf = [0u8; 1024];
-        let mut pass = |from: &Heartbeats,
-                        to: &Heartbeats,
-                        to_addr|
+        a.set_peer(Some(b_addr.ip()));
+        b.set_peer(Some(a_addr.ip()));
+        let from_a = beacon();
+        let from_b = Beacon {
+            role: Role::Secondary,
+            ..beacon()
+        };
+        let pass = |from: &Heartbeats,
+                    to: &Heartbeats,
+                    to_addr,
+                    body: &Beacon|
          -> Result<Received, Box<dyn std::error::Error>> {
-            from.send(to_addr, beacon())?;
+            let mut buf = [0u8; 1024];
+            from.send(to_addr, body.clone())?;
             let (n, src) = to.sock.recv_from(&mut buf)?;
             Ok(to.receive(&buf[..n], src))
         };
+        let mut buf = [0u8; 1024];
         let booted = |r: &Received| matches!(r.booted, Some(Event::PeerBooted { .. }));
         let heartbeat = |r: &Received| matches!(r.heartbeat, Some(Event::Heartbeat { .. }));
         // a's first frame cannot be admitted yet; b is asked to answer early,
         // once for the boot, however many such frames come.
-        let r = pass(&a, &b, b_addr)?;
+        let r = pass(&a, &b, b_addr, &from_a)?;
         assert!(booted(&r) && !heartbeat(&r), "{r:?}");
-        assert_eq!(pass(&a, &b, b_addr)?, Received::default());
+        assert_eq!(pass(&a, &b, b_addr, &from_a)?, Received::default());
         // b's answer echoes a's boot: admitted by a (b's boot is new to a
         // too, so a answers it early once as well).
-        let r = pass(&b, &a, a_addr)?;
+        let r = pass(&b, &a, a_addr, &from_b)?;
         assert!(heartbeat(&r) && booted(&r), "{r:?}");
-        let r = pass(&a, &b, b_addr)?;
+        let r = pass(&a, &b, b_addr, &from_a)?;
         assert!(heartbeat(&r) && !booted(&r), "{r:?}");
+
+        // A frame of b's own, sent back to b (the key is shared, so its MAC
+        // holds), names b's role: refused before the guard moves.
+        b.send(b_addr, from_b.clone())?;
+        let (n, _) = b.sock.recv_from(&mut buf)?;
+        let own = buf[..n].to_vec();
+        assert_eq!(b.receive(&own, a_addr), Received::default());
+        // A frame naming the primary but from another address: dropped unread.
+        a.send(b_addr, from_a.clone())?;
+        let (n, _) = b.sock.recv_from(&mut buf)?;
+        let stray: SocketAddr = "127.0.0.9:8083".parse()?;
+        assert_eq!(b.receive(&buf[..n], stray), Received::default());
+        assert_eq!(b.stats.rejected_sender.load(Ordering::Relaxed), 2);
+        // The genuine peer is still admitted.
+        assert!(heartbeat(&pass(&a, &b, b_addr, &from_a)?));
+
         // a restarts, and hears b before it sends: its first frame already
         // proves its boot and is admitted, and b is still asked to answer it
         // early (a needs to hear b's state, not wait for b's next interval).
-        let a2 = Heartbeats::bind(any, a.keys.clone())?;
+        let a2 = Heartbeats::bind(SocketAddr::new(a_addr.ip(), 0), keys, Role::Primary)?;
+        a2.set_peer(Some(b_addr.ip()));
         let a2_addr = a2.local_addr()?;
-        b.send(a2_addr, beacon())?;
+        b.send(a2_addr, from_b.clone())?;
         let (n, src) = a2.sock.recv_from(&mut buf)?;
         assert!(!heartbeat(&a2.receive(&buf[..n], src)));
-        a2.send(b_addr, beacon())?;
+        a2.send(b_addr, from_a.clone())?;
         let (n, src) = b.sock.recv_from(&mut buf)?;
         let r = b.receive(&buf[..n], src);
         assert!(heartbeat(&r) && booted(&r), "{r:?}");
@@ -406,7 +467,7 @@ mod tests {
         let forged = wire::encode(&frame, &other.heartbeat)?;
         assert_eq!(b.receive(&forged, a_addr), Received::default());
         assert_eq!(b.stats.rejected_bad.load(Ordering::Relaxed), 2);
-        assert_eq!(b.stats.accepted.load(Ordering::Relaxed), 2);
+        assert_eq!(b.stats.accepted.load(Ordering::Relaxed), 3);
         Ok(())
     }
 }

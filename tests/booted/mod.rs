@@ -43,21 +43,30 @@ pub fn available() -> bool {
     ok
 }
 
-/// Build (or reuse) the appliance tree with the binary under test, unless
+/// The binary the image is built with: the one under test, unless
 /// `HAMON_APPLIANCE_BINARY` names another (a release build, say).
-pub fn tree() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary = std::env::var_os("HAMON_APPLIANCE_BINARY")
+pub fn binary() -> PathBuf {
+    std::env::var_os("HAMON_APPLIANCE_BINARY")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hamon")));
-    let out = std::env::var_os("HAMON_IMAGE_OUT")
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hamon")))
+}
+
+/// Where `image/build` writes: `HAMON_IMAGE_OUT`, else `target/image`.
+pub fn out_dir() -> PathBuf {
+    std::env::var_os("HAMON_IMAGE_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .parent()
                 .unwrap()
                 .join("image")
-        });
+        })
+}
+
+/// Build (or reuse) the appliance tree with `binary()`; its path.
+pub fn tree() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (binary, out) = (binary(), out_dir());
     let t = Instant::now();
     let run = Command::new("bash")
         .arg(repo.join("image/build"))

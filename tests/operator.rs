@@ -35,7 +35,10 @@ fn duty_hooks_follow_the_active_role_across_failover() {
 fn a_failing_copy_hook_fails_registration() {
     let extra = "[hooks]\nfull_copy = [\"/bin/sh\", \"-c\", \"echo disk full >&2; exit 3\"]\n";
     let mut p = Pair::with_extra(22, extra);
-    assert!(p.run(1, &["ha", "authkey", KEY]).status.success());
+    assert!(p
+        .run_with_stdin(1, &["ha", "authkey"], &format!("{KEY}\n"))
+        .status
+        .success());
     p.start(0);
     p.start(1);
     let out = p.run_with_stdin(
@@ -153,7 +156,10 @@ fn version_help_usage_and_config_check() {
 #[test]
 fn sighup_reloads_the_authentication_key() {
     let mut p = Pair::new(26);
-    assert!(p.run(1, &["ha", "authkey", KEY]).status.success());
+    assert!(p
+        .run_with_stdin(1, &["ha", "authkey"], &format!("{KEY}\n"))
+        .status
+        .success());
     p.start(0);
     p.start(1);
     // The key changes on disk behind the agent's back (an image tool, say).

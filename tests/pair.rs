@@ -102,7 +102,10 @@ fn restart_of_the_primary_after_failover_syncs_then_fails_back() {
 #[test]
 fn wrong_auth_key_is_refused_and_both_stay_stand_alone() {
     let mut p = Pair::new(15);
-    assert!(p.run(1, &["ha", "authkey", KEY]).status.success());
+    assert!(p
+        .run_with_stdin(1, &["ha", "authkey"], &format!("{KEY}\n"))
+        .status
+        .success());
     p.start(0);
     p.start(1);
     let out = p.run_with_stdin(
@@ -127,9 +130,21 @@ fn wrong_auth_key_is_refused_and_both_stay_stand_alone() {
 #[test]
 fn authkey_enforces_the_password_standard_without_an_agent() {
     let p = Pair::new(16);
-    let out = p.run(1, &["ha", "authkey", "short"]);
+    let out = p.run_with_stdin(1, &["ha", "authkey"], "short\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"));
+    // Never from argv (ps, shell history): refused, and nothing written.
+    let out = p.run(1, &["ha", "authkey", "Argv-Key-12"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never taken from the command line"));
+    assert!(!p.state_dir(1).join("authkey").exists());
+    // From a file.
+    let file = p.dir.join("key.txt");
+    std::fs::write(&file, "File-Key-12\n").unwrap();
+    let out = p.run(1, &["ha", "authkey", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let key = std::fs::read_to_string(p.state_dir(1).join("authkey")).unwrap_or_default();
+    assert_eq!(key.trim(), "File-Key-12");
     let out = p.run_with_stdin(1, &["ha", "authkey"], "Good-Key-1\n");
     assert!(out.status.success(), "{out:?}");
     let key = std::fs::read_to_string(p.state_dir(1).join("authkey")).unwrap_or_default();
@@ -244,7 +259,7 @@ fn a_restarted_active_primary_reclaims_within_a_round_trip_not_an_interval() {
     // next heartbeat would need up to a second; answered at once (its first
     // frame makes the secondary send one), it holds the role again in a
     // round trip. Five restarts, each checked against the interval.
-    let p = Pair::new(14);
+    let p = Pair::new(21);
     p.edit_configs(|c| {
         c.replace("interval_ms = 100", "interval_ms = 1000")
             .replace("grace_ms = 300", "grace_ms = 1000")

@@ -50,7 +50,10 @@ impl Ha {
             bed,
             pids: [None, None],
         };
-        assert!(ha.cli(S, &["ha", "authkey", KEY]).status.success());
+        assert!(ha
+            .cli_stdin(S, &["ha", "authkey"], &format!("{KEY}\n"))
+            .status
+            .success());
         Some(ha)
     }
 

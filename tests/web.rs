@@ -402,8 +402,11 @@ fn a_pair_over_tls_fails_over_and_back() {
 fn the_primarys_configuration_form_registers_and_removes() {
     let mut p = Pair::new(58);
     p.edit_configs(|c| c.replace("tls = false", "tls = true"));
-    assert!(p.run(1, &["ha", "authkey", KEY]).status.success());
-    assert!(p.run(0, &["ha", "authkey", KEY]).status.success()); // to log in on the primary
+    for i in [1, 0] {
+        // The primary's too, to log in there.
+        let out = p.run_with_stdin(i, &["ha", "authkey"], &format!("{KEY}\n"));
+        assert!(out.status.success(), "{out:?}");
+    }
     p.start(0);
     p.start(1);
     let a = hm(&p, 0);

@@ -16,7 +16,8 @@ Usage: hamon ha <command>
            [--vip ADDR/PREFIX]... [--email a@x,b@y] [--authkey-file FILE]
                               register the secondary (run on the primary); the key
                               comes from --authkey-file, stdin, or a prompt
-  authkey [NEWKEY]            set this server's authentication key (stdin if omitted)
+  authkey [--file FILE]       set this server's authentication key (from FILE,
+                              stdin or a prompt; never from the command line)
   failover                    make the secondary active (run on the secondary)
   failback                    give the active role back to the primary (secondary)
   remove [--yes] [--purge]    remove the HA configuration; --yes skips the questions,
@@ -260,13 +261,24 @@ fn with_echo_off<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T
 }
 
 fn authkey(cfg_path: Option<&Path>, args: &[&str]) -> i32 {
-    let key = match args {
-        [k] => k.to_string(),
-        [] => match read_secret(None, "New authentication key: ") {
-            Ok(k) => k,
-            Err(e) => return fail(&e),
-        },
-        _ => return fail("usage: hamon ha authkey [NEWKEY]"),
+    let file = match args {
+        [] => None,
+        ["--file", f] => Some(*f),
+        [f] if f.starts_with("--file=") => f.strip_prefix("--file="),
+        [k] if !k.starts_with('-') => {
+            // Whatever was typed is already in the shell's history and was
+            // visible in /proc while this ran: say so, and keep nothing.
+            return fail(
+                "the key is never taken from the command line (it shows in `ps` and in the \
+                 shell's history): type it at the prompt, pipe it on stdin, or use --file FILE; \
+                 nothing was changed",
+            );
+        }
+        _ => return fail("usage: hamon ha authkey [--file FILE]  (else stdin or a prompt)"),
+    };
+    let key = match read_secret(file, "New authentication key: ") {
+        Ok(k) => k,
+        Err(e) => return fail(&e),
     };
     if let Err(rule) = crate::peer::auth::check_password_standard(&key) {
         return fail(&format!("key refused: {rule}"));

@@ -298,21 +298,35 @@ impl ConfigError {
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Config::parse_with(&text, path, (mode & 0o077 != 0).then_some(mode))
     }
 
     /// Parses and validates `text`; `path` is recorded in [`Config::path`] and
     /// used in error messages, but is not read.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, None)
+    }
+
+    /// `parse`, for a file whose mode lets group or others read it
+    /// (`exposed`): then a secret written inline is refused, naming its key
+    /// and the fix.
+    fn parse_with(text: &str, path: &Path, exposed: Option<u32>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: describe_toml_error(text, &err),
         })?;
-        Validator { path }.config(raw)
+        Validator { path, exposed }.config(raw)
     }
 
     /// The configuration file to use: the `--config` argument if given, else
@@ -340,6 +354,8 @@ fn resolve_path_from(cli: Option<&Path>, env: Option<&OsStr>) -> PathBuf {
 /// Turns raw values into validated ones; every error it makes names `path`.
 struct Validator<'a> {
     path: &'a Path,
+    /// The file's mode, when group or others can read it.
+    exposed: Option<u32>,
 }
 
 impl Validator<'_> {

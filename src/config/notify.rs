@@ -88,7 +88,19 @@ impl Validator<'_> {
             (Some(_), Some(_)) => {
                 Err(self.invalid(key, "give the password or a password file, not both"))
             }
-            (Some(p), None) => Ok(Some(p)),
+            (Some(p), None) => match self.exposed {
+                // A password anyone on the box can read is no secret.
+                Some(mode) => Err(self.invalid(
+                    key,
+                    format!(
+                        "is written inline in a file group or others can read (mode {mode:04o}): \
+                         run `chmod 600 {}`, or move the value to a file of its own named by \
+                         {key}_file",
+                        self.path.display()
+                    ),
+                )),
+                None => Ok(Some(p)),
+            },
             (None, Some(f)) => {
                 if !Path::new(&f).is_absolute() {
                     return Err(self.invalid(key, format!("{f:?} must be an absolute path")));
@@ -288,13 +300,20 @@ impl Validator<'_> {
                         ))
                     }
                 };
-                let auth_pw = self.required(&key("auth_password"), t.auth_password)?;
+                let auth_pw = self
+                    .secret(&key("auth_password"), t.auth_password, t.auth_password_file)?
+                    .ok_or_else(|| self.invalid(&key("auth_password"), "is required"))?;
                 if auth_pw.len() < 8 {
                     return Err(
                         self.invalid(&key("auth_password"), "must be at least 8 characters")
                     );
                 }
-                let privacy = match (t.privacy.as_deref(), t.privacy_password) {
+                let privacy_pw = self.secret(
+                    &key("privacy_password"),
+                    t.privacy_password,
+                    t.privacy_password_file,
+                )?;
+                let privacy = match (t.privacy.as_deref(), privacy_pw) {
                     (None, None) => None,
                     (None | Some("aes128") | Some("aes"), Some(pw)) => {
                         if pw.len() < 8 {

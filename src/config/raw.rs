@@ -248,6 +248,7 @@ pub struct RawSync {
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
     pub class: Option<String>,
+    pub keep_setid: Option<bool>,
 }
 
 /// `[notify]`: where HA events go.
@@ -328,7 +329,9 @@ pub struct RawSnmpTarget {
     /// `sha1`, `sha224`, `sha256`, `sha384`, `sha512`.
     pub auth: Option<String>,
     pub auth_password: Option<String>,
+    pub auth_password_file: Option<String>,
     /// `aes128` or absent (authNoPriv).
     pub privacy: Option<String>,
     pub privacy_password: Option<String>,
+    pub privacy_password_file: Option<String>,
 }

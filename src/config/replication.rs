@@ -38,6 +38,9 @@ pub struct SyncSet {
     /// Globs excluded even when included.
     pub exclude: Vec<String>,
     pub class: SyncClass,
+    /// Keep setuid/setgid bits on files (default false: cleared, so that a
+    /// peer cannot plant a set-id program through the sync).
+    pub keep_setid: bool,
 }
 
 /// `[replication]` plus the `[[sync]]` sets.
@@ -151,6 +154,7 @@ impl Validator<'_> {
                 include,
                 exclude,
                 class,
+                keep_setid: r.keep_setid.unwrap_or(false),
             });
         }
         let hour = 3_600_000;

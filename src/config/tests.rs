@@ -805,7 +805,8 @@ fn sync_sets_are_read_with_their_class_and_globs() {
         "{MINIMAL}\n[replication]\nfrequent_interval_ms = 2000\n\n\
          [[sync]]\nname = \"conf\"\npath = \"/etc/appliance\"\ninclude = [\"**/*.conf\"]\n\
          exclude = [\"tmp/**\"]\n\n\
-         [[sync]]\nname = \"reports\"\npath = \"/var/lib/appliance/reports\"\nclass = \"batch\"\n"
+         [[sync]]\nname = \"reports\"\npath = \"/var/lib/appliance/reports\"\nclass = \"batch\"\n\
+         keep_setid = true\n"
     );
     let r = ok(&text).replication;
     assert_eq!(r.frequent_interval, Duration::from_secs(2));
@@ -819,6 +820,7 @@ fn sync_sets_are_read_with_their_class_and_globs() {
                 include: vec!["**/*.conf".into()],
                 exclude: vec!["tmp/**".into()],
                 class: SyncClass::Frequent,
+                keep_setid: false,
             },
             SyncSet {
                 name: "reports".into(),
@@ -826,6 +828,7 @@ fn sync_sets_are_read_with_their_class_and_globs() {
                 include: Vec::new(),
                 exclude: Vec::new(),
                 class: SyncClass::Batch,
+                keep_setid: true,
             },
         ]
     );
@@ -937,4 +940,65 @@ fn notify_channels_are_read_and_checked() {
         let (k, reason) = invalid(&format!("{MINIMAL}\n{body}\n"));
         assert_eq!(k, key, "{body}: {reason}");
     }
+}
+
+#[test]
+fn inline_secrets_need_a_file_only_root_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("hamon-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hamon.toml");
+    let chmod = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    let mail = "[notify.mail]\nsmtp = \"192.0.2.25:587\"\nfrom = \"ha@example.com\"\n\
+                to = [\"ops@example.com\"]\nuser = \"u\"\n";
+    // Inline, in a file others can read: refused, with the key and the fix.
+    std::fs::write(&file, with(&format!("{mail}password = \"Mail-Pass-1\"\n"))).unwrap();
+    chmod(&file, 0o644).unwrap();
+    let e = Config::load(&file)
+        .expect_err("an exposed password")
+        .to_string();
+    assert!(e.contains("notify.mail.password"), "{e}");
+    assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
+    assert!(e.contains("notify.mail.password_file"), "{e}");
+    assert!(
+        !e.contains("Mail-Pass-1"),
+        "the error shows the secret: {e}"
+    );
+    // Group-readable is no better; root only is fine.
+    chmod(&file, 0o640).unwrap();
+    assert!(Config::load(&file).is_err());
+    chmod(&file, 0o600).unwrap();
+    assert!(Config::load(&file).is_ok());
+    // In a file of its own, the configuration may be world-readable.
+    let secret = dir.join("mail-pass");
+    std::fs::write(&secret, "Mail-Pass-1\n").unwrap();
+    chmod(&secret, 0o600).unwrap();
+    std::fs::write(
+        &file,
+        with(&format!("{mail}password_file = \"{}\"\n", secret.display())),
+    )
+    .unwrap();
+    chmod(&file, 0o644).unwrap();
+    assert!(Config::load(&file).is_ok());
+    // SNMP v3 passwords likewise, and they have `_file` keys too.
+    let snmp = |auth: &str| {
+        format!(
+            "[notify.snmp]\n[[notify.snmp.target]]\naddress = \"192.0.2.162\"\nversion = \"v3\"\n\
+             user = \"ops\"\n{auth}\n"
+        )
+    };
+    std::fs::write(&file, with(&snmp("auth_password = \"Auth-Pass-1\""))).unwrap();
+    let e = Config::load(&file).expect_err("exposed").to_string();
+    assert!(e.contains("notify.snmp.target[0].auth_password"), "{e}");
+    std::fs::write(
+        &file,
+        with(&snmp(&format!(
+            "auth_password_file = \"{}\"",
+            secret.display()
+        ))),
+    )
+    .unwrap();
+    assert!(Config::load(&file).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
 }

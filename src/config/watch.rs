@@ -330,6 +330,34 @@ impl Validator<'_> {
         if let Some(f) = r.passfile {
             c.passfile = self.absolute_dir(&key("passfile"), Some(f), "/")?;
         }
+        // pg_ctl runs the server through /bin/sh with these paths inside
+        // double quotes, where `$`, a backquote or `"` would be the shell's:
+        // only plain path characters are accepted.
+        let mut paths = vec![
+            ("data_dir", c.data_dir.clone()),
+            ("log_file", c.log_file.clone()),
+            ("socket_dir", c.socket_dir.clone()),
+            ("bin_dir", c.bin_dir.clone()),
+        ];
+        paths.extend(c.config_file.clone().map(|f| ("config_file", f)));
+        for (k, path) in paths {
+            let plain = path.to_str().is_some_and(|p| {
+                p.chars().all(|ch| {
+                    ch.is_ascii_alphanumeric()
+                        || matches!(ch, '/' | '.' | '_' | '-' | '+' | '@' | ',')
+                })
+            });
+            if !plain {
+                return Err(self.invalid(
+                    &key(k),
+                    format!(
+                        "may hold only letters, digits and / . _ - + @ , (the server is started \
+                         through a shell; got {:?})",
+                        path.display().to_string()
+                    ),
+                ));
+            }
+        }
         let word = |k: &str, v: Option<String>, into: &mut String| -> Result<(), ConfigError> {
             if let Some(v) = v {
                 let ok = !v.is_empty()
@@ -540,6 +568,20 @@ mod tests {
             (
                 "driver = \"postgres\"\n[database.postgres]\ndata_dir = \"/d\"\nslot = \"Bad-Slot\"",
                 "database.postgres.slot",
+            ),
+            (
+                "driver = \"postgres\"\n[database.postgres]\ndata_dir = \"/d/$(touch /tmp/x)\"",
+                "database.postgres.data_dir",
+            ),
+            (
+                "driver = \"postgres\"\n[database.postgres]\ndata_dir = \"/d\"\n\
+                 log_file = \"/var/log/pg `id`.log\"",
+                "database.postgres.log_file",
+            ),
+            (
+                "driver = \"postgres\"\n[database.postgres]\ndata_dir = \"/d\"\n\
+                 socket_dir = \"/run/pg\\\"x\"",
+                "database.postgres.socket_dir",
             ),
         ] {
             let e = parse(&format!("[database]\n{text}\n")).unwrap_err();

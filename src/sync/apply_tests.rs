@@ -241,6 +241,7 @@ fn open_served_checks() {
         root: root.clone(),
         include: vec![],
         exclude: vec!["*.log".into()],
+        keep_setid: false,
     };
     let (mut f, len) = open_served(&spec, "dir/f").unwrap();
     let mut body = String::new();
@@ -314,6 +315,7 @@ fn large_file_is_streamed() {
                 root: d.path().into(),
                 include: vec![],
                 exclude: vec![],
+                keep_setid: false,
             },
             &Limits::default(),
         )

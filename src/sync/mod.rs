@@ -59,6 +59,8 @@ pub struct SetSpec {
     pub include: Vec<String>,
     /// Globs of what is never synced (nor deleted), checked before `include`.
     pub exclude: Vec<String>,
+    /// Keep setuid/setgid bits on files; else they are cleared on receipt.
+    pub keep_setid: bool,
 }
 
 /// Bounds on what a manifest, and a file in it, may be.
@@ -344,6 +346,7 @@ mod tests {
             root: PathBuf::from("/nonexistent"),
             include: include.iter().map(|s| s.to_string()).collect(),
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            keep_setid: false,
         }
     }
 

@@ -107,6 +107,17 @@ impl Puller {
         remote.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         let (kept, dropped) = Selector::new(spec)?.filter(std::mem::take(&mut remote.entries));
         remote.entries = kept;
+        if !spec.keep_setid {
+            // A set-id program is a privilege, not data: unless the set says
+            // so, files arrive without the bits (directories keep setgid,
+            // which only passes the group on to new entries). Cleared before
+            // the diff, so the local copy matches and is not rewritten.
+            for e in &mut remote.entries {
+                if e.kind == Kind::File {
+                    e.mode &= !0o6000;
+                }
+            }
+        }
         stats.skipped.extend(dropped.into_iter().map(|e| Skipped {
             path: e.path,
             reason: "remote entry not selected by the local set's globs".into(),

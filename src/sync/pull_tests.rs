@@ -13,6 +13,7 @@ fn spec(name: &str, root: &Path) -> SetSpec {
         root: root.into(),
         include: vec![],
         exclude: vec![],
+        keep_setid: false,
     }
 }
 
@@ -487,4 +488,40 @@ fn files_just_written_are_not_read_again_by_the_next_pass() {
     let third = pull(&mut puller, &src, &dst);
     assert_eq!(third.files, 1);
     assert!(puller.scanner().stats().bytes_hashed > hashed);
+}
+
+#[test]
+fn set_id_bits_are_cleared_unless_the_set_keeps_them() {
+    let d = TempDir::new("setid");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(src.join("shared")).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("tool"), fs::Permissions::from_mode(0o6755)).unwrap();
+    fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o2775)).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    let mut source = LocalSource::new(spec("s", &src), Limits::default());
+    let mut puller = Puller::new();
+    let stats = puller
+        .pass(&spec("s", &dst), &mut source, &Limits::default())
+        .unwrap();
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert_eq!(mode(&dst.join("tool")), 0o755);
+    // A directory's setgid (group inheritance) is not a privilege: kept.
+    assert_eq!(mode(&dst.join("shared")), 0o2775);
+    // The next pass sees nothing to do: no rewrite of the file each time.
+    let again = puller
+        .pass(&spec("s", &dst), &mut source, &Limits::default())
+        .unwrap();
+    assert_eq!((again.files, again.meta), (0, 0), "{again:?}");
+    // A set that keeps them gets the bits (as root, who may set them).
+    if is_root() {
+        let keep = SetSpec {
+            keep_setid: true,
+            ..spec("s", &dst)
+        };
+        let stats = puller.pass(&keep, &mut source, &Limits::default()).unwrap();
+        assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+        assert_eq!(mode(&dst.join("tool")), 0o6755);
+    }
 }

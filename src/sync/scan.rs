@@ -379,6 +379,7 @@ mod tests {
             root: root.into(),
             include: vec![],
             exclude: vec![],
+            keep_setid: false,
         }
     }
 

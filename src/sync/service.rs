@@ -173,6 +173,7 @@ impl SyncService {
                     root: s.path.clone(),
                     include: s.include.clone(),
                     exclude: s.exclude.clone(),
+                    keep_setid: s.keep_setid,
                 };
                 (s.clone(), spec)
             })

@@ -53,7 +53,15 @@ impl Pair {
             ) + &extra
                 .replace("{name}", name)
                 .replace("{dir}", &dir.display().to_string());
-            std::fs::write(dir.join(format!("{name}.toml")), cfg).expect("config");
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(&path, cfg).expect("config");
+            // As installed: the file may hold secrets (`hamon config check`
+            // refuses inline ones in a file others can read).
+            std::fs::set_permissions(
+                &path,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+            )
+            .expect("chmod");
         }
         Pair {
             dir,
@@ -200,7 +208,7 @@ impl Pair {
     }
 
     pub fn registered_with(mut p: Pair, failover_type: &str) -> Pair {
-        let out = p.run(1, &["ha", "authkey", KEY]);
+        let out = p.run_with_stdin(1, &["ha", "authkey"], &format!("{KEY}\n"));
         assert!(out.status.success(), "{out:?}");
         p.start(0);
         p.start(1);

@@ -116,6 +116,14 @@ impl CoreLink for Link {
         self.tx.send(Input::Peer(request, rtx)).ok()?;
         rrx.recv_timeout(PEER_ANSWER_WAIT).ok()
     }
+
+    fn observe(&self, kind: &str, severity: Severity, text: String) {
+        let _ = self.tx.send(Input::Event(Event::Observation {
+            kind: kind.to_string(),
+            severity,
+            text,
+        }));
+    }
 }
 
 /// Tell systemd something (`READY=1`, `WATCHDOG=1`, `STOPPING=1`).
@@ -552,8 +560,10 @@ fn start_health_monitor(
         store,
         keys,
         verifier: Mutex::new(Verifier::new(
-            cfg.heartbeat.max_clock_skew.as_millis() as u64
+            cfg.heartbeat.max_clock_skew.as_millis() as u64,
+            peer_client::unix_ms(),
         )),
+        address: cfg.node.address.to_string(),
         interface: cfg.node.interface.clone(),
         hm_port: cfg.health_monitor.port,
         tls: identity.is_some(),

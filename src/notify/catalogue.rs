@@ -572,6 +572,17 @@ pub const EVENTS: &[EventKind] = &[
         template: "Agent stopping: {text}",
         meaning: "hamon is stopping; a paired server tells its peer with a farewell heartbeat.",
     },
+    EventKind {
+        id: "login_failures",
+        number: 903,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Failed logins: {text}",
+        meaning: "The Health Monitor's budget of failed logins (all addresses together) ran \
+                  out; every login waits until it has room again.",
+    },
 ];
 
 /// The entry for a kind the catalogue does not know (a newer core, a new

@@ -17,6 +17,12 @@ pub const H_TIME: &str = "x-hamon-time";
 pub const H_NONCE: &str = "x-hamon-nonce";
 /// Header carrying the HMAC-SHA256 signature (hex).
 pub const H_SIGNATURE: &str = "x-hamon-signature";
+/// Header naming the signing scheme's version, so that a later change can
+/// be told from this one (and refused with a clear reason) server by server.
+pub const H_VERSION: &str = "x-hamon-auth";
+/// The signing scheme this build speaks: method, path, query, receiver,
+/// body, time and nonce under the API key.
+pub const AUTH_VERSION: &str = "2";
 
 /// The rule `hamon ha authkey` enforces, printed when it refuses a key.
 pub const PASSWORD_RULE: &str = "the authentication key must be at least 8 characters long and \
@@ -84,9 +90,24 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn request_message(method: &str, path: &str, body: &[u8], time_ms: u64, nonce: &str) -> Vec<u8> {
+/// What a request's signature covers. `target` is the path with its query
+/// (`/a?b=c`); `receiver` is the address of the server the request is for,
+/// as the sender knows it, so a request cannot be replayed to the other one.
+fn request_message(
+    method: &str,
+    target: &str,
+    receiver: &str,
+    body: &[u8],
+    time_ms: u64,
+    nonce: &str,
+) -> Vec<u8> {
     let body_hash = hex(&Sha256::digest(body));
-    format!("hamon-request-v1\n{method}\n{path}\n{body_hash}\n{time_ms}\n{nonce}").into_bytes()
+    // One spelling per address (an operator may type `2001:db8:0::12`).
+    let receiver = receiver
+        .parse::<std::net::IpAddr>()
+        .map_or_else(|_| receiver.to_string(), |a| a.to_string());
+    format!("hamon-request-v2\n{method}\n{target}\n{receiver}\n{body_hash}\n{time_ms}\n{nonce}")
+        .into_bytes()
 }
 
 fn response_message(nonce: &str, status: u16, body: &[u8]) -> Vec<u8> {
@@ -109,18 +130,24 @@ fn verify(key: &[u8; 32], message: &[u8], signature_hex: &str) -> bool {
     m.verify_slice(&sig).is_ok()
 }
 
-/// Headers that sign a request: time, nonce and signature.
+/// Headers that sign a request for `receiver` (its address): version,
+/// time, nonce and signature. `target` is the path with any query.
 pub fn sign_request(
     key: &[u8; 32],
     method: &str,
-    path: &str,
+    target: &str,
+    receiver: &str,
     body: &[u8],
     time_ms: u64,
     nonce: [u8; 16],
 ) -> Vec<(&'static str, String)> {
     let nonce = hex(&nonce);
-    let sig = sign(key, &request_message(method, path, body, time_ms, &nonce));
+    let sig = sign(
+        key,
+        &request_message(method, target, receiver, body, time_ms, &nonce),
+    );
     vec![
+        (H_VERSION, AUTH_VERSION.to_string()),
         (H_TIME, time_ms.to_string()),
         (H_NONCE, nonce),
         (H_SIGNATURE, sig),
@@ -154,12 +181,21 @@ pub enum AuthError {
     Stale { skew_ms: u64, limit_ms: u64 },
     #[error("replayed request (nonce already seen)")]
     Replayed,
+    #[error("request signed before this server started (its nonces from then are forgotten)")]
+    BeforeStart,
+    #[error(
+        "the peer signs with scheme {0:?}; this server speaks {AUTH_VERSION}: upgrade both servers"
+    )]
+    Version(String),
 }
 
 /// Server side of request signing: checks signatures, freshness and nonces.
 #[derive(Debug)]
 pub struct Verifier {
     max_skew_ms: u64,
+    /// Requests signed before this moment are refused: the nonces seen
+    /// before a restart are not remembered, so the window starts again.
+    not_before_ms: u64,
     seen: HashMap<String, u64>,
 }
 
@@ -167,24 +203,36 @@ pub struct Verifier {
 const MAX_NONCES: usize = 100_000;
 
 impl Verifier {
-    pub fn new(max_skew_ms: u64) -> Verifier {
+    /// A verifier that starts at `started_ms` (Unix milliseconds, now): no
+    /// request signed earlier is taken.
+    pub fn new(max_skew_ms: u64, started_ms: u64) -> Verifier {
         Verifier {
             max_skew_ms,
+            not_before_ms: started_ms,
             seen: HashMap::new(),
         }
     }
 
-    /// Verify one request. `header` looks a header up by lower-case name.
-    /// On success returns the request's nonce (to sign the response with).
+    /// Verify one request for `receiver` (this server's address). `target`
+    /// is the path with any query, `header` looks a header up by lower-case
+    /// name. On success returns the request's nonce (to sign the response
+    /// with).
+    #[allow(clippy::too_many_arguments)]
     pub fn verify<'a>(
         &mut self,
         key: &[u8; 32],
         method: &str,
-        path: &str,
+        target: &str,
+        receiver: &str,
         body: &[u8],
         header: impl Fn(&str) -> Option<&'a str>,
         now_ms: u64,
     ) -> Result<String, AuthError> {
+        match header(H_VERSION) {
+            Some(AUTH_VERSION) => {}
+            Some(other) => return Err(AuthError::Version(other.chars().take(16).collect())),
+            None => return Err(AuthError::Version("1".into())),
+        }
         let time: u64 = header(H_TIME)
             .and_then(|t| t.parse().ok())
             .ok_or(AuthError::Missing(H_TIME))?;
@@ -192,8 +240,15 @@ impl Verifier {
             .filter(|n| n.len() == 32 && unhex(n).is_some())
             .ok_or(AuthError::Missing(H_NONCE))?;
         let sig = header(H_SIGNATURE).ok_or(AuthError::Missing(H_SIGNATURE))?;
-        if !verify(key, &request_message(method, path, body, time, nonce), sig) {
+        if !verify(
+            key,
+            &request_message(method, target, receiver, body, time, nonce),
+            sig,
+        ) {
             return Err(AuthError::BadSignature);
+        }
+        if time < self.not_before_ms {
+            return Err(AuthError::BeforeStart);
         }
         let skew_ms = now_ms.abs_diff(time);
         if skew_ms > self.max_skew_ms {
@@ -276,88 +331,137 @@ mod tests {
         assert_eq!(format!("{a:?}"), "Keys(<redacted>)");
     }
 
+    const ME: &str = "192.0.2.12";
+
     #[test]
     fn signed_request_verifies_once() {
         let k = Keys::derive("Secret-Key-1").api;
-        let h = sign_request(&k, "POST", "/peer/v1/register", b"{}", 1_000_000, [7; 16]);
-        let mut v = Verifier::new(30_000);
-        let nonce = v.verify(
+        let h = sign_request(
             &k,
             "POST",
             "/peer/v1/register",
+            ME,
             b"{}",
-            lookup(&h),
-            1_010_000,
+            1_000_000,
+            [7; 16],
         );
-        assert_eq!(nonce, Ok(hex(&[7; 16])));
-        let again = v.verify(
-            &k,
-            "POST",
-            "/peer/v1/register",
-            b"{}",
-            lookup(&h),
-            1_010_001,
-        );
-        assert_eq!(again, Err(AuthError::Replayed));
+        let mut v = Verifier::new(30_000, 990_000);
+        let check = |v: &mut Verifier, now| {
+            v.verify(&k, "POST", "/peer/v1/register", ME, b"{}", lookup(&h), now)
+        };
+        assert_eq!(check(&mut v, 1_010_000), Ok(hex(&[7; 16])));
+        assert_eq!(check(&mut v, 1_010_001), Err(AuthError::Replayed));
     }
 
     #[test]
     fn tampering_wrong_key_and_staleness_are_refused() {
         let k = Keys::derive("Secret-Key-1").api;
-        let h = sign_request(
-            &k,
-            "POST",
-            "/peer/v1/remove",
-            b"{\"a\":1}",
-            5_000_000,
-            [1; 16],
-        );
-        let mut v = Verifier::new(30_000);
+        let target = "/peer/v1/sync/file?set=conf";
+        let h = sign_request(&k, "POST", target, ME, b"{\"a\":1}", 5_000_000, [1; 16]);
+        let mut v = Verifier::new(30_000, 4_000_000);
         let now = 5_000_000;
+        let mut check =
+            |key: &[u8; 32], method: &str, target: &str, receiver: &str, body: &[u8], now| {
+                v.verify(key, method, target, receiver, body, lookup(&h), now)
+            };
         let other = Keys::derive("Secret-Key-2").api;
+        let body = b"{\"a\":1}";
+        let bad = Err(AuthError::BadSignature);
+        assert_eq!(check(&other, "POST", target, ME, body, now), bad);
+        assert_eq!(check(&k, "POST", target, ME, b"{\"a\":2}", now), bad);
+        assert_eq!(check(&k, "GET", target, ME, body, now), bad);
+        // The path, and the query, are signed.
+        assert_eq!(check(&k, "POST", "/peer/v1/sync/file", ME, body, now), bad);
         assert_eq!(
-            v.verify(
-                &other,
-                "POST",
-                "/peer/v1/remove",
-                b"{\"a\":1}",
-                lookup(&h),
-                now
-            ),
-            Err(AuthError::BadSignature)
+            check(&k, "POST", "/peer/v1/sync/file?set=conf&x=1", ME, body, now),
+            bad
         );
+        // So is the server it is for: the other server will not take it.
+        assert_eq!(check(&k, "POST", target, "192.0.2.11", body, now), bad);
+        // (written any way that names the same address)
+        let v6 = sign_request(&k, "POST", "/p", "2001:db8:0::12", b"", now, [2; 16]);
+        let mut v2 = Verifier::new(30_000, 0);
+        assert!(v2
+            .verify(&k, "POST", "/p", "2001:db8::12", b"", lookup(&v6), now)
+            .is_ok());
         assert_eq!(
-            v.verify(&k, "POST", "/peer/v1/remove", b"{\"a\":2}", lookup(&h), now),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            v.verify(
-                &k,
-                "POST",
-                "/peer/v1/register",
-                b"{\"a\":1}",
-                lookup(&h),
-                now
-            ),
-            Err(AuthError::BadSignature)
-        );
-        assert_eq!(
-            v.verify(
-                &k,
-                "POST",
-                "/peer/v1/remove",
-                b"{\"a\":1}",
-                lookup(&h),
-                now + 31_000
-            ),
+            check(&k, "POST", target, ME, body, now + 31_000),
             Err(AuthError::Stale {
                 skew_ms: 31_000,
                 limit_ms: 30_000
             })
         );
+        assert_eq!(check(&k, "POST", target, ME, body, now), Ok(hex(&[1; 16])));
+        let missing = v.verify(
+            &k,
+            "POST",
+            target,
+            ME,
+            body,
+            |n| (n == H_VERSION).then_some("2"),
+            now,
+        );
+        assert_eq!(missing, Err(AuthError::Missing(H_TIME)));
+        // An older scheme is named, not mistaken for a bad key.
         assert_eq!(
-            v.verify(&k, "POST", "/peer/v1/remove", b"{\"a\":1}", |_| None, now),
-            Err(AuthError::Missing(H_TIME))
+            v.verify(&k, "POST", target, ME, body, |_| None, now),
+            Err(AuthError::Version("1".into()))
+        );
+    }
+
+    #[test]
+    fn the_documented_example_signature() {
+        // docs/protocol.md, "Worked example": computed outside the code base.
+        let k = Keys::derive("Sim-Key-2026").api;
+        let h = sign_request(
+            &k,
+            "POST",
+            "/peer/v1/register_commit",
+            "192.0.2.12",
+            br#"{"op":"register_commit","id":24301}"#,
+            1_800_000_000_000,
+            [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff,
+            ],
+        );
+        let sig = lookup(&h)(H_SIGNATURE);
+        assert_eq!(
+            sig,
+            Some("59c80ee0faf4113f1aafecb15a79a1cb9090bf21776365a235564032cdec40a0")
+        );
+        assert_eq!(lookup(&h)(H_VERSION), Some("2"));
+    }
+
+    #[test]
+    fn a_request_signed_before_a_restart_is_refused() {
+        // Captured and replayed after the receiver restarted (its nonce memory
+        // is new), within the clock-skew window: refused all the same.
+        let k = Keys::derive("Secret-Key-1").api;
+        let h = sign_request(&k, "POST", "/peer/v1/remove", ME, b"{}", 7_000_000, [3; 16]);
+        let mut before = Verifier::new(30_000, 6_000_000);
+        let verdict = before.verify(
+            &k,
+            "POST",
+            "/peer/v1/remove",
+            ME,
+            b"{}",
+            lookup(&h),
+            7_000_100,
+        );
+        assert!(verdict.is_ok());
+        let mut restarted = Verifier::new(30_000, 7_000_500);
+        assert_eq!(
+            restarted.verify(
+                &k,
+                "POST",
+                "/peer/v1/remove",
+                ME,
+                b"{}",
+                lookup(&h),
+                7_001_000
+            ),
+            Err(AuthError::BeforeStart)
         );
     }
 

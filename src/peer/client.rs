@@ -72,7 +72,15 @@ pub fn call(
     let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     let path = format!("/peer/v1/{}", request.op());
     let nonce = auth::random16();
-    let signed = auth::sign_request(&keys.api, "POST", &path, &body, unix_ms(), nonce);
+    let signed = auth::sign_request(
+        &keys.api,
+        "POST",
+        &path,
+        &t.address,
+        &body,
+        unix_ms(),
+        nonce,
+    );
     let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("content-type", "application/json"));
     let r = exchange(t, tls, "POST", &path, &headers, &body, timeout, MAX_ANSWER)?;

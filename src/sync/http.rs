@@ -55,7 +55,15 @@ impl PeerSource {
     ) -> Result<(client::StreamingResponse, String), String> {
         let path = format!("/peer/v1/sync/{op}");
         let nonce = auth::random16();
-        let signed = auth::sign_request(&self.keys.api, "POST", &path, body, unix_ms(), nonce);
+        let signed = auth::sign_request(
+            &self.keys.api,
+            "POST",
+            &path,
+            &self.target.address,
+            body,
+            unix_ms(),
+            nonce,
+        );
         let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
         headers.push(("content-type", "application/json"));
         let session = match &mut self.session {

@@ -9,7 +9,9 @@
 
 use super::server::{Handler, Request, Response};
 use super::ui::{page, session, zip};
-use crate::ha::{Command, Duty, FailoverType, PeerAnswer, PeerRequest, Reply, Secret, StatusView};
+use crate::ha::{
+    Command, Duty, FailoverType, PeerAnswer, PeerRequest, Reply, Secret, Severity, StatusView,
+};
 use crate::peer::auth::{Keys, Verifier};
 use crate::store::{Stamped, Store};
 use serde::Serialize;
@@ -29,6 +31,8 @@ pub trait CoreLink: Send + Sync {
     fn command(&self, command: Command, wait: Duration) -> Option<Reply>;
     /// A verified peer request; `None` when the core did not answer in time.
     fn peer(&self, request: PeerRequest) -> Option<PeerAnswer>;
+    /// Something the Health Monitor saw, for the journal and notifications.
+    fn observe(&self, kind: &str, severity: crate::ha::Severity, text: String);
 }
 
 /// Log levels as stored (`log-level` under `state_dir`) and shown.
@@ -58,6 +62,8 @@ pub struct App {
     pub store: Store,
     pub keys: Arc<RwLock<Option<Keys>>>,
     pub verifier: Mutex<Verifier>,
+    /// This server's address: peer requests are signed for it.
+    pub address: String,
     /// The VIP interface, to check a registration's VIPs against.
     pub interface: Option<String>,
     pub hm_port: u16,
@@ -309,13 +315,25 @@ impl App {
             .as_deref()
             .is_some_and(|k| !given.is_empty() && session::same(k, given));
         if !ok {
-            let wait = match self.throttle.lock() {
+            let (wait, exhausted) = match self.throttle.lock() {
                 Ok(mut t) => {
                     t.failed(ip, now);
-                    t.wait(ip, now)
+                    (t.wait(ip, now), t.budget_exhausted_now(now))
                 }
-                Err(_) => 0,
+                Err(_) => (0, false),
             };
+            if exhausted {
+                self.core.observe(
+                    "login_failures",
+                    Severity::Warning,
+                    format!(
+                        "{} failed logins on the Health Monitor within {} s (the last from {ip}): \
+                         every login now waits; someone may be guessing the key",
+                        session::GLOBAL_FAILURES,
+                        session::GLOBAL_WINDOW_SECS
+                    ),
+                );
+            }
             let why = if key.is_none() {
                 "no authentication key is set on this server (hamon ha authkey)"
             } else {
@@ -592,11 +610,18 @@ impl App {
                 "no authentication key is set on this server (hamon ha authkey)",
             ));
         };
+        // What was signed: the path with its query, exactly as sent.
+        let target = if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        };
         let verdict = match self.verifier.lock() {
             Ok(mut v) => v.verify(
                 &keys.api,
                 &req.method,
-                &req.path,
+                &target,
+                &self.address,
                 &req.body,
                 |name| req.header(name),
                 crate::peer::client::unix_ms(),

@@ -201,12 +201,25 @@ impl Appliance {
             .unwrap();
         let pid = child.id();
         self.nspawn = Some(child);
-        // The container's init is the nspawn process's child.
+        // The container's init is the nspawn process's child that is PID 1
+        // of a PID namespace of its own. (nspawn first forks a helper that
+        // sets the container up and exits: taking the first child seen
+        // would sometimes take that one.)
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
                 .unwrap_or_default();
-            if let Some(init) = kids.split_whitespace().next().and_then(|k| k.parse().ok()) {
+            let init = kids.split_whitespace().find(|k| {
+                std::fs::read_to_string(format!("/proc/{k}/status")).is_ok_and(|st| {
+                    st.lines()
+                        .find_map(|l| l.strip_prefix("NSpid:"))
+                        .is_some_and(|ids| {
+                            let ids: Vec<&str> = ids.split_whitespace().collect();
+                            ids.len() > 1 && ids.last() == Some(&"1")
+                        })
+                })
+            });
+            if let Some(init) = init.and_then(|k| k.parse().ok()) {
                 self.init = Some(init);
                 break;
             }

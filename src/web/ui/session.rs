@@ -172,6 +172,10 @@ pub const MAX_DELAY_SECS: u64 = 60;
 pub const MAX_CLIENTS: usize = 4096;
 /// A client with no failure for this long starts over from a 1 s delay.
 pub const FORGET_AFTER_SECS: u64 = 15 * 60;
+/// Failed logins allowed in any `GLOBAL_WINDOW_SECS`, from all addresses
+/// together: the guess rate an attacker with many addresses gets.
+pub const GLOBAL_FAILURES: usize = 20;
+pub const GLOBAL_WINDOW_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -213,9 +217,14 @@ fn client_key(ip: IpAddr) -> IpAddr {
 
 /// Failed-login throttle per client address: after each failure the client
 /// waits 1 s, 2 s, 4 s ... up to 60 s before the next try; a success clears it.
+/// Beside it, a budget for all addresses together: once `GLOBAL_FAILURES`
+/// failures fall within `GLOBAL_WINDOW_SECS`, every login waits until the
+/// oldest leaves the window (the CLI and the API token are not affected).
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
     clients: HashMap<IpAddr, Failures>,
+    /// When the recent failures happened, oldest first.
+    recent: std::collections::VecDeque<u64>,
 }
 
 impl LoginThrottle {
@@ -226,6 +235,11 @@ impl LoginThrottle {
     /// Seconds `client` must still wait before trying again (0: may try now).
     /// Never more than the delay itself, even if the clock went back.
     pub fn wait(&self, client: IpAddr, now: u64) -> u64 {
+        self.client_wait(client, now).max(self.global_wait(now))
+    }
+
+    /// The wait from `client`'s own failures alone.
+    pub fn client_wait(&self, client: IpAddr, now: u64) -> u64 {
         match self.clients.get(&client_key(client)) {
             Some(f) if !f.stale(now) => {
                 let d = delay(f.count);
@@ -233,6 +247,40 @@ impl LoginThrottle {
             }
             _ => 0,
         }
+    }
+
+    /// Seconds until the global budget has room again (0: it has).
+    fn global_wait(&self, now: u64) -> u64 {
+        let in_window = self
+            .recent
+            .iter()
+            .filter(|t| now.saturating_sub(**t) < GLOBAL_WINDOW_SECS)
+            .count();
+        if in_window < GLOBAL_FAILURES {
+            return 0;
+        }
+        let oldest = self
+            .recent
+            .iter()
+            .rev()
+            .nth(GLOBAL_FAILURES - 1)
+            .copied()
+            .unwrap_or(now);
+        oldest
+            .saturating_add(GLOBAL_WINDOW_SECS)
+            .saturating_sub(now)
+            .min(GLOBAL_WINDOW_SECS)
+    }
+
+    /// True when the global budget has just run out: the failure recorded
+    /// last filled it (for the journal, once per burst).
+    pub fn budget_exhausted_now(&self, now: u64) -> bool {
+        let in_window = self
+            .recent
+            .iter()
+            .filter(|t| now.saturating_sub(**t) < GLOBAL_WINDOW_SECS)
+            .count();
+        in_window == GLOBAL_FAILURES
     }
 
     /// Record a failed login from `client` at `now`.
@@ -261,6 +309,10 @@ impl LoginThrottle {
         }
         f.count = f.count.saturating_add(1);
         f.last = now;
+        self.recent.push_back(now);
+        while self.recent.len() > GLOBAL_FAILURES {
+            self.recent.pop_front();
+        }
     }
 
     /// A successful login: `client` starts over.
@@ -533,6 +585,31 @@ mod tests {
     }
 
     #[test]
+    fn a_global_budget_caps_failures_from_many_addresses() {
+        let mut t = LoginThrottle::new();
+        // Twenty addresses, one failure each, within the window.
+        for n in 0..GLOBAL_FAILURES as u8 {
+            assert!(!t.budget_exhausted_now(100));
+            t.failed(v4(198, 51, 100, n), 100 + u64::from(n / 10));
+        }
+        assert!(t.budget_exhausted_now(101));
+        // Everyone waits now, a new address (and the operator) too, until
+        // the oldest failure leaves the window.
+        let fresh = v4(192, 0, 2, 200);
+        assert_eq!(t.client_wait(fresh, 101), 0);
+        assert_eq!(t.wait(fresh, 101), 59);
+        assert_eq!(t.wait(fresh, 159), 1);
+        assert_eq!(t.wait(fresh, 160), 0);
+        // One more failure then is back under the budget, and not reported again.
+        t.failed(v4(198, 51, 100, 99), 160);
+        assert!(!t.budget_exhausted_now(160));
+        assert_eq!(t.wait(fresh, 160), 0);
+        // A success does not refill it: only time does.
+        t.succeeded(v4(198, 51, 100, 1));
+        assert_eq!(t.wait(fresh, 300), 0);
+    }
+
+    #[test]
     fn throttle_map_is_bounded_and_evicts_the_oldest_failure() {
         let mut t = LoginThrottle::new();
         for n in 0..MAX_CLIENTS as u32 {
@@ -543,11 +620,17 @@ mod tests {
         let now = u64::from(MAX_CLIENTS as u32 / 8);
         t.failed(v4(172, 16, 0, 1), now);
         assert_eq!(t.len(), MAX_CLIENTS);
-        assert_eq!(t.wait(v4(172, 16, 0, 1), now), 1);
+        assert_eq!(t.client_wait(v4(172, 16, 0, 1), now), 1);
         // One of the clients that failed at time 0 made room.
-        let gone = (0..8).filter(|d| t.wait(v4(10, 0, 0, *d), 0) == 0).count();
+        let gone = (0..8)
+            .filter(|d| t.client_wait(v4(10, 0, 0, *d), 0) == 0)
+            .count();
         assert_eq!(gone, 1);
-        assert_eq!(t.wait(v4(10, 0, 0, 8), 1), 1, "a newer client is kept");
+        assert_eq!(
+            t.client_wait(v4(10, 0, 0, 8), 1),
+            1,
+            "a newer client is kept"
+        );
         // A full map of stale clients is cleared in one go.
         t.failed(v4(172, 16, 0, 2), now + FORGET_AFTER_SECS);
         assert_eq!(t.len(), 1);

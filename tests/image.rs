@@ -93,16 +93,7 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
          {SNAPSHOT} > /tmp/after
          diff /tmp/before /tmp/after && echo CLEAN"
     );
-    let (ok, text) = sh(Command::new("systemd-nspawn").arg("-D").arg(&a.root).args([
-        "--pipe",
-        "--quiet",
-        "--register=no",
-        "--keep-unit",
-        "--private-network",
-        "/bin/sh",
-        "-exc",
-        &script,
-    ]));
+    let (ok, text) = a.unbooted(&script);
     assert!(
         ok && text.contains("CLEAN"),
         "install/upgrade/purge:\n{text}"

@@ -154,10 +154,11 @@ impl Appliance {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    /// Run a shell script in the appliance's tree without booting it (as an
-    /// image customisation step would): no network.
-    pub fn prepare(&self, script: &str) {
-        let out = run(Command::new("systemd-nspawn")
+    /// Run a shell script (`sh -e`, traced) in the appliance's tree without
+    /// booting it, as an image customisation step would: no network.
+    /// Whether it succeeded, and its output.
+    pub fn unbooted(&self, script: &str) -> (bool, String) {
+        let out = Command::new("systemd-nspawn")
             .arg("-D")
             .arg(&self.root)
             .args([
@@ -167,11 +168,21 @@ impl Appliance {
                 "--keep-unit",
                 "--private-network",
                 "/bin/sh",
-                "-ec",
+                "-exc",
                 script,
-            ]))
-        .unwrap_or_else(|e| panic!("preparing {}: {e}", self.name));
-        drop(out);
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    /// `unbooted`, which must succeed.
+    pub fn prepare(&self, script: &str) {
+        let (ok, text) = self.unbooted(script);
+        assert!(ok, "preparing {}:\n{text}", self.name);
     }
 
     /// Boot it: systemd as PID 1, in its network namespace, console to a log.

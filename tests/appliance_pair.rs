@@ -467,12 +467,11 @@ fn an_appliance_pair_under_systemd() {
         }
         outages.push(gap);
     }
+    // The figure (target: a median under 500 ms) is bench/crash's to
+    // report, not a timed assertion here; what must hold in any case is
+    // that the secondary never took over (below).
     let med = median(outages.clone());
     eprintln!("SIGKILL of the active agent: outages {outages:?}, median {med:?}");
-    assert!(
-        med < Duration::from_millis(500),
-        "median outage {med:?} ({outages:?})"
-    );
     assert_eq!(
         vip_added_on(S),
         b_vips_before,

@@ -268,15 +268,16 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let hb_addr = SocketAddr::new(cfg.node.address, cfg.heartbeat.port);
+    let node_cfg = node_config(&cfg);
     let hb = start_heartbeats(
         hb_addr,
-        node_config(&cfg).role,
+        node_cfg.role,
         keys.clone(),
         tx.clone(),
         stop.clone(),
     )?;
     release_stale_vip(&cfg, restored.as_ref(), &log);
-    let node = Node::new(node_config(&cfg), restored);
+    let node = Node::new(node_cfg, restored);
     if let Ok(mut st) = published.status.write() {
         *st = node.status();
     }
@@ -742,10 +743,13 @@ impl Shell {
             .registration()
             .map(|r| vip::parse_vips(&r.vips).unwrap_or_default())
             .unwrap_or_default();
-        self.peer = node.peer_target();
-        // Heartbeats are read only from the registered peer's address.
-        self.hb
-            .set_peer(self.peer.as_ref().and_then(|p| p.address.parse().ok()));
+        let peer = node.peer_target();
+        if peer != self.peer {
+            // Heartbeats are read only from the registered peer's address.
+            self.hb
+                .set_peer(peer.as_ref().and_then(|p| p.address.parse().ok()));
+            self.peer = peer;
+        }
         self.follow_peer = node.state() != ha::HaState::HaInitializing;
         self.emails = node
             .registration()

@@ -298,17 +298,20 @@ impl ConfigError {
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::io::Read;
         use std::os::unix::fs::PermissionsExt;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = || -> io::Result<(String, u32)> {
+            // The mode and the text of the same file, whatever renames it.
+            let mut f = std::fs::File::open(path)?;
+            let mode = f.metadata()?.permissions().mode() & 0o777;
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            Ok((text, mode))
+        };
+        let (text, mode) = read().map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
         Config::parse_with(&text, path, (mode & 0o077 != 0).then_some(mode))
     }
 

@@ -6,7 +6,6 @@
 
 use super::Config;
 use serde::Deserialize;
-use std::io::Write;
 use std::path::Path;
 
 /// `/etc/hamon/seed.toml`: the four facts that differ between the servers.
@@ -80,34 +79,12 @@ pub fn init(seed: &Path, out: &Path, force: bool) -> Result<(), String> {
             out.display()
         ));
     }
-    write_atomic(out, config.as_bytes())
-        .map_err(|e| format!("{}: cannot write: {e}", out.display()))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    // A temporary file left by a crash may have another mode: start afresh.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::store::write_atomic(out, config.as_bytes(), 0o600)
+        .map_err(|e| format!("{}: cannot write: {e}", out.display()))
 }
 
 #[cfg(test)]
@@ -138,7 +115,12 @@ mod tests {
         assert_eq!(cfg.node.interface.as_deref(), Some("eth0"));
         let mode = std::fs::metadata(&out).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(!d.join(".hamon.toml.tmp").exists());
+        let temps = std::fs::read_dir(&d)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .count();
+        assert_eq!(temps, 0, "a temporary file was left");
         // A second run keeps the operator's file.
         std::fs::write(&out, "# edited\n").expect("edit");
         let e = init(&d.join("seed.toml"), &out, false).expect_err("kept");

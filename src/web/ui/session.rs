@@ -249,38 +249,31 @@ impl LoginThrottle {
         }
     }
 
-    /// Seconds until the global budget has room again (0: it has).
-    fn global_wait(&self, now: u64) -> u64 {
-        let in_window = self
-            .recent
-            .iter()
-            .filter(|t| now.saturating_sub(**t) < GLOBAL_WINDOW_SECS)
-            .count();
-        if in_window < GLOBAL_FAILURES {
-            return 0;
-        }
-        let oldest = self
-            .recent
-            .iter()
-            .rev()
-            .nth(GLOBAL_FAILURES - 1)
-            .copied()
-            .unwrap_or(now);
-        oldest
-            .saturating_add(GLOBAL_WINDOW_SECS)
-            .saturating_sub(now)
-            .min(GLOBAL_WINDOW_SECS)
+    /// When the oldest of the last `GLOBAL_FAILURES` failures happened, if
+    /// all of them fall within the window: the budget is used up until then
+    /// plus the window. (`recent` never holds more than that many.)
+    fn full_since(&self, now: u64) -> Option<u64> {
+        let oldest = *self.recent.front()?;
+        (self.recent.len() >= GLOBAL_FAILURES && now.saturating_sub(oldest) < GLOBAL_WINDOW_SECS)
+            .then_some(oldest)
     }
 
-    /// True when the global budget has just run out: the failure recorded
-    /// last filled it (for the journal, once per burst).
+    /// Seconds until the global budget has room again (0: it has).
+    fn global_wait(&self, now: u64) -> u64 {
+        self.full_since(now).map_or(0, |oldest| {
+            oldest
+                .saturating_add(GLOBAL_WINDOW_SECS)
+                .saturating_sub(now)
+                .min(GLOBAL_WINDOW_SECS)
+        })
+    }
+
+    /// True when the global budget is used up. Called right after a failure
+    /// is recorded, it says that failure used it up: while it stays used up
+    /// every login waits, so no further failure is recorded (the journal
+    /// hears of it once per burst).
     pub fn budget_exhausted_now(&self, now: u64) -> bool {
-        let in_window = self
-            .recent
-            .iter()
-            .filter(|t| now.saturating_sub(**t) < GLOBAL_WINDOW_SECS)
-            .count();
-        in_window == GLOBAL_FAILURES
+        self.full_since(now).is_some()
     }
 
     /// Record a failed login from `client` at `now`.

@@ -24,7 +24,7 @@ use crate::watch::process::{
 };
 use crate::watch::{Part, Reporter};
 use crate::web::app::{App, CoreLink, Published, LEVELS};
-use crate::web::server::{Limits, Server};
+use crate::web::server::{Limits, Reserved, Server};
 use crate::web::tls;
 use crate::web::ui::session;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
@@ -193,6 +193,8 @@ struct Shell {
     store: Store,
     keys: Arc<RwLock<Option<Keys>>>,
     hb: Arc<Heartbeats>,
+    /// The Health Monitor's reserved client: the registered peer.
+    reserved: Reserved,
     tx: Sender<Input>,
     duty_tx: Sender<DutyOrder>,
     waiting: HashMap<Token, Waiter>,
@@ -386,6 +388,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         store,
         keys,
         hb,
+        reserved: server.reserved(),
         tx,
         duty_tx,
         waiting: HashMap::new(),
@@ -732,6 +735,15 @@ impl Shell {
         );
     }
 
+    /// How this server calls its peer: from its own address, so that the peer's Health
+    /// Monitor knows it and serves it from the reserved workers.
+    fn link(&self) -> peer_client::Link {
+        peer_client::Link {
+            from: Some(self.cfg.node.address),
+            tls: self.cfg.health_monitor.tls,
+        }
+    }
+
     /// Step the core and carry out its actions; true when the agent may exit.
     fn apply(&mut self, node: &mut Node, event: Event, now: u64) -> bool {
         self.log.trace(&format!("event {event:?}"));
@@ -745,9 +757,11 @@ impl Shell {
             .unwrap_or_default();
         let peer = node.peer_target();
         if peer != self.peer {
-            // Heartbeats are read only from the registered peer's address.
-            self.hb
-                .set_peer(peer.as_ref().and_then(|p| p.address.parse().ok()));
+            // Heartbeats are read only from the registered peer's address, and the
+            // Health Monitor keeps workers for it.
+            let address = peer.as_ref().and_then(|p| p.address.parse().ok());
+            self.hb.set_peer(address);
+            self.reserved.set(address);
             self.peer = peer;
         }
         self.follow_peer = node.state() != ha::HaState::HaInitializing;
@@ -778,11 +792,11 @@ impl Shell {
             Action::Probe { target } => {
                 let tx = self.tx.clone();
                 let timeout = self.cfg.heartbeat.probe_timeout;
-                let tls = self.cfg.health_monitor.tls;
+                let link = self.link();
                 let _ = std::thread::Builder::new()
                     .name("probe".into())
                     .spawn(move || {
-                        let (ok, detail) = match peer_client::probe(&target, tls, timeout) {
+                        let (ok, detail) = match peer_client::probe(&target, link, timeout) {
                             Ok(_) => (true, "answered".to_string()),
                             Err(e) => (false, e),
                         };
@@ -799,14 +813,14 @@ impl Shell {
                     Some(k) => Some(Keys::derive(k.expose())),
                     None => self.keys.read().ok().and_then(|k| k.clone()),
                 };
-                let tls = self.cfg.health_monitor.tls;
+                let link = self.link();
                 let tx = self.tx.clone();
                 let _ = std::thread::Builder::new()
                     .name("peer-call".into())
                     .spawn(move || {
                         let result = match keys {
                             Some(keys) => {
-                                peer_client::call(&target, &request, &keys, tls, PEER_CALL_TIMEOUT)
+                                peer_client::call(&target, &request, &keys, link, PEER_CALL_TIMEOUT)
                             }
                             None => Err("no authentication key is set on this server".into()),
                         };

@@ -25,13 +25,36 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One exchange with the peer's Health Monitor, over TLS when `tls`.
-/// Any certificate is accepted: what matters is authenticated by the
-/// requests' and responses' HMAC signatures; TLS keeps it private.
+/// How this server calls its peer's Health Monitor: from which local address (the one the
+/// peer knows it by, so that the peer's reserved workers serve it) and whether over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// The local address to call from; the kernel picks one when `None`.
+    pub from: Option<IpAddr>,
+    /// HTTPS (the peer's `[health_monitor] tls`, the same on both servers).
+    pub tls: bool,
+}
+
+impl Link {
+    /// The endpoint for `t`. Any certificate is accepted: what matters is authenticated by
+    /// the requests' and responses' HMAC signatures; TLS keeps it private.
+    pub fn endpoint(&self, t: &PeerTarget) -> Result<client::Endpoint, String> {
+        let mut endpoint = client::Endpoint::new(addr(t)?);
+        if let Some(from) = self.from {
+            endpoint = endpoint.from(from);
+        }
+        if self.tls {
+            endpoint = endpoint.tls(&t.address, client::Verify::AnyCertificate);
+        }
+        Ok(endpoint)
+    }
+}
+
+/// One exchange with the peer's Health Monitor.
 #[allow(clippy::too_many_arguments)]
 fn exchange(
     t: &PeerTarget,
-    tls: bool,
+    link: Link,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -39,21 +62,14 @@ fn exchange(
     timeout: Duration,
     max: usize,
 ) -> Result<client::ClientResponse, String> {
-    let a = addr(t)?;
-    let r = if tls {
-        let verify = client::Verify::AnyCertificate;
-        client::request_tls(
-            a, &t.address, verify, method, path, headers, body, timeout, max,
-        )
-    } else {
-        client::request(a, method, path, headers, body, timeout, max)
-    };
-    r.map_err(|e| e.to_string())
+    link.endpoint(t)?
+        .request(method, path, headers, body, timeout, max)
+        .map_err(|e| e.to_string())
 }
 
 /// `GET /healthz`: does the peer's Health Monitor answer at all?
-pub fn probe(t: &PeerTarget, tls: bool, timeout: Duration) -> Result<String, String> {
-    let r = exchange(t, tls, "GET", "/healthz", &[], b"", timeout, 64 * 1024)?;
+pub fn probe(t: &PeerTarget, link: Link, timeout: Duration) -> Result<String, String> {
+    let r = exchange(t, link, "GET", "/healthz", &[], b"", timeout, 64 * 1024)?;
     if r.status == 200 {
         Ok(String::from_utf8_lossy(&r.body).into_owned())
     } else {
@@ -66,7 +82,7 @@ pub fn call(
     t: &PeerTarget,
     request: &PeerRequest,
     keys: &Keys,
-    tls: bool,
+    link: Link,
     timeout: Duration,
 ) -> Result<PeerAnswer, String> {
     let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
@@ -83,7 +99,7 @@ pub fn call(
     );
     let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("content-type", "application/json"));
-    let r = exchange(t, tls, "POST", &path, &headers, &body, timeout, MAX_ANSWER)?;
+    let r = exchange(t, link, "POST", &path, &headers, &body, timeout, MAX_ANSWER)?;
     let text = String::from_utf8_lossy(&r.body).into_owned();
     match r.status {
         200 => {

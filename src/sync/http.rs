@@ -8,10 +8,9 @@
 use super::{Limits, Source};
 use crate::ha::PeerTarget;
 use crate::peer::auth::{self, Keys};
-use crate::peer::client::unix_ms;
-use crate::web::client::{self, Verify};
+use crate::peer::client::{unix_ms, Link};
+use crate::web::client;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// How long a sync request may wait for the head of the answer, and then for
@@ -22,30 +21,21 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct PeerSource {
     target: PeerTarget,
     keys: Keys,
-    tls: bool,
+    link: Link,
     limits: Limits,
     /// One kept-alive connection (made on first use) for all this source's requests.
     session: Option<client::Session>,
 }
 
 impl PeerSource {
-    pub fn new(target: PeerTarget, keys: Keys, tls: bool, limits: Limits) -> PeerSource {
+    pub fn new(target: PeerTarget, keys: Keys, link: Link, limits: Limits) -> PeerSource {
         PeerSource {
             target,
             keys,
-            tls,
+            link,
             limits,
             session: None,
         }
-    }
-
-    fn addr(&self) -> Result<SocketAddr, String> {
-        let ip: IpAddr = self
-            .target
-            .address
-            .parse()
-            .map_err(|_| format!("bad peer address {:?}", self.target.address))?;
-        Ok(SocketAddr::new(ip, self.target.hm_port))
     }
 
     fn open(
@@ -69,10 +59,8 @@ impl PeerSource {
         let session = match &mut self.session {
             Some(s) => s,
             None => {
-                let tls = self
-                    .tls
-                    .then_some((self.target.address.as_str(), Verify::AnyCertificate));
-                let s = client::Session::new(self.addr()?, tls, SYNC_TIMEOUT)
+                let s = (self.link.endpoint(&self.target)?)
+                    .session(SYNC_TIMEOUT)
                     .map_err(|e| e.to_string())?;
                 self.session.insert(s)
             }
@@ -145,7 +133,7 @@ impl Source for PeerSource {
         Some(Box::new(PeerSource::new(
             self.target.clone(),
             self.keys.clone(),
-            self.tls,
+            self.link,
             self.limits,
         )))
     }

@@ -14,6 +14,7 @@ use super::{Limits, PassStats, Puller, Scanner, SetSpec};
 use crate::config::{Replication, SyncClass, SyncSet};
 use crate::ha::{Duty, PeerTarget, Severity, StatusView};
 use crate::peer::auth::Keys;
+use crate::peer::client::Link;
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -149,6 +150,14 @@ struct JobStarted {
 }
 
 impl SyncService {
+    /// How this server calls its peer: from its own address.
+    fn link(&self) -> Link {
+        Link {
+            from: self.me.address.parse().ok(),
+            tls: self.tls,
+        }
+    }
+
     /// `log(error, text)` reports what the service does (errors when `error`).
     pub fn new(
         cfg: Replication,
@@ -442,7 +451,7 @@ impl SyncService {
     /// Ask the peer to run a full copy from us and wait for it to finish.
     pub fn remote_copy(&self, peer: &PeerTarget, kind: &JobKind) -> Result<(), String> {
         let keys = self.keys()?;
-        let mut src = PeerSource::new(peer.clone(), keys, self.tls, self.limits);
+        let mut src = PeerSource::new(peer.clone(), keys, self.link(), self.limits);
         let request = PullRequest {
             kind: kind.clone(),
             from: self.me.clone(),
@@ -491,7 +500,7 @@ impl SyncService {
         which: impl Fn(&SyncSet) -> bool,
     ) -> Result<Vec<(SyncClass, PassStats)>, String> {
         let keys = self.keys()?;
-        let mut src = PeerSource::new(from.clone(), keys, self.tls, self.limits);
+        let mut src = PeerSource::new(from.clone(), keys, self.link(), self.limits);
         let mut out = Vec::new();
         for (i, (set, spec)) in self.specs.iter().enumerate() {
             if !which(set) {
@@ -679,7 +688,7 @@ impl SyncService {
     /// The active side: tell the standby that a class changed.
     pub fn send_hint(&self, peer: &PeerTarget, class: SyncClass) -> Result<(), String> {
         let keys = self.keys()?;
-        let mut src = PeerSource::new(peer.clone(), keys, self.tls, self.limits);
+        let mut src = PeerSource::new(peer.clone(), keys, self.link(), self.limits);
         let body = serde_json::to_vec(&serde_json::json!({ "class": class }))
             .map_err(|e| e.to_string())?;
         src.call("hint", &body).map(drop)

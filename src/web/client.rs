@@ -8,7 +8,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,12 +155,7 @@ pub fn request(
     timeout: Duration,
     max_body: usize,
 ) -> Result<ClientResponse, ClientError> {
-    let call = Call {
-        addr,
-        timeout,
-        max_body,
-    };
-    call.run(None, method, path_and_query, headers, body)
+    Endpoint::new(addr).request(method, path_and_query, headers, body, timeout, max_body)
 }
 
 /// As [`request`], over TLS (1.2 or 1.3, ring provider): the handshake counts toward
@@ -180,14 +175,90 @@ pub fn request_tls(
     timeout: Duration,
     max_body: usize,
 ) -> Result<ClientResponse, ClientError> {
-    let tls = tls_setup(addr, server_name, &verifier)?;
-    let call = Call {
-        addr,
+    Endpoint::new(addr).tls(server_name, verifier).request(
+        method,
+        path_and_query,
+        headers,
+        body,
         timeout,
         max_body,
-    };
-    call.run(Some(tls), method, path_and_query, headers, body)
+    )
 }
+
+/// A server to call: its address, the local address to call from, and TLS.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+    tls: Option<(String, Verify)>,
+}
+
+impl Endpoint {
+    /// Plain HTTP to `addr`, from whatever local address the kernel picks.
+    pub fn new(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            from: None,
+            tls: None,
+        }
+    }
+
+    /// Connects from `ip` (a peer recognises its partner by the address it calls from).
+    pub fn from(mut self, ip: IpAddr) -> Endpoint {
+        self.from = Some(ip);
+        self
+    }
+
+    /// Over TLS, checking the certificate as `verifier` says; see [`request_tls`].
+    pub fn tls(mut self, server_name: &str, verifier: Verify) -> Endpoint {
+        self.tls = Some((server_name.to_string(), verifier));
+        self
+    }
+
+    /// As [`request`], to this endpoint.
+    pub fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<ClientResponse, ClientError> {
+        let tls = self.tls_setup()?;
+        let call = Call {
+            addr: self.addr,
+            from: self.from,
+            timeout,
+            max_body,
+        };
+        call.run(tls, method, path_and_query, headers, body)
+    }
+
+    /// A [`Session`] with this endpoint.
+    pub fn session(&self, timeout: Duration) -> Result<Session, ClientError> {
+        Ok(Session {
+            call: Call {
+                addr: self.addr,
+                from: self.from,
+                timeout,
+                max_body: 0,
+            },
+            tls: self.tls_setup()?,
+            idle: Arc::new(std::sync::Mutex::new(None)),
+        })
+    }
+
+    fn tls_setup(&self) -> Result<Option<TlsSetup>, ClientError> {
+        self.tls
+            .as_ref()
+            .map(|(name, verifier)| tls_setup(self.addr, name, verifier))
+            .transpose()
+    }
+}
+
+/// A TLS client configuration and the server name to send.
+type TlsSetup = (Arc<rustls::ClientConfig>, ServerName<'static>);
 
 /// A response whose body is read as it arrives, for downloads too large to hold.
 #[derive(Debug)]
@@ -297,19 +368,12 @@ impl Session {
         tls: Option<(&str, Verify)>,
         timeout: Duration,
     ) -> Result<Session, ClientError> {
-        let tls = match tls {
-            None => None,
-            Some((server_name, verifier)) => Some(tls_setup(addr, server_name, &verifier)?),
-        };
-        Ok(Session {
-            call: Call {
-                addr,
-                timeout,
-                max_body: 0,
-            },
-            tls,
-            idle: Arc::new(std::sync::Mutex::new(None)),
-        })
+        let endpoint = Endpoint::new(addr);
+        match tls {
+            None => endpoint,
+            Some((server_name, verifier)) => endpoint.tls(server_name, verifier),
+        }
+        .session(timeout)
     }
 
     /// Sends one request (on the kept connection when there is one) and
@@ -354,6 +418,22 @@ impl Session {
         }
         Ok(r)
     }
+}
+
+/// A TCP connection to `addr`, from local address `from` when given.
+fn connect_from(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.bind(&SocketAddr::new(from, 0).into())?;
+    sock.connect_timeout(&addr.into(), timeout)?;
+    Ok(sock.into())
 }
 
 /// The rustls configuration and server name for one TLS call.
@@ -416,6 +496,8 @@ pub(super) fn client_config(pin: Option<[u8; 32]>) -> Result<rustls::ClientConfi
 /// What every stage of one exchange needs for its errors.
 struct Call {
     addr: SocketAddr,
+    /// The local address to connect from; the kernel picks one when `None`.
+    from: Option<IpAddr>,
     timeout: Duration,
     max_body: usize,
 }
@@ -520,14 +602,13 @@ impl Call {
         if timeout.is_zero() {
             return Err(self.timed_out("connecting"));
         }
-        let stream =
-            TcpStream::connect_timeout(&addr, timeout.min(MAX_WAIT)).map_err(|source| {
-                if is_timeout(&source) {
-                    self.timed_out("connecting")
-                } else {
-                    ClientError::Connect { addr, source }
-                }
-            })?;
+        let stream = connect_from(self.from, addr, timeout.min(MAX_WAIT)).map_err(|source| {
+            if is_timeout(&source) {
+                self.timed_out("connecting")
+            } else {
+                ClientError::Connect { addr, source }
+            }
+        })?;
         let _ = stream.set_nodelay(true);
         let wire = match tls {
             None => Wire::plain(stream),
@@ -889,6 +970,11 @@ impl Wire {
         }
     }
 
+    /// Turns plain TCP into TLS served by `conn` (after sniffing a ClientHello).
+    pub(super) fn start_tls(&mut self, conn: rustls::Connection) {
+        self.tls = Some(Box::new(conn));
+    }
+
     /// The underlying socket.
     pub(super) fn socket(&self) -> &TcpStream {
         &self.sock
@@ -965,18 +1051,6 @@ impl Wire {
         Ok(())
     }
 
-    /// True if request bytes are already buffered inside TLS (or the peer closed it),
-    /// so waiting for the socket to become readable would be wrong.
-    pub(super) fn has_buffered(&mut self) -> bool {
-        match self.tls.as_deref_mut() {
-            None => false,
-            Some(conn) => match conn.process_new_packets() {
-                Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
-                Err(_) => true, // let the next read report it
-            },
-        }
-    }
-
     /// Sends TLS `close_notify` before `deadline`, best effort (nothing for plain TCP).
     pub(super) fn close_notify(&mut self, deadline: Instant) {
         if let Some(conn) = self.tls.as_deref_mut() {
@@ -985,15 +1059,136 @@ impl Wire {
         }
     }
 
-    /// Sends TLS `close_notify` if the socket takes it right away, never blocking.
+    /// Moves whatever has arrived into `buf` (up to `cap` bytes in it) without blocking; the
+    /// socket must be non-blocking. For TLS this also advances the handshake and writes what
+    /// rustls has queued (handshake records, alerts) as far as the socket takes it. A TLS
+    /// failure is an `InvalidData` error; its alert has been offered to the socket.
+    pub(super) fn pump(&mut self, buf: &mut Vec<u8>, cap: usize) -> io::Result<Pumped> {
+        let mut chunk = [0u8; CHUNK];
+        let mut out = Pumped::default();
+        let Some(conn) = self.tls.as_deref_mut() else {
+            while buf.len() < cap {
+                let want = (cap - buf.len()).min(CHUNK);
+                match self.sock.read(&mut chunk[..want]) {
+                    Ok(0) => {
+                        out.eof = true;
+                        break;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(out);
+        };
+        let mut sock_eof = false;
+        loop {
+            if !conn.is_handshaking() {
+                while buf.len() < cap {
+                    let want = (cap - buf.len()).min(CHUNK);
+                    match conn.reader().read(&mut chunk[..want]) {
+                        Ok(0) => {
+                            out.eof = true; // close_notify
+                            break;
+                        }
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            out.eof = true;
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if out.eof || sock_eof || buf.len() >= cap {
+                break;
+            }
+            match conn.read_tls(&mut self.sock) {
+                Ok(0) => sock_eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                let _ = write_tls_now(conn, &mut self.sock);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        out.eof |= sock_eof && conn.is_handshaking();
+        out.handshaking = conn.is_handshaking();
+        out.blocked = write_tls_now(conn, &mut self.sock)?;
+        Ok(out)
+    }
+
+    /// True while rustls holds records it could not yet write to the socket.
+    pub(super) fn wants_write(&self) -> bool {
+        self.tls.as_deref().is_some_and(|c| c.wants_write())
+    }
+
+    /// Queues `data` (an answer small enough for a fresh socket buffer) and, if `close`,
+    /// TLS `close_notify`, writing as much as the non-blocking socket takes now.
+    pub(super) fn send_now(&mut self, data: &[u8], close: bool) {
+        match self.tls.as_deref_mut() {
+            None => {
+                let mut data = data;
+                while !data.is_empty() {
+                    match self.sock.write(data) {
+                        Ok(0) => break,
+                        Ok(n) => data = &data[n..],
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(conn) => {
+                let _ = conn.writer().write_all(data);
+                if close {
+                    conn.send_close_notify();
+                }
+                let _ = write_tls_now(conn, &mut self.sock);
+            }
+        }
+    }
+
+    /// Sends TLS `close_notify` if the socket takes it right away, never blocking (nothing
+    /// during a handshake, which the close itself ends).
     pub(super) fn close_notify_now(&mut self) {
-        if let Some(conn) = self.tls.as_deref_mut() {
+        if let Some(conn) = self.tls.as_deref_mut().filter(|c| !c.is_handshaking()) {
             conn.send_close_notify();
             if self.sock.set_nonblocking(true).is_ok() {
                 let _ = conn.write_tls(&mut self.sock);
             }
         }
     }
+}
+
+/// What [`Wire::pump`] saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Pumped {
+    /// The client closed its side (TCP FIN, or TLS `close_notify`).
+    pub eof: bool,
+    /// The TLS handshake is not finished yet.
+    pub handshaking: bool,
+    /// TLS records are waiting for the socket to take them.
+    pub blocked: bool,
+}
+
+/// Writes what rustls has queued until the non-blocking socket is full; true if some is
+/// left for later.
+fn write_tls_now(conn: &mut rustls::Connection, sock: &mut TcpStream) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
 }
 
 /// Reads TLS records once before `deadline` and processes them; `Ok(0)` at EOF.

@@ -1,21 +1,28 @@
-//! Bounded, blocking HTTP/1.1 server, plain or TLS, with persistent connections.
+//! Bounded HTTP/1.1 server, plain or TLS, with persistent connections, built so that a
+//! flood of slow or idle clients cannot silence it.
 //!
-//! One acceptor thread admits connections (at most `max_connections` open in all and
-//! `max_per_client` per source address; beyond that, 503 and close) and feeds a fixed pool of
-//! worker threads through a bounded queue. A worker serves a connection's requests while
-//! they keep coming, pipelined ones included. A keep-alive connection that goes quiet is
-//! handed to a single idle thread that waits on all such connections with poll(2) and queues
-//! each again when its next request arrives (or closes it after `idle_timeout`), so idle
-//! clients never hold a worker. Threads: acceptor, idle poller and `workers`, no others.
-//! Every socket operation is bounded by a deadline, so a slow client costs a worker at most
-//! `request_timeout` per request.
+//! One poller thread owns every connection that is not being answered. With poll(2) and
+//! non-blocking sockets it accepts, tells TLS from plain HTTP, runs TLS handshakes and reads
+//! requests, for all of them at once. A worker gets a connection only with a complete request
+//! (head and body) in hand, answers it (blocking, by a deadline), and gives the connection
+//! back for the next request. So a client that connects and sends nothing, or stalls halfway
+//! through a handshake or a request, costs a file descriptor and a few bytes, never a worker.
+//!
+//! Limits: at most `max_connections` open in all and `max_per_client` per client (an IPv4
+//! address or an IPv6 /64). When the server is full, a newcomer may take the place of a
+//! waiting connection of a client that holds far more, or of one that has waited a second
+//! without finishing a request ([`evict`]); otherwise it gets 503. One client address can be
+//! reserved ([`Server::reserved`], the registered peer): it has its own workers and queue, is
+//! held only to the per-client limit, and is never evicted.
+//!
+//! Threads: the poller, `workers` and `reserved_workers`, no others.
 
 use super::client::{deadline_after, is_timeout, Wire};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,8 +47,15 @@ Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n";
 const TLS_HANDSHAKE: u8 = 0x16;
 /// Body of the 400 answering plain HTTP sent to a TLS port.
 const NEEDS_TLS: &str = "This port speaks HTTPS (TLS) only.\n";
-/// Longest the idle poller sleeps without looking at the stop flag.
+/// Longest the poller sleeps without looking at the stop flag.
 const POLL_MAX: Duration = Duration::from_secs(1);
+/// Complete requests from the reserved client that may wait for a reserved worker.
+const RESERVED_QUEUE: usize = 64;
+/// Most connections accepted in one turn of the poller.
+const ACCEPT_BATCH: usize = 64;
+/// How long a connection may wait without finishing a request before a newcomer may take
+/// its place when the server is full, whoever holds it.
+const EVICT_AGE: Duration = Duration::from_secs(1);
 
 /// Resource limits for one [`Server`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +64,21 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body accepted, in bytes; more gets 413.
     pub max_body_bytes: usize,
-    /// Total time to receive one request, counted from when a worker takes the connection
-    /// (a TLS handshake counts toward the first request's); sending the response has as long.
+    /// Total time to receive one request: for a new connection counted from its accept (the
+    /// TLS handshake included), for a kept-alive one from the request's first byte; sending
+    /// the response has as long.
     pub request_timeout: Duration,
     /// Number of worker threads (at least one is started).
     pub workers: usize,
-    /// Connections that may wait for a worker, new ones and kept-alive ones whose next request
-    /// is arriving (capped at 65536); beyond that they get 503 (on TLS: are closed).
+    /// Complete requests that may wait for a worker (capped at 65536); beyond that they get
+    /// 503. Connections still in their handshake or request never wait here.
     pub queue: usize,
+    /// Worker threads kept for the reserved client ([`Server::reserved`]), at least one.
+    pub reserved_workers: usize,
+    /// Most request bytes buffered for connections whose request is incomplete; beyond it
+    /// they are not read (so their deadline runs) until some are consumed. The reserved
+    /// client is not held to it.
+    pub max_buffered_bytes: usize,
     /// How long a keep-alive connection may stay quiet between requests before it is closed.
     pub idle_timeout: Duration,
     /// Most requests answered on one connection (at least one); the last answer says
@@ -79,6 +100,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             workers: 4,
             queue: 64,
+            reserved_workers: 2,
+            max_buffered_bytes: 32 << 20,
             idle_timeout: Duration::from_secs(5),
             max_requests_per_connection: 100,
             max_connections: 256,
@@ -247,8 +270,7 @@ where
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
-    idler: Option<JoinHandle<()>>,
+    poller: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -262,9 +284,26 @@ impl fmt::Debug for Server {
     }
 }
 
+/// The one client address served by the reserved workers, outside the total connection
+/// limit and never evicted: the registered peer, whose probe and peer API calls must get
+/// through while strangers flood the port. Shared with whoever learns the peer's address.
+#[derive(Debug, Clone, Default)]
+pub struct Reserved(Arc<Mutex<Option<IpAddr>>>);
+
+impl Reserved {
+    /// Reserves capacity for `ip` (or for nobody).
+    pub fn set(&self, ip: Option<IpAddr>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = ip.map(|ip| ip.to_canonical());
+    }
+
+    fn is(&self, ip: IpAddr) -> bool {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) == Some(ip.to_canonical())
+    }
+}
+
 impl Server {
-    /// Binds `addr` for plain HTTP, then starts the acceptor, the idle poller and
-    /// `limits.workers` worker threads.
+    /// Binds `addr` for plain HTTP, then starts the poller, `limits.workers` workers and
+    /// `limits.reserved_workers` reserved workers.
     pub fn bind(addr: SocketAddr, limits: Limits, handler: Arc<dyn Handler>) -> io::Result<Server> {
         Self::start(addr, limits, handler, None)
     }
@@ -289,73 +328,71 @@ impl Server {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
-        let (idle_tx, idle_rx) = unbounded::<Conn>(); // bounded by max_connections
+        let (park_tx, park_rx) = unbounded::<Conn>(); // bounded by the connection limits
         let shared = Arc::new(Shared {
             limits,
             handler,
             tls,
             stop: AtomicBool::new(false),
             counts: Arc::default(),
-            idle_tx,
+            park_tx,
             wake_tx,
+            reserved: Reserved::default(),
         });
         let mut server = Server {
             addr,
             shared,
-            acceptor: None,
-            idler: None,
+            poller: None,
             workers: Vec::new(),
         };
-        let (tx, rx) = bounded::<Job>(limits.queue.min(MAX_QUEUE));
-        for i in 0..limits.workers.max(1) {
-            let (rx, shared) = (rx.clone(), Arc::clone(&server.shared));
-            match spawn(format!("http-worker-{i}"), move || {
-                worker_loop(&rx, &shared)
-            }) {
-                Ok(handle) => server.workers.push(handle),
-                Err(e) => {
-                    drop(tx); // lets the workers already started see a closed queue
-                    server.abort();
-                    return Err(e);
+        let (tx, rx) = bounded::<Conn>(limits.queue.clamp(1, MAX_QUEUE));
+        let (reserved_tx, reserved_rx) = bounded::<Conn>(RESERVED_QUEUE);
+        let pools = [
+            ("http-worker", rx, limits.workers.max(1)),
+            ("http-peer", reserved_rx, limits.reserved_workers.max(1)),
+        ];
+        for (name, rx, count) in pools {
+            for i in 0..count {
+                let (rx, shared) = (rx.clone(), Arc::clone(&server.shared));
+                match spawn(format!("{name}-{i}"), move || worker_loop(&rx, &shared)) {
+                    Ok(handle) => server.workers.push(handle),
+                    Err(e) => {
+                        drop((tx, reserved_tx)); // the workers started see closed queues
+                        server.abort();
+                        return Err(e);
+                    }
                 }
             }
         }
-        let (jobs, shared) = (tx.clone(), Arc::clone(&server.shared));
-        let idler = spawn("http-idle".to_string(), move || {
-            idle_loop(&idle_rx, &wake_rx, &jobs, &shared);
-        });
-        match idler {
-            Ok(handle) => server.idler = Some(handle),
-            Err(e) => {
-                drop(tx);
-                server.abort();
-                return Err(e);
-            }
-        }
+        let queues = Queues {
+            general: tx,
+            reserved: reserved_tx,
+        };
         let shared = Arc::clone(&server.shared);
-        match spawn("http-acceptor".to_string(), move || {
-            accept_loop(&listener, &tx, &shared);
+        match spawn("http-poll".to_string(), move || {
+            poll_loop(&listener, &wake_rx, &park_rx, &queues, &shared);
         }) {
             Ok(handle) => {
-                server.acceptor = Some(handle);
+                server.poller = Some(handle);
                 Ok(server)
             }
             Err(e) => {
-                server.abort(); // the failed closure owned `tx`; the idle poller holds the rest
+                server.abort(); // the failed closure owned the queues
                 Err(e)
             }
         }
     }
 
-    /// Stops the idle poller and joins what was started (startup failed).
+    /// Stops and joins what was started.
     fn abort(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake();
-        if let Some(handle) = self.idler.take() {
+        if let Some(handle) = self.poller.take() {
             let _ = handle.join();
         }
         join_all(std::mem::take(&mut self.workers));
@@ -366,44 +403,25 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting, answers still-queued connections with 503 (a TLS port just closes
-    /// them), closes idle ones, finishes in-flight requests (answering them with
-    /// `Connection: close`) and joins all threads (a handler that never returns blocks this).
-    pub fn shutdown(mut self) {
-        let woke = self.signal_stop();
-        let acceptor = self.acceptor.take();
-        if !woke {
-            return; // acceptor unreachable: leave threads detached rather than hang
-        }
-        if let Some(handle) = acceptor {
-            let _ = handle.join();
-        }
-        if let Some(handle) = self.idler.take() {
-            let _ = handle.join();
-        }
-        join_all(std::mem::take(&mut self.workers));
+    /// The handle that names the client served by the reserved workers.
+    pub fn reserved(&self) -> Reserved {
+        self.shared.reserved.clone()
     }
 
-    /// Sets the stop flag, wakes the idle poller, and wakes the acceptor with a
-    /// self-connect; false if that failed.
-    fn signal_stop(&self) -> bool {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake();
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok()
+    /// Stops accepting, closes every connection not being served, answers complete requests
+    /// still queued with 503 (a TLS port just closes them), finishes in-flight requests
+    /// (answering them with `Connection: close`) and joins all threads (a handler that never
+    /// returns blocks this).
+    pub fn shutdown(mut self) {
+        self.abort();
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.acceptor.is_some() {
-            self.signal_stop();
+        if self.poller.is_some() {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.wake();
         }
     }
 }
@@ -425,10 +443,11 @@ struct Shared {
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: AtomicBool,
     counts: Arc<Mutex<Counts>>,
-    /// Quiet keep-alive connections, to the idle poller.
-    idle_tx: Sender<Conn>,
-    /// Written to (one byte, never blocking) to wake the idle poller.
+    /// Kept-alive connections going back from the workers to the poller.
+    park_tx: Sender<Conn>,
+    /// Written to (one byte, never blocking) to wake the poller.
     wake_tx: UnixStream,
+    reserved: Reserved,
 }
 
 impl Shared {
@@ -440,41 +459,74 @@ impl Shared {
         let _ = (&self.wake_tx).write(&[1]); // a full pipe means a wake-up is pending anyway
     }
 
-    /// Hands a quiet keep-alive connection to the idle poller (if it is gone, closes it).
+    /// Hands a kept-alive connection back to the poller (if it is gone, closes it).
     fn park(&self, conn: Conn) {
-        if self.idle_tx.send(conn).is_ok() {
+        if self.park_tx.send(conn).is_ok() {
             self.wake();
         }
     }
 }
 
-/// Open connections, in all and per source address.
+/// The queues from the poller to the two worker pools.
+struct Queues {
+    general: Sender<Conn>,
+    reserved: Sender<Conn>,
+}
+
+/// Open connections: in all (but the reserved client's, which are outside that limit) and
+/// per client (see [`client_key`]).
 #[derive(Debug, Default)]
 struct Counts {
     open: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Counts {
+    fn of(&self, key: IpAddr) -> usize {
+        self.per_client.get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// Which limit turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Client,
+    Total,
 }
 
 /// One admitted connection's place in [`Counts`]; given back when dropped.
 struct Slot {
     counts: Arc<Mutex<Counts>>,
-    ip: IpAddr,
+    key: IpAddr,
+    /// Counted in `Counts::open` (not the reserved client's).
+    in_total: bool,
 }
 
 impl Slot {
-    /// A place for a connection from `ip`, unless a limit is reached.
-    fn take(counts: &Arc<Mutex<Counts>>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
-        let ip = ip.to_canonical();
+    /// A place for a connection from client `key`, unless a limit is reached; the reserved
+    /// client is held only to the per-client limit.
+    fn take(
+        counts: &Arc<Mutex<Counts>>,
+        key: IpAddr,
+        limits: &Limits,
+        reserved: bool,
+    ) -> Result<Slot, Full> {
         let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
-        if c.open >= limits.max_connections.max(1) || from_ip >= limits.max_per_client.max(1) {
-            return None;
+        let from_client = c.of(key);
+        if from_client >= limits.max_per_client.max(1) {
+            return Err(Full::Client);
         }
-        c.open += 1;
-        c.per_ip.insert(ip, from_ip + 1);
-        Some(Slot {
+        if !reserved && c.open >= limits.max_connections.max(1) {
+            return Err(Full::Total);
+        }
+        if !reserved {
+            c.open += 1;
+        }
+        c.per_client.insert(key, from_client + 1);
+        Ok(Slot {
             counts: Arc::clone(counts),
-            ip,
+            key,
+            in_total: !reserved,
         })
     }
 }
@@ -482,8 +534,10 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        c.open = c.open.saturating_sub(1);
-        let left = match c.per_ip.get_mut(&self.ip) {
+        if self.in_total {
+            c.open = c.open.saturating_sub(1);
+        }
+        let left = match c.per_client.get_mut(&self.key) {
             Some(n) => {
                 *n = n.saturating_sub(1);
                 *n
@@ -491,59 +545,400 @@ impl Drop for Slot {
             None => 0,
         };
         if left == 0 {
-            c.per_ip.remove(&self.ip);
+            c.per_client.remove(&self.key);
         }
     }
 }
 
-/// Work for a worker: a new connection, or a kept-alive one whose next request is arriving.
-enum Job {
-    New(TcpStream, SocketAddr, Slot),
-    Ready(Conn),
+/// What limits count as one client: an IPv4 address, or an IPv6 /64 (one host's usual share).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
-/// A connection between requests.
+/// A connection. The poller holds it while it waits for bytes; a worker holds it while it
+/// answers one complete request.
 struct Conn {
     wire: Wire,
     peer: SocketAddr,
-    /// Bytes received past the previous request (pipelining).
+    /// Bytes received and not yet consumed: the next request, complete when a worker gets it.
     carry: Vec<u8>,
     /// Requests answered so far.
     served: usize,
-    _slot: Slot,
+    /// When it was accepted.
+    since: Instant,
+    /// From the reserved client: reserved workers, never evicted.
+    reserved: bool,
+    slot: Slot,
 }
 
-fn accept_loop(listener: &TcpListener, tx: &Sender<Job>, shared: &Shared) {
-    loop {
-        let accepted = listener.accept();
-        if shared.stopping() {
-            break;
+/// Where a connection held by the poller stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// On a TLS port, before the first byte says TLS or plain HTTP.
+    Sniff,
+    /// In the TLS handshake.
+    Handshake,
+    /// Waiting for (the rest of) a request.
+    Read,
+    /// Answered and half-closed; unread input is drained so the close sends no reset.
+    Linger,
+}
+
+/// A connection held by the poller, and when it must have moved on.
+struct Entry {
+    conn: Conn,
+    stage: Stage,
+    until: Instant,
+}
+
+/// What to do with an entry after looking at it.
+enum Next {
+    Keep,
+    Dispatch,
+    Close,
+    Answer(Response),
+}
+
+/// The poller: accepts, sniffs TLS, runs handshakes and reads requests for every connection
+/// at once with poll(2), without blocking; a worker gets a connection only with a complete
+/// request. Deadlines: a new connection has `request_timeout` to deliver its first request,
+/// a kept-alive one `idle_timeout` to start the next and `request_timeout` to finish it.
+fn poll_loop(
+    listener: &TcpListener,
+    wake_rx: &UnixStream,
+    park_rx: &Receiver<Conn>,
+    queues: &Queues,
+    shared: &Shared,
+) {
+    let limits = &shared.limits;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut accept_after = Instant::now();
+    while !shared.stopping() {
+        let now = Instant::now();
+        for conn in park_rx.try_iter() {
+            if conn.wire.socket().set_nonblocking(true).is_err() {
+                continue;
+            }
+            let mut entry = Entry {
+                conn,
+                stage: Stage::Read,
+                until: now + limits.idle_timeout,
+            };
+            // Pipelined bytes may already be here (in `carry` or inside TLS).
+            let next = advance(&mut entry, shared, now);
+            settle(entry, next, &mut entries, queues, now);
         }
-        match accepted {
-            Ok((stream, peer)) => match Slot::take(&shared.counts, peer.ip(), &shared.limits) {
-                Some(slot) => {
-                    if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
-                        tx.try_send(Job::New(stream, peer, slot))
-                    {
-                        reject(job, shared);
-                    }
-                }
-                None => reject_busy(&stream, shared.tls.is_some()),
-            },
+        let buffered: usize = entries.iter().map(|e| e.conn.carry.len()).sum();
+        let may_read = buffered < limits.max_buffered_bytes;
+        fds.clear();
+        fds.push(readable(wake_rx.as_raw_fd()));
+        let accepting = accept_after <= now;
+        fds.push(libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: if accepting { libc::POLLIN } else { 0 },
+            revents: 0,
+        });
+        fds.extend(entries.iter().map(|e| {
+            let reads = may_read || e.conn.reserved || e.stage != Stage::Read;
+            let mut events = if reads { libc::POLLIN } else { 0 };
+            if e.conn.wire.wants_write() {
+                events |= libc::POLLOUT;
+            }
+            libc::pollfd {
+                fd: e.conn.wire.socket().as_raw_fd(),
+                events,
+                revents: 0,
+            }
+        }));
+        let mut wait = entries
+            .iter()
+            .map(|e| e.until.saturating_duration_since(now))
+            .fold(POLL_MAX, Duration::min);
+        if !accepting {
+            wait = wait.min(accept_after.saturating_duration_since(now));
+        }
+        let wait_ms = i32::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(1000);
+        if !poll(&mut fds, wait_ms) {
+            thread::sleep(Duration::from_millis(10)); // unexpected: do not spin
+        }
+        if fds[0].revents != 0 {
+            let mut sink = [0u8; 64];
+            while matches!((&*wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        let now = Instant::now();
+        for (mut entry, fd) in std::mem::take(&mut entries).into_iter().zip(&fds[2..]) {
+            let next = if fd.revents & libc::POLLNVAL != 0 {
+                Next::Close
+            } else if fd.revents != 0 {
+                advance(&mut entry, shared, now)
+            } else if entry.until <= now {
+                expire(&entry)
+            } else {
+                Next::Keep
+            };
+            settle(entry, next, &mut entries, queues, now);
+        }
+        if fds[1].revents != 0 && accept_new(listener, &mut entries, shared, now).is_err() {
             // e.g. out of file descriptors: back off instead of spinning
-            Err(_) => thread::sleep(Duration::from_millis(10)),
+            accept_after = now + Duration::from_millis(10);
+        }
+    }
+    for entry in entries {
+        close(entry.conn);
+    }
+    for conn in park_rx.try_iter() {
+        close(conn);
+    }
+}
+
+/// Applies `next` to `entry`: keeps it in `entries`, queues it for a worker, answers it
+/// (then lingers) or closes it.
+fn settle(mut entry: Entry, next: Next, entries: &mut Vec<Entry>, queues: &Queues, now: Instant) {
+    let answer = match next {
+        Next::Keep if entry.until > now => return entries.push(entry),
+        Next::Keep => match expire(&entry) {
+            Next::Answer(r) => r,
+            _ => return close(entry.conn),
+        },
+        Next::Close => return close(entry.conn),
+        Next::Answer(r) => r,
+        Next::Dispatch => {
+            let queue = if entry.conn.reserved {
+                &queues.reserved
+            } else {
+                &queues.general
+            };
+            match queue.try_send(entry.conn) {
+                Ok(()) => return,
+                Err(TrySendError::Full(conn) | TrySendError::Disconnected(conn)) => {
+                    entry.conn = conn;
+                    error_response(503)
+                }
+            }
+        }
+    };
+    if entry.stage == Stage::Linger {
+        return close(entry.conn);
+    }
+    entry
+        .conn
+        .wire
+        .send_now(&answer.to_bytes(false, false), true);
+    let _ = entry.conn.wire.socket().shutdown(Shutdown::Write);
+    entry.stage = Stage::Linger;
+    entry.until = now + LINGER;
+    entries.push(entry);
+}
+
+/// What a connection whose deadline passed gets: 408 if a request had started, else a close.
+fn expire(entry: &Entry) -> Next {
+    if entry.stage == Stage::Read && !entry.conn.carry.is_empty() {
+        Next::Answer(error_response(408))
+    } else {
+        Next::Close
+    }
+}
+
+/// Moves a connection on with whatever arrived, never blocking.
+fn advance(entry: &mut Entry, shared: &Shared, now: Instant) -> Next {
+    let (limits, tls) = (&shared.limits, shared.tls.as_ref());
+    let conn = &mut entry.conn;
+    match entry.stage {
+        Stage::Linger => return drain(conn.wire.socket()),
+        Stage::Sniff => {
+            let mut byte = [0u8; 1];
+            match conn.wire.socket().peek(&mut byte) {
+                Ok(1) if byte[0] == TLS_HANDSHAKE => {}
+                Ok(1) => return Next::Answer(Response::text(400, NEEDS_TLS)),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => return Next::Keep,
+                _ => return Next::Close,
+            }
+            let tls = tls.map(|config| rustls::ServerConnection::new(Arc::clone(config)));
+            let Some(Ok(tls)) = tls else {
+                return Next::Close;
+            };
+            conn.wire.start_tls(tls.into());
+            entry.stage = Stage::Handshake;
+        }
+        Stage::Handshake | Stage::Read => {}
+    }
+    let was_empty = conn.carry.is_empty();
+    let mut cap = limits.max_header_bytes + 1;
+    loop {
+        let pumped = match conn.wire.pump(&mut conn.carry, cap) {
+            Ok(p) => p,
+            Err(_) => return Next::Close, // a TLS failure's alert is already offered
+        };
+        if pumped.handshaking {
+            return if pumped.eof { Next::Close } else { Next::Keep };
+        }
+        entry.stage = Stage::Read;
+        if was_empty && !conn.carry.is_empty() && conn.served > 0 {
+            entry.until = now + limits.request_timeout; // the next request has begun
+        }
+        match check(&conn.carry, conn.peer, limits) {
+            Check::Complete => return Next::Dispatch,
+            Check::Bad(status) => return Next::Answer(error_response(status)),
+            Check::Partial(need) if need > cap && !pumped.eof => cap = need, // read on
+            Check::Partial(_) if pumped.eof => {
+                return if conn.carry.is_empty() {
+                    Next::Close
+                } else {
+                    Next::Answer(error_response(400)) // stopped sending mid-request
+                };
+            }
+            Check::Partial(_) => return Next::Keep,
         }
     }
 }
 
-/// Turns away a job that cannot be served now.
-fn reject(job: Job, shared: &Shared) {
-    match job {
-        Job::New(stream, _, _slot) => reject_busy(&stream, shared.tls.is_some()),
-        Job::Ready(mut conn) => {
-            conn.wire.close_notify_now();
-            reject_busy(conn.wire.socket(), conn.wire.is_tls());
+/// How far the bytes in `carry` go toward a request.
+enum Check {
+    /// A whole request: head and `Content-Length` bytes of body.
+    Complete,
+    /// Not yet; this many bytes are needed at least (or one more than the head limit while
+    /// the head is incomplete).
+    Partial(usize),
+    /// Never: answer with this status and close.
+    Bad(u16),
+}
+
+fn check(carry: &[u8], peer: SocketAddr, limits: &Limits) -> Check {
+    let (head_len, req) = match parse_request_head(carry, peer) {
+        Ok(Some((len, req, _))) => (len, req),
+        Ok(None) if carry.len() > limits.max_header_bytes => return Check::Bad(431),
+        Ok(None) => return Check::Partial(limits.max_header_bytes + 1),
+        Err(status) => return Check::Bad(status.unwrap_or(400)),
+    };
+    if head_len > limits.max_header_bytes {
+        return Check::Bad(431);
+    }
+    if req.header("transfer-encoding").is_some() {
+        return Check::Bad(501);
+    }
+    let Some(len) = content_length(&req.headers) else {
+        return Check::Bad(400);
+    };
+    if len > limits.max_body_bytes {
+        return Check::Bad(413);
+    }
+    if carry.len() >= head_len + len {
+        Check::Complete
+    } else {
+        Check::Partial(head_len + len)
+    }
+}
+
+/// Discards what a lingering connection sends; closes at its end.
+fn drain(stream: &TcpStream) -> Next {
+    let (mut sink, mut stream) = ([0u8; 4096], stream);
+    for _ in 0..LINGER_BYTES / sink.len() {
+        match stream.read(&mut sink) {
+            Ok(0) => return Next::Close,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
         }
+    }
+    Next::Close // more than a rejected request should carry
+}
+
+fn close(mut conn: Conn) {
+    conn.wire.close_notify_now();
+}
+
+/// Accepts what the listener has. When the total limit is reached, a newcomer may take the
+/// place of a waiting connection (see [`evict`]); otherwise it gets 503. `Err` when accept
+/// failed for another reason than an empty backlog.
+fn accept_new(
+    listener: &TcpListener,
+    entries: &mut Vec<Entry>,
+    shared: &Shared,
+    now: Instant,
+) -> io::Result<()> {
+    let limits = &shared.limits;
+    for _ in 0..ACCEPT_BATCH {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let reserved = shared.reserved.is(peer.ip());
+        let key = client_key(peer.ip());
+        let mut slot = Slot::take(&shared.counts, key, limits, reserved);
+        if slot.as_ref().err() == Some(&Full::Total) && evict(entries, key, shared, now) {
+            slot = Slot::take(&shared.counts, key, limits, reserved);
+        }
+        let Ok(slot) = slot else {
+            reject_busy(&stream, shared.tls.is_some());
+            continue;
+        };
+        entries.push(Entry {
+            conn: Conn {
+                wire: Wire::plain(stream),
+                peer,
+                carry: Vec::new(),
+                served: 0,
+                since: now,
+                reserved,
+                slot,
+            },
+            stage: if shared.tls.is_some() {
+                Stage::Sniff
+            } else {
+                Stage::Read
+            },
+            until: now + limits.request_timeout,
+        });
+    }
+    Ok(())
+}
+
+/// Closes one waiting connection to make room for a newcomer from client `key`, if one is
+/// fair game: a connection already lingering; else, from the client holding the most
+/// connections, one that has not finished a request (the oldest first), then any. It must
+/// belong to a client with at least two more connections than the newcomer's, or have waited
+/// [`EVICT_AGE`] without finishing a request. Connections being served and the reserved
+/// client's are never evicted. True if one was closed.
+fn evict(entries: &mut Vec<Entry>, key: IpAddr, shared: &Shared, now: Instant) -> bool {
+    let victim = {
+        let counts = shared.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = counts.of(key);
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.conn.reserved)
+            .max_by_key(|(_, e)| {
+                (
+                    e.stage == Stage::Linger,
+                    counts.of(e.conn.slot.key),
+                    e.conn.served == 0,
+                    std::cmp::Reverse(e.conn.since),
+                )
+            })
+            .filter(|(_, e)| {
+                e.stage == Stage::Linger
+                    || counts.of(e.conn.slot.key) > mine + 1
+                    || (e.conn.served == 0 && now.duration_since(e.conn.since) >= EVICT_AGE)
+            })
+            .map(|(i, _)| i)
+    }; // the lock is released before the victim's slot is given back
+    match victim {
+        Some(i) => {
+            close(entries.swap_remove(i).conn);
+            true
+        }
+        None => false,
     }
 }
 
@@ -566,129 +961,67 @@ fn reject_busy(stream: &TcpStream, tls: bool) {
     }
 }
 
-fn worker_loop(rx: &Receiver<Job>, shared: &Shared) {
-    for job in rx.iter() {
+fn worker_loop(rx: &Receiver<Conn>, shared: &Shared) {
+    for mut conn in rx.iter() {
         if shared.stopping() {
-            reject(job, shared);
+            conn.wire.close_notify_now();
+            reject_busy(conn.wire.socket(), conn.wire.is_tls());
             continue;
         }
-        let request_timeout = shared.limits.request_timeout;
-        match job {
-            Job::New(stream, peer, slot) => {
-                let deadline = deadline_after(request_timeout);
-                if let Some(wire) = open(stream, shared, deadline) {
-                    let conn = Conn {
-                        wire,
-                        peer,
-                        carry: Vec::new(),
-                        served: 0,
-                        _slot: slot,
-                    };
-                    serve(conn, deadline, shared);
-                }
-            }
-            Job::Ready(conn) => serve(conn, deadline_after(request_timeout), shared),
+        if conn.wire.socket().set_nonblocking(false).is_ok() {
+            serve(conn, shared);
         }
     }
 }
 
-/// Readies a new connection: on a TLS port, answers plain HTTP with 400 or completes
-/// the handshake by `deadline`. `None` when the connection is done with.
-fn open(stream: TcpStream, shared: &Shared, deadline: Instant) -> Option<Wire> {
-    let _ = stream.set_nodelay(true);
-    let Some(config) = &shared.tls else {
-        return Some(Wire::plain(stream));
-    };
-    match first_byte(&stream, deadline)? {
-        TLS_HANDSHAKE => {}
-        _ => {
-            let mut wire = Wire::plain(stream);
-            let answer = Response::text(400, NEEDS_TLS).to_bytes(false, false);
-            let limit = deadline_after(shared.limits.request_timeout);
-            if wire.write_all_by(&answer, limit).is_ok() {
-                linger(wire.socket());
-            }
-            return None;
-        }
-    }
-    let conn = rustls::ServerConnection::new(Arc::clone(config)).ok()?;
-    let mut wire = Wire::tls(stream, conn.into());
-    wire.handshake(deadline).ok()?; // a TLS failure's alert is already sent
-    Some(wire)
-}
-
-/// The first byte the client sent, left unread; `None` if it closed or `deadline` passed.
-fn first_byte(stream: &TcpStream, deadline: Instant) -> Option<u8> {
-    let mut byte = [0u8; 1];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return None;
-        }
-        match stream.peek(&mut byte) {
-            Ok(1) => return Some(byte[0]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            _ => return None,
-        }
-    }
-}
-
-/// Serves requests on `conn` while they come without a pause (the first by `deadline`),
-/// then closes it or hands it to the idle poller.
-fn serve(mut conn: Conn, mut deadline: Instant, shared: &Shared) {
+/// Answers the complete request at the front of `conn.carry`, then closes the connection or
+/// hands it back to the poller for the next one.
+fn serve(mut conn: Conn, shared: &Shared) {
     let limits = &shared.limits;
-    loop {
-        let (req, wants_keep_alive) = match read_request(&mut conn, limits, deadline) {
-            Ok(read) => read,
-            Err(Some(status)) => {
-                let answer = error_response(status).to_bytes(false, false);
-                let written = conn
-                    .wire
-                    .write_all_by(&answer, deadline_after(limits.request_timeout));
-                if written.is_ok() {
-                    conn.wire.close_notify(deadline_after(LINGER));
-                    linger(conn.wire.socket());
-                }
-                return;
-            }
-            Err(None) => {
+    let deadline = deadline_after(limits.request_timeout);
+    let (req, wants_keep_alive) = match read_request(&mut conn, limits, deadline) {
+        Ok(read) => read,
+        Err(Some(status)) => {
+            let answer = error_response(status).to_bytes(false, false);
+            if conn.wire.write_all_by(&answer, deadline).is_ok() {
                 conn.wire.close_notify(deadline_after(LINGER));
-                return;
+                linger(conn.wire.socket());
             }
-        };
-        conn.served += 1;
-        let answer = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req)));
-        let response = answer.unwrap_or_else(|_| error_response(500));
-        let keep_alive = wants_keep_alive
-            && conn.served < limits.max_requests_per_connection.max(1)
-            && !shared.stopping()
-            && !has_token(&response.headers, "connection", "close");
-        let head = req.method.eq_ignore_ascii_case("HEAD");
-        let written = conn.wire.write_all_by(
-            &response.to_bytes(head, keep_alive),
-            deadline_after(limits.request_timeout),
-        );
-        if written.is_err() {
             return;
         }
-        if let (Some(f), false) = (response.file_body(), head) {
-            if !send_file(&mut conn.wire, f, limits.request_timeout) {
-                return; // the client cannot get a complete body on this connection
-            }
-        }
-        if !keep_alive {
+        Err(None) => {
             conn.wire.close_notify(deadline_after(LINGER));
-            if !conn.carry.is_empty() {
-                linger(conn.wire.socket()); // unread pipelined requests: avoid a reset
-            }
             return;
         }
-        if conn.carry.is_empty() && !conn.wire.has_buffered() {
-            shared.park(conn);
-            return;
-        }
-        deadline = deadline_after(limits.request_timeout);
+    };
+    conn.served += 1;
+    let answer = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req)));
+    let response = answer.unwrap_or_else(|_| error_response(500));
+    let keep_alive = wants_keep_alive
+        && conn.served < limits.max_requests_per_connection.max(1)
+        && !shared.stopping()
+        && !has_token(&response.headers, "connection", "close");
+    let head = req.method.eq_ignore_ascii_case("HEAD");
+    let written = conn.wire.write_all_by(
+        &response.to_bytes(head, keep_alive),
+        deadline_after(limits.request_timeout),
+    );
+    if written.is_err() {
+        return;
     }
+    if let (Some(f), false) = (response.file_body(), head) {
+        if !send_file(&mut conn.wire, f, limits.request_timeout) {
+            return; // the client cannot get a complete body on this connection
+        }
+    }
+    if !keep_alive {
+        conn.wire.close_notify(deadline_after(LINGER));
+        if !conn.carry.is_empty() {
+            linger(conn.wire.socket()); // unread pipelined requests: avoid a reset
+        }
+        return;
+    }
+    shared.park(conn);
 }
 
 /// Sends `f.len` bytes of the file, each chunk within `timeout`; false when the file
@@ -732,69 +1065,6 @@ fn linger(stream: &TcpStream) {
             Ok(n) => total += n,
         }
     }
-}
-
-/// A quiet keep-alive connection and when it will be closed.
-struct Idle {
-    conn: Conn,
-    until: Instant,
-}
-
-/// The idle poller: waits for quiet keep-alive connections to become readable and queues
-/// them for a worker again; closes them after `idle_timeout`, and all of them on stop.
-fn idle_loop(idle_rx: &Receiver<Conn>, wake_rx: &UnixStream, jobs: &Sender<Job>, shared: &Shared) {
-    let mut idle: Vec<Idle> = Vec::new();
-    let mut fds: Vec<libc::pollfd> = Vec::new();
-    while !shared.stopping() {
-        let now = Instant::now();
-        let until = now + shared.limits.idle_timeout;
-        idle.extend(idle_rx.try_iter().map(|conn| Idle { conn, until }));
-        fds.clear();
-        fds.push(readable(wake_rx.as_raw_fd()));
-        fds.extend(
-            idle.iter()
-                .map(|i| readable(i.conn.wire.socket().as_raw_fd())),
-        );
-        let wait = idle
-            .iter()
-            .map(|i| i.until.saturating_duration_since(now))
-            .fold(POLL_MAX, Duration::min);
-        let wait_ms = i32::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(1000);
-        if !poll(&mut fds, wait_ms) {
-            thread::sleep(Duration::from_millis(10)); // unexpected: do not spin
-        }
-        if fds[0].revents != 0 {
-            let mut sink = [0u8; 64];
-            while matches!((&*wake_rx).read(&mut sink), Ok(n) if n > 0) {}
-        }
-        let now = Instant::now();
-        for (entry, fd) in std::mem::take(&mut idle).into_iter().zip(&fds[1..]) {
-            if fd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-                drop(entry); // broken: just close
-            } else if fd.revents != 0 {
-                // the next request (or the client's close) is arriving
-                if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
-                    jobs.try_send(Job::Ready(entry.conn))
-                {
-                    reject(job, shared);
-                }
-            } else if entry.until <= now {
-                close_idle(entry.conn);
-            } else {
-                idle.push(entry);
-            }
-        }
-    }
-    for entry in idle {
-        close_idle(entry.conn);
-    }
-    for conn in idle_rx.try_iter() {
-        close_idle(conn);
-    }
-}
-
-fn close_idle(mut conn: Conn) {
-    conn.wire.close_notify_now();
 }
 
 fn readable(fd: std::os::fd::RawFd) -> libc::pollfd {
@@ -1131,7 +1401,7 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_gets_503() {
+    fn full_queue_gets_503_and_idle_connections_take_no_place_in_it() {
         let (entered_tx, entered) = unbounded();
         let (release, release_rx) = unbounded::<()>();
         let handler = move |_: &Request| {
@@ -1151,15 +1421,25 @@ mod tests {
         let call = move || request(addr, "GET", "/", &[], b"", T, 1024).map(|r| r.status);
         let first = thread::spawn(call);
         entered.recv_timeout(T).unwrap(); // the only worker is now busy
-        let queued = TcpStream::connect(addr).unwrap(); // fills the queue
-        queued.set_read_timeout(Some(T)).unwrap();
-        let rejected = call().unwrap();
-        assert_eq!(rejected, 503);
-        release.send(()).unwrap();
-        release.send(()).unwrap();
+        let idle: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
+        let mut queued = connect(addr); // a complete request fills the queue
+        queued
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        thread::sleep(Duration::from_millis(100)); // let the poller queue it
+        assert_eq!(call().unwrap(), 503);
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
         assert_eq!(first.join().unwrap().unwrap(), 200);
-        let queued_answer = raw_on(queued, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-        assert_eq!(status(&queued_answer), 200);
+        let mut answer = String::new();
+        queued.read_to_string(&mut answer).unwrap();
+        assert_eq!(status(&answer), 200);
+        for s in idle {
+            let answer = raw_on(s, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+            assert_eq!(status(&answer), 200);
+            release.send(()).unwrap();
+        }
     }
 
     fn raw_on(mut s: TcpStream, bytes: &[u8]) -> String {
@@ -1587,6 +1867,165 @@ mod tests {
                 .status,
             200
         );
+    }
+
+    /// A TCP connection to `addr` from the loopback address `from`.
+    fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let local = SocketAddr::from((from, 0));
+        sock.bind(&local.into()).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(T)).unwrap();
+        s
+    }
+
+    /// The first bytes of a genuine ClientHello.
+    fn client_hello() -> Vec<u8> {
+        let config = Arc::new(client_config(None).unwrap());
+        let mut hello = Vec::new();
+        rustls::ClientConnection::new(config, "localhost".try_into().unwrap())
+            .unwrap()
+            .write_tls(&mut hello)
+            .unwrap();
+        hello
+    }
+
+    #[test]
+    fn silent_connections_and_stalled_handshakes_hold_no_worker() {
+        let id = tls::test_identity();
+        let limits = Limits {
+            workers: 1,
+            reserved_workers: 1,
+            ..Limits::default()
+        };
+        let server = start_tls(limits, echo, &id);
+        let addr = server.local_addr();
+        let hello = client_hello();
+        let mut held = Vec::new();
+        for i in 0..120u8 {
+            let mut s = connect_from([127, 0, 0, 10 + i % 8], addr); // 15 from each address
+            match i % 3 {
+                0 => {}                                               // says nothing
+                1 => s.write_all(&hello[..hello.len() / 2]).unwrap(), // half a ClientHello
+                _ => s.write_all(&hello).unwrap(), // a ClientHello, then never the Finished
+            }
+            held.push(s);
+        }
+        thread::sleep(Duration::from_millis(100)); // every one is with the server now
+                                                   // Were any of them holding the single worker, this would wait for the 10 s deadline.
+        let started = Instant::now();
+        let answer = get_tls(addr, Verify::AnyCertificate).unwrap();
+        assert_eq!(answer.status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let plain = request(addr, "GET", "/", &[], b"", T, 1024).unwrap();
+        assert_eq!(plain.status, 400, "plain HTTP still gets its answer");
+    }
+
+    #[test]
+    fn a_full_server_makes_room_by_evicting_from_the_heaviest_client_only() {
+        let limits = Limits {
+            max_connections: 4,
+            max_per_client: 10,
+            ..Limits::default()
+        };
+        let server = start(limits, echo);
+        let addr = server.local_addr();
+        // Client A holds every place with kept-alive connections that each finished a request.
+        let mut a = Vec::new();
+        for _ in 0..4 {
+            let (mut s, mut buf) = (connect_from([127, 0, 0, 2], addr), Vec::new());
+            assert_eq!(get_on(&mut s, &mut buf, "/", "").status, 200);
+            a.push(s);
+        }
+        // A itself gets no more: it would only take its own place.
+        let mut more = connect_from([127, 0, 0, 2], addr);
+        assert_eq!(status(&raw_on_stream(&mut more)), 503);
+        // B, holding nothing, takes one of A's places.
+        let mut b = connect_from([127, 0, 0, 3], addr);
+        assert_eq!(status(&raw_on_stream(&mut b)), 200);
+        let closed = a
+            .iter_mut()
+            .map(|s| {
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                is_closed(s)
+            })
+            .filter(|closed| *closed)
+            .count();
+        assert_eq!(closed, 1, "exactly one of A's connections made room");
+
+        // Connections that never finish a request lose their place after a second, even
+        // to a newcomer from their own address.
+        let limits = Limits {
+            max_connections: 3,
+            ..Limits::default()
+        };
+        let server = start(limits, echo);
+        let addr = server.local_addr();
+        let silent: Vec<TcpStream> = (0..3).map(|_| connect_from([127, 0, 0, 2], addr)).collect();
+        thread::sleep(EVICT_AGE + Duration::from_millis(200));
+        let mut late = connect_from([127, 0, 0, 2], addr);
+        assert_eq!(status(&raw_on_stream(&mut late)), 200);
+        drop(silent);
+    }
+
+    #[test]
+    fn the_reserved_client_is_served_while_every_worker_and_place_is_taken() {
+        let (entered_tx, entered) = unbounded();
+        let (release, release_rx) = unbounded::<()>();
+        let handler = move |req: &Request| {
+            if req.path == "/block" {
+                let _ = entered_tx.send(());
+                let _ = release_rx.recv_timeout(T);
+            }
+            Response::text(200, "done")
+        };
+        let limits = Limits {
+            workers: 1,
+            queue: 1,
+            max_connections: 3,
+            max_per_client: 3,
+            ..Limits::default()
+        };
+        let server = start(limits, handler);
+        let addr = server.local_addr();
+        server.reserved().set(Some(IpAddr::from([127, 0, 0, 4])));
+        let mut blocker = connect_from([127, 0, 0, 2], addr);
+        blocker
+            .write_all(b"GET /block HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        entered.recv_timeout(T).unwrap(); // the only general worker is stuck
+        let mut queued = connect_from([127, 0, 0, 2], addr);
+        queued
+            .write_all(b"GET /q HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let _silent = connect_from([127, 0, 0, 2], addr); // every place taken
+        thread::sleep(Duration::from_millis(100));
+        let mut stranger = connect_from([127, 0, 0, 3], addr);
+        assert_eq!(status(&raw_on_stream(&mut stranger)), 503);
+        for _ in 0..3 {
+            let mut peer = connect_from([127, 0, 0, 4], addr);
+            assert_eq!(status(&raw_on_stream(&mut peer)), 200);
+        }
+        release.send(()).unwrap();
+        let mut answer = String::new();
+        blocker.read_to_string(&mut answer).unwrap();
+        assert_eq!(status(&answer), 200);
+    }
+
+    /// Sends one `GET /` that closes the connection and returns the whole answer.
+    fn raw_on_stream(s: &mut TcpStream) -> String {
+        s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
     }
 
     /// A file of `len` bytes whose content depends on the position.

@@ -87,6 +87,7 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
         address: cfg.node.address.to_string(),
         hm_port: cfg.health_monitor.port,
         hb_port: cfg.heartbeat.port,
+        fingerprint: None, // known once the TLS identity is loaded
         timers: Timers {
             interval: ms(cfg.heartbeat.interval),
             missed: cfg.heartbeat.missed,
@@ -270,7 +271,9 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
     let stop = Arc::new(AtomicBool::new(false));
 
     let hb_addr = SocketAddr::new(cfg.node.address, cfg.heartbeat.port);
-    let node_cfg = node_config(&cfg);
+    let identity = load_identity(&cfg, &store, &log)?;
+    let mut node_cfg = node_config(&cfg);
+    node_cfg.fingerprint = identity.as_ref().map(tls::fingerprint);
     let hb = start_heartbeats(
         hb_addr,
         node_cfg.role,
@@ -297,6 +300,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
             PeerTarget {
                 address: cfg.node.address.to_string(),
                 hm_port: cfg.health_monitor.port,
+                pin: None,
             },
             keys.clone(),
             cfg.health_monitor.tls,
@@ -333,7 +337,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
             published: published.clone(),
             keys: keys.clone(),
             sync: sync.clone(),
-            log: log.clone(),
+            identity,
         },
     )?;
 
@@ -524,7 +528,30 @@ struct HealthMonitorParts {
     published: Arc<Published>,
     keys: Arc<RwLock<Option<Keys>>>,
     sync: Arc<SyncService>,
-    log: Log,
+    identity: Option<tls::Identity>,
+}
+
+/// The Health Monitor's TLS identity unless `tls = false`: a self-signed one is made on
+/// first start.
+fn load_identity(
+    cfg: &Config,
+    store: &Store,
+    log: &Log,
+) -> Result<Option<tls::Identity>, AgentError> {
+    if !cfg.health_monitor.tls {
+        return Ok(None);
+    }
+    let names = vec![cfg.node.address.to_string(), cfg.node.name.clone()];
+    let id = tls::load_or_create(store.dir(), &names)
+        .map_err(|e| io_err("TLS certificate")(std::io::Error::other(e.to_string())))?;
+    log.write(
+        Severity::Info,
+        &format!(
+            "Health Monitor certificate SHA-256 {}",
+            tls::fingerprint(&id)
+        ),
+    );
+    Ok(Some(id))
 }
 
 /// The Health Monitor (page, JSON API, peer API, file sync) on `hm_addr`;
@@ -540,24 +567,9 @@ fn start_health_monitor(
         published,
         keys,
         sync,
-        log,
+        identity,
     } = parts;
-    // HTTPS unless `tls = false`: a self-signed identity is made on first start.
-    let identity = if cfg.health_monitor.tls {
-        let names = vec![cfg.node.address.to_string(), cfg.node.name.clone()];
-        let id = tls::load_or_create(store.dir(), &names)
-            .map_err(|e| io_err("TLS certificate")(std::io::Error::other(e.to_string())))?;
-        Some(id)
-    } else {
-        None
-    };
     let fingerprint = identity.as_ref().map(tls::fingerprint);
-    if let Some(f) = &fingerprint {
-        log.write(
-            Severity::Info,
-            &format!("Health Monitor certificate SHA-256 {f}"),
-        );
-    }
     let app = Arc::new(App {
         core: Arc::new(Link { tx: core }),
         published,

@@ -73,6 +73,9 @@ pub enum Reply {
 pub struct PeerTarget {
     pub address: String,
     pub hm_port: u16,
+    /// The certificate fingerprint its HTTPS must present (see `Member::tls_fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 //! executors) turn the world into these values. Time is never read by the
 //! core: each event is stepped with a monotonic `now` in milliseconds.
 
-use super::state::{FailoverType, HaState, HealthSummary, Registration, Role};
+use super::state::{FailoverType, HaState, HealthSummary, Member, Registration, Role};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -121,6 +121,9 @@ pub enum PeerRequest {
     FailbackAbort { id: u64, reason: String },
     /// Either -> either: HA configuration removed.
     Remove { id: u64, purge: bool },
+    /// Either -> either: my Health Monitor certificate changed; pin this one. Sent over
+    /// the caller's still valid pin of the receiver, signed like every peer request.
+    Identity { id: u64, member: Member },
 }
 
 impl PeerRequest {
@@ -134,6 +137,7 @@ impl PeerRequest {
             PeerRequest::FailbackCommit { .. } => "failback_commit",
             PeerRequest::FailbackAbort { .. } => "failback_abort",
             PeerRequest::Remove { .. } => "remove",
+            PeerRequest::Identity { .. } => "identity",
         }
     }
 }
@@ -145,7 +149,7 @@ pub enum PeerAnswer {
     Accepted {
         state: HaState,
         #[serde(default)]
-        registration: Option<Registration>,
+        registration: Option<Box<Registration>>,
     },
     Refused {
         reason: String,

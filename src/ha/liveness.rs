@@ -115,6 +115,7 @@ impl Step<'_> {
             self.n.takeover_retry_at = None;
             self.maybe_auto_failover();
         }
+        self.repin();
         if self.n.copy_retry_at.is_some_and(|t| now >= t) {
             self.n.copy_retry_at = None;
             if self.n.state == PrimaryDatabaseCopyFailed && !self.n.copying {

@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub address: String,
     pub hm_port: u16,
     pub hb_port: u16,
+    /// This server's Health Monitor certificate fingerprint (`None` without TLS).
+    pub fingerprint: Option<String>,
     pub timers: Timers,
 }
 
@@ -104,6 +106,10 @@ pub struct Node {
     pub(super) prompted_at: Option<Millis>,
     pub(super) op: Option<Op>,
     pub(super) next_call: u64,
+    /// The outstanding call that tells the peer our new certificate, and when it may be
+    /// sent again (see `Step::repin`).
+    pub(super) identity_call: Option<u64>,
+    pub(super) identity_retry_at: Millis,
     pub(super) blocked: Option<String>,
     /// Why the database standby is too far behind to be promoted on its own
     /// (`None`: within the configured bound, or no database driver).
@@ -157,6 +163,8 @@ impl Node {
             prompted_at: None,
             op: None,
             next_call: 1,
+            identity_call: None,
+            identity_retry_at: 0,
             blocked: None,
             shutting_down: false,
             noted: Noted::default(),
@@ -271,6 +279,7 @@ impl Node {
             PeerTarget {
                 address: m.address.clone(),
                 hm_port: m.hm_port,
+                pin: m.tls_fingerprint.clone(),
             }
         })
     }

@@ -5,7 +5,7 @@
 
 use super::action::{Action, Reply, Severity};
 use super::event::{Command, CopyKind, PeerAnswer, PeerRequest, Secret, Token};
-use super::machine::Step;
+use super::machine::{Link, Step};
 use super::state::{HaState, Member, Registration, Role};
 use HaState::*;
 
@@ -57,6 +57,9 @@ pub enum FailbackStage {
     Copying,
     Committing,
 }
+
+/// How often a server whose certificate changed retries telling its peer.
+const REPIN_RETRY: u64 = 10_000;
 
 fn done(message: impl Into<String>) -> Reply {
     Reply::Done {
@@ -122,6 +125,7 @@ impl Step<'_> {
                         address: cfg.address.clone(),
                         hm_port: cfg.hm_port,
                         hb_port: cfg.hb_port,
+                        tls_fingerprint: cfg.fingerprint.clone(),
                     },
                     // The secondary fills in its own name and heartbeat port.
                     secondary: Member {
@@ -129,6 +133,7 @@ impl Step<'_> {
                         address: secondary_address,
                         hm_port: secondary_hm_port,
                         hb_port: cfg.hb_port,
+                        tls_fingerprint: None,
                     },
                     vips,
                     emails,
@@ -300,6 +305,31 @@ impl Step<'_> {
         self.enter(StandAlone, why);
     }
 
+    /// When this server's certificate is not the one its registration pins (it was
+    /// replaced), tells the peer through the authenticated channel, while the peer is
+    /// heard, every `REPIN_RETRY` until it accepts. Only then is our own copy updated, so
+    /// a restart before that tries again.
+    pub(super) fn repin(&mut self) {
+        let Some(reg) = self.n.reg.as_ref().filter(|_| self.n.reg_committed) else {
+            return;
+        };
+        let mine = reg.member(self.n.cfg.role);
+        let current = &self.n.cfg.fingerprint;
+        if current.is_none() || mine.tls_fingerprint == *current {
+            return;
+        }
+        let waiting = self.n.identity_call.is_some() && self.now < self.n.identity_retry_at;
+        if waiting || self.n.link != Link::Up {
+            return;
+        }
+        let mut member = mine.clone();
+        member.tls_fingerprint = current.clone();
+        let id = reg.id;
+        let call = self.call(PeerRequest::Identity { id, member });
+        self.n.identity_call = Some(call);
+        self.n.identity_retry_at = self.now.saturating_add(REPIN_RETRY);
+    }
+
     // ----- replies to our calls --------------------------------------------
 
     pub(super) fn on_peer_reply(&mut self, id: u64, result: Result<PeerAnswer, String>) {
@@ -307,10 +337,14 @@ impl Step<'_> {
             Ok(PeerAnswer::Accepted {
                 state,
                 registration,
-            }) => Ok((state, registration)),
+            }) => Ok((state, registration.map(|r| *r))),
             Ok(PeerAnswer::Refused { reason }) => Err(format!("refused by the peer: {reason}")),
             Err(e) => Err(e),
         };
+        if self.n.identity_call == Some(id) {
+            self.n.identity_call = None;
+            return self.repinned(result.map(|_| ()));
+        }
         match self.n.op.clone() {
             Some(Op::Register {
                 token,
@@ -359,6 +393,40 @@ impl Step<'_> {
                 self.reply(token, done(msg));
             }
             _ => {}
+        }
+    }
+
+    fn repinned(&mut self, result: Result<(), String>) {
+        let role = self.n.cfg.role;
+        let fingerprint = self.n.cfg.fingerprint.clone();
+        match (result, self.n.reg.as_mut()) {
+            (Ok(()), Some(reg)) => {
+                let mine = match role {
+                    Role::Primary => &mut reg.primary,
+                    Role::Secondary => &mut reg.secondary,
+                };
+                mine.tls_fingerprint = fingerprint.clone();
+                let peer = self.n.peer_label();
+                self.journal(
+                    "peer_certificate_pinned",
+                    Severity::Info,
+                    format!(
+                        "{peer} now pins this server's new Health Monitor certificate {}",
+                        fingerprint.unwrap_or_default()
+                    ),
+                );
+            }
+            (Err(e), Some(_)) => self.journal(
+                "peer_certificate_pin_failed",
+                Severity::Warning,
+                format!(
+                    "could not give {} this server's new Health Monitor certificate (retried \
+                     every {} s): {e}",
+                    self.n.peer_label(),
+                    REPIN_RETRY / 1000
+                ),
+            ),
+            (_, None) => {}
         }
     }
 
@@ -475,7 +543,7 @@ impl Step<'_> {
     fn accepted(&self, registration: Option<Registration>) -> PeerAnswer {
         PeerAnswer::Accepted {
             state: self.n.state,
-            registration,
+            registration: registration.map(Box::new),
         }
     }
 
@@ -516,6 +584,7 @@ impl Step<'_> {
                     address: cfg.address.clone(),
                     hm_port: cfg.hm_port,
                     hb_port: cfg.hb_port,
+                    tls_fingerprint: cfg.fingerprint.clone(),
                 };
                 let primary = format!(
                     "{}({})",
@@ -566,6 +635,31 @@ impl Step<'_> {
                 if self.n.state == PrimaryFailback && reg_id == Some(id) {
                     self.enter(PrimarySyncing, &format!("failback abandoned: {reason}"));
                 }
+                self.accepted(None)
+            }
+            PeerRequest::Identity { id, member } => {
+                let other = self.n.cfg.role.other();
+                let Some(reg) = self.n.reg.as_mut().filter(|r| r.id == id) else {
+                    return refuse("not part of that registration".into());
+                };
+                let peer = match other {
+                    Role::Primary => &mut reg.primary,
+                    Role::Secondary => &mut reg.secondary,
+                };
+                if (&peer.name, &peer.address) != (&member.name, &member.address) {
+                    return refuse(format!(
+                        "this server's peer is {}({}), not {}({})",
+                        peer.name, peer.address, member.name, member.address
+                    ));
+                }
+                peer.tls_fingerprint = member.tls_fingerprint.clone();
+                let text = format!(
+                    "{}({}) has a new Health Monitor certificate {}; pinned",
+                    member.name,
+                    member.address,
+                    member.tls_fingerprint.unwrap_or_default()
+                );
+                self.journal("peer_certificate_pinned", Severity::Info, text);
                 self.accepted(None)
             }
             PeerRequest::Remove { id, purge } => {

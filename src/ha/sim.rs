@@ -110,6 +110,7 @@ fn node_config(role: Role, timers: Timers) -> NodeConfig {
         address: address.into(),
         hm_port: 8082,
         hb_port: 8083,
+        fingerprint: None,
         timers,
     }
 }

@@ -302,6 +302,11 @@ pub struct Member {
     pub hm_port: u16,
     /// Heartbeat (UDP) port.
     pub hb_port: u16,
+    /// SHA-256 fingerprint of its Health Monitor certificate, exchanged inside the
+    /// authenticated registration; peer HTTPS is pinned to it. `None` without TLS, and in
+    /// registrations made before pinning (their peer HTTPS accepts any certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 #[cfg(test)]

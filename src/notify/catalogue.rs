@@ -316,6 +316,29 @@ pub const EVENTS: &[EventKind] = &[
         meaning: "At start-up the primary could not reach its secondary; it serves nothing until \
                   the pair resumes or `hamon ha remove` is run.",
     },
+    EventKind {
+        id: "peer_certificate_pinned",
+        number: 307,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Info,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Certificate pinned: {text}",
+        meaning: "A server's Health Monitor certificate changed and its peer now pins the new \
+                  one; it was handed over through the authenticated peer API.",
+    },
+    EventKind {
+        id: "peer_certificate_pin_failed",
+        number: 308,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Certificate not pinned yet: {text}",
+        meaning: "This server's certificate changed and the peer did not take the new one yet; \
+                  until it does, the peer's API calls and file sync to this server fail. \
+                  Retried every 10 s while the peer is heard.",
+    },
     // ----- 400s: supervised processes ----------------------------------------
     EventKind {
         id: "service_failed",

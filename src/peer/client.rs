@@ -36,40 +36,45 @@ pub struct Link {
 }
 
 impl Link {
-    /// The endpoint for `t`. Any certificate is accepted: what matters is authenticated by
-    /// the requests' and responses' HMAC signatures; TLS keeps it private.
+    /// The endpoint for signed calls to `t`: over TLS, only to the certificate pinned at
+    /// registration (`t.pin`), so that nobody in the middle reads what the pair exchanges.
+    /// A registration made before pinning has no pin: any certificate, as before.
     pub fn endpoint(&self, t: &PeerTarget) -> Result<client::Endpoint, String> {
+        let verify = match &t.pin {
+            Some(pin) => client::Verify::Pinned(pin.clone()),
+            None => client::Verify::AnyCertificate,
+        };
+        self.endpoint_with(t, verify)
+    }
+
+    /// The endpoint for the liveness probe: any certificate. The probe carries nothing and
+    /// only asks whether the peer's Health Monitor answers; a server whose certificate
+    /// changed is still alive.
+    pub fn probe_endpoint(&self, t: &PeerTarget) -> Result<client::Endpoint, String> {
+        self.endpoint_with(t, client::Verify::AnyCertificate)
+    }
+
+    fn endpoint_with(
+        &self,
+        t: &PeerTarget,
+        verify: client::Verify,
+    ) -> Result<client::Endpoint, String> {
         let mut endpoint = client::Endpoint::new(addr(t)?);
         if let Some(from) = self.from {
             endpoint = endpoint.from(from);
         }
         if self.tls {
-            endpoint = endpoint.tls(&t.address, client::Verify::AnyCertificate);
+            endpoint = endpoint.tls(&t.address, verify);
         }
         Ok(endpoint)
     }
 }
 
-/// One exchange with the peer's Health Monitor.
-#[allow(clippy::too_many_arguments)]
-fn exchange(
-    t: &PeerTarget,
-    link: Link,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-    max: usize,
-) -> Result<client::ClientResponse, String> {
-    link.endpoint(t)?
-        .request(method, path, headers, body, timeout, max)
-        .map_err(|e| e.to_string())
-}
-
 /// `GET /healthz`: does the peer's Health Monitor answer at all?
 pub fn probe(t: &PeerTarget, link: Link, timeout: Duration) -> Result<String, String> {
-    let r = exchange(t, link, "GET", "/healthz", &[], b"", timeout, 64 * 1024)?;
+    let r = (link.probe_endpoint(t)?)
+        .request("GET", "/healthz", &[], b"", timeout, 64 * 1024)
+        .map_err(|e| e.to_string())?;
     if r.status == 200 {
         Ok(String::from_utf8_lossy(&r.body).into_owned())
     } else {
@@ -99,7 +104,9 @@ pub fn call(
     );
     let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("content-type", "application/json"));
-    let r = exchange(t, link, "POST", &path, &headers, &body, timeout, MAX_ANSWER)?;
+    let r = (link.endpoint(t)?)
+        .request("POST", &path, &headers, &body, timeout, MAX_ANSWER)
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&r.body).into_owned();
     match r.status {
         200 => {

@@ -22,6 +22,7 @@ pub fn peer_of(view: &StatusView) -> Option<PeerTarget> {
     Some(PeerTarget {
         address: peer.address.clone(),
         hm_port: peer.hm_port,
+        pin: peer.tls_fingerprint.clone(),
     })
 }
 
@@ -52,6 +53,7 @@ pub(crate) mod tests {
             address: address.into(),
             hm_port: 8082,
             hb_port: 8083,
+            tls_fingerprint: None,
         };
         let mut v = crate::ha::Node::new(
             crate::ha::NodeConfig {
@@ -60,6 +62,7 @@ pub(crate) mod tests {
                 address: "192.0.2.11".into(),
                 hm_port: 8082,
                 hb_port: 8083,
+                fingerprint: None,
                 timers: crate::ha::sim::fast_timers(),
             },
             None,

@@ -773,6 +773,7 @@ mod tests {
         let me = PeerTarget {
             address: "192.0.2.11".into(),
             hm_port: 8082,
+            pin: None,
         };
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = seen.clone();

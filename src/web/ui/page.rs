@@ -618,6 +618,7 @@ mod tests {
             address: address.into(),
             hm_port: 8082,
             hb_port: 8083,
+            tls_fingerprint: None,
         }
     }
 

@@ -115,6 +115,111 @@ impl Store {
         )
     }
 
+    /// The pair secret (`secret`, mode 0600); `None` if there is none yet.
+    pub fn load_secret(&self) -> io::Result<Option<crate::peer::pair::PairSecret>> {
+        match self.read_optional("secret")? {
+            None => Ok(None),
+            Some(text) => crate::peer::pair::PairSecret::from_text(&text)
+                .map(Some)
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: {e}", self.dir.join("secret").display()),
+                    )
+                }),
+        }
+    }
+
+    /// Replaces the pair secret, durably (temporary file, fsync, rename, directory fsync).
+    pub fn save_secret(&self, secret: &crate::peer::pair::PairSecret) -> io::Result<()> {
+        write_atomic(&self.dir.join("secret"), secret.to_text().as_bytes(), 0o600)
+    }
+
+    /// Writes `secret` beside the current one (`secret.new`, fsynced), ready to replace it
+    /// by [`Store::commit_secret`]: what can fail for a full disk fails here, before
+    /// anything depends on it.
+    pub fn stage_secret(&self, secret: &crate::peer::pair::PairSecret) -> io::Result<()> {
+        write_atomic(
+            &self.dir.join("secret.new"),
+            secret.to_text().as_bytes(),
+            0o600,
+        )
+    }
+
+    /// The staged secret, if there is one.
+    pub fn staged_secret(&self) -> io::Result<Option<crate::peer::pair::PairSecret>> {
+        match self.read_optional("secret.new")? {
+            None => Ok(None),
+            Some(text) => crate::peer::pair::PairSecret::from_text(&text)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+    }
+
+    /// Puts the staged secret in place: a rename and a directory fsync, nothing to allocate.
+    pub fn commit_secret(&self) -> io::Result<()> {
+        self.commit("secret")
+    }
+
+    /// Drops a staged secret that will not be used.
+    pub fn discard_staged_secret(&self) {
+        let _ = fs::remove_file(self.dir.join("secret.new"));
+    }
+
+    /// As [`Store::stage_secret`], for the operator's key (`authkey.new`).
+    pub fn stage_authkey(&self, key: &str) -> io::Result<()> {
+        write_atomic(
+            &self.dir.join("authkey.new"),
+            format!("{key}\n").as_bytes(),
+            0o600,
+        )
+    }
+
+    /// Puts a staged key in place (nothing if none is staged).
+    pub fn commit_authkey(&self) -> io::Result<()> {
+        match self.commit("authkey") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Drops a staged key.
+    pub fn discard_staged_authkey(&self) {
+        let _ = fs::remove_file(self.dir.join("authkey.new"));
+    }
+
+    fn commit(&self, name: &str) -> io::Result<()> {
+        fs::rename(self.dir.join(format!("{name}.new")), self.dir.join(name))?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// The working keys: the pair secret's. A server with a key but no secret gets one: a
+    /// random secret of its own when it is not registered (and `create`), or, when it is
+    /// registered (a pair from before pair secrets), the keys derived from the key itself
+    /// as before, so that servers upgraded one at a time keep hearing each other. `None`
+    /// without a key.
+    pub fn working_keys(
+        &self,
+        registered: bool,
+        create: bool,
+    ) -> io::Result<Option<crate::peer::auth::Keys>> {
+        if let Some(secret) = self.load_secret()? {
+            return Ok(Some(secret.keys()));
+        }
+        let Some(key) = self.load_authkey()? else {
+            return Ok(None);
+        };
+        if registered {
+            return Ok(Some(crate::peer::auth::Keys::legacy(&key)));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let secret = crate::peer::pair::PairSecret::random();
+        self.save_secret(&secret)?;
+        Ok(Some(secret.keys()))
+    }
+
     pub fn load_in_sync(&self) -> io::Result<Option<u64>> {
         Ok(self
             .read_optional("in-sync")?

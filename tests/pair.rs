@@ -122,7 +122,10 @@ fn wrong_auth_key_is_refused_and_both_stay_stand_alone() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("authentication failed"), "{err}");
+    assert!(
+        err.contains("the peer's authentication key is not the one given here"),
+        "{err}"
+    );
     assert_eq!(p.ha_status(0), "[Role] Primary [State] Stand Alone");
     assert_eq!(p.ha_status(1), "[Role] Secondary [State] Stand Alone");
 }
@@ -191,7 +194,7 @@ fn forged_replayed_and_truncated_heartbeats_are_ignored() {
     // Frames that say the primary failed, sent from the primary's own address.
     let sock = UdpSocket::bind(format!("{}:0", p.addrs[0])).expect("bind");
     let to = format!("{}:18083", p.addrs[1]);
-    let key = Keys::derive(KEY).heartbeat;
+    let key = pair_keys(&p, 1).heartbeat;
     let frame = |boot: u8, seq: u64| Frame {
         boot_id: [boot; 16],
         seq,
@@ -199,7 +202,7 @@ fn forged_replayed_and_truncated_heartbeats_are_ignored() {
         body: beacon(HaState::PrimaryFailover, id),
     };
     let forged =
-        wire::encode(&frame(1, 1), &Keys::derive("Not-The-Key-1").heartbeat).expect("encode");
+        wire::encode(&frame(1, 1), &Keys::legacy("Not-The-Key-1").heartbeat).expect("encode");
     let sealed = wire::encode(&frame(2, 1), &key).expect("encode");
     for _ in 0..20 {
         sock.send_to(&forged, &to).expect("send");

@@ -193,7 +193,7 @@ fn signed_requests_cannot_be_altered_redirected_or_replayed_after_a_restart() {
     let p = Pair::with_extra(103, SYNC);
     write(&data(&p, 0).join("ok.txt"), "fine\n");
     let mut p = Pair::registered_with(p, "manual");
-    let keys = auth::Keys::derive(KEY);
+    let keys = common::pair_keys(&p, 0);
     let (path, body) = ("/peer/v1/sync/manifest", r#"{"set":"conf"}"#);
     let sign = |receiver: &str| {
         auth::sign_request(
@@ -228,10 +228,15 @@ fn signed_requests_cannot_be_altered_redirected_or_replayed_after_a_restart() {
     assert!(text.contains("before this server started"), "{text}");
 }
 
-/// A signed request to a sync endpoint of server `i`, as the peer would send it.
+/// A signed request to a sync endpoint of server `i`, as the peer would send it: with the
+/// pair's keys for `KEY`, with keys derived from any other key (which the server refuses).
 fn sync_call(p: &Pair, i: usize, op: &str, body: &str, key: &str) -> (u16, String) {
     use hamon::peer::auth;
-    let keys = auth::Keys::derive(key);
+    let keys = if key == KEY {
+        common::pair_keys(p, i)
+    } else {
+        auth::Keys::legacy(key)
+    };
     let path = format!("/peer/v1/sync/{op}");
     let now = hamon::peer::client::unix_ms();
     let signed = auth::sign_request(

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let mut next = || parts.next().unwrap_or("");
     let (version, time, nonce, sig) = (next(), next(), next(), next());
     let (method, target, receiver, body) = (next(), next(), next(), next());
-    let key = Keys::derive("Fuzz-Key-2026").api;
+    let key = Keys::legacy("Fuzz-Key-2026").api;
     let header = |name: &str| match name {
         n if n == H_VERSION => Some(version),
         n if n == H_TIME => Some(time),

@@ -16,6 +16,7 @@ use crate::net::vip::{self, Announce, Vip, VipControl};
 use crate::peer::auth::{Keys, Verifier};
 use crate::peer::client as peer_client;
 use crate::peer::heartbeat::Heartbeats;
+use crate::peer::pair::PairSecret;
 use crate::replication::{self as repl, PeerPort};
 use crate::store::{Stamped, Store};
 use crate::sync::service::SyncService;
@@ -96,6 +97,87 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
             data_gap_secs: cfg.failback.data_gap.as_secs(),
             copy_retry: ms(cfg.failback.copy_retry),
         },
+    }
+}
+
+/// One call to the peer, run on its own thread.
+struct PeerCall {
+    target: PeerTarget,
+    request: ha::PeerRequest,
+    /// The key the operator typed, for a registration: pair with it first.
+    key: Option<ha::Secret>,
+    link: peer_client::Link,
+    store: Store,
+    keys: Arc<RwLock<Option<Keys>>>,
+    staged: Arc<Mutex<Option<PairSecret>>>,
+}
+
+impl PeerCall {
+    fn run(self) -> Result<ha::PeerAnswer, String> {
+        if let Some(k) = &self.key {
+            // A registration: agree on a new pair secret with the key the operator typed;
+            // the core installs it with the key once the registration is accepted.
+            let (secret, answer) = self.paired(k.expose())?;
+            if matches!(answer, ha::PeerAnswer::Accepted { .. }) {
+                if let Ok(mut s) = self.staged.lock() {
+                    *s = Some(secret);
+                }
+            }
+            return Ok(answer);
+        }
+        let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
+            return Err("no authentication key is set on this server".into());
+        };
+        let first = peer_client::call(
+            &self.target,
+            &self.request,
+            &keys,
+            self.link,
+            PEER_CALL_TIMEOUT,
+        );
+        // A replacement primary knows the operator's key but not the pair's secret: a
+        // failback to it pairs again, with the key stored here.
+        let replacement = matches!(self.request, ha::PeerRequest::FailbackBegin { .. })
+            && matches!(&first, Err(e) if e.starts_with("authentication failed"));
+        let stored = self.store.load_authkey().ok().flatten();
+        let (true, Some(authkey)) = (replacement, stored) else {
+            return first;
+        };
+        let (secret, answer) = self.paired(&authkey)?;
+        if matches!(answer, ha::PeerAnswer::Accepted { .. }) {
+            self.store
+                .commit_secret()
+                .map_err(|e| format!("putting the new pair secret in place: {e}"))?;
+            if let Ok(mut k) = self.keys.write() {
+                *k = Some(secret.keys());
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Pairs with the peer under `authkey`, stages the new secret on disk (a full disk
+    /// stops here, before the peer depends on it), and sends the request signed with it.
+    fn paired(&self, authkey: &str) -> Result<(PairSecret, ha::PeerAnswer), String> {
+        let (secret, pairing) =
+            peer_client::pair(&self.target, authkey, self.link, PEER_CALL_TIMEOUT)?;
+        self.store
+            .stage_secret(&secret)
+            .map_err(|e| format!("cannot store the new pair secret: {e}"))?;
+        let answer = peer_client::call_as(
+            &self.target,
+            &self.request,
+            &secret.keys(),
+            Some(&pairing),
+            self.link,
+            PEER_CALL_TIMEOUT,
+        );
+        match answer {
+            Ok(a @ ha::PeerAnswer::Accepted { .. }) => Ok((secret, a)),
+            other => {
+                self.store.discard_staged_secret();
+                other.map(|a| (secret, a))
+            }
+        }
     }
 }
 
@@ -194,6 +276,9 @@ struct Shell {
     store: Store,
     keys: Arc<RwLock<Option<Keys>>>,
     hb: Arc<Heartbeats>,
+    /// The pair secret a registration's pairing agreed on, until the core installs it
+    /// with the key (`Action::InstallKey`).
+    staged_secret: Arc<Mutex<Option<PairSecret>>>,
     /// The Health Monitor's reserved client: the registered peer.
     reserved: Reserved,
     tx: Sender<Input>,
@@ -260,8 +345,11 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         journal: log::stderr_is_journal(),
     };
     let restored = store.load_state().map_err(io_err("persisted HA state"))?;
-    let key = store.load_authkey().map_err(io_err("authentication key"))?;
-    let keys = Arc::new(RwLock::new(key.as_deref().map(Keys::derive)));
+    let registered = restored.as_ref().is_some_and(|p| p.registration.is_some());
+    let keys = store
+        .working_keys(registered, true)
+        .map_err(io_err("pair secret"))?;
+    let keys = Arc::new(RwLock::new(keys));
     let since_in_sync = store
         .load_in_sync()
         .map_err(io_err("in-sync stamp"))?
@@ -281,6 +369,10 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         tx.clone(),
         stop.clone(),
     )?;
+    hb.set_keyring(crate::peer::rekey::Keyring {
+        store: store.clone(),
+        keys: keys.clone(),
+    });
     release_stale_vip(&cfg, restored.as_ref(), &log);
     let node = Node::new(node_cfg, restored);
     if let Ok(mut st) = published.status.write() {
@@ -374,6 +466,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         sync: sync.clone(),
         notifier: notifier.clone(),
         database: database_line.clone(),
+        published: published.clone(),
     };
     let control = start_control(&cfg, tx.clone(), parts)?;
     start_signals(tx.clone())?;
@@ -392,6 +485,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         store,
         keys,
         hb,
+        staged_secret: Arc::default(),
         reserved: server.reserved(),
         tx,
         duty_tx,
@@ -591,6 +685,7 @@ fn start_health_monitor(
         throttle: Mutex::new(session::LoginThrottle::new()),
         flash: Arc::new(Mutex::new(None)),
         sync: Some(sync),
+        pairings: Mutex::default(),
     });
     let limits = Limits {
         max_connections: cfg.health_monitor.max_connections as usize,
@@ -730,11 +825,11 @@ impl Shell {
         Token(self.next_token)
     }
 
-    /// SIGHUP: re-read what can change safely (the key, the log level).
+    /// SIGHUP: re-read what can change safely (the keys, the log level).
     fn reload(&mut self) {
-        if let Ok(Some(k)) = self.store.load_authkey() {
+        if let Ok(Some(k)) = self.store.working_keys(self.peer.is_some(), false) {
             if let Ok(mut keys) = self.keys.write() {
-                *keys = Some(Keys::derive(&k));
+                *keys = Some(k);
             }
         }
         if let Ok(cfg) = Config::load(&self.cfg.path) {
@@ -821,21 +916,20 @@ impl Shell {
                 request,
                 key,
             } => {
-                let keys = match key {
-                    Some(k) => Some(Keys::derive(k.expose())),
-                    None => self.keys.read().ok().and_then(|k| k.clone()),
+                let call = PeerCall {
+                    target,
+                    request,
+                    key,
+                    link: self.link(),
+                    store: self.store.clone(),
+                    keys: self.keys.clone(),
+                    staged: self.staged_secret.clone(),
                 };
-                let link = self.link();
                 let tx = self.tx.clone();
                 let _ = std::thread::Builder::new()
                     .name("peer-call".into())
                     .spawn(move || {
-                        let result = match keys {
-                            Some(keys) => {
-                                peer_client::call(&target, &request, &keys, link, PEER_CALL_TIMEOUT)
-                            }
-                            None => Err("no authentication key is set on this server".into()),
-                        };
+                        let result = call.run();
                         let _ = tx.send(Input::Event(Event::PeerReply { id, result }));
                     });
             }
@@ -930,8 +1024,18 @@ impl Shell {
                         &format!("saving the authentication key: {e}"),
                     );
                 }
-                if let Ok(mut keys) = self.keys.write() {
-                    *keys = Some(Keys::derive(k.expose()));
+                // The secret the registration's pairing agreed on (staged on disk by then).
+                let staged = self.staged_secret.lock().ok().and_then(|mut s| s.take());
+                if let Some(secret) = staged {
+                    if let Err(e) = self.store.commit_secret() {
+                        self.log.write(
+                            Severity::Error,
+                            &format!("putting the new pair secret in place: {e}"),
+                        );
+                    }
+                    if let Ok(mut keys) = self.keys.write() {
+                        *keys = Some(secret.keys());
+                    }
                 }
             }
             Action::PurgeData => {

@@ -14,6 +14,8 @@ pub(super) struct ControlParts {
     pub(super) sync: Arc<SyncService>,
     pub(super) notifier: Arc<crate::notify::dispatch::Dispatcher>,
     pub(super) database: Arc<RwLock<Option<String>>>,
+    /// What the core published last: the registration, for a key change.
+    pub(super) published: Arc<crate::web::app::Published>,
 }
 
 pub(super) fn start_control(
@@ -31,8 +33,13 @@ pub(super) fn start_control(
         sync,
         notifier,
         database,
+        published,
     } = parts;
     let path = cfg.socket_path();
+    let link = crate::peer::client::Link {
+        from: Some(cfg.node.address),
+        tls: cfg.health_monitor.tls,
+    };
     let interface = cfg.node.interface.clone();
     control::Server::start(&path, move |req| {
         let ask = |command: Command, wait: Duration| -> control::Reply {
@@ -124,18 +131,16 @@ pub(super) fn start_control(
                 if let Err(rule) = crate::peer::auth::check_password_standard(key.expose()) {
                     return control::Reply::Refused { message: rule };
                 }
-                match store.save_authkey(key.expose()) {
-                    Ok(()) => {
-                        if let Ok(mut k) = keys.write() {
-                            *k = Some(Keys::derive(key.expose()));
-                        }
-                        control::Reply::Done {
-                            message: "authentication key updated".into(),
-                        }
-                    }
-                    Err(e) => control::Reply::Refused {
-                        message: format!("saving the key: {e}"),
-                    },
+                let ring = crate::peer::rekey::Keyring {
+                    store: store.clone(),
+                    keys: keys.clone(),
+                };
+                let status = published.status.read().ok().map(|s| s.clone());
+                let peer = status.as_ref().and_then(crate::sync::direction::peer_of);
+                let peer = peer.as_ref().map(|t| (t, link));
+                match crate::peer::rekey::change_key(&ring, key.expose(), peer) {
+                    Ok(message) => control::Reply::Done { message },
+                    Err(message) => control::Reply::Refused { message },
                 }
             }
         }

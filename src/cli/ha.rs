@@ -388,18 +388,23 @@ fn bracket(host: &str) -> String {
 }
 
 /// `hamon ha token`: the JSON API's bearer token, derived from this
-/// server's authentication key (root-only: it reads the key file).
+/// server's pair secret (root-only: it reads the secret).
 fn token(cfg_path: Option<&Path>) -> i32 {
     let cfg = match load(cfg_path) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    match crate::store::Store::at(&cfg.node.state_dir).load_authkey() {
-        Ok(Some(k)) => {
-            println!("{}", crate::web::ui::session::api_token(&k));
+    let store = crate::store::Store::at(&cfg.node.state_dir);
+    let registered = matches!(store.load_state(), Ok(Some(p)) if p.registration.is_some());
+    match store.working_keys(registered, false) {
+        Ok(Some(keys)) => {
+            println!("{}", crate::web::ui::session::api_token(&keys));
             0
         }
+        Ok(None) if store.load_authkey().ok().flatten().is_some() => {
+            fail("no token yet: the agent makes this server's secret when it starts")
+        }
         Ok(None) => fail("no authentication key is set (hamon ha authkey)"),
-        Err(e) => fail(&format!("reading the key: {e}")),
+        Err(e) => fail(&format!("reading the secret: {e}")),
     }
 }

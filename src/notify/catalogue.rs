@@ -596,6 +596,17 @@ pub const EVENTS: &[EventKind] = &[
         meaning: "hamon is stopping; a paired server tells its peer with a farewell heartbeat.",
     },
     EventKind {
+        id: "agent_secret_failed",
+        number: 904,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Critical,
+        clear: Clear::Operator,
+        follows_core: false,
+        template: "Pair secret not stored: {text}",
+        meaning: "A new pair secret is in use but could not be written to the state directory; \
+                  fix the disk, then run `hamon ha authkey` so both servers store one again.",
+    },
+    EventKind {
         id: "login_failures",
         number: 903,
         category: Category::StateChange,

@@ -347,6 +347,7 @@ fn every_alarm_has_a_way_to_end() {
             "service_failed",
             "service_error",
             "nic_watch",
+            "agent_secret_failed",
         ]
     );
 }

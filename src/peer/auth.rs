@@ -42,11 +42,83 @@ pub fn check_password_standard(key: &str) -> Result<(), String> {
     }
 }
 
-/// The two working keys derived from the HA authentication key.
+/// The working keys: heartbeat MACs, peer API signatures, and the API token scripts send.
+/// They derive from the pair secret ([`crate::peer::pair::PairSecret::keys`]); only a pair
+/// registered before pair secrets existed still derives them from the operator's key
+/// ([`Keys::legacy`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Keys {
     pub heartbeat: [u8; 32],
     pub api: [u8; 32],
+    /// The API token's bytes (`hamon ha token` prints them in hex).
+    pub token: [u8; 32],
+    /// Keys also accepted from the peer for a while (never used to send): the old ones
+    /// after a key change, the new ones while it is being made, so that no heartbeat or
+    /// request in flight is refused (see `peer::rekey`).
+    pub also: Vec<Extra>,
+}
+
+/// Keys accepted from the peer until `until_ms`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Extra {
+    pub heartbeat: [u8; 32],
+    pub api: [u8; 32],
+    pub until_ms: u64,
+    /// Keys of a prepared change: the peer using them means it committed it.
+    pub staged: bool,
+}
+
+impl Keys {
+    /// The heartbeat keys a frame may be sealed with at `now_ms`: ours first.
+    pub fn heartbeat_keys(&self, now_ms: u64) -> Vec<[u8; 32]> {
+        let extra = self.also.iter().filter(|e| now_ms < e.until_ms);
+        std::iter::once(self.heartbeat)
+            .chain(extra.map(|e| e.heartbeat))
+            .collect()
+    }
+
+    /// True if `key` (a heartbeat or peer API key) belongs to a prepared change.
+    pub fn is_staged(&self, key: &[u8; 32]) -> bool {
+        self.also
+            .iter()
+            .any(|e| e.staged && (e.heartbeat == *key || e.api == *key))
+    }
+
+    /// The peer API keys a request may be signed with at `now_ms`: ours first.
+    pub fn api_keys(&self, now_ms: u64) -> Vec<[u8; 32]> {
+        let extra = self.also.iter().filter(|e| now_ms < e.until_ms);
+        std::iter::once(self.api)
+            .chain(extra.map(|e| e.api))
+            .collect()
+    }
+
+    /// These keys, also accepting `other`'s until `until_ms` (expired extras dropped).
+    pub fn also_accepting(self, other: &Keys, until_ms: u64, now_ms: u64) -> Keys {
+        self.with_extra(other, until_ms, now_ms, false)
+    }
+
+    /// As [`Keys::also_accepting`], for the keys of a prepared change.
+    pub fn also_accepting_staged(self, other: &Keys, until_ms: u64, now_ms: u64) -> Keys {
+        self.with_extra(other, until_ms, now_ms, true)
+    }
+
+    fn with_extra(mut self, other: &Keys, until_ms: u64, now_ms: u64, staged: bool) -> Keys {
+        self.also
+            .retain(|e| now_ms < e.until_ms && !(staged && e.staged));
+        self.also.push(Extra {
+            heartbeat: other.heartbeat,
+            api: other.api,
+            until_ms,
+            staged,
+        });
+        self
+    }
+}
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extra(<redacted> until {})", self.until_ms)
+    }
 }
 
 impl std::fmt::Debug for Keys {
@@ -56,14 +128,29 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    pub fn derive(authkey: &str) -> Keys {
+    /// The keys of wave 1, derived from the operator's key alone (HKDF, fixed salt): a
+    /// capture lets a guess of the key be checked cheaply. Used only by a pair registered
+    /// before pair secrets, until its key is changed (`hamon ha authkey` then gives it a
+    /// pair secret), so that upgrading one server at a time keeps its heartbeats and token.
+    pub fn legacy(authkey: &str) -> Keys {
         let hk = Hkdf::<Sha256>::new(Some(b"hamon-v1"), authkey.as_bytes());
         let mut heartbeat = [0u8; 32];
         let mut api = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's limit (8160), so expand cannot fail.
         let _ = hk.expand(b"heartbeat", &mut heartbeat);
         let _ = hk.expand(b"peer-api", &mut api);
-        Keys { heartbeat, api }
+        let mut token = [0u8; 32];
+        // wave 1's token: HMAC-SHA256(key = authkey, label); HMAC takes any key length.
+        if let Ok(mut mac) = <HmacSha256 as Mac>::new_from_slice(authkey.as_bytes()) {
+            mac.update(crate::web::ui::session::API_TOKEN_LABEL.as_bytes());
+            token.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        Keys {
+            heartbeat,
+            api,
+            token,
+            also: Vec::new(),
+        }
     }
 }
 
@@ -324,10 +411,10 @@ mod tests {
 
     #[test]
     fn keys_are_distinct_and_deterministic() {
-        let a = Keys::derive("Secret-Key-1");
-        assert_eq!(a, Keys::derive("Secret-Key-1"));
+        let a = Keys::legacy("Secret-Key-1");
+        assert_eq!(a, Keys::legacy("Secret-Key-1"));
         assert_ne!(a.heartbeat, a.api);
-        assert_ne!(a, Keys::derive("Secret-Key-2"));
+        assert_ne!(a, Keys::legacy("Secret-Key-2"));
         assert_eq!(format!("{a:?}"), "Keys(<redacted>)");
     }
 
@@ -335,7 +422,7 @@ mod tests {
 
     #[test]
     fn signed_request_verifies_once() {
-        let k = Keys::derive("Secret-Key-1").api;
+        let k = Keys::legacy("Secret-Key-1").api;
         let h = sign_request(
             &k,
             "POST",
@@ -355,7 +442,7 @@ mod tests {
 
     #[test]
     fn tampering_wrong_key_and_staleness_are_refused() {
-        let k = Keys::derive("Secret-Key-1").api;
+        let k = Keys::legacy("Secret-Key-1").api;
         let target = "/peer/v1/sync/file?set=conf";
         let h = sign_request(&k, "POST", target, ME, b"{\"a\":1}", 5_000_000, [1; 16]);
         let mut v = Verifier::new(30_000, 4_000_000);
@@ -364,7 +451,7 @@ mod tests {
             |key: &[u8; 32], method: &str, target: &str, receiver: &str, body: &[u8], now| {
                 v.verify(key, method, target, receiver, body, lookup(&h), now)
             };
-        let other = Keys::derive("Secret-Key-2").api;
+        let other = Keys::legacy("Secret-Key-2").api;
         let body = b"{\"a\":1}";
         let bad = Err(AuthError::BadSignature);
         assert_eq!(check(&other, "POST", target, ME, body, now), bad);
@@ -412,7 +499,7 @@ mod tests {
     #[test]
     fn the_documented_example_signature() {
         // docs/protocol.md, "Worked example": computed outside the code base.
-        let k = Keys::derive("Sim-Key-2026").api;
+        let k = Keys::legacy("Sim-Key-2026").api;
         let h = sign_request(
             &k,
             "POST",
@@ -437,7 +524,7 @@ mod tests {
     fn a_request_signed_before_a_restart_is_refused() {
         // Captured and replayed after the receiver restarted (its nonce memory
         // is new), within the clock-skew window: refused all the same.
-        let k = Keys::derive("Secret-Key-1").api;
+        let k = Keys::legacy("Secret-Key-1").api;
         let h = sign_request(&k, "POST", "/peer/v1/remove", ME, b"{}", 7_000_000, [3; 16]);
         let mut before = Verifier::new(30_000, 6_000_000);
         let verdict = before.verify(
@@ -467,7 +554,7 @@ mod tests {
 
     #[test]
     fn responses_are_bound_to_the_request_nonce() {
-        let k = Keys::derive("Secret-Key-1").api;
+        let k = Keys::legacy("Secret-Key-1").api;
         let sig = sign_response(&k, "00ff", 200, b"ok");
         assert!(verify_response(&k, "00ff", 200, b"ok", Some(&sig)));
         assert!(!verify_response(&k, "00fe", 200, b"ok", Some(&sig)));

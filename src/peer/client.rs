@@ -2,6 +2,7 @@
 //! signed peer API requests whose responses are verified too.
 
 use super::auth::{self, Keys};
+use super::pair::{self, PairSecret};
 use crate::ha::{PeerAnswer, PeerRequest, PeerTarget};
 use crate::web::client;
 use std::net::{IpAddr, SocketAddr};
@@ -82,6 +83,63 @@ pub fn probe(t: &PeerTarget, link: Link, timeout: Duration) -> Result<String, St
     }
 }
 
+/// Agrees on a new pair secret with the peer under the operator's `key` (SPAKE2, see
+/// [`crate::peer::pair`]): the secret and the exchange's id, which the next request names
+/// so that the peer signs and checks it with the same secret.
+pub fn pair(
+    t: &PeerTarget,
+    key: &str,
+    link: Link,
+    timeout: Duration,
+) -> Result<(PairSecret, String), String> {
+    let me = link
+        .from
+        .map(|ip| ip.to_canonical().to_string())
+        .unwrap_or_default();
+    let peer = t
+        .address
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_canonical().to_string())
+        .unwrap_or_else(|_| t.address.clone());
+    let (caller, msg_a) = pair::Caller::start(key, &me, &peer);
+    let id = auth::hex(&auth::random16()[..8]);
+    let body = serde_json::json!({
+        "v": pair::PAIR_VERSION,
+        "id": id,
+        "msg": auth::hex(&msg_a),
+    })
+    .to_string();
+    let r = (link.endpoint(t)?)
+        .request(
+            "POST",
+            "/peer/v1/pair",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+            timeout,
+            64 * 1024,
+        )
+        .map_err(|e| e.to_string())?;
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    if r.status != 200 {
+        let why = answer.get("error").and_then(|e| e.as_str()).unwrap_or("");
+        return Err(format!(
+            "pairing refused by the peer (HTTP {}): {why}",
+            r.status
+        ));
+    }
+    let field = |name: &str| {
+        answer
+            .get(name)
+            .and_then(|v| v.as_str())
+            .and_then(auth::unhex)
+            .ok_or_else(|| format!("malformed pairing answer: no {name}"))
+    };
+    let secret = caller
+        .finish(&field("msg")?, &field("confirm")?)
+        .map_err(|e| e.to_string())?;
+    Ok((secret, id))
+}
+
 /// One signed request to the peer, with its answer's signature checked.
 pub fn call(
     t: &PeerTarget,
@@ -90,33 +148,61 @@ pub fn call(
     link: Link,
     timeout: Duration,
 ) -> Result<PeerAnswer, String> {
+    call_as(t, request, keys, None, link, timeout)
+}
+
+/// As [`call`], signed with the secret of pairing `pairing` when given (the peer finds it
+/// by the id).
+pub fn call_as(
+    t: &PeerTarget,
+    request: &PeerRequest,
+    keys: &Keys,
+    pairing: Option<&str>,
+    link: Link,
+    timeout: Duration,
+) -> Result<PeerAnswer, String> {
     let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     let path = format!("/peer/v1/{}", request.op());
+    let text = signed_post(t, &path, &body, &keys.api, pairing, link, timeout)?;
+    serde_json::from_slice(&text).map_err(|e| format!("malformed answer from peer: {e}"))
+}
+
+/// POSTs `body` to `path` on the peer, signed with `api` (and naming `pairing`), and
+/// returns the answer's body once its signature checks out.
+pub fn signed_post(
+    t: &PeerTarget,
+    path: &str,
+    body: &[u8],
+    api: &[u8; 32],
+    pairing: Option<&str>,
+    link: Link,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let nonce = auth::random16();
-    let signed = auth::sign_request(
-        &keys.api,
-        "POST",
-        &path,
-        &t.address,
-        &body,
-        unix_ms(),
-        nonce,
-    );
+    let signed = auth::sign_request(api, "POST", path, &t.address, body, unix_ms(), nonce);
     let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("content-type", "application/json"));
+    if let Some(id) = pairing {
+        headers.push((pair::H_PAIR, id));
+    }
     let r = (link.endpoint(t)?)
-        .request("POST", &path, &headers, &body, timeout, MAX_ANSWER)
+        .request("POST", path, &headers, body, timeout, MAX_ANSWER)
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&r.body).into_owned();
     match r.status {
         200 => {
             let sig = r.header(auth::H_SIGNATURE);
-            if !auth::verify_response(&keys.api, &auth::hex(&nonce), 200, &r.body, sig) {
+            if !auth::verify_response(api, &auth::hex(&nonce), 200, &r.body, sig) {
                 return Err("the peer's answer is not signed with our key".into());
             }
-            serde_json::from_str(&text).map_err(|e| format!("malformed answer from peer: {e}"))
+            Ok(r.body)
         }
-        401 => Err(format!("authentication failed: {}", text.trim())),
-        s => Err(format!("peer answered HTTP {s}: {}", text.trim())),
+        401 => Err(format!(
+            "authentication failed: {}",
+            String::from_utf8_lossy(&r.body).trim()
+        )),
+        s => Err(format!(
+            "peer answered HTTP {s}: {}",
+            String::from_utf8_lossy(&r.body).trim()
+        )),
     }
 }

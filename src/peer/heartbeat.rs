@@ -162,6 +162,8 @@ pub struct Heartbeats {
     role: Role,
     /// The registered peer's address (`None`: no peer, nothing admitted).
     peer: RwLock<Option<IpAddr>>,
+    /// Where a prepared key change is committed when the peer's frames use it.
+    ring: std::sync::OnceLock<crate::peer::rekey::Keyring>,
     pub stats: Stats,
 }
 
@@ -180,8 +182,14 @@ impl Heartbeats {
             keys,
             role,
             peer: RwLock::new(None),
+            ring: std::sync::OnceLock::new(),
             stats: Stats::default(),
         })
+    }
+
+    /// The keyring whose prepared change a frame under the new keys commits.
+    pub fn set_keyring(&self, ring: crate::peer::rekey::Keyring) {
+        let _ = self.ring.set(ring);
     }
 
     /// The registered peer's address; frames from any other are dropped
@@ -227,16 +235,25 @@ impl Heartbeats {
             self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
             return Received::default();
         }
-        let Some(key) = self.key() else {
+        let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
             return Received::default();
         };
-        let frame = match wire::decode(bytes, &key) {
-            Ok(f) => f,
-            Err(_) => {
-                self.stats.rejected_bad.fetch_add(1, Ordering::Relaxed);
-                return Received::default();
-            }
+        // Ours, then any also accepted during a key change.
+        let now = crate::peer::client::unix_ms();
+        let decoded = keys
+            .heartbeat_keys(now)
+            .into_iter()
+            .find_map(|key| wire::decode(bytes, &key).ok().map(|f| (f, key)));
+        let Some((frame, key)) = decoded else {
+            self.stats.rejected_bad.fetch_add(1, Ordering::Relaxed);
+            return Received::default();
         };
+        if keys.is_staged(&key) && registered == Some(from.ip()) {
+            // The peer sends with the keys of the change we prepared: it committed.
+            if let Some(ring) = self.ring.get() {
+                ring.promote(now);
+            }
+        }
         if frame.body.role != self.role.other() {
             self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
             return Received::default();
@@ -395,7 +412,7 @@ mod tests {
 
     #[test]
     fn sockets_exchange_and_refuse_forgeries() -> Result<(), Box<dyn std::error::Error>> {
-        let keys = Arc::new(RwLock::new(Some(Keys::derive("Test-Key-1"))));
+        let keys = Arc::new(RwLock::new(Some(Keys::legacy("Test-Key-1"))));
         // a is the primary on 127.0.0.1, b the secondary on 127.0.0.2.
         let a = Heartbeats::bind("127.0.0.1:0".parse()?, keys.clone(), Role::Primary)?;
         let b = Heartbeats::bind("127.0.0.2:0".parse()?, keys.clone(), Role::Secondary)?;
@@ -462,12 +479,75 @@ mod tests {
         assert!(heartbeat(&r) && booted(&r), "{r:?}");
         // Garbage and a wrong key are refused and counted.
         assert_eq!(b.receive(b"HMHB garbage", a_addr), Received::default());
-        let other = Keys::derive("Other-Key-2");
+        let other = Keys::legacy("Other-Key-2");
         let frame = Guard::new([9; 16]).next_frame(beacon());
         let forged = wire::encode(&frame, &other.heartbeat)?;
         assert_eq!(b.receive(&forged, a_addr), Received::default());
         assert_eq!(b.stats.rejected_bad.load(Ordering::Relaxed), 2);
         assert_eq!(b.stats.accepted.load(Ordering::Relaxed), 3);
+        Ok(())
+    }
+
+    /// A key change seen from the heartbeats: the side that prepared it accepts frames
+    /// under the new keys and, hearing them, commits; the side that committed still
+    /// accepts the old ones. Not one frame is refused on either side.
+    #[test]
+    fn frames_across_a_key_change_are_all_accepted_and_commit_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::peer::pair::PairSecret;
+        use crate::peer::rekey::Keyring;
+        let dir = std::env::temp_dir().join(format!("hamon-hb-rekey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::store::Store::open(&dir)?;
+        let (old, new) = (PairSecret::random(), PairSecret::random());
+        store.save_secret(&old)?;
+        store.save_authkey("Old-Key-0001")?;
+        let a_keys = Arc::new(RwLock::new(Some(old.keys())));
+        let b_keys = Arc::new(RwLock::new(Some(old.keys())));
+        let a = Heartbeats::bind("127.0.0.1:0".parse()?, a_keys.clone(), Role::Primary)?;
+        let b = Heartbeats::bind("127.0.0.2:0".parse()?, b_keys.clone(), Role::Secondary)?;
+        let (a_addr, b_addr) = (a.local_addr()?, b.local_addr()?);
+        a.set_peer(Some(b_addr.ip()));
+        b.set_peer(Some(a_addr.ip()));
+        let b_ring = Keyring {
+            store: store.clone(),
+            keys: b_keys.clone(),
+        };
+        b.set_keyring(b_ring.clone());
+        let now = crate::peer::client::unix_ms();
+        let mut buf = [0u8; 1024];
+        let mut pass = |from: &Heartbeats,
+                        to: &Heartbeats,
+                        to_addr,
+                        role|
+         -> Result<(), Box<dyn std::error::Error>> {
+            from.send(to_addr, Beacon { role, ..beacon() })?;
+            let (n, src) = to.sock.recv_from(&mut buf)?;
+            let _ = to.receive(&buf[..n], src);
+            Ok(())
+        };
+        // b prepared the change (the peer's request): still old keys, new ones accepted.
+        b_ring.prepare("New-Key-0001", &new, now)?;
+        pass(&b, &a, a_addr, Role::Secondary)?;
+        // a committed: it sends under the new keys and still accepts the old ones.
+        let committed = new.keys().also_accepting(&old.keys(), now + 60_000, now);
+        *a_keys.write().map_err(|_| "poisoned")? = Some(committed);
+        pass(&b, &a, a_addr, Role::Secondary)?; // b's old keys, in flight
+        pass(&a, &b, b_addr, Role::Primary)?; // a's new keys: b commits on hearing them
+        assert_eq!(store.load_secret()?, Some(new.clone()));
+        assert_eq!(store.load_authkey()?.as_deref(), Some("New-Key-0001"));
+        let b_now = b_keys
+            .read()
+            .map_err(|_| "poisoned")?
+            .clone()
+            .ok_or("no keys")?;
+        assert_eq!(b_now.heartbeat, new.keys().heartbeat);
+        pass(&b, &a, a_addr, Role::Secondary)?;
+        pass(&a, &b, b_addr, Role::Primary)?;
+        for (side, hb) in [("a", &a), ("b", &b)] {
+            assert_eq!(hb.stats.rejected_bad.load(Ordering::Relaxed), 0, "{side}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
         Ok(())
     }
 }

@@ -3,4 +3,6 @@
 pub mod auth;
 pub mod client;
 pub mod heartbeat;
+pub mod pair;
+pub mod rekey;
 pub mod wire;

@@ -12,7 +12,7 @@ use super::ui::{page, session, zip};
 use crate::ha::{
     Command, Duty, FailoverType, PeerAnswer, PeerRequest, Reply, Secret, Severity, StatusView,
 };
-use crate::peer::auth::{Keys, Verifier};
+use crate::peer::auth::{check_password_standard, Keys, Verifier};
 use crate::store::{Stamped, Store};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -77,6 +77,8 @@ pub struct App {
     pub flash: Arc<Mutex<Option<String>>>,
     /// File sync: serves manifests, files and copy jobs to the peer.
     pub sync: Option<Arc<crate::sync::service::SyncService>>,
+    /// Secrets from pairing exchanges whose signed request has not come yet.
+    pub pairings: Mutex<crate::peer::pair::Pending>,
 }
 
 impl std::fmt::Debug for App {
@@ -185,6 +187,8 @@ impl Handler for App {
                     if active { "active\n" } else { "standby\n" },
                 )
             }
+            ("POST", "/peer/v1/pair") => self.pair(req),
+            ("POST", "/peer/v1/rekey") => self.peer_rekey(req),
             ("POST", _) if p.starts_with("/peer/v1/sync/") => self.peer_sync(req),
             ("POST", _) if p.starts_with("/peer/v1/") => self.peer(req),
             (_, _) if p.starts_with("/api/v1/") => self.api(req),
@@ -229,11 +233,10 @@ impl App {
     fn caller(&self, req: &Request) -> Caller {
         if let Some(t) = req.header("authorization").and_then(session::bearer) {
             let expected = self
-                .store
-                .load_authkey()
+                .keys
+                .read()
                 .ok()
-                .flatten()
-                .map(|k| session::api_token(&k));
+                .and_then(|k| k.as_ref().map(session::api_token));
             if expected.is_some_and(|e| session::same(&e, t)) {
                 return Caller::Token;
             }
@@ -379,6 +382,16 @@ impl App {
                 let o = self.set_level(field(&f, "level").unwrap_or(""));
                 self.set_flash(o.message);
             }
+            "/authkey" => {
+                let (new, confirm) = (field(&f, "new_key"), field(&f, "confirm_key"));
+                match (new, confirm) {
+                    (Some(n), Some(c)) if n == c => match check_password_standard(n) {
+                        Ok(()) => self.change_key_in_background(n.to_string()),
+                        Err(rule) => self.set_flash(format!("key refused: {rule}")),
+                    },
+                    _ => self.set_flash("the two keys differ; nothing was changed".into()),
+                }
+            }
             "/remove" => {
                 let purge = field(&f, "purge").is_some();
                 self.in_background(Command::Remove { purge });
@@ -432,6 +445,34 @@ impl App {
                 let o = Outcome::from(core.command(command, Duration::from_secs(24 * 3600)));
                 if let Ok(mut f) = flash.lock() {
                     *f = Some(o.message);
+                }
+            });
+    }
+
+    /// Changes the authentication key (on both servers when registered: see
+    /// `peer::rekey`), reporting the outcome on the page.
+    fn change_key_in_background(&self, key: String) {
+        self.set_flash("changing the key...".into());
+        let ring = self.keyring();
+        let link = crate::peer::client::Link {
+            from: self.address.parse().ok(),
+            tls: self.tls,
+        };
+        let peer = self
+            .snapshot()
+            .as_ref()
+            .and_then(crate::sync::direction::peer_of);
+        let flash = self.flash.clone();
+        let _ = std::thread::Builder::new()
+            .name("web-authkey".into())
+            .spawn(move || {
+                let peer = peer.as_ref().map(|t| (t, link));
+                let message = match crate::peer::rekey::change_key(&ring, &key, peer) {
+                    Ok(m) => m,
+                    Err(e) => e,
+                };
+                if let Ok(mut f) = flash.lock() {
+                    *f = Some(message);
                 }
             });
     }
@@ -602,40 +643,197 @@ impl App {
 
     // ----- the peer API ---------------------------------------------------
 
-    /// The pair key and the request's nonce, once its signature checks out.
-    fn verified(&self, req: &Request) -> Result<(Keys, String), Response> {
-        let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
-            return Err(json_error(
+    /// `/peer/v1/pair`: the receiver's side of a pairing exchange (`peer::pair`). Each
+    /// exchange is one guess of the key for whoever started it, so it goes through the
+    /// login throttle, and counts as a failure until a request signed with its secret is
+    /// accepted.
+    fn pair(&self, req: &Request) -> Response {
+        let ip = Self::client_ip(req);
+        let now = now_secs();
+        let wait = self.throttle.lock().map(|t| t.wait(ip, now)).unwrap_or(0);
+        if wait > 0 {
+            return json_error(429, &format!("too many attempts; wait {wait} s"))
+                .with_header("retry-after", &wait.to_string());
+        }
+        let Some(key) = self.store.load_authkey().ok().flatten() else {
+            return json_error(
+                409,
+                "no authentication key is set on this server (hamon ha authkey)",
+            );
+        };
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let version = body.get("v").and_then(|v| v.as_u64());
+        let id = body.get("id").and_then(|v| v.as_str()).unwrap_or("");
+        let msg = body
+            .get("msg")
+            .and_then(|v| v.as_str())
+            .and_then(crate::peer::auth::unhex);
+        let (Some(1), Some(msg)) = (version, msg) else {
+            return json_error(400, "malformed pairing request (version 1 expected)");
+        };
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return json_error(400, "malformed pairing request: bad id");
+        }
+        if let Ok(mut t) = self.throttle.lock() {
+            t.failed(ip, now);
+        }
+        let caller = req.peer.ip().to_canonical().to_string();
+        match crate::peer::pair::respond(&key, &caller, &self.address, &msg) {
+            Ok((msg_b, confirm, secret)) => {
+                if let Ok(mut p) = self.pairings.lock() {
+                    p.insert(id.to_string(), req.peer.ip(), secret, now * 1000);
+                }
+                json(
+                    200,
+                    &serde_json::json!({
+                        "v": crate::peer::pair::PAIR_VERSION,
+                        "msg": crate::peer::auth::hex(&msg_b),
+                        "confirm": crate::peer::auth::hex(&confirm),
+                    }),
+                )
+            }
+            Err(e) => json_error(400, &e.to_string()),
+        }
+    }
+
+    /// The keys that sign `req`: those of the pairing it names, else the server's own.
+    fn keys_for(&self, req: &Request) -> Result<(Keys, Option<String>), Response> {
+        if let Some(id) = req.header(crate::peer::pair::H_PAIR) {
+            let secret = self
+                .pairings
+                .lock()
+                .ok()
+                .and_then(|p| p.get(id, req.peer.ip(), now_secs() * 1000));
+            return match secret {
+                Some(s) => Ok((s.keys(), Some(id.to_string()))),
+                None => Err(json_error(
+                    401,
+                    "no such pairing (it expired, or came from elsewhere)",
+                )),
+            };
+        }
+        match self.keys.read().ok().and_then(|k| k.clone()) {
+            Some(keys) => Ok((keys, None)),
+            None => Err(json_error(
                 401,
                 "no authentication key is set on this server (hamon ha authkey)",
+            )),
+        }
+    }
+
+    /// The peer API key that checked out and the request's nonce, once its signature does.
+    fn verified(&self, req: &Request) -> Result<([u8; 32], String), Response> {
+        if req.header(crate::peer::pair::H_PAIR).is_some() {
+            return Err(json_error(
+                401,
+                "a pairing signs only registration requests",
             ));
-        };
+        }
+        self.verified_with(req)
+            .map(|(keys, nonce, _)| (keys, nonce))
+    }
+
+    /// As [`App::verified`], also for a request signed with a pairing's secret, whose id
+    /// comes back too.
+    fn verified_with(&self, req: &Request) -> Result<([u8; 32], String, Option<String>), Response> {
+        let (keys, pairing) = self.keys_for(req)?;
         // What was signed: the path with its query, exactly as sent.
         let target = if req.query.is_empty() {
             req.path.clone()
         } else {
             format!("{}?{}", req.path, req.query)
         };
-        let verdict = match self.verifier.lock() {
-            Ok(mut v) => v.verify(
-                &keys.api,
-                &req.method,
-                &target,
-                &self.address,
-                &req.body,
-                |name| req.header(name),
-                crate::peer::client::unix_ms(),
-            ),
-            Err(_) => return Err(json_error(500, "verifier unavailable")),
+        // Ours first, then any also accepted during a key change; the answer is signed
+        // with the key that checked out.
+        let now = crate::peer::client::unix_ms();
+        let Ok(mut verifier) = self.verifier.lock() else {
+            return Err(json_error(500, "verifier unavailable"));
         };
+        let mut verdict = Err(crate::peer::auth::AuthError::BadSignature);
+        for key in keys.api_keys(now) {
+            verdict = verifier
+                .verify(
+                    &key,
+                    &req.method,
+                    &target,
+                    &self.address,
+                    &req.body,
+                    |name| req.header(name),
+                    now,
+                )
+                .map(|nonce| (key, nonce));
+            if !matches!(verdict, Err(crate::peer::auth::AuthError::BadSignature)) {
+                break;
+            }
+        }
+        drop(verifier);
         match verdict {
-            Ok(nonce) => Ok((keys, nonce)),
+            Ok((key, nonce)) => {
+                if keys.is_staged(&key) {
+                    // The peer signs with the keys of a change we prepared: it committed.
+                    self.keyring().promote(now);
+                }
+                Ok((key, nonce, pairing))
+            }
             Err(e) => Err(json_error(401, &e.to_string())),
         }
     }
 
-    fn signed(keys: &Keys, nonce: &str, body: Vec<u8>) -> Response {
-        let sig = crate::peer::auth::sign_response(&keys.api, nonce, 200, &body);
+    fn keyring(&self) -> crate::peer::rekey::Keyring {
+        crate::peer::rekey::Keyring {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+
+    /// `/peer/v1/rekey`: the receiving side of a key change (`peer::rekey`). `prepare`
+    /// must be signed with the current keys and carries the new key and secret sealed
+    /// under them; `commit` is signed with the new ones, which commits the change by
+    /// itself (see `verified_with`).
+    fn peer_rekey(&self, req: &Request) -> Response {
+        let (key, nonce) = match self.verified(req) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let text = |name: &str| body.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        if body.get("v").and_then(|v| v.as_u64()) != Some(crate::peer::rekey::REKEY_VERSION) {
+            return json_error(400, "malformed key change (version 1 expected)");
+        }
+        let current = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|k| k.as_ref().map(|k| k.api));
+        let answer = match text("phase") {
+            "prepare" if current != Some(key) => Err((
+                409,
+                "a key change must be signed with this server's current keys".to_string(),
+            )),
+            "prepare" => {
+                crate::peer::rekey::open(&key, &self.address, text("nonce"), text("sealed"))
+                    .map_err(|e| (400, e))
+                    .and_then(|(new_key, secret)| {
+                        let ring = self.keyring();
+                        ring.prepare(&new_key, &secret, crate::peer::client::unix_ms())
+                            .map_err(|e| (503, e))
+                            .map(|()| "prepared")
+                    })
+            }
+            "commit" => Ok("committed"),
+            _ => Err((400, "unknown key change phase".to_string())),
+        };
+        match answer {
+            Ok(result) => {
+                let body = serde_json::json!({ "result": result }).to_string();
+                Self::signed(&key, &nonce, body.into_bytes())
+            }
+            Err((status, msg)) => json_error(status, &msg),
+        }
+    }
+
+    fn signed(key: &[u8; 32], nonce: &str, body: Vec<u8>) -> Response {
+        let sig = crate::peer::auth::sign_response(key, nonce, 200, &body);
         Response::new(200, "application/json", body)
             .with_header(crate::peer::auth::H_SIGNATURE, &sig)
     }
@@ -670,7 +868,7 @@ impl App {
     }
 
     fn peer(&self, req: &Request) -> Response {
-        let (keys, nonce) = match self.verified(req) {
+        let (keys, nonce, pairing) = match self.verified_with(req) {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -681,6 +879,22 @@ impl App {
         if req.path.strip_prefix("/peer/v1/") != Some(request.op()) {
             return json_error(400, "the path does not match the operation");
         }
+        let pairs = matches!(
+            request,
+            PeerRequest::Register { .. }
+                | PeerRequest::RegisterAbort { .. }
+                | PeerRequest::FailbackBegin { .. }
+        );
+        if pairing.is_some() && !pairs {
+            return json_error(401, "a pairing signs only registration requests");
+        }
+        let staged = match &pairing {
+            Some(id) => match self.stage_pairing(id, req) {
+                Ok(staged) => Some(staged),
+                Err(e) => return json_error(503, &e),
+            },
+            None => None,
+        };
         let checked = match &request {
             PeerRequest::Register { registration } => {
                 crate::net::vip::checked(&registration.vips, self.interface.as_deref()).map(drop)
@@ -694,7 +908,65 @@ impl App {
                 None => return json_error(503, "no answer from the core in time"),
             },
         };
+        if let Some((secret, at_ms)) = staged {
+            let accepted = matches!(answer, PeerAnswer::Accepted { .. });
+            self.settle_pairing(secret, at_ms, accepted, req);
+        }
         let body = serde_json::to_vec(&answer).unwrap_or_default();
         Self::signed(&keys, &nonce, body)
+    }
+
+    /// Takes the secret of pairing `id` and writes it beside the current one, before the
+    /// core hears the request: a disk that cannot take it refuses the request, so the core
+    /// never accepts a pairing this server could not keep.
+    fn stage_pairing(
+        &self,
+        id: &str,
+        req: &Request,
+    ) -> Result<(crate::peer::pair::PairSecret, u64), String> {
+        let taken = self
+            .pairings
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take(id, req.peer.ip(), now_secs() * 1000));
+        let (secret, at_ms) = taken.ok_or("the pairing expired")?;
+        self.store
+            .stage_secret(&secret)
+            .map_err(|e| format!("cannot store the new pair secret: {e}"))?;
+        Ok((secret, at_ms))
+    }
+
+    /// The core answered a request signed with a pairing's secret: if it accepted, that
+    /// secret is the pair's now (put in place, then used); else it is dropped.
+    fn settle_pairing(
+        &self,
+        secret: crate::peer::pair::PairSecret,
+        at_ms: u64,
+        accepted: bool,
+        req: &Request,
+    ) {
+        if !accepted {
+            self.store.discard_staged_secret();
+            return;
+        }
+        // The exchange was genuine: it leaves the login budget it was charged to.
+        if let Ok(mut t) = self.throttle.lock() {
+            t.forgive(Self::client_ip(req), at_ms / 1000);
+        }
+        if let Err(e) = self.store.commit_secret() {
+            self.core.observe(
+                "agent_secret_failed",
+                Severity::Error,
+                format!(
+                    "the new pair secret ({}) is in use but could not be put in place: {e}; \
+                     after a restart this server will not hear its peer until `hamon ha \
+                     authkey` is run",
+                    secret.id()
+                ),
+            );
+        }
+        if let Ok(mut k) = self.keys.write() {
+            *k = Some(secret.keys());
+        }
     }
 }

@@ -796,8 +796,9 @@ fn advance(entry: &mut Entry, shared: &Shared, now: Instant) -> Next {
     }
 }
 
-/// How far the bytes in `carry` go toward a request.
-enum Check {
+/// How far the bytes received go toward a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
     /// A whole request: head and `Content-Length` bytes of body.
     Complete,
     /// Not yet; this many bytes are needed at least (or one more than the head limit while
@@ -807,7 +808,9 @@ enum Check {
     Bad(u16),
 }
 
-fn check(carry: &[u8], peer: SocketAddr, limits: &Limits) -> Check {
+/// Whether `carry` holds a whole request under `limits`: what the poller decides before a
+/// worker sees anything.
+pub fn check(carry: &[u8], peer: SocketAddr, limits: &Limits) -> Check {
     let (head_len, req) = match parse_request_head(carry, peer) {
         Ok(Some((len, req, _))) => (len, req),
         Ok(None) if carry.len() > limits.max_header_bytes => return Check::Bad(431),

@@ -253,6 +253,16 @@ pub fn wait(within: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
     f().then_some(())
 }
 
+/// The working keys server `i` holds: its pair secret's (a registered pair agreed on one
+/// when it registered).
+#[allow(dead_code)] // not every test binary signs as the peer
+pub fn pair_keys(p: &Pair, i: usize) -> hamon::peer::auth::Keys {
+    let text = std::fs::read_to_string(p.state_dir(i).join("secret")).expect("pair secret");
+    hamon::peer::pair::PairSecret::from_text(&text)
+        .expect("pair secret")
+        .keys()
+}
+
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }

@@ -585,6 +585,27 @@ fn ha_configuration(out: &mut String, m: &PageModel) {
     out.push_str("</section>\n");
 }
 
+/// Changing the authentication key: on a registered pair it changes on both servers.
+fn authentication_key(out: &mut String, m: &PageModel) {
+    let scope = if m.status.registration.is_some() {
+        "on both servers of the pair (the peer must be reachable)"
+    } else {
+        "on this server"
+    };
+    out.push_str(&format!(
+        "<section><h2>Authentication Key</h2><form method=\"post\" action=\"/authkey\" \
+         id=\"authkey\">{}<p>Changes the key {scope}.</p>\
+         <div class=\"field\"><label for=\"new_key\">New key</label>\
+         <input type=\"password\" id=\"new_key\" name=\"new_key\" autocomplete=\"new-password\" \
+         required minlength=\"8\"></div>\
+         <div class=\"field\"><label for=\"confirm_key\">Confirm</label>\
+         <input type=\"password\" id=\"confirm_key\" name=\"confirm_key\" \
+         autocomplete=\"new-password\" required minlength=\"8\"></div>\
+         <button type=\"submit\">Change key</button></form></section>\n",
+        csrf_field(m.csrf)
+    ));
+}
+
 /// The main page (for a logged-in session).
 pub fn main_page(m: &PageModel) -> String {
     let s = m.status;
@@ -598,6 +619,7 @@ pub fn main_page(m: &PageModel) -> String {
     details(&mut out, m);
     settings(&mut out, m);
     logging(&mut out, m);
+    authentication_key(&mut out, m);
     if s.role == Role::Primary {
         ha_configuration(&mut out, m);
     }

@@ -23,13 +23,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The configured database driver, if any, its changes serialized.
-pub fn driver(cfg: &Config) -> Result<Option<Arc<dyn Database>>, String> {
+pub fn driver(
+    cfg: &Config,
+    identity: Option<&crate::web::tls::Identity>,
+) -> Result<Option<Arc<dyn Database>>, String> {
     let Some(d) = &cfg.database else {
         return Ok(None);
     };
     let inner: Box<dyn Database> = match &d.driver {
         DbDriver::None => return Ok(None),
-        DbDriver::Postgres(pg) => Box::new(db::postgres::Postgres::new((**pg).clone())?),
+        DbDriver::Postgres(pg) => {
+            let mut pg = (**pg).clone();
+            pg.tls_identity = identity.map(|id| (id.cert_pem.clone(), id.key_pem.clone()));
+            Box::new(db::postgres::Postgres::new(pg)?)
+        }
         DbDriver::Command(c) => Box::new(db::command::CommandDb::new(c.clone())?),
     };
     Ok(Some(Arc::new(Serialized {

@@ -186,6 +186,15 @@ fn sighup_reloads_the_authentication_key() {
         !register(KEY).status.success(),
         "the old key no longer works"
     );
+    // Each pairing is a guess of the key for the secondary's login throttle: the
+    // next one from the same address waits a second.
+    let hurried = register("Reloaded-Key-7");
+    let said = String::from_utf8_lossy(&hurried.stderr).to_string();
+    assert!(
+        !hurried.status.success() && said.contains("429"),
+        "{hurried:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
     let out = register("Reloaded-Key-7");
     assert!(out.status.success(), "{out:?}");
     p.wait_state(1, "Secondary Syncing", Duration::from_secs(5));

@@ -42,6 +42,11 @@ fn copy_failover_rewind_and_switchover() {
         .unwrap();
     let da = Postgres::new(a.config()).unwrap();
     let db = Postgres::new(b.config()).unwrap();
+    // A was started without TLS: its first health check turns it on, as the agent's
+    // watcher does, since the peer's connections demand it.
+    assert_eq!(a.sql("SHOW ssl").unwrap(), "off");
+    assert_eq!(da.health(), Ok(()));
+    assert_eq!(a.sql("SHOW ssl").unwrap(), "on");
     assert_eq!(da.role(), Ok(DbRole::Primary));
     assert_eq!(db.role(), Ok(DbRole::Down));
     assert_eq!(da.lag(), Ok(None));
@@ -202,6 +207,12 @@ fn copy_from_an_unreachable_peer_fails_fast_and_leaves_local_data_alone() {
     let mut cfg = c.config();
     cfg.timeout = Duration::from_secs(3);
     let d = Postgres::new(cfg).unwrap();
+
+    // A peer that answers without TLS (this cluster, started without it) is refused
+    // before anything is touched: the replication connection demands TLS.
+    let err = d.initial_copy(&c.peer()).unwrap_err();
+    assert!(err.contains("SSL"), "{err}");
+    assert_eq!(c.sql("SELECT count(*) FROM t").unwrap(), "1");
 
     // Nothing listens: refused at once.
     let closed = pgtest::free_port("127.0.0.5");

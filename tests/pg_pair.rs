@@ -88,6 +88,8 @@ fn registered_pair(n: u8, max_lag: u64) -> Option<(Arc<Cluster>, Arc<Cluster>, P
     let b = Arc::new(Cluster::new(&bin, "b", &format!("127.0.{n}.3")));
     fs::write(&b.passfile, format!("*:*:*:{REPL_USER}:{}\n", a.password)).unwrap();
     let p = Pair::new(n);
+    // The clusters serve the Health Monitor's certificate.
+    p.edit_configs(|c| c.replace("tls = false", "tls = true"));
     let bounded = |c: &Cluster, port| {
         db_section(c, port).replace(
             "max_failover_lag_bytes = 16777216",
@@ -105,8 +107,22 @@ fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
         return;
     };
 
-    // Registration built the standby with pg_basebackup; rows flow to it.
+    // Registration built the standby with pg_basebackup; rows flow to it, over TLS
+    // with SCRAM channel binding.
     assert_eq!(in_recovery(&b), Some(true), "b is not a standby");
+    let streams_over_tls = || {
+        a.sql(
+            "SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) \
+             WHERE s.ssl",
+        )
+        .is_ok_and(|n| n == "1")
+    };
+    wait(SECS(20), streams_over_tls).expect("the standby does not stream over TLS");
+    let conninfo = b.sql("SHOW primary_conninfo").unwrap();
+    assert!(
+        conninfo.contains("sslmode=require channel_binding=require"),
+        "{conninfo}"
+    );
     a.sql("INSERT INTO t VALUES (1, 'on a')").unwrap();
     wait(SECS(20), || has_row(&b, 1)).expect("row 1 never reached the standby");
     assert!(
@@ -262,6 +278,16 @@ fn automatic_failover_waits_until_the_standby_has_replayed_within_the_bound() {
     b.sql("SELECT pg_wal_replay_pause()").unwrap();
     a.sql("INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series(1, 20000) g")
         .unwrap();
+    // The standby has received all of it (streaming over TLS on a busy machine can
+    // take a moment): what it received is what must survive the primary's death.
+    let end = a.sql("SELECT pg_current_wal_lsn()").unwrap();
+    wait(SECS(30), || {
+        b.sql(&format!(
+            "SELECT pg_last_wal_receive_lsn() >= '{end}'::pg_lsn"
+        ))
+        .is_ok_and(|r| r == "t")
+    })
+    .expect("the standby never received the rows");
     let events =
         |p: &Pair| String::from_utf8_lossy(&p.run(1, &["ha", "events"]).stdout).to_string();
     wait(SECS(20), || {

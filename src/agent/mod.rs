@@ -382,8 +382,8 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         crate::notify::dispatch::Dispatcher::start(&cfg.notify, store.dir(), monitor_url(&cfg))
             .map_err(|e| io_err("notifications")(std::io::Error::other(e)))?,
     );
-    let driver =
-        repl::driver(&cfg).map_err(|e| io_err("database driver")(std::io::Error::other(e)))?;
+    let driver = repl::driver(&cfg, identity.as_ref())
+        .map_err(|e| io_err("database driver")(std::io::Error::other(e)))?;
     let db_port = PeerPort::from_config(&cfg);
     let sync = {
         let (log, events) = (log.clone(), tx.clone());

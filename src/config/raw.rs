@@ -204,6 +204,7 @@ pub struct RawPostgres {
     pub slot: Option<String>,
     pub timeout_ms: Option<i64>,
     pub start_timeout_ms: Option<i64>,
+    pub tls: Option<bool>,
 }
 
 /// `[disk]`.

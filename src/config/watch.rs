@@ -330,6 +330,9 @@ impl Validator<'_> {
         if let Some(f) = r.passfile {
             c.passfile = self.absolute_dir(&key("passfile"), Some(f), "/")?;
         }
+        if let Some(tls) = r.tls {
+            c.tls = tls;
+        }
         // pg_ctl runs the server through /bin/sh with these paths inside
         // double quotes, where `$`, a backquote or `"` would be the shell's:
         // only plain path characters are accepted.

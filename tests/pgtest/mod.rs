@@ -368,6 +368,10 @@ impl Cluster {
         cfg.timeout = Duration::from_secs(10);
         cfg.start_timeout = Duration::from_secs(60);
         cfg.copy_timeout = Duration::from_secs(120);
+        // The certificate the server serves (the agent gives its Health Monitor's).
+        let cert = rcgen::generate_simple_self_signed(vec![self.listen.clone()])
+            .expect("a test certificate");
+        cfg.tls_identity = Some((cert.cert.pem(), cert.key_pair.serialize_pem()));
         cfg
     }
 }

@@ -102,6 +102,15 @@ pub struct PgConfig {
     pub start_timeout: Duration,
     /// Limit for `pg_basebackup` and `pg_rewind`.
     pub copy_timeout: Duration,
+    /// TLS between the clusters (default on): the server serves hamon's certificate, and
+    /// every connection to the peer demands TLS and SCRAM channel binding
+    /// (`sslmode=require channel_binding=require`), so that someone in the middle can
+    /// neither read the replication stream nor relay the login. Needs `scram-sha-256` in
+    /// the peer's pg_hba.conf.
+    pub tls: bool,
+    /// The certificate and key (PEM) the server serves: hamon's Health Monitor identity,
+    /// written to `<data_dir>.tls/` for the server.
+    pub tls_identity: Option<(String, String)>,
 }
 
 impl PgConfig {
@@ -131,7 +140,17 @@ impl PgConfig {
             timeout: Duration::from_secs(10),
             start_timeout: Duration::from_secs(60),
             copy_timeout: Duration::from_secs(3600),
+            tls: true,
+            tls_identity: None,
         }
+    }
+
+    /// Where the server's certificate and key are written: `<data_dir>.tls`, beside the
+    /// data directory (which a base backup replaces).
+    pub fn tls_dir(&self) -> PathBuf {
+        let mut dir = self.data_dir.clone().into_os_string();
+        dir.push(".tls");
+        PathBuf::from(dir)
     }
 }
 
@@ -140,6 +159,8 @@ impl PgConfig {
 pub struct Postgres {
     cfg: PgConfig,
     account: Option<Account>,
+    /// The running server was seen serving TLS.
+    tls_on: std::sync::atomic::AtomicBool,
 }
 
 impl Postgres {
@@ -169,8 +190,17 @@ impl Postgres {
                 cfg.slot
             ));
         }
+        if cfg.tls && cfg.tls_identity.is_none() {
+            return Err("postgres tls needs the Health Monitor's certificate: set \
+                        [health_monitor] tls = true, or [database.postgres] tls = false"
+                .into());
+        }
         let account = Account::for_tools(&cfg.os_user)?;
-        Ok(Postgres { cfg, account })
+        Ok(Postgres {
+            cfg,
+            account,
+            tls_on: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     pub fn config(&self) -> &PgConfig {
@@ -185,9 +215,17 @@ impl Database for Postgres {
 
     fn health(&self) -> Result<(), String> {
         match self.query("SELECT 1")?.as_str() {
-            "1" => Ok(()),
-            other => Err(format!("unexpected answer to SELECT 1: {other:?}")),
+            "1" => {}
+            other => return Err(format!("unexpected answer to SELECT 1: {other:?}")),
         }
+        // A server started by someone else (its own unit, an image tool) learns TLS on
+        // its first health check: the peer's connections demand it.
+        if self.cfg.tls && !self.tls_on.load(std::sync::atomic::Ordering::Relaxed) {
+            self.ensure_tls()?;
+            self.tls_on
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn role(&self) -> Result<DbRole, String> {
@@ -361,6 +399,7 @@ mod tests {
     fn driver() -> Postgres {
         let mut cfg = PgConfig::new("/srv/pg data/main", 5433);
         cfg.passfile = PathBuf::from("/etc/hamon/pg pass");
+        cfg.tls_identity = Some(("cert".into(), "key".into()));
         Postgres::new(cfg).unwrap()
     }
 
@@ -391,7 +430,8 @@ mod tests {
         assert_eq!(
             info,
             "host='10.0.0.2' port=5432 user='replicator' passfile='/etc/hamon/pg pass' \
-             connect_timeout=7 application_name='hamon_peer' replication=true"
+             connect_timeout=7 application_name='hamon_peer' sslmode=require \
+             channel_binding=require replication=true"
         );
         let cmds = [
             db.psql_local("SELECT 1"),
@@ -419,12 +459,30 @@ mod tests {
         let mut cfg = PgConfig::new("/d", 25432);
         cfg.socket_dir = "/tmp/it's".into();
         cfg.listen = "127.0.0.2".into();
-        let db = Postgres::new(cfg).unwrap();
+        cfg.tls = false;
+        let db = Postgres::new(cfg.clone()).unwrap();
         assert_eq!(
             db.server_options(),
             "-c 'port=25432' -c 'listen_addresses=127.0.0.2' \
              -c 'unix_socket_directories=/tmp/it'\\''s'"
         );
+        // With TLS (the default) it serves the certificate written beside the data.
+        cfg.tls = true;
+        assert!(Postgres::new(cfg.clone()).unwrap_err().contains("tls"));
+        cfg.tls_identity = Some(("cert".into(), "key".into()));
+        let db = Postgres::new(cfg).unwrap();
+        assert!(db.server_options().ends_with(
+            " -c 'ssl=on' -c 'ssl_cert_file=/d.tls/server.crt' \
+             -c 'ssl_key_file=/d.tls/server.key'"
+        ));
+        let plain = db.peer_conninfo(
+            &PeerDb {
+                host: "h".into(),
+                port: 1,
+            },
+            Some("postgres"),
+        );
+        assert!(plain.contains(" sslmode=require channel_binding=require "), "{plain}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::{chown, DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -73,11 +73,59 @@ impl Postgres {
             self.connect_secs(),
             conninfo_value(&self.cfg.slot),
         );
+        if self.cfg.tls {
+            info.push_str(" sslmode=require channel_binding=require");
+        }
         match dbname {
             Some(db) => info.push_str(&format!(" dbname={}", conninfo_value(db))),
             None => info.push_str(" replication=true"),
         }
         info
+    }
+
+    /// Writes the certificate and key for the server into `<data_dir>.tls/` (owned by
+    /// `os_user`; the key mode 0600): the paths `server_options` and `ensure_tls` name.
+    pub(super) fn write_tls_files(&self) -> Result<(PathBuf, PathBuf), String> {
+        let Some((cert, key)) = &self.cfg.tls_identity else {
+            return Err("no certificate for the database server".into());
+        };
+        let dir = self.cfg.tls_dir();
+        self.own_dir(&dir, 0o700)?;
+        let (crt, k) = (dir.join("server.crt"), dir.join("server.key"));
+        for (path, text) in [(&crt, cert), (&k, key)] {
+            crate::store::write_atomic(path, text.as_bytes(), 0o600)
+                .map_err(|e| format!("cannot write {}: {}", path.display(), exec::io_text(&e)))?;
+            self.give(path)?;
+        }
+        Ok((crt, k))
+    }
+
+    /// Turns TLS on in a running server that was started without it: the settings go to
+    /// postgresql.auto.conf (`ALTER SYSTEM`) and take effect on reload.
+    pub(super) fn ensure_tls(&self) -> Result<(), String> {
+        if self.query("SHOW ssl")? == "on" {
+            return Ok(());
+        }
+        let (crt, key) = self.write_tls_files()?;
+        for (name, value) in [
+            ("ssl_cert_file", crt.display().to_string()),
+            ("ssl_key_file", key.display().to_string()),
+            ("ssl", "on".to_string()),
+        ] {
+            self.query(&format!(
+                "ALTER SYSTEM SET {name} = '{}'",
+                value.replace('\'', "''")
+            ))?;
+        }
+        self.query("SELECT pg_reload_conf()")?;
+        // The reload is asynchronous: wait until the server says so.
+        for _ in 0..50 {
+            if self.query("SHOW ssl")? == "on" {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("the server did not turn TLS on after a reload (see its log)".into())
     }
 
     /// A replication command on the peer ("IDENTIFY_SYSTEM"). Errors carry
@@ -195,6 +243,15 @@ impl Postgres {
         if let Some(conf) = &self.cfg.config_file {
             opts.push(format!("config_file={}", conf.display()));
         }
+        if self.cfg.tls {
+            let dir = self.cfg.tls_dir();
+            opts.push("ssl=on".to_string());
+            opts.push(format!(
+                "ssl_cert_file={}",
+                dir.join("server.crt").display()
+            ));
+            opts.push(format!("ssl_key_file={}", dir.join("server.key").display()));
+        }
         opts.iter()
             .map(|o| format!("-c {}", sh_quote(o)))
             .collect::<Vec<_>>()
@@ -217,6 +274,9 @@ impl Postgres {
                 )
             })?;
             self.give(&self.cfg.log_file)?;
+        }
+        if self.cfg.tls {
+            self.write_tls_files()?;
         }
         let mut cmd = self.pg_ctl("start");
         cmd.args([
@@ -421,6 +481,7 @@ mod tests {
         let mut cfg = PgConfig::new(data, 25432);
         cfg.passfile = "/etc/hamon/pgpass".into();
         cfg.replication_user = "repl".into();
+        cfg.tls = false;
         Postgres::new(cfg).unwrap()
     }
 

@@ -441,6 +441,24 @@ fn the_primarys_configuration_form_registers_and_removes() {
         !shown.contains("name=\"secondary\""),
         "the form gives way to Remove"
     );
+    // The key changes from the page, on both servers of the pair.
+    let mismatch = format!("csrf={csrf}&new_key=Paged-Key-77&confirm_key=Paged-Key-78");
+    assert_eq!(post("/authkey", mismatch).status, 303);
+    assert!(page(&cookie).contains("the two keys differ"));
+    let body = format!("csrf={csrf}&new_key=Paged-Key-77&confirm_key=Paged-Key-77");
+    assert_eq!(post("/authkey", body).status, 303);
+    let key_of = |i: usize| std::fs::read_to_string(p.state_dir(i).join("authkey")).unwrap();
+    wait(SECS(10), || {
+        key_of(0) == "Paged-Key-77\n" && key_of(1) == "Paged-Key-77\n"
+    })
+    .unwrap_or_else(|| panic!("the key did not change on both: {}", page(&cookie)));
+    assert!(
+        wait(SECS(5), || page(&cookie)
+            .contains("changed on both servers"))
+        .is_some(),
+        "{}",
+        page(&cookie)
+    );
     assert_eq!(post("/remove", format!("csrf={csrf}")).status, 303);
     p.wait_state(0, "Stand Alone", SECS(5));
     p.wait_state(1, "Stand Alone", SECS(5));

@@ -482,7 +482,10 @@ mod tests {
             },
             Some("postgres"),
         );
-        assert!(plain.contains(" sslmode=require channel_binding=require "), "{plain}");
+        assert!(
+            plain.contains(" sslmode=require channel_binding=require "),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -375,16 +375,27 @@ impl Validator<'_> {
             .node
             .ok_or_else(|| self.invalid("node", "required section [node] is missing"))?;
         let node = self.node(node)?;
+        let health_monitor = self.health_monitor(raw.health_monitor)?;
+        let database = self.database(raw.database)?;
+        if let Some(watch::DbDriver::Postgres(pg)) = database.as_ref().map(|d| &d.driver) {
+            if pg.tls && !health_monitor.tls {
+                return Err(self.invalid(
+                    "database.postgres.tls",
+                    "the database's TLS serves the Health Monitor's certificate: set \
+                     [health_monitor] tls = true, or [database.postgres] tls = false",
+                ));
+            }
+        }
         Ok(Config {
             path: self.path.to_path_buf(),
             heartbeat: self.heartbeat(raw.heartbeat)?,
-            health_monitor: self.health_monitor(raw.health_monitor)?,
+            health_monitor,
             failback: self.failback(raw.failback)?,
             hooks: self.hooks(raw.hooks)?,
             log: self.log(raw.log)?,
             vip: self.vip(raw.vip)?,
             services: self.services(raw.service)?,
-            database: self.database(raw.database)?,
+            database,
             disk: self.disk(raw.disk, &node.state_dir)?,
             nic: self.nic(raw.nic)?,
             replication: self.replication(raw.replication, raw.sync)?,

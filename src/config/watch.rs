@@ -558,6 +558,7 @@ mod tests {
         match pg.driver {
             super::DbDriver::Postgres(c) => {
                 assert_eq!(c.port, 5433);
+                assert!(c.tls, "TLS to the peer's cluster by default");
                 assert_eq!(c.slot, "hamon_b");
                 assert_eq!(c.passfile, Path::new("/etc/hamon/pgpass"));
                 assert_eq!(c.bin_dir, Path::new("/usr/lib/postgresql/15/bin"));
@@ -590,6 +591,11 @@ mod tests {
             let e = parse(&format!("[database]\n{text}\n")).unwrap_err();
             assert!(e.contains(words), "{text}: {e}");
         }
+        // The database's TLS serves the Health Monitor's certificate.
+        let pg = "[database]\ndriver = \"postgres\"\n[database.postgres]\ndata_dir = \"/d\"\n";
+        let e = parse(&format!("[health_monitor]\ntls = false\n{pg}")).unwrap_err();
+        assert!(e.contains("database.postgres.tls"), "{e}");
+        assert!(parse(&format!("[health_monitor]\ntls = false\n{pg}tls = false\n")).is_ok());
         assert!(parse("[database]\ntcp = \"localhost\"\n")
             .unwrap_err()
             .contains("database.tcp"));

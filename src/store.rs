@@ -1,7 +1,9 @@
 //! Everything hamon keeps on disk under `state_dir`, written durably:
 //! temp file, fsync, rename over the old file, fsync of the directory.
 //!
-//! - `ha.json`: the persisted HA state (registration, state)
+//! - `ha.state`: the persisted HA state (registration, state), in two fixed slots
+//!   written in place, so that saving it never needs a free block (see [`StateFile`]);
+//!   `ha.json`, its wave-1 form, is read once and replaced
 //! - `authkey`: the HA authentication key (mode 0600)
 //! - `in-sync`: Unix time this server last recorded being in sync
 //! - `events.jsonl`: the event journal (appended; the newest lines are read back)
@@ -49,6 +51,129 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// The state file's name.
+const STATE_FILE: &str = "ha.state";
+/// The wave-1 state file, read once and replaced by [`STATE_FILE`].
+const LEGACY_STATE: &str = "ha.json";
+/// Bytes in one slot of the state file.
+const SLOT: usize = 64 * 1024;
+/// A slot's head: magic (4), version (1), reserved (3), sequence (8), length (4), CRC-32
+/// of the payload (4).
+const SLOT_HEAD: usize = 24;
+const SLOT_MAGIC: &[u8; 4] = b"HMST";
+const SLOT_VERSION: u8 = 1;
+
+/// The HA state file: two slots of [`SLOT`] bytes, each a head and a JSON payload. A save
+/// writes the older slot in place with the next sequence number and syncs it; a load takes
+/// the valid slot with the highest sequence. The file is filled with zeros when made, so
+/// a save only overwrites blocks the file already owns: it needs no free space on ext4,
+/// xfs or tmpfs (a copy-on-write file system such as btrfs allocates anyway). A save torn
+/// by a crash fails its CRC, and the other slot, the state before, is used.
+#[derive(Debug)]
+pub struct StateFile {
+    file: File,
+}
+
+impl StateFile {
+    fn open(path: &Path) -> io::Result<Option<StateFile>> {
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) if file.metadata()?.len() >= (2 * SLOT) as u64 => Ok(Some(StateFile { file })),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is shorter than its two slots", path.display()),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A new, zero-filled state file (temporary file, fsync, rename, directory fsync).
+    fn create(path: &Path) -> io::Result<StateFile> {
+        write_atomic(path, &vec![0u8; 2 * SLOT], 0o600)?;
+        StateFile::open(path)?.ok_or_else(|| io::Error::other("state file vanished"))
+    }
+
+    /// The newest valid payload in the file at `path`; `None` if there is no file.
+    fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let Some(file) = StateFile::open(path)? else {
+            return Ok(None);
+        };
+        match file.newest()? {
+            Some((_, _, payload)) => Ok(Some(payload)),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: no valid slot", path.display()),
+            )),
+        }
+    }
+
+    /// (slot, sequence, payload) of the newest valid slot.
+    fn newest(&self) -> io::Result<Option<(usize, u64, Vec<u8>)>> {
+        use std::os::unix::fs::FileExt;
+        let mut best: Option<(usize, u64, Vec<u8>)> = None;
+        let mut buf = vec![0u8; SLOT];
+        for slot in 0..2 {
+            self.file.read_exact_at(&mut buf, (slot * SLOT) as u64)?;
+            if let Some((seq, payload)) = decode_slot(&buf) {
+                if best.as_ref().is_none_or(|(_, s, _)| seq > *s) {
+                    best = Some((slot, seq, payload.to_vec()));
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Writes `payload` into the older slot, in place, and syncs it.
+    pub fn write(&self, payload: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let (slot, seq) = match self.newest()? {
+            Some((newest, seq, _)) => (1 - newest, seq + 1),
+            None => (0, 1),
+        };
+        let bytes = encode_slot(seq, payload)?;
+        self.file.write_all_at(&bytes, (slot * SLOT) as u64)?;
+        self.file.sync_data()
+    }
+}
+
+/// One slot's head and payload.
+fn encode_slot(seq: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|l| (*l as usize) <= SLOT - SLOT_HEAD)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the HA state is {} bytes, over the slot's {}",
+                    payload.len(),
+                    SLOT - SLOT_HEAD
+                ),
+            )
+        })?;
+    let mut out = Vec::with_capacity(SLOT_HEAD + payload.len());
+    out.extend_from_slice(SLOT_MAGIC);
+    out.extend_from_slice(&[SLOT_VERSION, 0, 0, 0]);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+/// A slot's sequence number and payload, if the slot holds a whole, intact one.
+fn decode_slot(slot: &[u8]) -> Option<(u64, &[u8])> {
+    let head = slot.get(..SLOT_HEAD)?;
+    if &head[..4] != SLOT_MAGIC || head[4] != SLOT_VERSION {
+        return None;
+    }
+    let seq = u64::from_be_bytes(head[8..16].try_into().ok()?);
+    let len = u32::from_be_bytes(head[16..20].try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(head[20..24].try_into().ok()?);
+    let payload = slot.get(SLOT_HEAD..SLOT_HEAD.checked_add(len)?)?;
+    (crc32fast::hash(payload) == crc).then_some((seq, payload))
+}
+
 /// The state directory and the files in it.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -84,21 +209,45 @@ impl Store {
         }
     }
 
+    /// The persisted HA state: the newest valid slot of `ha.state`, or a wave-1 `ha.json`.
     pub fn load_state(&self) -> io::Result<Option<Persisted>> {
-        let Some(text) = self.read_optional("ha.json")? else {
-            return Ok(None);
+        let path = self.dir.join(STATE_FILE);
+        let (json, shown) = match StateFile::read(&path)? {
+            Some(json) => (json, path),
+            None => match self.read_optional(LEGACY_STATE)? {
+                Some(text) => (text.into_bytes(), self.dir.join(LEGACY_STATE)),
+                None => return Ok(None),
+            },
         };
-        serde_json::from_str(&text).map(Some).map_err(|e| {
+        serde_json::from_slice(&json).map(Some).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: {e}", self.dir.join("ha.json").display()),
+                format!("{}: {e}", shown.display()),
             )
         })
     }
 
+    /// Saves the HA state into the older slot of `ha.state`, in place (see [`StateFile`]).
     pub fn save_state(&self, p: &Persisted) -> io::Result<()> {
-        let json = serde_json::to_vec_pretty(p).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join("ha.json"), &json, 0o600)
+        let json = serde_json::to_vec(p).map_err(io::Error::other)?;
+        self.reserve_state()?.write(&json)
+    }
+
+    /// Makes `ha.state` if it is missing (carrying over a wave-1 `ha.json`), so that its
+    /// blocks are held from the start: the agent calls it when it starts, before any
+    /// state change might meet a full disk.
+    pub fn reserve_state(&self) -> io::Result<StateFile> {
+        let path = self.dir.join(STATE_FILE);
+        if let Some(file) = StateFile::open(&path)? {
+            return Ok(file);
+        }
+        let file = StateFile::create(&path)?;
+        if let Some(old) = self.read_optional(LEGACY_STATE)? {
+            file.write(old.as_bytes())?;
+            fs::remove_file(self.dir.join(LEGACY_STATE))?;
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(file)
     }
 
     pub fn load_authkey(&self) -> io::Result<Option<String>> {
@@ -313,6 +462,53 @@ mod tests {
             names.iter().all(|n| !n.to_string_lossy().contains(".tmp.")),
             "{names:?}"
         );
+        fs::remove_dir_all(&d)
+    }
+
+    #[test]
+    fn state_slots_alternate_survive_a_torn_write_and_carry_over_ha_json() -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let d = tempdir("slots");
+        let s = Store::open(&d)?;
+        let state = |n: usize| Persisted {
+            state: crate::ha::HaState::ALL[n],
+            registration: None,
+            prior: None,
+        };
+        // A wave-1 ha.json is read, then replaced by the slot file when it is reserved.
+        fs::write(d.join("ha.json"), serde_json::to_vec(&state(7))?)?;
+        assert_eq!(s.load_state()?, Some(state(7)));
+        s.reserve_state()?;
+        assert!(!d.join("ha.json").exists());
+        assert_eq!(fs::metadata(d.join("ha.state"))?.len(), (2 * SLOT) as u64);
+        assert_eq!(s.load_state()?, Some(state(7)));
+        for n in 8..=10 {
+            s.save_state(&state(n))?;
+            assert_eq!(s.load_state()?, Some(state(n)));
+        }
+        // Saving never grows the file: it overwrites what it owns.
+        assert_eq!(fs::metadata(d.join("ha.state"))?.len(), (2 * SLOT) as u64);
+        // A save torn in the newest slot: the one before is used.
+        let file = OpenOptions::new().write(true).open(d.join("ha.state"))?;
+        let newest = StateFile::open(&d.join("ha.state"))?
+            .and_then(|f| f.newest().ok().flatten())
+            .map(|(slot, _, _)| slot)
+            .unwrap_or(9);
+        file.write_all_at(b"X", (newest * SLOT + SLOT_HEAD + 3) as u64)?;
+        assert_eq!(s.load_state()?, Some(state(9)));
+        // Both slots broken is an error that names the file, not a reset.
+        file.write_all_at(b"X", ((1 - newest) * SLOT + SLOT_HEAD + 3) as u64)?;
+        let err = s
+            .load_state()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("ha.state") && err.contains("no valid slot"),
+            "{err}"
+        );
+        // A state too large for a slot is refused, nothing overwritten.
+        assert!(encode_slot(1, &vec![b' '; SLOT]).is_err());
         fs::remove_dir_all(&d)
     }
 

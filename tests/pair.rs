@@ -253,7 +253,7 @@ fn state_and_registration_survive_an_agent_restart() {
     p.start(1);
     p.wait_state(1, "Secondary Syncing", SECS(5));
     assert!(p.ha_status(1).contains("[Failover Type] Manual"));
-    assert!(path_exists(&p.state_dir(1).join("ha.json")));
+    assert!(path_exists(&p.state_dir(1).join("ha.state")));
 }
 
 #[test]

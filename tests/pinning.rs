@@ -148,8 +148,10 @@ fn fingerprint(p: &Pair, i: usize) -> String {
 
 /// The fingerprint that server `i`'s persisted registration pins for server `of`.
 fn pinned(p: &Pair, i: usize, of: usize) -> Option<String> {
-    let text = fs::read_to_string(p.state_dir(i).join("ha.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let state = hamon::store::Store::at(&p.state_dir(i))
+        .load_state()
+        .unwrap();
+    let v = serde_json::to_value(state).unwrap();
     v["registration"][["primary", "secondary"][of]]["tls_fingerprint"]
         .as_str()
         .map(str::to_string)

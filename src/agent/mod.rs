@@ -279,6 +279,8 @@ struct Shell {
     /// The pair secret a registration's pairing agreed on, until the core installs it
     /// with the key (`Action::InstallKey`).
     staged_secret: Arc<Mutex<Option<PairSecret>>>,
+    /// The last save of the HA state failed (reported once until one succeeds).
+    state_unsaved: bool,
     /// The Health Monitor's reserved client: the registered peer.
     reserved: Reserved,
     tx: Sender<Input>,
@@ -345,6 +347,14 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         journal: log::stderr_is_journal(),
     };
     let restored = store.load_state().map_err(io_err("persisted HA state"))?;
+    // The state file's blocks are held from the start, so that saving a state change
+    // never needs free space (a full disk at the wrong moment must not lose it).
+    if let Err(e) = store.reserve_state() {
+        log.write(
+            Severity::Warning,
+            &format!("cannot reserve the HA state file (saving will try again): {e}"),
+        );
+    }
     let registered = restored.as_ref().is_some_and(|p| p.registration.is_some());
     let keys = store
         .working_keys(registered, true)
@@ -486,6 +496,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         keys,
         hb,
         staged_secret: Arc::default(),
+        state_unsaved: false,
         reserved: server.reserved(),
         tx,
         duty_tx,
@@ -1006,9 +1017,33 @@ impl Shell {
                 }
             }
             Action::Persist(p) => {
-                if let Err(e) = self.store.save_state(&p) {
+                let saved = self.store.save_state(&p);
+                if let Err(e) = &saved {
                     self.log
                         .write(Severity::Error, &format!("persisting HA state: {e}"));
+                }
+                // Loudly, once per episode: the journal may be on the same full disk,
+                // but notifications and `hamon status` are not.
+                let failing = saved.is_err();
+                if failing != self.state_unsaved {
+                    self.state_unsaved = failing;
+                    let (kind, severity, text) = match saved {
+                        Err(e) => (
+                            "agent_state_unsaved",
+                            Severity::Error,
+                            format!("the state {:?} could not be written: {e}", p.state),
+                        ),
+                        Ok(()) => (
+                            "agent_state_saved",
+                            Severity::Info,
+                            format!("the state {:?} is written", p.state),
+                        ),
+                    };
+                    let _ = self.tx.send(Input::Event(Event::Observation {
+                        kind: kind.to_string(),
+                        severity,
+                        text,
+                    }));
                 }
             }
             Action::StampInSync => {

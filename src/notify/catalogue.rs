@@ -607,6 +607,27 @@ pub const EVENTS: &[EventKind] = &[
                   fix the disk, then run `hamon ha authkey` so both servers store one again.",
     },
     EventKind {
+        id: "agent_state_unsaved",
+        number: 905,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Critical,
+        clear: Clear::By("agent_state_saved"),
+        follows_core: false,
+        template: "HA state not saved: {text}",
+        meaning: "This server could not write its HA state to the state directory; after a \
+                  restart it would come back with an older one. Free space or fix the disk.",
+    },
+    EventKind {
+        id: "agent_state_saved",
+        number: 906,
+        category: Category::AlarmCleared,
+        severity: NoticeSeverity::Cleared,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "HA state saved again: {text}",
+        meaning: "The HA state is written to the state directory again.",
+    },
+    EventKind {
         id: "login_failures",
         number: 903,
         category: Category::StateChange,

@@ -31,7 +31,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    // Unique per call, so two threads writing the same file never share a temporary.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -50,6 +53,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     }
     result
 }
+
+/// The tag under which a key change stages its secret (`secret.new`).
+pub const REKEY_TAG: &str = "new";
 
 /// The state file's name.
 const STATE_FILE: &str = "ha.state";
@@ -93,18 +99,35 @@ impl StateFile {
         StateFile::open(path)?.ok_or_else(|| io::Error::other("state file vanished"))
     }
 
-    /// The newest valid payload in the file at `path`; `None` if there is no file.
+    /// The newest valid payload in the file at `path`; `None` if there is no file, or
+    /// nothing was saved in it yet (both slots still zero: made, then stopped before a save).
     fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
         let Some(file) = StateFile::open(path)? else {
             return Ok(None);
         };
-        match file.newest()? {
-            Some((_, _, payload)) => Ok(Some(payload)),
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: no valid slot", path.display()),
-            )),
+        if let Some((_, _, payload)) = file.newest()? {
+            return Ok(Some(payload));
         }
+        if file.never_written()? {
+            return Ok(None);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: no valid slot", path.display()),
+        ))
+    }
+
+    /// True if both slots' heads are still all zero.
+    fn never_written(&self) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let mut head = [0u8; SLOT_HEAD];
+        for slot in 0..2 {
+            self.file.read_exact_at(&mut head, (slot * SLOT) as u64)?;
+            if head.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// (slot, sequence, payload) of the newest valid slot.
@@ -238,10 +261,11 @@ impl Store {
     /// state change might meet a full disk.
     pub fn reserve_state(&self) -> io::Result<StateFile> {
         let path = self.dir.join(STATE_FILE);
-        if let Some(file) = StateFile::open(&path)? {
-            return Ok(file);
-        }
-        let file = StateFile::create(&path)?;
+        let file = match StateFile::open(&path)? {
+            Some(file) if !file.never_written()? => return Ok(file),
+            Some(file) => file, // made, but stopped before anything was carried over
+            None => StateFile::create(&path)?,
+        };
         if let Some(old) = self.read_optional(LEGACY_STATE)? {
             file.write(old.as_bytes())?;
             fs::remove_file(self.dir.join(LEGACY_STATE))?;
@@ -284,20 +308,25 @@ impl Store {
         write_atomic(&self.dir.join("secret"), secret.to_text().as_bytes(), 0o600)
     }
 
-    /// Writes `secret` beside the current one (`secret.new`, fsynced), ready to replace it
-    /// by [`Store::commit_secret`]: what can fail for a full disk fails here, before
-    /// anything depends on it.
-    pub fn stage_secret(&self, secret: &crate::peer::pair::PairSecret) -> io::Result<()> {
+    /// Writes `secret` beside the current one (`secret.<tag>`, fsynced), ready to replace
+    /// it by [`Store::commit_secret`]: what can fail for a full disk fails here, before
+    /// anything depends on it. Each purpose stages under its own tag: [`REKEY_TAG`] for a
+    /// key change, `pair-<id>` for a pairing.
+    pub fn stage_secret(
+        &self,
+        secret: &crate::peer::pair::PairSecret,
+        tag: &str,
+    ) -> io::Result<()> {
         write_atomic(
-            &self.dir.join("secret.new"),
+            &self.dir.join(format!("secret.{tag}")),
             secret.to_text().as_bytes(),
             0o600,
         )
     }
 
-    /// The staged secret, if there is one.
-    pub fn staged_secret(&self) -> io::Result<Option<crate::peer::pair::PairSecret>> {
-        match self.read_optional("secret.new")? {
+    /// The secret staged under `tag`, if there is one.
+    pub fn staged_secret(&self, tag: &str) -> io::Result<Option<crate::peer::pair::PairSecret>> {
+        match self.read_optional(&format!("secret.{tag}"))? {
             None => Ok(None),
             Some(text) => crate::peer::pair::PairSecret::from_text(&text)
                 .map(Some)
@@ -305,14 +334,24 @@ impl Store {
         }
     }
 
-    /// Puts the staged secret in place: a rename and a directory fsync, nothing to allocate.
-    pub fn commit_secret(&self) -> io::Result<()> {
-        self.commit("secret")
+    /// Puts the secret staged under `tag` in place: a rename and a directory fsync,
+    /// nothing to allocate.
+    pub fn commit_secret(&self, tag: &str) -> io::Result<()> {
+        fs::rename(
+            self.dir.join(format!("secret.{tag}")),
+            self.dir.join("secret"),
+        )?;
+        File::open(&self.dir)?.sync_all()
     }
 
-    /// Drops a staged secret that will not be used.
-    pub fn discard_staged_secret(&self) {
-        let _ = fs::remove_file(self.dir.join("secret.new"));
+    /// Drops the secret staged under `tag`.
+    pub fn discard_staged_secret(&self, tag: &str) {
+        let _ = fs::remove_file(self.dir.join(format!("secret.{tag}")));
+    }
+
+    /// The secret of a key change this server prepared and has not committed, if any.
+    pub fn staged_rekey(&self) -> io::Result<Option<crate::peer::pair::PairSecret>> {
+        self.staged_secret(REKEY_TAG)
     }
 
     /// As [`Store::stage_secret`], for the operator's key (`authkey.new`).
@@ -353,7 +392,15 @@ impl Store {
         create: bool,
     ) -> io::Result<Option<crate::peer::auth::Keys>> {
         if let Some(secret) = self.load_secret()? {
-            return Ok(Some(secret.keys()));
+            // A key change prepared before a restart stays accepted from the peer until it
+            // is used (which commits it) or replaced: dropping it could split the pair.
+            let keys = match self.staged_rekey().ok().flatten() {
+                Some(next) => secret
+                    .keys()
+                    .also_accepting_staged(&next.keys(), u64::MAX, 0),
+                None => secret.keys(),
+            };
+            return Ok(Some(keys));
         }
         let Some(key) = self.load_authkey()? else {
             return Ok(None);
@@ -364,7 +411,7 @@ impl Store {
         if !create {
             return Ok(None);
         }
-        let secret = crate::peer::pair::PairSecret::random();
+        let secret = crate::peer::pair::PairSecret::random()?;
         self.save_secret(&secret)?;
         Ok(Some(secret.keys()))
     }
@@ -509,6 +556,24 @@ mod tests {
         );
         // A state too large for a slot is refused, nothing overwritten.
         assert!(encode_slot(1, &vec![b' '; SLOT]).is_err());
+        fs::remove_dir_all(&d)
+    }
+
+    #[test]
+    fn a_state_file_never_written_is_no_state_not_an_error() -> io::Result<()> {
+        let d = tempdir("unwritten");
+        let s = Store::open(&d)?;
+        // Made at start, stopped before the first save.
+        StateFile::create(&d.join(STATE_FILE))?;
+        assert_eq!(s.load_state()?, None);
+        // Stopped between making it and carrying a wave-1 ha.json over: ha.json counts.
+        let old = Persisted {
+            state: crate::ha::HaState::PrimaryActive,
+            registration: None,
+            prior: None,
+        };
+        fs::write(d.join(LEGACY_STATE), serde_json::to_vec(&old)?)?;
+        assert_eq!(s.load_state()?, Some(old));
         fs::remove_dir_all(&d)
     }
 

@@ -24,7 +24,7 @@ use crate::watch::process::{
     self, How, RestartPolicy, RunOn, ServiceSpec, ServiceStatus, Supervisor, Want,
 };
 use crate::watch::{Part, Reporter};
-use crate::web::app::{App, CoreLink, Published, LEVELS};
+use crate::web::app::{pair_tag, App, CoreLink, Published, LEVELS};
 use crate::web::server::{Limits, Reserved, Server};
 use crate::web::tls;
 use crate::web::ui::session;
@@ -116,12 +116,20 @@ impl PeerCall {
     fn run(self) -> Result<ha::PeerAnswer, String> {
         if let Some(k) = &self.key {
             // A registration: agree on a new pair secret with the key the operator typed;
-            // the core installs it with the key once the registration is accepted.
-            let (secret, answer) = self.paired(k.expose())?;
+            // the core installs it with the key once the registration is accepted. Both
+            // are staged on disk first: a full disk refuses here, before the peer joins.
+            self.store
+                .stage_authkey(k.expose())
+                .map_err(|e| format!("cannot store the key: {e}"))?;
+            let (secret, answer) = self.paired(k.expose()).inspect_err(|_| {
+                self.store.discard_staged_authkey();
+            })?;
             if matches!(answer, ha::PeerAnswer::Accepted { .. }) {
                 if let Ok(mut s) = self.staged.lock() {
                     *s = Some(secret);
                 }
+            } else {
+                self.store.discard_staged_authkey();
             }
             return Ok(answer);
         }
@@ -146,7 +154,7 @@ impl PeerCall {
         let (secret, answer) = self.paired(&authkey)?;
         if matches!(answer, ha::PeerAnswer::Accepted { .. }) {
             self.store
-                .commit_secret()
+                .commit_secret(&pair_tag(&secret))
                 .map_err(|e| format!("putting the new pair secret in place: {e}"))?;
             if let Ok(mut k) = self.keys.write() {
                 *k = Some(secret.keys());
@@ -161,7 +169,7 @@ impl PeerCall {
         let (secret, pairing) =
             peer_client::pair(&self.target, authkey, self.link, PEER_CALL_TIMEOUT)?;
         self.store
-            .stage_secret(&secret)
+            .stage_secret(&secret, &pair_tag(&secret))
             .map_err(|e| format!("cannot store the new pair secret: {e}"))?;
         let answer = peer_client::call_as(
             &self.target,
@@ -174,7 +182,7 @@ impl PeerCall {
         match answer {
             Ok(a @ ha::PeerAnswer::Accepted { .. }) => Ok((secret, a)),
             other => {
-                self.store.discard_staged_secret();
+                self.store.discard_staged_secret(&pair_tag(&secret));
                 other.map(|a| (secret, a))
             }
         }
@@ -1053,16 +1061,21 @@ impl Shell {
                 }
             }
             Action::InstallKey(k) => {
-                if let Err(e) = self.store.save_authkey(k.expose()) {
-                    self.log.write(
-                        Severity::Error,
-                        &format!("saving the authentication key: {e}"),
-                    );
+                // Staged by the registration's call; written afresh if it was not.
+                let _ = self.store.commit_authkey();
+                let stored = self.store.load_authkey().ok().flatten();
+                if stored.as_deref() != Some(k.expose()) {
+                    if let Err(e) = self.store.save_authkey(k.expose()) {
+                        self.log.write(
+                            Severity::Error,
+                            &format!("saving the authentication key: {e}"),
+                        );
+                    }
                 }
                 // The secret the registration's pairing agreed on (staged on disk by then).
                 let staged = self.staged_secret.lock().ok().and_then(|mut s| s.take());
                 if let Some(secret) = staged {
-                    if let Err(e) = self.store.commit_secret() {
+                    if let Err(e) = self.store.commit_secret(&pair_tag(&secret)) {
                         self.log.write(
                             Severity::Error,
                             &format!("putting the new pair secret in place: {e}"),

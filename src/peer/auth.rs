@@ -366,7 +366,16 @@ pub fn random_id() -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).max(1)
 }
 
-/// 16 random bytes from the OS.
+/// `N` random bytes from the OS, for keys, secrets and AEAD nonces: an error, never a
+/// weaker fallback, when the OS has no randomness to give.
+pub fn random_key<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b)
+        .map_err(|e| std::io::Error::other(format!("no randomness from the OS: {e}")))?;
+    Ok(b)
+}
+
+/// 16 random bytes from the OS, for replay nonces and ids.
 pub fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {

@@ -499,7 +499,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hamon-hb-rekey-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = crate::store::Store::open(&dir)?;
-        let (old, new) = (PairSecret::random(), PairSecret::random());
+        let (old, new) = (PairSecret::random()?, PairSecret::random()?);
         store.save_secret(&old)?;
         store.save_authkey("Old-Key-0001")?;
         let a_keys = Arc::new(RwLock::new(Some(old.keys())));
@@ -527,7 +527,7 @@ mod tests {
             Ok(())
         };
         // b prepared the change (the peer's request): still old keys, new ones accepted.
-        b_ring.prepare("New-Key-0001", &new, now)?;
+        b_ring.prepare_for_peer("New-Key-0001", &new)?;
         pass(&b, &a, a_addr, Role::Secondary)?;
         // a committed: it sends under the new keys and still accepts the old ones.
         let committed = new.keys().also_accepting(&old.keys(), now + 60_000, now);

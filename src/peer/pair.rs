@@ -37,12 +37,10 @@ impl fmt::Debug for PairSecret {
 }
 
 impl PairSecret {
-    /// 256 fresh random bits (a server's own secret before it is paired).
-    pub fn random() -> PairSecret {
-        let mut s = [0u8; 32];
-        s[..16].copy_from_slice(&super::auth::random16());
-        s[16..].copy_from_slice(&super::auth::random16());
-        PairSecret(s)
+    /// 256 fresh random bits (a server's own secret before it is paired, or a key
+    /// change's); an error if the OS has no randomness.
+    pub fn random() -> std::io::Result<PairSecret> {
+        super::auth::random_key().map(PairSecret)
     }
 
     /// The secret as stored (`state_dir/secret`).
@@ -194,8 +192,10 @@ pub fn respond(
 
 /// How long a receiver keeps a secret no request has used yet.
 pub const PENDING_TTL_MS: u64 = 60_000;
-/// Most pending secrets kept; a new one replaces the oldest.
+/// Most pending secrets kept in all; beyond, new exchanges are refused until some expire.
 pub const MAX_PENDING: usize = 8;
+/// Most pending secrets kept per caller; a caller's new one replaces its oldest.
+pub const MAX_PER_CALLER: usize = 2;
 
 /// A receiver's secrets from exchanges whose signed request has not come yet.
 #[derive(Debug, Default)]
@@ -204,21 +204,35 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Keeps `secret` from the exchange `id` with `caller`, made at `now_ms`.
+    /// Keeps `secret` from the exchange `id` with `caller`, made at `now_ms`. One caller
+    /// never pushes out another's exchange: a caller over [`MAX_PER_CALLER`] loses its own
+    /// oldest, and a full table refuses the newcomer (false) until entries expire.
     pub fn insert(
         &mut self,
         id: String,
         caller: std::net::IpAddr,
         secret: PairSecret,
         now_ms: u64,
-    ) {
-        self.entries
-            .retain(|(i, _, _, at)| *i != id && now_ms.saturating_sub(*at) < PENDING_TTL_MS);
-        if self.entries.len() >= MAX_PENDING {
-            self.entries.remove(0);
+    ) -> bool {
+        let caller = caller.to_canonical();
+        self.entries.retain(|(i, c, _, at)| {
+            !(*i == id && *c == caller) && now_ms.saturating_sub(*at) < PENDING_TTL_MS
+        });
+        let mine = self
+            .entries
+            .iter()
+            .filter(|(_, c, _, _)| *c == caller)
+            .count();
+        if mine >= MAX_PER_CALLER {
+            if let Some(oldest) = self.entries.iter().position(|(_, c, _, _)| *c == caller) {
+                self.entries.remove(oldest);
+            }
         }
-        self.entries
-            .push((id, caller.to_canonical(), secret, now_ms));
+        if self.entries.len() >= MAX_PENDING {
+            return false;
+        }
+        self.entries.push((id, caller, secret, now_ms));
+        true
     }
 
     /// The secret of exchange `id`, if `caller` made it less than a minute ago.
@@ -233,9 +247,11 @@ impl Pending {
             .map(|(_, _, s, _)| s.clone())
     }
 
-    /// Forgets exchange `id` (its secret was installed).
-    pub fn remove(&mut self, id: &str) {
-        self.entries.retain(|(i, _, _, _)| i != id);
+    /// Forgets exchange `id` of `caller`.
+    pub fn remove(&mut self, id: &str, caller: std::net::IpAddr) {
+        let caller = caller.to_canonical();
+        self.entries
+            .retain(|(i, c, _, _)| !(i == id && *c == caller));
     }
 
     /// As [`Pending::get`], and forgets it: the secret and when the exchange was made.
@@ -248,10 +264,10 @@ impl Pending {
         let at = self
             .entries
             .iter()
-            .find(|(i, _, _, _)| i == id)
+            .find(|(i, c, _, _)| i == id && *c == caller.to_canonical())
             .map(|(_, _, _, at)| *at)?;
         let secret = self.get(id, caller, now_ms)?;
-        self.remove(id);
+        self.remove(id, caller);
         Some((secret, at))
     }
 }
@@ -370,7 +386,7 @@ mod tests {
 
     #[test]
     fn keys_change_with_the_secret_not_with_the_operators_key() {
-        let (s1, s2) = (PairSecret::random(), PairSecret::random());
+        let (s1, s2) = (PairSecret::random().unwrap(), PairSecret::random().unwrap());
         assert_ne!(s1.keys().heartbeat, s2.keys().heartbeat);
         assert_ne!(s1.keys().api, s2.keys().api);
         assert_ne!(s1.keys().token, s2.keys().token);
@@ -395,24 +411,43 @@ mod tests {
     fn pending_secrets_are_bound_to_their_caller_and_expire() {
         let mut p = Pending::default();
         let (me, other) = ("192.0.2.11".parse().unwrap(), "192.0.2.66".parse().unwrap());
-        let s = PairSecret::random();
-        p.insert("ab".into(), me, s.clone(), 1_000);
+        let s = PairSecret::random().unwrap();
+        assert!(p.insert("ab".into(), me, s.clone(), 1_000));
         assert_eq!(p.get("ab", me, 2_000), Some(s.clone()));
         assert_eq!(p.get("ab", other, 2_000), None, "another caller");
         assert_eq!(p.get("cd", me, 2_000), None);
         assert_eq!(p.get("ab", me, 1_000 + PENDING_TTL_MS), None, "expired");
+        // Another caller reusing the id touches nothing of ours.
+        assert!(p.insert("ab".into(), other, PairSecret::random().unwrap(), 2_000));
+        assert_eq!(p.get("ab", me, 2_000), Some(s.clone()));
+        // A caller with many exchanges pushes out only its own.
         for i in 0..MAX_PENDING {
-            p.insert(format!("x{i}"), me, PairSecret::random(), 3_000);
+            p.insert(format!("x{i}"), other, PairSecret::random().unwrap(), 3_000);
         }
-        assert_eq!(p.get("ab", me, 3_000), None, "the oldest made room");
-        p.remove("x1");
-        assert_eq!(p.get("x1", me, 3_000), None);
-        assert!(p.get("x2", me, 3_000).is_some());
+        assert_eq!(
+            p.get("ab", me, 3_000),
+            Some(s.clone()),
+            "ours survives a flood"
+        );
+        // Many callers fill the table: newcomers wait, nobody is pushed out.
+        for i in 0..MAX_PENDING as u8 {
+            let ip = std::net::IpAddr::from([198, 51, 100, i]);
+            p.insert(format!("y{i}"), ip, PairSecret::random().unwrap(), 3_000);
+        }
+        assert_eq!(p.get("ab", me, 3_000), Some(s.clone()));
+        assert!(!p.insert(
+            "zz".into(),
+            "203.0.113.1".parse().unwrap(),
+            s.clone(),
+            3_000
+        ));
+        assert_eq!(p.take("ab", me, 3_000).map(|(_, at)| at), Some(1_000));
+        assert_eq!(p.get("ab", me, 3_000), None, "taken once");
     }
 
     #[test]
     fn the_stored_form_round_trips_and_refuses_garbage() {
-        let s = PairSecret::random();
+        let s = PairSecret::random().unwrap();
         assert_eq!(PairSecret::from_text(&s.to_text()).unwrap(), s);
         assert!(!format!("{s:?}").contains(&auth::hex(&s.0)));
         for bad in [

@@ -21,7 +21,7 @@
 
 use super::auth::{self, Keys};
 use super::pair::PairSecret;
-use crate::store::Store;
+use crate::store::{Store, REKEY_TAG};
 use hkdf::Hkdf;
 use ring::aead;
 use sha2::Sha256;
@@ -57,44 +57,58 @@ impl Keyring {
     }
 
     /// Stages `key` and `secret` on disk and accepts the secret's keys from the peer beside
-    /// the current ones, until [`GRACE_MS`] from `now_ms`.
-    pub fn prepare(&self, key: &str, secret: &PairSecret, now_ms: u64) -> Result<(), String> {
+    /// the current ones, until the change is committed, abandoned or replaced (also across
+    /// a restart: see `Store::working_keys`). The caller holds [`turn`].
+    fn prepare(&self, key: &str, secret: &PairSecret) -> Result<(), String> {
         let current = self
             .current()
             .ok_or("no authentication key is set on this server")?;
         let staged = self
             .store
             .stage_authkey(key)
-            .and_then(|()| self.store.stage_secret(secret));
+            .and_then(|()| self.store.stage_secret(secret, REKEY_TAG));
         if let Err(e) = staged {
             self.store.discard_staged_authkey();
-            self.store.discard_staged_secret();
+            self.store.discard_staged_secret(REKEY_TAG);
             return Err(format!("cannot store the new key: {e}"));
         }
-        self.set(current.also_accepting_staged(&secret.keys(), now_ms + GRACE_MS, now_ms));
+        self.set(current.also_accepting_staged(&secret.keys(), u64::MAX, 0));
         Ok(())
     }
 
-    /// Puts the prepared key and secret in place and uses the new keys; the replaced ones
-    /// stay accepted for [`GRACE_MS`].
-    pub fn commit(&self, secret: &PairSecret, now_ms: u64) -> Result<(), String> {
+    /// Prepares a change the peer sent: refused while this server makes a change of its
+    /// own, so that two changes at once cannot cross.
+    pub fn prepare_for_peer(&self, key: &str, secret: &PairSecret) -> Result<(), String> {
+        let _turn = turn().ok_or("a key change is under way on this server; try again")?;
+        self.prepare(key, secret)
+    }
+
+    /// Puts the prepared key and secret in place (the secret first: it is what the pair
+    /// runs on) and uses the new keys; the replaced ones stay accepted for [`GRACE_MS`].
+    /// Refused if what is staged is not `secret` (another change replaced it).
+    fn commit(&self, secret: &PairSecret, now_ms: u64) -> Result<(), String> {
+        match self.store.staged_rekey() {
+            Ok(Some(staged)) if staged == *secret => {}
+            _ => return Err("the staged key is not this change's".into()),
+        }
         let old = self.current();
         self.store
-            .commit_authkey()
-            .and_then(|()| self.store.commit_secret())
-            .map_err(|e| format!("putting the new key in place: {e}"))?;
+            .commit_secret(REKEY_TAG)
+            .map_err(|e| format!("putting the new pair secret in place: {e}"))?;
         let new = secret.keys();
         self.set(match old {
             Some(old) => new.also_accepting(&old, now_ms + GRACE_MS, now_ms),
             None => new,
         });
-        Ok(())
+        self.store.commit_authkey().map_err(|e| {
+            format!("the new pair secret is in use, but the new key could not be stored: {e}")
+        })
     }
 
     /// Drops a prepared change.
-    pub fn abandon(&self) {
+    fn abandon(&self) {
         self.store.discard_staged_authkey();
-        self.store.discard_staged_secret();
+        self.store.discard_staged_secret(REKEY_TAG);
         if let Some(mut keys) = self.current() {
             keys.also.retain(|e| !e.staged);
             self.set(keys);
@@ -102,12 +116,26 @@ impl Keyring {
     }
 
     /// Something authenticated with the prepared keys arrived: the peer committed, so this
-    /// server commits too. True if it did.
+    /// server commits too. True if it did (false also while a change of this server's own
+    /// is being made: the next frame tries again).
     pub fn promote(&self, now_ms: u64) -> bool {
-        match self.store.staged_secret() {
+        let Some(_turn) = turn() else {
+            return false;
+        };
+        match self.store.staged_rekey() {
             Ok(Some(secret)) => self.commit(&secret, now_ms).is_ok(),
             _ => false,
         }
+    }
+}
+
+/// One key change at a time on a server: ours, the peer's, and a promotion.
+fn turn() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    match TURN.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 
@@ -124,9 +152,9 @@ pub fn change_key(
     key: &str,
     peer: Option<(&crate::ha::PeerTarget, super::client::Link)>,
 ) -> Result<String, String> {
-    let now = super::client::unix_ms();
+    let _turn = turn().ok_or("another key change is under way on this server; try again")?;
     let Some((target, link)) = peer else {
-        let secret = PairSecret::random();
+        let secret = PairSecret::random().map_err(|e| e.to_string())?;
         ring.store
             .save_authkey(key)
             .and_then(|()| ring.store.save_secret(&secret))
@@ -137,8 +165,8 @@ pub fn change_key(
     let current = ring
         .current()
         .ok_or("no authentication key is set on this server")?;
-    let secret = PairSecret::random();
-    ring.prepare(key, &secret, now)?;
+    let secret = PairSecret::random().map_err(|e| e.to_string())?;
+    ring.prepare(key, &secret)?;
     let prepared = seal(&current.api, &target.address, key, &secret).and_then(|(nonce, sealed)| {
         let body = serde_json::json!({
             "v": REKEY_VERSION, "phase": "prepare", "nonce": nonce, "sealed": sealed,
@@ -163,7 +191,7 @@ pub fn change_key(
             target.address
         ));
     }
-    if let Err(e) = ring.commit(&secret, now) {
+    if let Err(e) = ring.commit(&secret, super::client::unix_ms()) {
         ring.abandon();
         return Err(format!(
             "the key was not changed: {e}; the peer drops the change it prepared within {} s",
@@ -223,8 +251,7 @@ pub fn seal(
         secret: secret.to_text(),
     };
     let mut data = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&auth::random16()[..12]);
+    let nonce: [u8; 12] = auth::random_key().map_err(|e| e.to_string())?;
     let aad = aead::Aad::from(format!("hamon rekey v1 {receiver}"));
     sealing_key(api)?
         .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aad, &mut data)
@@ -263,7 +290,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hamon-rekey-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(&dir).unwrap();
-        let secret = PairSecret::random();
+        let secret = PairSecret::random().unwrap();
         store.save_secret(&secret).unwrap();
         store.save_authkey("Old-Key-0001").unwrap();
         let keys = Arc::new(RwLock::new(Some(secret.keys())));
@@ -273,7 +300,7 @@ mod tests {
     #[test]
     fn sealed_keys_open_only_for_the_receiver_under_the_same_key() {
         let api = [7u8; 32];
-        let s = PairSecret::random();
+        let s = PairSecret::random().unwrap();
         let (nonce, sealed) = seal(&api, "192.0.2.12", "New-Key-0001", &s).unwrap();
         let (key, secret) = open(&api, "192.0.2.12", &nonce, &sealed).unwrap();
         assert_eq!((key.as_str(), secret), ("New-Key-0001", s.clone()));
@@ -289,8 +316,8 @@ mod tests {
     fn prepare_commit_and_abandon_keep_the_keys_that_can_arrive_accepted() {
         let (r, dir) = ring("cycle");
         let old = r.current().unwrap();
-        let new = PairSecret::random();
-        r.prepare("New-Key-0001", &new, 1_000).unwrap();
+        let new = PairSecret::random().unwrap();
+        r.prepare_for_peer("New-Key-0001", &new).unwrap();
         let k = r.current().unwrap();
         assert_eq!(k.api, old.api, "still sending with the current keys");
         assert!(
@@ -305,9 +332,12 @@ mod tests {
         // Abandoned: back to the current keys only, nothing staged.
         r.abandon();
         assert_eq!(r.current().unwrap().api_keys(2_000), vec![old.api]);
-        assert!(r.store.staged_secret().unwrap().is_none());
+        assert!(r.store.staged_rekey().unwrap().is_none());
         // Prepared, then promoted by what the peer sent with the new keys.
-        r.prepare("New-Key-0001", &new, 1_000).unwrap();
+        r.prepare_for_peer("New-Key-0001", &new).unwrap();
+        // Still accepted after a restart, and long after: nothing drops it but a commit.
+        let again = r.store.working_keys(true, false).unwrap().unwrap();
+        assert!(again.api_keys(u64::MAX - 1).contains(&new.keys().api));
         assert!(r.promote(3_000));
         let k = r.current().unwrap();
         assert_eq!(k.api, new.keys().api);

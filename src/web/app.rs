@@ -90,6 +90,11 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// The tag a pairing's secret is staged under.
+pub(crate) fn pair_tag(secret: &crate::peer::pair::PairSecret) -> String {
+    format!("pair-{}", secret.id())
+}
+
 fn now_secs() -> u64 {
     crate::peer::client::unix_ms() / 1000
 }
@@ -674,14 +679,30 @@ impl App {
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return json_error(400, "malformed pairing request: bad id");
         }
+        // A registered server pairs only with its peer (a failback to a replacement).
+        let peer = self
+            .snapshot()
+            .as_ref()
+            .and_then(crate::sync::direction::peer_of)
+            .and_then(|t| t.address.parse::<std::net::IpAddr>().ok());
+        if peer.is_some_and(|p| p.to_canonical() != req.peer.ip().to_canonical()) {
+            return json_error(
+                403,
+                "this server is registered; only its peer may pair with it",
+            );
+        }
         if let Ok(mut t) = self.throttle.lock() {
             t.failed(ip, now);
         }
         let caller = req.peer.ip().to_canonical().to_string();
         match crate::peer::pair::respond(&key, &caller, &self.address, &msg) {
             Ok((msg_b, confirm, secret)) => {
-                if let Ok(mut p) = self.pairings.lock() {
-                    p.insert(id.to_string(), req.peer.ip(), secret, now * 1000);
+                let kept = self
+                    .pairings
+                    .lock()
+                    .is_ok_and(|mut p| p.insert(id.to_string(), req.peer.ip(), secret, now * 1000));
+                if !kept {
+                    return json_error(503, "too many pairings under way; try again in a minute");
                 }
                 json(
                     200,
@@ -814,9 +835,9 @@ impl App {
                 crate::peer::rekey::open(&key, &self.address, text("nonce"), text("sealed"))
                     .map_err(|e| (400, e))
                     .and_then(|(new_key, secret)| {
-                        let ring = self.keyring();
-                        ring.prepare(&new_key, &secret, crate::peer::client::unix_ms())
-                            .map_err(|e| (503, e))
+                        self.keyring()
+                            .prepare_for_peer(&new_key, &secret)
+                            .map_err(|e| (409, e))
                             .map(|()| "prepared")
                     })
             }
@@ -931,7 +952,7 @@ impl App {
             .and_then(|mut p| p.take(id, req.peer.ip(), now_secs() * 1000));
         let (secret, at_ms) = taken.ok_or("the pairing expired")?;
         self.store
-            .stage_secret(&secret)
+            .stage_secret(&secret, &pair_tag(&secret))
             .map_err(|e| format!("cannot store the new pair secret: {e}"))?;
         Ok((secret, at_ms))
     }
@@ -945,15 +966,16 @@ impl App {
         accepted: bool,
         req: &Request,
     ) {
+        let tag = pair_tag(&secret);
         if !accepted {
-            self.store.discard_staged_secret();
+            self.store.discard_staged_secret(&tag);
             return;
         }
         // The exchange was genuine: it leaves the login budget it was charged to.
         if let Ok(mut t) = self.throttle.lock() {
             t.forgive(Self::client_ip(req), at_ms / 1000);
         }
-        if let Err(e) = self.store.commit_secret() {
+        if let Err(e) = self.store.commit_secret(&tag) {
             self.core.observe(
                 "agent_secret_failed",
                 Severity::Error,

@@ -53,9 +53,6 @@ const POLL_MAX: Duration = Duration::from_secs(1);
 const RESERVED_QUEUE: usize = 64;
 /// Most connections accepted in one turn of the poller.
 const ACCEPT_BATCH: usize = 64;
-/// How long a connection may wait without finishing a request before a newcomer may take
-/// its place when the server is full, whoever holds it.
-const EVICT_AGE: Duration = Duration::from_secs(1);
 
 /// Resource limits for one [`Server`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +76,9 @@ pub struct Limits {
     /// they are not read (so their deadline runs) until some are consumed. The reserved
     /// client is not held to it.
     pub max_buffered_bytes: usize,
+    /// How long a connection may wait for its next request (or the rest of it) before a
+    /// newcomer may take its place when the server is full, whoever holds it.
+    pub evict_after: Duration,
     /// How long a keep-alive connection may stay quiet between requests before it is closed.
     pub idle_timeout: Duration,
     /// Most requests answered on one connection (at least one); the last answer says
@@ -102,6 +102,7 @@ impl Default for Limits {
             queue: 64,
             reserved_workers: 2,
             max_buffered_bytes: 32 << 20,
+            evict_after: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             max_requests_per_connection: 100,
             max_connections: 256,
@@ -567,7 +568,7 @@ struct Conn {
     carry: Vec<u8>,
     /// Requests answered so far.
     served: usize,
-    /// When it was accepted.
+    /// Since when it waits for its next request: its accept, or its return to the poller.
     since: Instant,
     /// From the reserved client: reserved workers, never evicted.
     reserved: bool,
@@ -619,10 +620,11 @@ fn poll_loop(
     let mut accept_after = Instant::now();
     while !shared.stopping() {
         let now = Instant::now();
-        for conn in park_rx.try_iter() {
+        for mut conn in park_rx.try_iter() {
             if conn.wire.socket().set_nonblocking(true).is_err() {
                 continue;
             }
+            conn.since = now;
             let mut entry = Entry {
                 conn,
                 stage: Stage::Read,
@@ -632,7 +634,7 @@ fn poll_loop(
             let next = advance(&mut entry, shared, now);
             settle(entry, next, &mut entries, queues, now);
         }
-        let buffered: usize = entries.iter().map(|e| e.conn.carry.len()).sum();
+        let mut buffered: usize = entries.iter().map(|e| e.conn.carry.len()).sum();
         let may_read = buffered < limits.max_buffered_bytes;
         fds.clear();
         fds.push(readable(wake_rx.as_raw_fd()));
@@ -645,7 +647,8 @@ fn poll_loop(
         fds.extend(entries.iter().map(|e| {
             let reads = may_read || e.conn.reserved || e.stage != Stage::Read;
             let mut events = if reads { libc::POLLIN } else { 0 };
-            if e.conn.wire.wants_write() {
+            // Not while lingering: the write side is shut, and POLLOUT would fire for ever.
+            if e.conn.wire.wants_write() && e.stage != Stage::Linger {
                 events |= libc::POLLOUT;
             }
             libc::pollfd {
@@ -671,10 +674,17 @@ fn poll_loop(
         }
         let now = Instant::now();
         for (mut entry, fd) in std::mem::take(&mut entries).into_iter().zip(&fds[2..]) {
+            // The budget is spent as this turn reads, not only checked before it.
+            let over = !entry.conn.reserved
+                && entry.stage == Stage::Read
+                && buffered >= limits.max_buffered_bytes;
             let next = if fd.revents & libc::POLLNVAL != 0 {
                 Next::Close
-            } else if fd.revents != 0 {
-                advance(&mut entry, shared, now)
+            } else if fd.revents != 0 && !over {
+                let before = entry.conn.carry.len();
+                let next = advance(&mut entry, shared, now);
+                buffered += entry.conn.carry.len().saturating_sub(before);
+                next
             } else if entry.until <= now {
                 expire(&entry)
             } else {
@@ -877,7 +887,12 @@ fn accept_new(
         }
         let _ = stream.set_nodelay(true);
         let reserved = shared.reserved.is(peer.ip());
-        let key = client_key(peer.ip());
+        // The reserved client counts alone, not with the rest of its /64.
+        let key = if reserved {
+            peer.ip().to_canonical()
+        } else {
+            client_key(peer.ip())
+        };
         let mut slot = Slot::take(&shared.counts, key, limits, reserved);
         if slot.as_ref().err() == Some(&Full::Total) && evict(entries, key, shared, now) {
             slot = Slot::take(&shared.counts, key, limits, reserved);
@@ -907,12 +922,12 @@ fn accept_new(
     Ok(())
 }
 
-/// Closes one waiting connection to make room for a newcomer from client `key`, if one is
-/// fair game: a connection already lingering; else, from the client holding the most
-/// connections, one that has not finished a request (the oldest first), then any. It must
-/// belong to a client with at least two more connections than the newcomer's, or have waited
-/// [`EVICT_AGE`] without finishing a request. Connections being served and the reserved
-/// client's are never evicted. True if one was closed.
+/// Closes one waiting connection to make room for a newcomer from client `key`. Fair game:
+/// a connection already lingering; one of a client holding at least two more connections
+/// than the newcomer's; or one that has waited `evict_after` for its next request (or for
+/// the rest of it). Among those: lingering first, then the client holding the most, then
+/// one that never finished a request, the longest waiting first. Connections being served
+/// and the reserved client's are never evicted. True if one was closed.
 fn evict(entries: &mut Vec<Entry>, key: IpAddr, shared: &Shared, now: Instant) -> bool {
     let victim = {
         let counts = shared.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -920,7 +935,12 @@ fn evict(entries: &mut Vec<Entry>, key: IpAddr, shared: &Shared, now: Instant) -
         entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| !e.conn.reserved)
+            .filter(|(_, e)| {
+                !e.conn.reserved
+                    && (e.stage == Stage::Linger
+                        || counts.of(e.conn.slot.key) > mine + 1
+                        || now.duration_since(e.conn.since) >= shared.limits.evict_after)
+            })
             .max_by_key(|(_, e)| {
                 (
                     e.stage == Stage::Linger,
@@ -928,11 +948,6 @@ fn evict(entries: &mut Vec<Entry>, key: IpAddr, shared: &Shared, now: Instant) -
                     e.conn.served == 0,
                     std::cmp::Reverse(e.conn.since),
                 )
-            })
-            .filter(|(_, e)| {
-                e.stage == Stage::Linger
-                    || counts.of(e.conn.slot.key) > mine + 1
-                    || (e.conn.served == 0 && now.duration_since(e.conn.since) >= EVICT_AGE)
             })
             .map(|(i, _)| i)
     }; // the lock is released before the victim's slot is given back
@@ -1935,6 +1950,7 @@ mod tests {
         let limits = Limits {
             max_connections: 4,
             max_per_client: 10,
+            evict_after: Duration::from_secs(60), // only the fairness rule here
             ..Limits::default()
         };
         let server = start(limits, echo);
@@ -1963,16 +1979,17 @@ mod tests {
             .count();
         assert_eq!(closed, 1, "exactly one of A's connections made room");
 
-        // Connections that never finish a request lose their place after a second, even
+        // Connections that wait for their next request too long lose their place, even
         // to a newcomer from their own address.
         let limits = Limits {
             max_connections: 3,
+            evict_after: Duration::from_millis(300),
             ..Limits::default()
         };
         let server = start(limits, echo);
         let addr = server.local_addr();
         let silent: Vec<TcpStream> = (0..3).map(|_| connect_from([127, 0, 0, 2], addr)).collect();
-        thread::sleep(EVICT_AGE + Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(500));
         let mut late = connect_from([127, 0, 0, 2], addr);
         assert_eq!(status(&raw_on_stream(&mut late)), 200);
         drop(silent);

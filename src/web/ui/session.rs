@@ -653,7 +653,7 @@ mod tests {
             "2bbfe0b743177e5bf626cbbf8bdeca9c276cbca372753143f2ebcf3acaba9d07"
         );
         // With a pair secret, the token is the secret's.
-        let s = crate::peer::pair::PairSecret::random();
+        let s = crate::peer::pair::PairSecret::random().unwrap();
         assert_eq!(api_token(&s.keys()), hex(&s.keys().token));
         assert_ne!(api_token(&s.keys()), a);
     }

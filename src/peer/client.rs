@@ -71,16 +71,58 @@ impl Link {
     }
 }
 
-/// `GET /healthz`: does the peer's Health Monitor answer at all?
+/// Attempts one probe makes, started a third of the timeout apart.
+pub const PROBE_ATTEMPTS: u32 = 3;
+
+/// `GET /healthz`: does the peer's Health Monitor answer at all, within `timeout`?
+///
+/// [`PROBE_ATTEMPTS`] attempts on fresh connections, started `timeout / PROBE_ATTEMPTS`
+/// apart, all ending at `timeout`; the first answer wins. One lost SYN (whose
+/// retransmission would come only after a second) or one dropped connection is never the
+/// verdict, and the probe takes no longer than before.
 pub fn probe(t: &PeerTarget, link: Link, timeout: Duration) -> Result<String, String> {
-    let r = (link.probe_endpoint(t)?)
-        .request("GET", "/healthz", &[], b"", timeout, 64 * 1024)
-        .map_err(|e| e.to_string())?;
-    if r.status == 200 {
-        Ok(String::from_utf8_lossy(&r.body).into_owned())
-    } else {
-        Err(format!("{} answered HTTP {}", t.address, r.status))
+    let endpoint = link.probe_endpoint(t)?;
+    let started = std::time::Instant::now();
+    let (tx, rx) = crossbeam_channel::bounded(PROBE_ATTEMPTS as usize);
+    let step = timeout / PROBE_ATTEMPTS;
+    let mut last = String::from("no attempt made");
+    for i in 0..PROBE_ATTEMPTS {
+        let wait_until = started + step * i;
+        // Before starting the next attempt, see whether an earlier one answered.
+        loop {
+            let left = wait_until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Ok(body)) => return Ok(body),
+                Ok(Err(e)) => last = e,
+                Err(_) => break, // time for the next attempt
+            }
+        }
+        let budget = timeout.saturating_sub(started.elapsed());
+        let (endpoint, tx, address) = (endpoint.clone(), tx.clone(), t.address.clone());
+        let spawned = std::thread::Builder::new()
+            .name("probe-try".into())
+            .spawn(move || {
+                let answer = endpoint
+                    .request("GET", "/healthz", &[], b"", budget, 64 * 1024)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| match r.status {
+                        200 => Ok(String::from_utf8_lossy(&r.body).into_owned()),
+                        s => Err(format!("{address} answered HTTP {s}")),
+                    });
+                let _ = tx.send(answer);
+            });
+        if let Err(e) = spawned {
+            last = format!("cannot start a probe attempt: {e}");
+        }
     }
+    drop(tx);
+    while let Ok(answer) = rx.recv_timeout(timeout.saturating_sub(started.elapsed())) {
+        match answer {
+            Ok(body) => return Ok(body),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Agrees on a new pair secret with the peer under the operator's `key` (SPAKE2, see
@@ -204,5 +246,74 @@ pub fn signed_post(
             "peer answered HTTP {s}: {}",
             String::from_utf8_lossy(&r.body).trim()
         )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A Health Monitor stand-in that drops the first `drop_first` connections unanswered
+    /// (as a lost packet or an overloaded moment would) and answers the rest.
+    fn flaky(drop_first: usize) -> (PeerTarget, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                if n < drop_first {
+                    std::thread::spawn(move || {
+                        // Holds the connection silently, as if the answer were lost.
+                        std::thread::sleep(Duration::from_secs(3));
+                        drop(s);
+                    });
+                    continue;
+                }
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        let t = PeerTarget {
+            address: "127.0.0.1".into(),
+            hm_port: port,
+            pin: None,
+        };
+        (t, seen)
+    }
+
+    #[test]
+    fn one_lost_attempt_is_not_the_probes_verdict() {
+        let link = Link {
+            from: None,
+            tls: false,
+        };
+        let timeout = Duration::from_millis(600);
+        // The first connection is never answered: a later attempt within the same
+        // timeout answers.
+        let (t, seen) = flaky(1);
+        let started = std::time::Instant::now();
+        assert_eq!(probe(&t, link, timeout).as_deref(), Ok("ok"));
+        assert!(started.elapsed() < timeout + Duration::from_millis(200));
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        // None answers: the probe fails by its timeout, having tried each time.
+        let (t, seen) = flaky(usize::MAX);
+        let started = std::time::Instant::now();
+        assert!(probe(&t, link, timeout).is_err());
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(550) && took < timeout + Duration::from_millis(300),
+            "{took:?}"
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), PROBE_ATTEMPTS as usize);
     }
 }

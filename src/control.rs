@@ -85,6 +85,9 @@ pub enum Reply {
         /// The database driver's role and lag.
         #[serde(default)]
         database: Option<String>,
+        /// Why the last save of the HA state failed, while it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state_unsaved: Option<String>,
         /// What the notification channels have sent.
         #[serde(default)]
         notify: Option<Box<crate::notify::dispatch::DispatchStats>>,

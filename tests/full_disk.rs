@@ -159,3 +159,24 @@ fn a_full_state_dir_loses_no_state_change_and_leaves_one_active_server() {
     drop(p);
     drop(mounts);
 }
+
+/// A save that fails all the same (here the state file is replaced by a directory) is
+/// said loudly: an `agent_state_unsaved` event and a line in `hamon status`.
+#[test]
+fn a_state_that_cannot_be_saved_is_reported() {
+    let mut p = Pair::registered(92, "automatic");
+    let state = p.state_dir(1).join("ha.state");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    p.kill9(0);
+    p.wait_state(1, "Secondary Active", Duration::from_secs(10));
+    let status = || String::from_utf8_lossy(&p.run(1, &["status"]).stdout).to_string();
+    assert!(
+        wait(Duration::from_secs(5), || status()
+            .contains("HA state NOT SAVED"))
+        .is_some(),
+        "{}",
+        status()
+    );
+    assert!(p.log(1).contains("[agent_state_unsaved]"), "{}", p.log(1));
+}

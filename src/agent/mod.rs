@@ -287,8 +287,9 @@ struct Shell {
     /// The pair secret a registration's pairing agreed on, until the core installs it
     /// with the key (`Action::InstallKey`).
     staged_secret: Arc<Mutex<Option<PairSecret>>>,
-    /// The last save of the HA state failed (reported once until one succeeds).
-    state_unsaved: bool,
+    /// Why the last save of the HA state failed, while it does (reported once, and shown
+    /// by `hamon status`).
+    state_unsaved: Arc<RwLock<Option<String>>>,
     /// The Health Monitor's reserved client: the registered peer.
     reserved: Reserved,
     tx: Sender<Input>,
@@ -474,6 +475,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         .map_err(io_err("replica watcher"))?;
     }
     start_sync_threads(&sync, &published, &tx, &stop)?;
+    let state_unsaved: Arc<RwLock<Option<String>>> = Arc::default();
     let parts = ControlParts {
         store: store.clone(),
         keys: keys.clone(),
@@ -485,6 +487,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         notifier: notifier.clone(),
         database: database_line.clone(),
         published: published.clone(),
+        state_unsaved: state_unsaved.clone(),
     };
     let control = start_control(&cfg, tx.clone(), parts)?;
     start_signals(tx.clone())?;
@@ -504,7 +507,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         keys,
         hb,
         staged_secret: Arc::default(),
-        state_unsaved: false,
+        state_unsaved: state_unsaved.clone(),
         reserved: server.reserved(),
         tx,
         duty_tx,
@@ -1033,8 +1036,11 @@ impl Shell {
                 // Loudly, once per episode: the journal may be on the same full disk,
                 // but notifications and `hamon status` are not.
                 let failing = saved.is_err();
-                if failing != self.state_unsaved {
-                    self.state_unsaved = failing;
+                let was_failing = self.state_unsaved.read().is_ok_and(|s| s.is_some());
+                if let Ok(mut s) = self.state_unsaved.write() {
+                    *s = saved.as_ref().err().map(|e| e.to_string());
+                }
+                if failing != was_failing {
                     let (kind, severity, text) = match saved {
                         Err(e) => (
                             "agent_state_unsaved",

@@ -16,6 +16,8 @@ pub(super) struct ControlParts {
     pub(super) database: Arc<RwLock<Option<String>>>,
     /// What the core published last: the registration, for a key change.
     pub(super) published: Arc<crate::web::app::Published>,
+    /// Why the last save of the HA state failed, while it does.
+    pub(super) state_unsaved: Arc<RwLock<Option<String>>>,
 }
 
 pub(super) fn start_control(
@@ -34,6 +36,7 @@ pub(super) fn start_control(
         notifier,
         database,
         published,
+        state_unsaved,
     } = parts;
     let path = cfg.socket_path();
     let link = crate::peer::client::Link {
@@ -75,6 +78,7 @@ pub(super) fn start_control(
                         sync: Some(Box::new(progress)),
                         notify: Some(Box::new(notifier.stats())),
                         database: database.read().ok().and_then(|d| d.clone()),
+                        state_unsaved: state_unsaved.read().ok().and_then(|s| s.clone()),
                     }
                 }
                 Err(_) => control::Reply::Refused {

@@ -81,12 +81,18 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             notify,
             database,
             heartbeats,
+            state_unsaved,
             ..
         }) => {
             println!(
                 "Health Monitor Server is running. ( [Role] {} [State] {} )",
                 status.role, status.state
             );
+            if let Some(why) = state_unsaved {
+                println!(
+                    "HA state NOT SAVED: {why} (a restart would come back with an older state)"
+                );
+            }
             for line in services {
                 println!("{line}");
             }

@@ -171,6 +171,10 @@ pub enum Event {
     /// frames is echoed. Answered at once with a heartbeat, so that a
     /// restarted peer hears us in one round trip, not one interval.
     PeerBooted { from: String },
+    /// Whether the peer hears us, from the echoes in its heartbeats: `false` when several
+    /// of its frames in a row echo none of the frames we sent meanwhile (the path from
+    /// here to the peer is broken one way), `true` when its echoes move again.
+    PeerHearsUs { hears: bool },
     /// A result of `Action::Probe`.
     ProbeDone { ok: bool, detail: String },
     /// An operator request; answer with `Action::Reply` carrying `token`.

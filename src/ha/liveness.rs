@@ -209,6 +209,33 @@ impl Step<'_> {
     /// Only the registered peer's address is answered, at most once every
     /// `PROMPT_GAP` ms, and the answer goes to the registered address
     /// whatever the sender claimed.
+    /// The peer's echoes say whether it hears us. Journaled when a one-way path opens
+    /// and when it heals; nothing else changes (the peer's own detector sees the silence
+    /// and probes, and this side still hears the peer).
+    pub(super) fn on_peer_hears_us(&mut self, hears: bool) {
+        if self.n.reg.is_none() || hears != self.n.noted.one_way {
+            return;
+        }
+        self.n.noted.one_way = !hears;
+        let peer = self.n.peer_label();
+        if hears {
+            self.journal(
+                "heartbeat_two_way",
+                Severity::Info,
+                format!("{peer} hears this server's heartbeats again"),
+            );
+        } else {
+            self.journal(
+                "heartbeat_one_way",
+                Severity::Warning,
+                format!(
+                    "heartbeat path broken one way: this server hears {peer}, but {peer} \
+                     has not seen this server's heartbeats for several of its own"
+                ),
+            );
+        }
+    }
+
     pub(super) fn on_peer_booted(&mut self, from: &str) {
         let Some(reg) = &self.n.reg else { return };
         if self.n.blocked.is_some() || self.n.shutting_down || !self.n.sends_heartbeats() {

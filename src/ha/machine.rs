@@ -126,6 +126,8 @@ pub struct Node {
 pub(super) struct Noted {
     pub withheld: bool,
     pub foreign_peer: bool,
+    /// The peer was last said not to hear us (a one-way path).
+    pub one_way: bool,
 }
 
 impl Node {
@@ -400,6 +402,7 @@ impl Step<'_> {
             Event::Tick => self.on_tick(),
             Event::Heartbeat { from, beacon } => self.on_heartbeat(&from, beacon),
             Event::PeerBooted { from } => self.on_peer_booted(&from),
+            Event::PeerHearsUs { hears } => self.on_peer_hears_us(hears),
             Event::ProbeDone { ok, detail } => self.on_probe(ok, &detail),
             Event::Command { token, command } => self.on_command(token, command),
             Event::PeerRequest { token, request } => self.on_peer_request(token, request),

@@ -317,6 +317,27 @@ pub const EVENTS: &[EventKind] = &[
                   the pair resumes or `hamon ha remove` is run.",
     },
     EventKind {
+        id: "heartbeat_one_way",
+        number: 309,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Heartbeat path one way: {text}",
+        meaning: "This server hears its peer, but the peer's heartbeats show it does not hear \
+                  this server: the path from here to the peer is broken one way.",
+    },
+    EventKind {
+        id: "heartbeat_two_way",
+        number: 310,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Info,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Heartbeat path both ways: {text}",
+        meaning: "The peer hears this server's heartbeats again after a one-way break.",
+    },
+    EventKind {
         id: "peer_certificate_pinned",
         number: 307,
         category: Category::StateChange,

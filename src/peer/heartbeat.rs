@@ -34,6 +34,10 @@ pub enum Refusal {
     Own,
 }
 
+/// Frames of the peer in a row that echo nothing newer of ours, while we sent newer ones,
+/// before the peer counts as not hearing us.
+pub const DEAF_AFTER: u32 = 3;
+
 /// Per-peer replay state, and our own sequence.
 #[derive(Debug)]
 pub struct Guard {
@@ -44,6 +48,10 @@ pub struct Guard {
     latest_seen: Option<([u8; 16], u64)>,
     /// The last new boots answered early (`first_of_boot`).
     prompted: VecDeque<[u8; 16]>,
+    /// The newest of our frames the peer echoed, and how many of its frames in a row
+    /// since then echoed nothing newer although we had sent more (`hears_us`).
+    echoed: Option<u64>,
+    stale: u32,
 }
 
 impl Guard {
@@ -55,7 +63,26 @@ impl Guard {
             retired: VecDeque::new(),
             latest_seen: None,
             prompted: VecDeque::new(),
+            echoed: None,
+            stale: 0,
         }
+    }
+
+    /// Whether the peer hears us, judged from an admitted frame's echo: `Some(true)` when
+    /// it echoes a newer frame of ours than before, `Some(false)` once [`DEAF_AFTER`] of
+    /// its frames in a row echoed nothing newer although we had sent newer ones, `None`
+    /// while it is too early to say. Independent of the two servers' intervals.
+    fn hears_us(&mut self, f: &Frame) -> Option<bool> {
+        let echo = f.echo.filter(|(b, _)| *b == self.our_boot).map(|(_, s)| s);
+        if echo.is_some_and(|e| self.echoed.is_none_or(|prev| e > prev)) {
+            self.echoed = echo;
+            self.stale = 0;
+            return Some(true);
+        }
+        if self.our_seq > echo.unwrap_or(0) {
+            self.stale = self.stale.saturating_add(1);
+        }
+        (self.stale >= DEAF_AFTER).then_some(false)
     }
 
     /// The next frame to send, carrying our echo of the peer.
@@ -135,6 +162,8 @@ impl Guard {
 pub struct Received {
     pub heartbeat: Option<Event>,
     pub booted: Option<Event>,
+    /// Whether the peer hears us, when that changed (`Event::PeerHearsUs`).
+    pub hearing: Option<Event>,
 }
 
 /// Counters shown by `hamon status` and used by tests.
@@ -164,6 +193,8 @@ pub struct Heartbeats {
     peer: RwLock<Option<IpAddr>>,
     /// Where a prepared key change is committed when the peer's frames use it.
     ring: std::sync::OnceLock<crate::peer::rekey::Keyring>,
+    /// The peer was last found not to hear us.
+    deaf: AtomicBool,
     pub stats: Stats,
 }
 
@@ -183,6 +214,7 @@ impl Heartbeats {
             role,
             peer: RwLock::new(None),
             ring: std::sync::OnceLock::new(),
+            deaf: AtomicBool::new(false),
             stats: Stats::default(),
         })
     }
@@ -258,14 +290,19 @@ impl Heartbeats {
             self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
             return Received::default();
         }
-        let (verdict, first) = match self.guard.lock() {
+        let (verdict, first, hears) = match self.guard.lock() {
             Ok(mut g) => {
                 let verdict = g.admit(&frame);
                 let new_boot = matches!(verdict, Ok(true) | Err(Refusal::Unconfirmed));
-                (verdict, new_boot && g.first_of_boot(&frame))
+                let hears = verdict.is_ok().then(|| g.hears_us(&frame)).flatten();
+                (verdict, new_boot && g.first_of_boot(&frame), hears)
             }
-            Err(_) => (Err(Refusal::Replayed), false),
+            Err(_) => (Err(Refusal::Replayed), false, None),
         };
+        // Said to the core only when it changes.
+        let hearing = hears
+            .filter(|h| self.deaf.swap(!h, Ordering::Relaxed) == *h)
+            .map(|hears| Event::PeerHearsUs { hears });
         let from = from.ip().to_string();
         // The first frame of a new peer boot (a restarted agent): ask the
         // core to answer it now, so the peer confirms its boot, or hears our
@@ -280,6 +317,7 @@ impl Heartbeats {
                         beacon: frame.body,
                     }),
                     booted,
+                    hearing,
                 }
             }
             Err(_) => {
@@ -287,6 +325,7 @@ impl Heartbeats {
                 Received {
                     heartbeat: None,
                     booted,
+                    hearing,
                 }
             }
         }
@@ -301,7 +340,7 @@ impl Heartbeats {
                     let got = buf.get(..n).map(|b| self.receive(b, from));
                     for ev in got
                         .into_iter()
-                        .flat_map(|r| r.heartbeat.into_iter().chain(r.booted))
+                        .flat_map(|r| r.heartbeat.into_iter().chain(r.booted).chain(r.hearing))
                     {
                         if tx.send(ev).is_err() {
                             return;
@@ -549,5 +588,43 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(dir);
         Ok(())
+    }
+
+    /// The peer's echoes tell whether it hears us, whatever the two intervals.
+    #[test]
+    fn echoes_tell_whether_the_peer_hears_us() {
+        let (mut a, mut b) = (Guard::new([1; 16]), Guard::new([2; 16]));
+        handshake(&mut a, &mut b);
+        // Both hear each other: b echoes a's newest frame each time.
+        for _ in 0..5 {
+            let fa = a.next_frame(beacon());
+            assert!(b.admit(&fa).is_ok());
+            let fb = b.next_frame(beacon());
+            assert!(a.admit(&fb).is_ok());
+            assert_ne!(a.hears_us(&fb), Some(false));
+        }
+        // a's frames stop reaching b: b's echo stays put while a sends on.
+        let mut verdicts = Vec::new();
+        for _ in 0..DEAF_AFTER + 1 {
+            let _lost = a.next_frame(beacon());
+            let fb = b.next_frame(beacon());
+            assert!(a.admit(&fb).is_ok());
+            verdicts.push(a.hears_us(&fb));
+        }
+        assert_eq!(verdicts.last(), Some(&Some(false)), "{verdicts:?}");
+        assert!(!verdicts[..DEAF_AFTER as usize - 1].contains(&Some(false)));
+        // b hears a again: its next echo moves.
+        let fa = a.next_frame(beacon());
+        assert!(b.admit(&fa).is_ok());
+        let fb = b.next_frame(beacon());
+        assert!(a.admit(&fb).is_ok());
+        assert_eq!(a.hears_us(&fb), Some(true));
+        // A peer sending much faster than we do, with no new frame of ours to echo,
+        // is not taken for deaf.
+        for _ in 0..10 {
+            let fb = b.next_frame(beacon());
+            assert!(a.admit(&fb).is_ok());
+            assert_ne!(a.hears_us(&fb), Some(false));
+        }
     }
 }

@@ -1,0 +1,151 @@
+//! One-way heartbeat loss, in a private network namespace (nft drops the UDP
+//! heartbeats of one direction only). The server that still hears its peer
+//! learns from the peer's echoes that it is not heard, and the journal names the
+//! one-way path.
+//!
+//! - secondary -> primary lost: the primary's probe answers (TCP works), so it
+//!   reports a broken path and stays active; the secondary, which hears the
+//!   primary, names the one-way path; nothing fails over.
+//! - primary -> secondary lost: the primary names the one-way path. The
+//!   secondary hears nothing and its probe is answered, so it reports a broken
+//!   path too and does not take over while the primary's Health Monitor answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn sh(cmd: &str, stdin: &str) {
+    let mut child = Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{cmd} failed");
+}
+
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let nft = Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !(root && nft) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the one-way tests (root and nft)"
+        );
+        eprintln!("skipped: needs root and nft");
+    }
+    root && nft
+}
+
+/// A private network namespace for this test's thread and what it starts.
+fn private_netns() {
+    // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+    sh("ip link set lo up", "");
+}
+
+/// Drops the heartbeats from `from` to `to` (UDP to port 18083) from now on.
+fn drop_heartbeats(from: &str, to: &str) {
+    sh(
+        "nft -f -",
+        &format!(
+            "table ip oneway {{\n chain out {{\n  type filter hook output priority 0; \
+             policy accept;\n  ip saddr {from} ip daddr {to} udp dport 18083 drop\n }}\n}}\n"
+        ),
+    );
+}
+
+fn journal(p: &Pair, i: usize) -> String {
+    std::fs::read_to_string(p.state_dir(i).join("events.jsonl")).unwrap_or_default()
+}
+
+fn journaled(p: &Pair, i: usize, kind: &str) -> bool {
+    journal(p, i).contains(&format!("\"kind\":\"{kind}\""))
+}
+
+fn run_one_way(n: u8, drop_from_primary: bool) {
+    private_netns();
+    let p = Pair::registered(n, "automatic");
+    let (hearer, deaf) = if drop_from_primary { (0, 1) } else { (1, 0) };
+    drop_heartbeats(&p.addrs[hearer], &p.addrs[deaf]);
+    // The server whose frames are lost learns it from the peer's echoes.
+    assert!(
+        wait(Duration::from_secs(5), || journaled(
+            &p,
+            hearer,
+            "heartbeat_one_way"
+        ))
+        .is_some(),
+        "server {hearer} never named the one-way path:\n{}",
+        journal(&p, hearer)
+    );
+    // The deaf side sees silence, probes, is answered: a broken path, no failover.
+    assert!(
+        wait(Duration::from_secs(5), || journaled(
+            &p,
+            deaf,
+            "heartbeat_path_broken"
+        ))
+        .is_some(),
+        "server {deaf}:\n{}",
+        journal(&p, deaf)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        p.ha_status(0).contains("[State] Primary Active"),
+        "{}",
+        p.ha_status(0)
+    );
+    assert!(
+        p.ha_status(1).contains("[State] Secondary Syncing"),
+        "{}",
+        p.ha_status(1)
+    );
+    for i in 0..2 {
+        for bad in ["failover_complete", "split_brain", "peer_lost"] {
+            assert!(!journaled(&p, i, bad), "server {i} journaled {bad}");
+        }
+    }
+    // Healed: the path is named two-way again.
+    sh("nft delete table ip oneway", "");
+    assert!(
+        wait(Duration::from_secs(5), || journaled(
+            &p,
+            hearer,
+            "heartbeat_two_way"
+        ))
+        .is_some(),
+        "server {hearer}:\n{}",
+        journal(&p, hearer)
+    );
+}
+
+#[test]
+fn secondary_to_primary_loss_is_named_and_moves_nothing() {
+    if can_run() {
+        run_one_way(93, false);
+    }
+}
+
+#[test]
+fn primary_to_secondary_loss_is_named_and_moves_nothing() {
+    if can_run() {
+        run_one_way(94, true);
+    }
+}

@@ -15,50 +15,7 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn sh(cmd: &str, stdin: &str) {
-    let mut child = Command::new("sh")
-        .args(["-c", cmd])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{cmd} failed");
-}
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let nft = Command::new("nft")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !(root && nft) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the one-way tests (root and nft)"
-        );
-        eprintln!("skipped: needs root and nft");
-    }
-    root && nft
-}
-
-/// A private network namespace for this test's thread and what it starts.
-fn private_netns() {
-    // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
-    sh("ip link set lo up", "");
-}
 
 /// Drops the heartbeats from `from` to `to` (UDP to port 18083) from now on.
 fn drop_heartbeats(from: &str, to: &str) {
@@ -138,14 +95,14 @@ fn run_one_way(n: u8, drop_from_primary: bool) {
 
 #[test]
 fn secondary_to_primary_loss_is_named_and_moves_nothing() {
-    if can_run() {
+    if netns_and_nft("the one-way tests") {
         run_one_way(93, false);
     }
 }
 
 #[test]
 fn primary_to_secondary_loss_is_named_and_moves_nothing() {
-    if can_run() {
+    if netns_and_nft("the one-way tests") {
         run_one_way(94, true);
     }
 }

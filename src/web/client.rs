@@ -1119,7 +1119,7 @@ impl Wire {
         }
         out.eof |= sock_eof && conn.is_handshaking();
         out.handshaking = conn.is_handshaking();
-        out.blocked = write_tls_now(conn, &mut self.sock)?;
+        write_tls_now(conn, &mut self.sock)?; // what is left waits for POLLOUT
         Ok(out)
     }
 
@@ -1172,8 +1172,6 @@ pub(super) struct Pumped {
     pub eof: bool,
     /// The TLS handshake is not finished yet.
     pub handshaking: bool,
-    /// TLS records are waiting for the socket to take them.
-    pub blocked: bool,
 }
 
 /// Writes what rustls has queued until the non-blocking socket is full; true if some is

@@ -15,21 +15,10 @@
 set -euo pipefail
 SECS=${1:-30}
 HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-HAMON=${HAMON:-$TOP/target/release/hamon}
-WORK=$(mktemp -d /tmp/hamon-webflood.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-[ -x "$HAMON" ] || { echo "build hamon first: cargo build --release" >&2; exit 1; }
+# shellcheck source=pair.sh
+BENCH=webflood . "$HERE/pair.sh"
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# shellcheck source=pair.sh
-. "$HERE/pair.sh"
 start_pair
 
 flood() { # idle-per-address stalled-per-address

@@ -1,6 +1,20 @@
-# Shared by bench/web/*.sh: a registered pair on loopback with 200 ms heartbeats and an
-# HTTPS Health Monitor, and the control-socket counters. Source it after setting
-# HAMON, WORK, PIDS and, optionally, HM_LIMITS (extra [health_monitor] lines).
+# Shared by bench/web/*.sh: the binary (HAMON, default target/release/hamon), a work
+# folder removed on exit with the agents started (killed by PID), a registered pair on
+# loopback with 200 ms heartbeats and an HTTPS Health Monitor, and the control-socket
+# counters. Source it with BENCH set to a name for the work folder, after HERE; set
+# HM_LIMITS (extra [health_monitor] lines) before calling start_pair.
+
+TOP=$(cd "$HERE/../.." && pwd)
+HAMON=${HAMON:-$TOP/target/release/hamon}
+WORK=$(mktemp -d "/tmp/hamon-${BENCH:-bench}.XXXXXX")
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+[ -x "$HAMON" ] || { echo "build hamon first: cargo build --release" >&2; exit 1; }
 
 ADDR=(127.0.91.2 127.0.91.3)
 NAMES=(primary secondary)

@@ -13,22 +13,11 @@ set -euo pipefail
 SECS=${1:-30}
 CONNS=${2:-500}
 HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-HAMON=${HAMON:-$TOP/target/release/hamon}
-WORK=$(mktemp -d /tmp/hamon-webbench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=pair.sh
+BENCH=webbench . "$HERE/pair.sh"
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
-[ -x "$HAMON" ] || { echo "build hamon first: cargo build --release" >&2; exit 1; }
 
 HM_LIMITS=$'max_connections = 2000\nmax_connections_per_client = 2000'
-# shellcheck source=pair.sh
-. "$HERE/pair.sh"
 start_pair
 
 read -r p_sent0 _ _ <<<"$(counts "$WORK/primary.toml")"

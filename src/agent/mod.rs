@@ -147,8 +147,10 @@ impl PeerCall {
         // failback to it pairs again, with the key stored here.
         let replacement = matches!(self.request, ha::PeerRequest::FailbackBegin { .. })
             && matches!(&first, Err(e) if e.starts_with("authentication failed"));
-        let stored = self.store.load_authkey().ok().flatten();
-        let (true, Some(authkey)) = (replacement, stored) else {
+        if !replacement {
+            return first;
+        }
+        let Some(authkey) = self.store.load_authkey().ok().flatten() else {
             return first;
         };
         let (secret, answer) = self.paired(&authkey)?;

@@ -52,6 +52,8 @@ pub struct Guard {
     /// since then echoed nothing newer although we had sent more (`hears_us`).
     echoed: Option<u64>,
     stale: u32,
+    /// The peer was last found not to hear us.
+    deaf: bool,
 }
 
 impl Guard {
@@ -65,7 +67,17 @@ impl Guard {
             prompted: VecDeque::new(),
             echoed: None,
             stale: 0,
+            deaf: false,
         }
+    }
+
+    /// [`Guard::hears_us`], told only when the verdict changes.
+    fn hearing_changed(&mut self, f: &Frame) -> Option<bool> {
+        let hears = self.hears_us(f)?;
+        (hears == self.deaf).then(|| {
+            self.deaf = !hears;
+            hears
+        })
     }
 
     /// Whether the peer hears us, judged from an admitted frame's echo: `Some(true)` when
@@ -193,8 +205,6 @@ pub struct Heartbeats {
     peer: RwLock<Option<IpAddr>>,
     /// Where a prepared key change is committed when the peer's frames use it.
     ring: std::sync::OnceLock<crate::peer::rekey::Keyring>,
-    /// The peer was last found not to hear us.
-    deaf: AtomicBool,
     pub stats: Stats,
 }
 
@@ -214,7 +224,6 @@ impl Heartbeats {
             role,
             peer: RwLock::new(None),
             ring: std::sync::OnceLock::new(),
-            deaf: AtomicBool::new(false),
             stats: Stats::default(),
         })
     }
@@ -301,15 +310,12 @@ impl Heartbeats {
             Ok(mut g) => {
                 let verdict = g.admit(&frame);
                 let new_boot = matches!(verdict, Ok(true) | Err(Refusal::Unconfirmed));
-                let hears = verdict.is_ok().then(|| g.hears_us(&frame)).flatten();
+                let hears = verdict.is_ok().then(|| g.hearing_changed(&frame)).flatten();
                 (verdict, new_boot && g.first_of_boot(&frame), hears)
             }
             Err(_) => (Err(Refusal::Replayed), false, None),
         };
-        // Said to the core only when it changes.
-        let hearing = hears
-            .filter(|h| self.deaf.swap(!h, Ordering::Relaxed) == *h)
-            .map(|hears| Event::PeerHearsUs { hears });
+        let hearing = hears.map(|hears| Event::PeerHearsUs { hears });
         let from = from.ip().to_string();
         // The first frame of a new peer boot (a restarted agent): ask the
         // core to answer it now, so the peer confirms its boot, or hears our

@@ -52,7 +52,13 @@ const POLL_MAX: Duration = Duration::from_secs(1);
 /// Complete requests from the reserved client that may wait for a reserved worker.
 const RESERVED_QUEUE: usize = 64;
 /// Most connections accepted in one turn of the poller.
-const ACCEPT_BATCH: usize = 64;
+const ACCEPT_BATCH: usize = 1024;
+/// Evictions made for clients that already hold connections, in one turn of the poller.
+const EVICTIONS_PER_TURN: usize = 32;
+/// The listen backlog (the kernel caps it at `net.core.somaxconn`). A flood of connects
+/// must not fill the accept queue between two turns of the poller: a full queue drops the
+/// peer's SYN too, and its retransmission comes only a second later.
+const BACKLOG: i32 = 4096;
 
 /// Resource limits for one [`Server`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,8 +334,7 @@ impl Server {
         handler: Arc<dyn Handler>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        let listener = listen(addr)?;
         let addr = listener.local_addr()?;
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
@@ -425,6 +430,20 @@ impl Drop for Server {
             self.shared.wake();
         }
     }
+}
+
+/// A non-blocking listener on `addr` with [`BACKLOG`] (std's `bind` gives 128).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(BACKLOG)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
 }
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
@@ -875,6 +894,7 @@ fn accept_new(
     now: Instant,
 ) -> io::Result<()> {
     let limits = &shared.limits;
+    let mut evictions = EVICTIONS_PER_TURN;
     for _ in 0..ACCEPT_BATCH {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -894,8 +914,15 @@ fn accept_new(
             client_key(peer.ip())
         };
         let mut slot = Slot::take(&shared.counts, key, limits, reserved);
-        if slot.as_ref().err() == Some(&Full::Total) && evict(entries, key, shared, now) {
-            slot = Slot::take(&shared.counts, key, limits, reserved);
+        if slot.as_ref().err() == Some(&Full::Total) {
+            // A client that holds nothing yet always gets a try; one that already holds
+            // connections only while this turn's evictions last (a scan each: a churning
+            // flood must not make the accept loop the bottleneck for everyone else).
+            let holds = shared.counts.lock().map(|c| c.of(key) > 0).unwrap_or(true);
+            if (!holds || evictions > 0) && evict(entries, key, shared, now) {
+                evictions = evictions.saturating_sub(usize::from(holds));
+                slot = Slot::take(&shared.counts, key, limits, reserved);
+            }
         }
         let Ok(slot) = slot else {
             reject_busy(&stream, shared.tls.is_some());

@@ -170,6 +170,7 @@ fn beacon(state: HaState, id: u64) -> Beacon {
         active: false,
         registered: Some((id, FailoverType::Automatic)),
         shutting_down: false,
+        asks: false,
         health: HealthSummary::default(),
         hm_port: 18082,
         sync: None,

@@ -47,6 +47,9 @@ pub struct Beacon {
     pub registered: Option<(u64, FailoverType)>,
     /// Sent once by an agent that is stopping on purpose.
     pub shutting_down: bool,
+    /// The sender has missed our heartbeats and asks for one now (sent only while it
+    /// suspects the link, so that one lost frame is never taken for a dead peer).
+    pub asks: bool,
     pub health: HealthSummary,
     pub hm_port: u16,
     /// How stale the sender's file replica is, while it pulls.

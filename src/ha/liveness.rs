@@ -3,14 +3,88 @@
 //! the reactions to what the peer says).
 
 use super::action::{Action, Severity};
-use super::event::{Beacon, CopyKind};
+use super::event::{Beacon, CopyKind, Millis};
 use super::machine::{duty_for, in_sync, secondary_was_active, Link, Step, STAMP_EVERY};
 use super::state::{Duty, HaState, Role};
 use HaState::*;
 
 /// The least time between two heartbeats sent early to answer a restarted
 /// peer (each new boot is answered once; this bounds a flood of them).
-const PROMPT_GAP: u64 = 50;
+pub(super) const PROMPT_GAP: u64 = 50;
+
+/// How many of the peer's last heartbeat arrivals the detector keeps.
+const HISTORY: usize = 16;
+/// The chance that a live peer's heartbeats are all lost over one silent stretch, which
+/// the detector accepts: on a lossy path it waits until silence is this unlikely.
+const FALSE_SILENCE: f64 = 1e-4;
+/// The longest silence the history may ask for, in multiples of `missed` (so that a real
+/// failure on a lossy path is still found within a bounded time).
+const MAX_STRETCH: u64 = 4;
+
+/// The arrival times of the peer's last heartbeats.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct History {
+    at: [Millis; HISTORY],
+    len: usize,
+    next: usize,
+}
+
+impl History {
+    fn push(&mut self, at: Millis) {
+        self.at[self.next] = at;
+        self.next = (self.next + 1) % HISTORY;
+        self.len = (self.len + 1).min(HISTORY);
+    }
+
+    /// The fraction of the peer's heartbeats lost over the kept arrivals (`None` until
+    /// half of them are in).
+    pub(crate) fn loss(&self, interval: Millis) -> Option<f64> {
+        if self.len < HISTORY / 2 || interval == 0 {
+            return None;
+        }
+        let newest = self.at[(self.next + HISTORY - 1) % HISTORY];
+        let oldest = self.at[(self.next + HISTORY - self.len) % HISTORY];
+        let expected = newest.saturating_sub(oldest) as f64 / interval as f64 + 1.0;
+        Some((1.0 - self.len as f64 / expected).clamp(0.0, 0.99))
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = History::default();
+    }
+}
+
+impl super::machine::Node {
+    /// How many heartbeat intervals of silence make the peer silent: `missed` on a clean
+    /// path; on a lossy one, as many as it takes for all of a live peer's heartbeats to
+    /// be lost with a chance below `FALSE_SILENCE`, up to `MAX_STRETCH` times `missed`.
+    pub(super) fn silent_windows(&self) -> u64 {
+        let t = self.cfg.timers;
+        let missed = u64::from(t.missed).max(1);
+        let Some(loss) = self.history.loss(t.interval) else {
+            return missed;
+        };
+        let mut k = missed;
+        while k < missed * MAX_STRETCH
+            && loss.powi(i32::try_from(k).unwrap_or(i32::MAX)) > FALSE_SILENCE
+        {
+            k += 1;
+        }
+        k
+    }
+
+    /// Time without a heartbeat after which the peer counts as silent.
+    pub(super) fn silent_after(&self) -> Millis {
+        self.cfg
+            .timers
+            .interval
+            .saturating_mul(self.silent_windows())
+    }
+
+    /// The peer is silent and the verdict is not in: heartbeats ask for an answer.
+    pub(super) fn suspects(&self) -> bool {
+        matches!(self.link, Link::Silent { .. }) && self.reg_committed
+    }
+}
 
 impl Step<'_> {
     // ----- start, timers, liveness --------------------------------------------
@@ -82,19 +156,22 @@ impl Step<'_> {
         }
         if self.n.sends_heartbeats() && !self.n.probing {
             let t = self.n.cfg.timers;
-            let silent_at = self.n.heard_at.saturating_add(t.silent_after());
+            let silent_at = self.n.heard_at.saturating_add(self.n.silent_after());
             if self.n.link == Link::Up && now >= silent_at {
                 self.n.link = Link::Silent { since: silent_at };
                 self.journal(
                     "heartbeats_missed",
                     Severity::Warning,
                     format!(
-                        "{} consecutive heartbeats from {} missed; probing it in {} ms",
-                        t.missed,
+                        "{} consecutive heartbeats from {} missed; asking it for one and \
+                         probing it in {} ms",
+                        self.n.silent_windows(),
                         self.n.peer_label(),
                         t.grace
                     ),
                 );
+                // Ask at once: one lost frame is never a verdict.
+                self.send_heartbeat();
             }
             // Checked in sequence: silence that began long enough ago (or a
             // zero grace) probes in this same tick.
@@ -133,7 +210,7 @@ impl Step<'_> {
         }
         let t = self.n.cfg.timers;
         if ok {
-            self.n.next_probe_at = self.now.saturating_add(t.grace.max(t.silent_after()));
+            self.n.next_probe_at = self.now.saturating_add(t.grace.max(self.n.silent_after()));
             if at_start {
                 // The peer is there: wait for its first heartbeat. Later
                 // probes that answer without heartbeats mean a broken path.
@@ -155,7 +232,9 @@ impl Step<'_> {
             }
             return;
         }
-        self.n.next_probe_at = self.now.saturating_add(t.silent_after().max(t.interval));
+        self.n.next_probe_at = self
+            .now
+            .saturating_add(self.n.silent_after().max(t.interval));
         if at_start && self.n.state == HaInitializing {
             // Start-up probe failed: the peer is not there (yet).
             self.boot_alone(detail);
@@ -244,9 +323,13 @@ impl Step<'_> {
         if from != reg.member(self.n.cfg.role.other()).address {
             return;
         }
-        // Limited from the last early answer, not from the last heartbeat: a
-        // regular one sent just before the peer's first frame arrived does
-        // not echo the new boot, so it does not count as an answer.
+        self.answer_now();
+    }
+
+    /// Sends a heartbeat before its time, at most once every `PROMPT_GAP` ms. Limited from
+    /// the last early answer, not from the last heartbeat: a regular one sent just before
+    /// the peer's frame arrived does not echo it, so it does not count as an answer.
+    fn answer_now(&mut self) {
         if self
             .n
             .prompted_at
@@ -290,7 +373,16 @@ impl Step<'_> {
         let was = self.n.link;
         self.n.link = Link::Up;
         self.n.heard_at = self.now;
+        if matches!(was, Link::Lost | Link::PathBroken) {
+            // The peer was gone or unheard: that gap was no loss on a working path.
+            self.n.history.clear();
+        }
+        self.n.history.push(self.now);
         self.n.peer = Some(b.clone());
+        if b.asks {
+            // The peer suspects the link: answer now (its regular heartbeats may be lost).
+            self.answer_now();
+        }
         if matches!(was, Link::Lost | Link::PathBroken) {
             self.journal(
                 "peer_found",

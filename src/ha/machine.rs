@@ -24,11 +24,25 @@ pub struct Timers {
 }
 
 impl Timers {
-    /// Time without a heartbeat after which the peer counts as silent.
+    /// Time without a heartbeat after which the peer counts as silent, on a clean path
+    /// (`Node::silent_after` stretches it on a lossy one).
     pub fn silent_after(&self) -> Millis {
         self.interval.saturating_mul(u64::from(self.missed))
     }
+
+    /// The gap between the heartbeats that ask for an answer while the peer is
+    /// suspected: about eight asks over the grace and the probe, never more often than
+    /// the peer answers (`PROMPT_GAP`), never less often than the interval.
+    pub fn ask_gap(&self) -> Millis {
+        (self.grace.saturating_add(self.probe_timeout) / ASKS)
+            .max(super::liveness::PROMPT_GAP)
+            .min(self.interval)
+            .max(1)
+    }
 }
+
+/// How many heartbeats ask for an answer between silence and the verdict.
+const ASKS: Millis = 8;
 
 /// This server's fixed identity and timing (from the validated config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +96,8 @@ pub struct Node {
     pub(super) health: HealthSummary,
     pub(super) link: Link,
     pub(super) heard_at: Millis,
+    /// When the peer's last heartbeats arrived: how lossy the path has been lately.
+    pub(super) history: super::liveness::History,
     pub(super) peer: Option<Beacon>,
     pub(super) probing: bool,
     /// The one probe sent at start-up is outstanding.
@@ -149,6 +165,7 @@ impl Node {
             health: HealthSummary::default(),
             link: Link::Silent { since: 0 },
             heard_at: 0,
+            history: super::liveness::History::default(),
             peer: None,
             probing: false,
             boot_probe: false,
@@ -212,6 +229,7 @@ impl Node {
             active: self.duty == Duty::Active,
             registered: self.reg.as_ref().map(|r| (r.id, r.failover_type)),
             shutting_down: self.shutting_down,
+            asks: false,
             health: self.health,
             hm_port: self.cfg.hm_port,
             sync: self.sync_lag,
@@ -249,7 +267,7 @@ impl Node {
             if !self.probing {
                 let t = &self.cfg.timers;
                 match self.link {
-                    Link::Up => at(self.heard_at.saturating_add(t.silent_after())),
+                    Link::Up => at(self.heard_at.saturating_add(self.silent_after())),
                     Link::Silent { since } => at(since.saturating_add(t.grace)),
                     Link::PathBroken | Link::Lost => at(self.next_probe_at),
                 }
@@ -515,16 +533,24 @@ impl Step<'_> {
         self.out.push(Action::StartCopy(kind));
     }
 
+    /// Sends a heartbeat now. While the peer is suspected (silent, before the verdict) it
+    /// asks for an answer, and the next one follows after the shorter `ask_gap`.
     pub(super) fn send_heartbeat(&mut self) {
+        let asks = self.n.suspects();
         if let Some(r) = &self.n.reg {
             let m = r.member(self.n.cfg.role.other());
             self.out.push(Action::SendHeartbeat {
                 address: m.address.clone(),
                 port: m.hb_port,
-                beacon: self.n.beacon(),
+                beacon: Beacon {
+                    asks,
+                    ..self.n.beacon()
+                },
             });
         }
-        self.n.next_hb_at = self.now.saturating_add(self.n.cfg.timers.interval);
+        let t = self.n.cfg.timers;
+        let gap = if asks { t.ask_gap() } else { t.interval };
+        self.n.next_hb_at = self.now.saturating_add(gap);
     }
 
     pub(super) fn probe(&mut self) {
@@ -540,6 +566,7 @@ impl Step<'_> {
         let since = self.now.saturating_add(self.n.cfg.timers.silent_after());
         self.n.link = Link::Silent { since };
         self.n.peer = None;
+        self.n.history.clear();
         self.n.next_hb_at = self.now;
     }
 

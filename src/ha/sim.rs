@@ -51,7 +51,8 @@ struct SimNode {
 #[derive(Debug, Clone, Copy)]
 pub struct Net {
     pub partitioned: bool,
-    /// Percentage of heartbeats dropped.
+    /// Percentage of packets dropped, each way: a heartbeat is lost with this chance, a
+    /// probe (a request and its answer) unless both get through.
     pub loss_pct: u32,
     /// One-way delay.
     pub delay: Millis,
@@ -338,6 +339,11 @@ impl Sim {
         }
     }
 
+    /// One packet lost to `loss_pct`.
+    fn lost(&mut self) -> bool {
+        self.net.loss_pct > 0 && self.random_below(100) < u64::from(self.net.loss_pct)
+    }
+
     fn reachable(&self, to: usize) -> bool {
         !self.net.partitioned && self.nodes[to].node.is_some()
     }
@@ -347,8 +353,7 @@ impl Sim {
         let delay = self.net.delay;
         match action {
             Action::SendHeartbeat { beacon, .. } => {
-                let lost =
-                    self.net.loss_pct > 0 && self.random_below(100) < self.net.loss_pct as u64;
+                let lost = self.lost();
                 let authentic =
                     self.nodes[i].key.is_some() && self.nodes[i].key == self.nodes[other].key;
                 if self.reachable(other) && !lost && authentic {
@@ -358,7 +363,7 @@ impl Sim {
             }
             Action::Probe { .. } => {
                 self.probes[i] += 1;
-                let ok = self.reachable(other);
+                let ok = self.reachable(other) && !self.lost() && !self.lost();
                 let t = self.nodes[i].cfg.timers.probe_timeout;
                 let (after, detail) = if ok {
                     (2 * delay, "200 OK")

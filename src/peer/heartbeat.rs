@@ -384,6 +384,7 @@ mod tests {
             active: true,
             registered: Some((1, crate::ha::FailoverType::Manual)),
             shutting_down: false,
+            asks: false,
             health: HealthSummary::default(),
             hm_port: 8082,
             sync: None,

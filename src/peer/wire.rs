@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Body TLVs: 1 name (UTF-8, 1..=63 bytes), 2 role (u8), 3 state (u8), 4 flags (u8: bit0
-//! active, bit1 registered, bit2 `shutting_down`), 5 registration (u64 id, u8 failover type),
+//! active, bit1 registered, bit2 `shutting_down`, bit3 `asks`), 5 registration (u64 id, u8 failover type),
 //! 6 health (4 x u8 levels: processes, database, disk, nic), 7 `hm_port` (u16), 8 sync lag
 //! (frequent then batch: u32 seconds since the last complete pass, `u32::MAX` = not yet;
 //! u32 files and u64 bytes that pass copied). All but 5 and 8 are
@@ -75,6 +75,7 @@ const SYNC_LEN: usize = 32;
 const FLAG_ACTIVE: u8 = 1 << 0;
 const FLAG_REGISTERED: u8 = 1 << 1;
 const FLAG_SHUTTING_DOWN: u8 = 1 << 2;
+const FLAG_ASKS: u8 = 1 << 3;
 
 const NAME_MAX: usize = 63;
 const REGISTRATION_LEN: usize = 9;
@@ -265,6 +266,9 @@ fn encode_body(body: &Body) -> Result<Vec<u8>, WireError> {
     if body.shutting_down {
         flags |= FLAG_SHUTTING_DOWN;
     }
+    if body.asks {
+        flags |= FLAG_ASKS;
+    }
     let h = &body.health;
 
     let mut out = Vec::with_capacity(128);
@@ -438,6 +442,7 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
         active: flags & FLAG_ACTIVE != 0,
         registered: f.registration,
         shutting_down: flags & FLAG_SHUTTING_DOWN != 0,
+        asks: flags & FLAG_ASKS != 0,
         health,
         hm_port,
         sync: f.sync,
@@ -478,6 +483,7 @@ mod tests {
                 active: true,
                 registered: Some((0xa1a2_a3a4_a5a6_a7a8, FailoverType::Automatic)),
                 shutting_down: false,
+                asks: false,
                 health: HealthSummary {
                     processes: Level::Ok,
                     database: Level::Warning,
@@ -542,6 +548,7 @@ mod tests {
             active: true,
             registered: None,
             shutting_down: false,
+            asks: false,
             health: HealthSummary {
                 processes: Level::Ok,
                 database: Level::Ok,
@@ -1028,7 +1035,7 @@ mod tests {
 
     #[test]
     fn reserved_body_flag_bits_are_ignored() -> TestResult {
-        let got = decode_tlvs(&replaced(TLV_FLAGS, &[0b1111_1000 | FLAG_SHUTTING_DOWN]))?;
+        let got = decode_tlvs(&replaced(TLV_FLAGS, &[0b1111_0000 | FLAG_SHUTTING_DOWN]))?;
         let mut expected = standard_body();
         expected.active = false;
         expected.shutting_down = true;
@@ -1101,19 +1108,20 @@ mod tests {
                 any::<u64>(),
                 select(vec![FailoverType::Manual, FailoverType::Automatic]),
             )),
-            any::<bool>(),
+            (any::<bool>(), any::<bool>()),
             (level(), level(), level(), level()),
             any::<u16>(),
             proptest::option::of((class_beat(), class_beat())),
         )
             .prop_map(
-                |(name, role, state, active, registered, shutting_down, h, hm_port, sync)| Body {
+                |(name, role, state, active, registered, flags, h, hm_port, sync)| Body {
                     name,
                     role,
                     state,
                     active,
                     registered,
-                    shutting_down,
+                    shutting_down: flags.0,
+                    asks: flags.1,
                     health: HealthSummary {
                         processes: h.0,
                         database: h.1,

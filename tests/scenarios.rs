@@ -953,6 +953,36 @@ fn a_secondary_that_starts_up_straight_into_lost_primary_runs_its_standby_servic
 // ----- Watchers --------------------------------------------------------------------------------
 
 #[test]
+fn a_secondary_whose_own_ha_interface_is_down_does_not_take_over() {
+    let mut sim = pair(FailoverType::Automatic);
+    // Its link drops: heartbeats stop at once, long before the NIC watcher's debounced
+    // verdict would call this server unhealthy.
+    sim.ha_link(S, false);
+    sim.run_for(5_000);
+    assert!(!sim.is_active(S), "{:?}", sim.history(S));
+    assert_eq!(sim.state(S), Some(SecondaryLostPrimary));
+    assert!(sim
+        .journal_kinds(S)
+        .contains(&"failover_withheld".to_string()));
+    // Back up: the primary is heard again and nothing moved.
+    sim.ha_link(S, true);
+    sim.run_for(2_000);
+    assert_eq!(sim.state(S), Some(SecondarySyncing));
+    assert_eq!(sim.state(P), Some(PrimaryActive));
+}
+
+#[test]
+fn a_secondary_whose_link_returns_while_the_primary_is_gone_takes_over() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.ha_link(S, false);
+    sim.run_for(3_000);
+    sim.crash(P);
+    sim.ha_link(S, true);
+    sim.run_for(sim.detection() + 2_000);
+    assert!(sim.is_active(S), "{:?}", sim.history(S));
+}
+
+#[test]
 fn losing_the_ha_interface_on_the_active_primary_is_a_failure() {
     let mut sim = pair(FailoverType::Automatic);
     sim.health(

@@ -201,6 +201,10 @@ pub enum Event {
     },
     /// The watchers' current verdict on this server.
     Health { health: HealthSummary },
+    /// The HA interface as the kernel shows it right now, before the NIC watcher's
+    /// debounce: a secondary whose own link is down does not take over (it is the one
+    /// cut off), however quickly its detector calls the primary lost.
+    HaLink { up: bool },
     /// The database standby's replication lag against the failover bound:
     /// `Some(why)` when it is beyond it, `None` when within.
     ReplicaLag { behind: Option<String> },

@@ -94,6 +94,8 @@ pub struct Node {
     pub(super) duty: Duty,
     pub(super) duty_applied: Option<Duty>,
     pub(super) health: HealthSummary,
+    /// The HA interface is down right now (`Event::HaLink`, not debounced).
+    pub(super) ha_link_down: bool,
     pub(super) link: Link,
     pub(super) heard_at: Millis,
     /// When the peer's last heartbeats arrived: how lossy the path has been lately.
@@ -163,6 +165,7 @@ impl Node {
             duty: Duty::Halted,
             duty_applied: Some(Duty::Halted),
             health: HealthSummary::default(),
+            ha_link_down: false,
             link: Link::Silent { since: 0 },
             heard_at: 0,
             history: super::liveness::History::default(),
@@ -428,6 +431,16 @@ impl Step<'_> {
             Event::DutyApplied { duty, result } => self.on_duty_applied(duty, result),
             Event::CopyDone { kind, result } => self.on_copy_done(kind, result),
             Event::Health { health } => self.on_health(health),
+            Event::HaLink { up } => {
+                let was_down = std::mem::replace(&mut self.n.ha_link_down, !up);
+                if was_down && up && self.n.link != Link::Up && self.n.sends_heartbeats() {
+                    // What was seen while cut off says nothing about the peer: watch it
+                    // afresh (a full silence and a probe) before any takeover.
+                    let since = self.now.saturating_add(self.n.silent_after());
+                    self.n.link = Link::Silent { since };
+                    self.n.heard_at = self.now;
+                }
+            }
             Event::SyncBeat { lag } => self.n.sync_lag = lag,
             Event::ReplicaLag { behind } => {
                 self.n.lagging = behind;

@@ -150,6 +150,8 @@ impl Step<'_> {
                 self.enter(SecondaryLostPrimary, why);
                 self.maybe_auto_failover();
             }
+            // Lost again after a fresh look (the HA link came back): try again.
+            SecondaryLostPrimary => self.maybe_auto_failover(),
             _ => {}
         }
     }
@@ -177,6 +179,8 @@ impl Step<'_> {
             )
         } else if unhealthy {
             Some("this secondary is unhealthy itself".to_string())
+        } else if n.ha_link_down {
+            Some("this secondary's own HA interface is down".to_string())
         } else {
             n.lagging
                 .as_ref()

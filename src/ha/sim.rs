@@ -310,6 +310,15 @@ impl Sim {
         }
     }
 
+    /// Node `i`'s HA interface goes down or up, as the kernel shows it at once. The
+    /// network follows: a node with its link down is cut off from its peer.
+    pub fn ha_link(&mut self, i: usize, up: bool) {
+        if self.is_up(i) {
+            self.step(i, Event::HaLink { up });
+        }
+        self.net.partitioned = !up;
+    }
+
     fn schedule(&mut self, after: Millis, d: Delivery) {
         self.seq += 1;
         self.queue.insert((self.now + after, self.seq), d);

@@ -321,6 +321,12 @@ impl Nics {
         out
     }
 
+    /// Whether the interface is usable as last seen, before the debounce (`None`: not
+    /// watched).
+    fn usable_now(&self, name: &str) -> Option<bool> {
+        self.nics.iter().find(|n| n.name == name).map(Nic::usable)
+    }
+
     /// The earliest instant at which a pending change comes due.
     fn due(&self) -> Option<Instant> {
         self.nics.iter().filter_map(|n| n.debounce.due()).min()
@@ -486,6 +492,12 @@ impl NicWatch {
     /// (also with nothing to watch). Follows the effective (debounced) state.
     pub fn level(&self) -> Level {
         self.nics.level()
+    }
+
+    /// Whether `name` is usable as last seen, before the debounce: what a takeover
+    /// decision needs at once (`None`: not watched).
+    pub fn usable_now(&self, name: &str) -> Option<bool> {
+        self.nics.usable_now(name)
     }
 
     /// Re-read everything now (udev told us about an add/remove). What it

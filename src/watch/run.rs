@@ -6,7 +6,7 @@ use super::disk::{DiskWatch, Thresholds};
 use super::nic::NicWatch;
 use super::{Part, Reporter};
 use crate::config::Config;
-use crate::ha::{Level, Severity};
+use crate::ha::{Event, Level, Severity};
 use crossbeam_channel::Receiver;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -153,11 +153,18 @@ pub fn start(
                 r.observe("nic", Severity::Error, c.text);
             }
             r.set(Part::Nic, level(&watch));
+            // The HA interface's raw state, for the takeover decision (undebounced).
+            let mut link_up = None;
             while !stop.load(Ordering::Relaxed) {
                 if rescan.try_recv().is_ok() {
                     watch.rescan();
                 }
-                let changes = watch.wait(Duration::from_millis(250));
+                let changes = watch.wait(Duration::from_millis(100));
+                let now_up = ha_iface.as_deref().and_then(|i| watch.usable_now(i));
+                if let Some(up) = now_up.filter(|up| link_up != Some(*up)) {
+                    link_up = Some(up);
+                    r.event(Event::HaLink { up });
+                }
                 for e in watch.take_errors() {
                     r.observe("nic_watch", Severity::Warning, e);
                 }

@@ -211,6 +211,25 @@ impl Bed {
         }
     }
 
+    /// Send a signal to a process this bed started, without reaping it (SIGSTOP, SIGCONT).
+    pub fn send(&self, pid: u32, sig: i32) {
+        if self.children.iter().any(|c| c.id() == pid) {
+            // SAFETY: kill(2) on a child this bed spawned and has not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, sig) };
+        }
+    }
+
+    /// How a process this bed started ended, if it has (`None` while it runs).
+    pub fn exited(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        let c = self.children.iter_mut().find(|c| c.id() == pid)?;
+        c.try_wait().ok().flatten()
+    }
+
+    /// The bridge namespace's name (faults are injected there).
+    pub fn bridge(&self) -> &str {
+        &self.br
+    }
+
     /// Cut or restore a host's cable (its port on the bridge).
     pub fn link(&self, host: usize, up: bool) {
         let port = format!("v{}", ["p", "s", "o"][host]);

@@ -1,0 +1,168 @@
+//! The fault suite, CI subset (issue 13): each fault once, on a fresh registered pair in
+//! the namespace test bed, with the issue's timers (200 ms heartbeats, 3 missed, 200 ms
+//! grace, 300 ms probe). Every run must end with exactly one active server holding the
+//! VIP, no agent may exit or panic, and where the primary stays healthy nothing may fail
+//! over. `bench/faults` runs the same faults longer and more often, and keepalived through
+//! them as the baseline (`tests/nemesis/mod.rs` has the knobs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod nemesis;
+mod netns;
+
+use nemesis::{run, Fault, Report};
+use netns::{P, S};
+
+/// Requires no false failover in any run.
+fn no_false_failover(reports: &[Report]) {
+    for r in reports {
+        assert_eq!(r.false_failovers, 0, "{}: {r:?}", r.fault);
+    }
+}
+
+#[test]
+fn kill_the_primary() {
+    run(
+        "fk1",
+        Fault::Kill {
+            host: P,
+            release: false,
+        },
+    );
+}
+
+#[test]
+fn kill_the_primary_and_release_its_vip() {
+    for r in run(
+        "fk2",
+        Fault::Kill {
+            host: P,
+            release: true,
+        },
+    ) {
+        // systemd's ExecStopPost= release: the VIP was never held twice.
+        assert_eq!(r.dual_windows, 0, "{r:?}");
+        assert_eq!(r.claims[S], 1, "{r:?}");
+    }
+}
+
+#[test]
+fn kill_the_secondary() {
+    no_false_failover(&run(
+        "fk3",
+        Fault::Kill {
+            host: S,
+            release: true,
+        },
+    ));
+}
+
+#[test]
+fn stop_the_primary() {
+    run("fs1", Fault::Stop { host: P });
+}
+
+#[test]
+fn stop_the_secondary() {
+    no_false_failover(&run("fs2", Fault::Stop { host: S }));
+}
+
+#[test]
+fn symmetric_partition() {
+    // Both stay reachable by clients, so both serve until the heal (issue 14 prevents
+    // that with an arbiter); the heal leaves one.
+    run("fpa", Fault::Partition);
+}
+
+#[test]
+fn one_way_secondary_to_primary() {
+    no_false_failover(&run("fo1", Fault::OneWay { from: S, to: P }));
+}
+
+#[test]
+fn one_way_primary_to_secondary() {
+    // The secondary hears nothing, not even its probe's answer: without a third party
+    // it cannot tell this from a dead primary (issue 14). The heal leaves one.
+    run("fo2", Fault::OneWay { from: P, to: S });
+}
+
+#[test]
+fn heartbeats_blocked() {
+    no_false_failover(&run("fhb", Fault::HeartbeatBlock));
+}
+
+#[test]
+fn thirty_percent_loss() {
+    no_false_failover(&run("fl3", Fault::Loss(30)));
+}
+
+#[test]
+fn sixty_percent_loss() {
+    // Reported, not required to be zero (docs/reliability.md has the rate beside
+    // keepalived's); the pair must still end with one active server.
+    run("fl6", Fault::Loss(60));
+}
+
+#[test]
+fn both_restarted_at_once() {
+    run("frb", Fault::RestartBoth);
+}
+
+#[test]
+fn full_state_dir_on_the_primary() {
+    run("fd1", Fault::FullStateDir { host: P });
+}
+
+#[test]
+fn full_state_dir_on_the_secondary() {
+    run("fd2", Fault::FullStateDir { host: S });
+}
+
+#[test]
+fn clock_forward_on_the_secondary() {
+    no_false_failover(&run("fc1", Fault::ClockJump { host: S, secs: 120 }));
+}
+
+#[test]
+fn clock_backward_on_the_primary() {
+    no_false_failover(&run(
+        "fc2",
+        Fault::ClockJump {
+            host: P,
+            secs: -120,
+        },
+    ));
+}
+
+#[test]
+fn ha_interface_down_on_the_primary() {
+    for r in run("fi1", Fault::LinkDown { host: P }) {
+        assert_eq!(r.settled_on, Some(S), "{r:?}");
+    }
+}
+
+#[test]
+fn ha_interface_down_on_the_secondary() {
+    no_false_failover(&run("fi2", Fault::LinkDown { host: S }));
+}
+
+#[test]
+fn critical_service_crash_looping() {
+    for r in run("fcl", Fault::CrashLoop) {
+        // One failover, and no ping-pong back to the crashing primary.
+        assert_eq!((r.claims[P], r.claims[S]), (0, 1), "{r:?}");
+        assert_eq!(r.settled_on, Some(S), "{r:?}");
+    }
+}
+
+#[test]
+fn kill_during_failback() {
+    for host in [P, S] {
+        for after_ms in [0, 150, 400] {
+            run(
+                &format!("fb{host}{after_ms}"),
+                Fault::FailbackKill { host, after_ms },
+            );
+        }
+    }
+}

@@ -104,6 +104,19 @@ fn sixty_percent_loss() {
 }
 
 #[test]
+fn delay_and_reordering() {
+    // Up to 150 ms each way, spread wider than the 200 ms heartbeat gap's share:
+    // heartbeats arrive late and out of order; nothing may fail over.
+    no_false_failover(&run(
+        "fdl",
+        Fault::Delay {
+            min_ms: 10,
+            max_ms: 150,
+        },
+    ));
+}
+
+#[test]
 fn both_restarted_at_once() {
     run("frb", Fault::RestartBoth);
 }

@@ -75,6 +75,10 @@ pub enum Fault {
     HeartbeatBlock,
     /// Each packet between the servers is dropped with this chance, each way.
     Loss(u32),
+    /// Each packet between the servers is held for a random time in `min_ms..max_ms`,
+    /// each way: delayed, and reordered where the spread is wider than the gap between
+    /// packets (an NFQUEUE delay line, `tests/support/delay_line.py`).
+    Delay { min_ms: u64, max_ms: u64 },
     /// Both agents killed (and their VIPs released) and started again at once.
     RestartBoth,
     /// The host's `state_dir` (a 2 MiB tmpfs) filled to the last byte, then the primary
@@ -105,6 +109,7 @@ impl Fault {
             Fault::OneWay { from, to } => format!("one-way {}->{}", h(from), h(to)),
             Fault::HeartbeatBlock => "heartbeats blocked".into(),
             Fault::Loss(p) => format!("{p} % loss"),
+            Fault::Delay { min_ms, max_ms } => format!("delay {min_ms}-{max_ms} ms, reordered"),
             Fault::RestartBoth => "both restarted".into(),
             Fault::FullStateDir { host } => format!("full state_dir on {}", h(host)),
             Fault::ClockJump { host, secs } => format!("{} clock {secs:+} s", h(host)),
@@ -140,6 +145,7 @@ impl Fault {
             | Fault::OneWay { .. }
             | Fault::HeartbeatBlock
             | Fault::Loss(_)
+            | Fault::Delay { .. }
             | Fault::ClockJump { .. } => true,
             Fault::RestartBoth
             | Fault::FullStateDir { .. }
@@ -159,6 +165,7 @@ impl Fault {
                     | Fault::OneWay { .. }
                     | Fault::HeartbeatBlock
                     | Fault::Loss(_)
+                    | Fault::Delay { .. }
                     | Fault::RestartBoth
                     | Fault::ClockJump { .. }
                     | Fault::LinkDown { .. }
@@ -280,6 +287,8 @@ pub struct Cluster {
     /// Extra environment for each host's agent (libfaketime).
     env: [Vec<(String, String)>; 2],
     mounts: Vec<PathBuf>,
+    /// Fault helpers (the delay lines).
+    helpers: Vec<Child>,
     /// Exits nobody asked for: (host, status).
     pub exits: Vec<(usize, String)>,
 }
@@ -295,6 +304,7 @@ impl Cluster {
             pids: [None, None],
             env: [Vec::new(), Vec::new()],
             mounts: Vec::new(),
+            helpers: Vec::new(),
             exits: Vec::new(),
         };
         if peer == Peer::Hamon {
@@ -353,6 +363,9 @@ impl Cluster {
                 addr = V4[i],
                 d = d.display()
             );
+            if matches!(fault, Fault::FullStateDir { .. }) {
+                cfg += "[disk]\ninterval_ms = 500\n";
+            }
             if *fault == Fault::CrashLoop {
                 // Exits once its flag file exists, at once when restarted (only the
                 // primary's flag is ever made).
@@ -607,6 +620,36 @@ impl Cluster {
         ]
     }
 
+    /// Adds (`-A`) or deletes (`-D`) the rule that queues `host`'s packets for its peer to
+    /// the delay line (iptables' NFQUEUE target: this kernel has no nftables queue).
+    fn delay_rule(&self, host: usize, op: &str) {
+        let out = self.bed.exec(
+            host,
+            &[
+                "iptables-legacy",
+                op,
+                "OUTPUT",
+                "-d",
+                V4[1 - host],
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                "7",
+                "--queue-bypass",
+            ],
+        );
+        assert!(out.status.success(), "iptables {op}: {out:?}");
+    }
+
+    fn stop_helpers(&mut self) {
+        for c in &mut self.helpers {
+            // SAFETY: kill(2) on a child this cluster spawned and has not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+        self.helpers.clear();
+    }
+
     fn fill_state_dir(&self, host: usize) {
         let mut f = std::fs::File::create(self.state_dir(host).join("filler")).unwrap();
         let chunk = vec![0u8; 64 * 1024];
@@ -653,6 +696,27 @@ impl Cluster {
             Fault::Loss(pct) => self.bridge_rules(&Self::both_ways(&format!(
                 "numgen random mod 100 < {pct} drop"
             ))),
+            Fault::Delay { min_ms, max_ms } => {
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/delay_line.py");
+                for host in [P, S] {
+                    let mut child = Command::new("ip")
+                        .args(["netns", "exec", &self.bed.ns[host], "python3", "-u"])
+                        .arg(&script)
+                        .args(["--queue", "7", "--min-ms", &min_ms.to_string()])
+                        .args(["--max-ms", &max_ms.to_string()])
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    let mut ready = String::new();
+                    BufReader::new(child.stdout.take().unwrap())
+                        .read_line(&mut ready)
+                        .unwrap();
+                    assert_eq!(ready.trim(), "ready", "delay line in host {host}");
+                    self.helpers.push(child);
+                    self.delay_rule(host, "-A");
+                }
+            }
             Fault::RestartBoth => {
                 for host in [P, S] {
                     self.kill9(host);
@@ -739,6 +803,12 @@ impl Cluster {
             Fault::Partition | Fault::OneWay { .. } | Fault::HeartbeatBlock | Fault::Loss(_) => {
                 self.clear_bridge_rules()
             }
+            Fault::Delay { .. } => {
+                for host in [P, S] {
+                    self.delay_rule(host, "-D");
+                }
+                self.stop_helpers();
+            }
             Fault::RestartBoth => {}
             // The primary comes back (on its own full disk when it is the full one).
             Fault::FullStateDir { .. } => self.start(P),
@@ -812,6 +882,7 @@ impl Drop for Cluster {
         for host in [P, S] {
             self.kill9(host);
         }
+        self.stop_helpers();
         for dir in &self.mounts {
             let _ = Command::new("umount").arg("-l").arg(dir).status();
         }

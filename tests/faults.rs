@@ -10,12 +10,12 @@
 mod nemesis;
 mod netns;
 
-use nemesis::{run, Fault, Report};
+use nemesis::{asserting, run, Fault, Report};
 use netns::{P, S};
 
-/// Requires no false failover in any run.
+/// Requires no false failover in any run (hamon's; the baseline's are only reported).
 fn no_false_failover(reports: &[Report]) {
-    for r in reports {
+    for r in reports.iter().filter(|_| asserting()) {
         assert_eq!(r.false_failovers, 0, "{}: {r:?}", r.fault);
     }
 }
@@ -149,7 +149,10 @@ fn clock_backward_on_the_primary() {
 
 #[test]
 fn ha_interface_down_on_the_primary() {
-    for r in run("fi1", Fault::LinkDown { host: P }) {
+    for r in run("fi1", Fault::LinkDown { host: P })
+        .iter()
+        .filter(|_| asserting())
+    {
         assert_eq!(r.settled_on, Some(S), "{r:?}");
     }
 }

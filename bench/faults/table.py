@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Turns the fault suite's runs (one JSON object a line, from tests/nemesis) into the
+results table of docs/reliability.md, hamon and keepalived side by side, and writes it
+between the file's "results" markers."""
+import json
+import statistics
+import sys
+from collections import OrderedDict
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def cell(runs, f):
+    return f(runs) if runs else "n/a"
+
+
+def main(src, doc):
+    groups = OrderedDict()
+    for line in open(src):
+        line = line.strip()
+        if not line:
+            continue
+        r = json.loads(line)
+        key = (r["fault"], r["hold_ms"])
+        groups.setdefault(key, {"hamon": [], "keepalived": []})[r["peer"]].append(r)
+
+    def both(g, f):
+        return f"{cell(g['hamon'], f)} / {cell(g['keepalived'], f)}"
+
+    rows = [
+        "| fault | hold | runs | dual-active windows (longest ms) | client outage, worst ms "
+        "| false failovers | converged after heal, worst ms | one active at the end |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (fault, hold), g in groups.items():
+        rows.append(
+            "| {} | {} s | {} | {} | {} | {} | {} | {} |".format(
+                fault,
+                hold // 1000,
+                both(g, lambda rs: str(len(rs))),
+                both(g, lambda rs: "{} ({})".format(
+                    sum(r["dual_windows"] for r in rs), max(r["dual_longest_ms"] for r in rs))),
+                both(g, lambda rs: str(max(r["outage_ms"] for r in rs))),
+                both(g, lambda rs: str(sum(r["false_failovers"] for r in rs))),
+                both(g, lambda rs: str(max(r["converge_ms"] for r in rs))),
+                both(g, lambda rs: "{}/{}".format(
+                    sum(1 for r in rs if r["settled"] and not r["exits"] and not r["panics"]),
+                    len(rs))),
+            )
+        )
+    table = "\n".join(rows)
+    text = open(doc).read()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    open(doc, "w").write(text[:start] + "\n" + table + "\n" + text[end:])
+    print(table)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -58,6 +58,10 @@ pub struct HeartbeatCounts {
     /// frames sent back to us.
     #[serde(default)]
     pub rejected_sender: u64,
+    /// Copies of an admitted frame (another heartbeat path, or a replay of the latest
+    /// frame).
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -190,13 +190,15 @@ fn reflected_and_replayed_heartbeats_change_nothing() {
             "server {i}: accepted {accepted} of the {sent} its peer sent in {elapsed} ms"
         );
         let refused = (after[i].rejected_sender - before[i].rejected_sender)
-            + (after[i].rejected_replay - before[i].rejected_replay);
+            + (after[i].rejected_replay - before[i].rejected_replay)
+            + (after[i].duplicates - before[i].duplicates);
         assert!(refused > 0, "server {i} refused nothing");
     }
     let refused: u64 = (0..2)
         .map(|i| {
             (after[i].rejected_sender - before[i].rejected_sender)
                 + (after[i].rejected_replay - before[i].rejected_replay)
+                + (after[i].duplicates - before[i].duplicates)
         })
         .sum();
     assert!(refused + 10 >= forged, "forged {forged}, refused {refused}");

@@ -385,6 +385,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
     node_cfg.fingerprint = identity.as_ref().map(tls::fingerprint);
     let hb = start_heartbeats(
         hb_addr,
+        &cfg.heartbeat.paths,
         node_cfg.role,
         keys.clone(),
         tx.clone(),
@@ -579,15 +580,25 @@ impl Agent {
 /// it accepts to the core's channel.
 fn start_heartbeats(
     addr: SocketAddr,
+    paths: &[crate::config::HeartbeatPath],
     role: ha::Role,
     keys: Arc<RwLock<Option<Keys>>>,
     tx: Sender<Input>,
     stop: Arc<AtomicBool>,
 ) -> Result<Arc<Heartbeats>, AgentError> {
     let hb = Arc::new(
-        Heartbeats::bind(addr, keys, role).map_err(io_err(format!("heartbeat socket {addr}")))?,
+        Heartbeats::bind(addr, keys, role)
+            .and_then(|hb| hb.with_paths(paths, addr.port()))
+            .map_err(io_err(format!("heartbeat socket {addr}")))?,
     );
     let (ev_tx, ev_rx) = unbounded::<Event>();
+    for i in 0..hb.path_count() {
+        let (receiver, tx, stop) = (hb.clone(), ev_tx.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("heartbeat-rx{}", i + 1))
+            .spawn(move || receiver.run_path_receiver(i, tx, &stop))
+            .map_err(io_err("heartbeat thread"))?;
+    }
     let receiver = hb.clone();
     std::thread::Builder::new()
         .name("heartbeat-rx".into())

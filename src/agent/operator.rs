@@ -64,6 +64,7 @@ pub(super) fn start_control(
                         rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
                         rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
                         rejected_sender: s.rejected_sender.load(Ordering::Relaxed),
+                        duplicates: s.duplicates.load(Ordering::Relaxed),
                     };
                     let services = services
                         .read()

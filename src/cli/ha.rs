@@ -112,12 +112,14 @@ pub fn status(cfg: Option<&Path>) -> i32 {
                 println!("{}", n.line());
             }
             println!(
-                "Heartbeats: {} sent, {} accepted; refused {} not from the peer, {} bad, {} replayed",
+                "Heartbeats: {} sent, {} accepted; refused {} not from the peer, {} bad, {} replayed, \
+                 {} duplicate",
                 heartbeats.sent,
                 heartbeats.accepted,
                 heartbeats.rejected_sender,
                 heartbeats.rejected_bad,
-                heartbeats.rejected_replay
+                heartbeats.rejected_replay,
+                heartbeats.duplicates
             );
             if let Some(beat) = status.peer_sync {
                 let show = |c: crate::ha::ClassBeat| match c.lag {

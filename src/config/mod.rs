@@ -200,7 +200,20 @@ pub struct Heartbeat {
     /// Signed peer requests whose timestamp is further than this from the local
     /// clock are refused; 1 s to 1 h (default 30 s).
     pub max_clock_skew: Duration,
+    /// Redundant heartbeat paths, besides the node addresses (at most 4). Every heartbeat
+    /// goes out on each; the peer counts as silent only when all of them are.
+    pub paths: Vec<HeartbeatPath>,
 }
+
+/// One redundant heartbeat path: this server's address on it, and the peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatPath {
+    pub local: IpAddr,
+    pub peer: IpAddr,
+}
+
+/// The most redundant heartbeat paths a server may have.
+pub const MAX_HEARTBEAT_PATHS: usize = 4;
 
 /// `[health_monitor]`: the health monitor endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,7 +502,61 @@ impl Validator<'_> {
                 1_000,
                 Some(3_600_000),
             )?,
+            paths: self.heartbeat_paths(raw.paths.unwrap_or_default())?,
         })
+    }
+
+    fn heartbeat_paths(
+        &self,
+        raw: Vec<raw::RawHeartbeatPath>,
+    ) -> Result<Vec<HeartbeatPath>, ConfigError> {
+        if raw.len() > MAX_HEARTBEAT_PATHS {
+            return Err(self.invalid(
+                "heartbeat.paths",
+                format!("at most {MAX_HEARTBEAT_PATHS} paths (got {})", raw.len()),
+            ));
+        }
+        let mut paths: Vec<HeartbeatPath> = Vec::with_capacity(raw.len());
+        for (i, p) in raw.into_iter().enumerate() {
+            let field = |name: &str| format!("heartbeat.paths[{i}].{name}");
+            let ip = |name: &str, v: Option<String>| -> Result<IpAddr, ConfigError> {
+                let v = v.ok_or_else(|| self.invalid(&field(name), "is required"))?;
+                let ip = v.parse::<IpAddr>().map_err(|_| {
+                    self.invalid(&field(name), format!("must be an IP address (got {v:?})"))
+                })?;
+                if ip.is_unspecified() || ip.is_multicast() {
+                    return Err(self.invalid(
+                        &field(name),
+                        format!("must be a unicast address (got {ip})"),
+                    ));
+                }
+                Ok(ip)
+            };
+            let path = HeartbeatPath {
+                local: ip("local", p.local)?,
+                peer: ip("peer", p.peer)?,
+            };
+            if path.local.is_ipv4() != path.peer.is_ipv4() {
+                return Err(self.invalid(
+                    &field("peer"),
+                    format!("must be of the same family as {}", path.local),
+                ));
+            }
+            if path.local == path.peer {
+                return Err(self.invalid(&field("peer"), "must differ from local"));
+            }
+            if paths
+                .iter()
+                .any(|q| q.local == path.local || q.peer == path.peer)
+            {
+                return Err(self.invalid(
+                    &format!("heartbeat.paths[{i}]"),
+                    "repeats an address of an earlier path",
+                ));
+            }
+            paths.push(path);
+        }
+        Ok(paths)
     }
 
     fn health_monitor(&self, raw: RawHealthMonitor) -> Result<HealthMonitor, ConfigError> {

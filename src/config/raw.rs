@@ -87,6 +87,8 @@ pub struct RawHeartbeat {
     pub probe_timeout_ms: Option<i64>,
     /// `max_clock_skew_ms`.
     pub max_clock_skew_ms: Option<i64>,
+    /// `paths`: redundant heartbeat paths.
+    pub paths: Option<Vec<RawHeartbeatPath>>,
 }
 
 /// `[health_monitor]`: the local health monitor endpoint.
@@ -145,6 +147,14 @@ pub struct RawVip {
     pub burst_count: Option<i64>,
     pub burst_gap_ms: Option<i64>,
     pub refresh_ms: Option<i64>,
+}
+
+/// One `[heartbeat] paths` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeartbeatPath {
+    pub local: Option<String>,
+    pub peer: Option<String>,
 }
 
 /// One `[[service]]` table.

@@ -79,6 +79,7 @@ fn defaults_for(path: &str) -> Config {
             grace: Duration::from_millis(10_000),
             probe_timeout: Duration::from_millis(3000),
             max_clock_skew: Duration::from_millis(30_000),
+            paths: Vec::new(),
         },
         health_monitor: HealthMonitor {
             port: 8082,
@@ -254,6 +255,7 @@ file = false
             grace: Duration::from_millis(2002),
             probe_timeout: Duration::from_millis(503),
             max_clock_skew: Duration::from_millis(4004),
+            paths: Vec::new(),
         },
         health_monitor: HealthMonitor {
             port: 9443,
@@ -1001,4 +1003,65 @@ fn inline_secrets_need_a_file_only_root_can_read() {
     .unwrap();
     assert!(Config::load(&file).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn heartbeat_paths_are_read_and_checked() {
+    let c = ok(&with(
+        "[heartbeat]\npaths = [{ local = \"198.51.100.11\", peer = \"198.51.100.12\" }, \
+         { local = \"2001:db8:1::11\", peer = \"2001:db8:1::12\" }]\n",
+    ));
+    assert_eq!(c.heartbeat.paths.len(), 2);
+    assert_eq!(c.heartbeat.paths[0].peer.to_string(), "198.51.100.12");
+    assert!(defaults_for(PATH).heartbeat.paths.is_empty());
+    for (paths, key, reason) in [
+        (
+            "[{ local = \"198.51.100.11\" }]",
+            "heartbeat.paths[0].peer",
+            "is required",
+        ),
+        (
+            "[{ local = \"198.51.100.11\", peer = \"2001:db8::12\" }]",
+            "heartbeat.paths[0].peer",
+            "same family",
+        ),
+        (
+            "[{ local = \"198.51.100.11\", peer = \"198.51.100.11\" }]",
+            "heartbeat.paths[0].peer",
+            "differ",
+        ),
+        (
+            "[{ local = \"0.0.0.0\", peer = \"198.51.100.12\" }]",
+            "heartbeat.paths[0].local",
+            "unicast",
+        ),
+        (
+            "[{ local = \"eth1\", peer = \"198.51.100.12\" }]",
+            "heartbeat.paths[0].local",
+            "IP address",
+        ),
+        (
+            "[{ local = \"198.51.100.11\", peer = \"198.51.100.12\" }, \
+             { local = \"198.51.100.21\", peer = \"198.51.100.12\" }]",
+            "heartbeat.paths[1]",
+            "repeats",
+        ),
+        (
+            "[{ local = \"198.51.100.1\", peer = \"198.51.100.2\" }, \
+             { local = \"198.51.100.3\", peer = \"198.51.100.4\" }, \
+             { local = \"198.51.100.5\", peer = \"198.51.100.6\" }, \
+             { local = \"198.51.100.7\", peer = \"198.51.100.8\" }, \
+             { local = \"198.51.100.9\", peer = \"198.51.100.10\" }]",
+            "heartbeat.paths",
+            "at most 4",
+        ),
+    ] {
+        let (got_key, got_reason) = invalid(&with(&format!("[heartbeat]\npaths = {paths}\n")));
+        assert_eq!(got_key, key, "{paths}");
+        assert!(got_reason.contains(reason), "{paths}: {got_reason}");
+    }
+    let unknown = syntax(&with(
+        "[heartbeat]\npaths = [{ local = \"198.51.100.11\", peer = \"198.51.100.12\", nic = \"eth1\" }]\n",
+    ));
+    assert!(unknown.contains("nic"), "{unknown}");
 }

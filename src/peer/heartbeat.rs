@@ -26,6 +26,8 @@ const RETIRED: usize = 16;
 pub enum Refusal {
     /// Same boot, sequence not newer.
     Replayed,
+    /// The frame just admitted, again: its copy on another heartbeat path.
+    Duplicate,
     /// From a boot id the peer has since left behind.
     Retired,
     /// A new boot id that has not yet proven it heard us.
@@ -145,7 +147,10 @@ impl Guard {
         }
         if let Some((boot, seq)) = self.peer {
             if boot == f.boot_id {
-                if f.seq <= seq {
+                if f.seq == seq {
+                    return Err(Refusal::Duplicate);
+                }
+                if f.seq < seq {
                     return Err(Refusal::Replayed);
                 }
                 self.peer = Some((boot, f.seq));
@@ -187,6 +192,8 @@ pub struct Stats {
     pub rejected_bad: AtomicU64,
     /// Replayed, retired or unconfirmed.
     pub rejected_replay: AtomicU64,
+    /// Copies of an admitted frame that came by another heartbeat path.
+    pub duplicates: AtomicU64,
     /// Not from the registered peer: another source address (dropped
     /// unread), or an authentic frame that names our own role (one of ours,
     /// reflected back).
@@ -197,6 +204,9 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Heartbeats {
     sock: UdpSocket,
+    /// Redundant paths: a socket on this server's address on each, and the peer's address
+    /// there.
+    paths: Vec<(UdpSocket, IpAddr)>,
     guard: Mutex<Guard>,
     keys: Arc<RwLock<Option<Keys>>>,
     /// Our role: an admitted frame names the other one.
@@ -219,6 +229,7 @@ impl Heartbeats {
         let boot = super::auth::random16();
         Ok(Heartbeats {
             sock,
+            paths: Vec::new(),
             guard: Mutex::new(Guard::new(boot)),
             keys,
             role,
@@ -226,6 +237,39 @@ impl Heartbeats {
             ring: std::sync::OnceLock::new(),
             stats: Stats::default(),
         })
+    }
+
+    /// Adds redundant heartbeat paths, each bound on this server's address there and
+    /// `port`. The address need not be up yet (a link that comes up later carries
+    /// heartbeats from then on).
+    pub fn with_paths(
+        mut self,
+        paths: &[crate::config::HeartbeatPath],
+        port: u16,
+    ) -> io::Result<Heartbeats> {
+        for p in paths {
+            let local = SocketAddr::new(p.local, port);
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(local),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            if local.is_ipv4() {
+                sock.set_freebind_v4(true)?;
+            } else {
+                sock.set_freebind_v6(true)?;
+            }
+            sock.bind(&local.into())?;
+            let sock = UdpSocket::from(sock);
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+            self.paths.push((sock, p.peer));
+        }
+        Ok(self)
+    }
+
+    /// How many redundant paths there are (each has its receiver, `run_path_receiver`).
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
     }
 
     /// The keyring whose prepared change a frame under the new keys commits.
@@ -260,7 +304,19 @@ impl Heartbeats {
             Err(_) => return Err(io::Error::other("heartbeat guard poisoned")),
         };
         let bytes = wire::encode(&frame, &key).map_err(|e| io::Error::other(e.to_string()))?;
-        self.sock.send_to(&bytes, to)?;
+        // The same frame on every path: the peer admits the first copy and counts the
+        // others as duplicates. A path that cannot send now (its link is down) does not
+        // hold up the others.
+        let mut sent = self.sock.send_to(&bytes, to).map(drop);
+        for (sock, peer) in &self.paths {
+            let ok = sock
+                .send_to(&bytes, SocketAddr::new(*peer, to.port()))
+                .is_ok();
+            if ok && sent.is_err() {
+                sent = Ok(());
+            }
+        }
+        sent?;
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -271,11 +327,17 @@ impl Heartbeats {
     /// a frame of ours sent back to us (the key is shared) names our role
     /// and never reaches it.
     pub fn receive(&self, bytes: &[u8], from: SocketAddr) -> Received {
-        let registered = self.peer.read().ok().and_then(|p| *p);
-        if registered != Some(from.ip()) {
+        let Some(registered) = self.peer.read().ok().and_then(|p| *p) else {
+            self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
+            return Received::default();
+        };
+        // The peer's node address, or its address on one of our redundant paths; the core
+        // hears it as the node address whichever path it came by.
+        if registered != from.ip() && !self.paths.iter().any(|(_, p)| *p == from.ip()) {
             self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
             return Received::default();
         }
+        let from = SocketAddr::new(registered, from.port());
         // Ours, then any also accepted during a key change; checked under the read lock,
         // without copying the keys (this runs for every datagram).
         let now = crate::peer::client::unix_ms();
@@ -333,8 +395,13 @@ impl Heartbeats {
                     hearing,
                 }
             }
-            Err(_) => {
-                self.stats.rejected_replay.fetch_add(1, Ordering::Relaxed);
+            Err(refusal) => {
+                let counter = if refusal == Refusal::Duplicate {
+                    &self.stats.duplicates
+                } else {
+                    &self.stats.rejected_replay
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 Received {
                     heartbeat: None,
                     booted,
@@ -344,11 +411,23 @@ impl Heartbeats {
         }
     }
 
-    /// Receive until `stop` is set, passing accepted heartbeats to `tx`.
+    /// Receive on the node address until `stop` is set, passing accepted heartbeats to
+    /// `tx`.
     pub fn run_receiver(&self, tx: Sender<Event>, stop: &AtomicBool) {
+        self.receive_on(&self.sock, tx, stop);
+    }
+
+    /// The same for redundant path `i` (`0..path_count()`).
+    pub fn run_path_receiver(&self, i: usize, tx: Sender<Event>, stop: &AtomicBool) {
+        if let Some((sock, _)) = self.paths.get(i) {
+            self.receive_on(sock, tx, stop);
+        }
+    }
+
+    fn receive_on(&self, sock: &UdpSocket, tx: Sender<Event>, stop: &AtomicBool) {
         let mut buf = [0u8; MAX_FRAME + 1];
         while !stop.load(Ordering::Relaxed) {
-            match self.sock.recv_from(&mut buf) {
+            match sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     let got = buf.get(..n).map(|b| self.receive(b, from));
                     for ev in got
@@ -417,7 +496,9 @@ mod tests {
         handshake(&mut a, &mut b);
         let f = a.next_frame(beacon());
         assert_eq!(b.admit(&f), Ok(false));
-        assert_eq!(b.admit(&f), Err(Refusal::Replayed));
+        // The same frame again is its copy on another path (or a replay of the latest
+        // frame): refused either way, counted apart.
+        assert_eq!(b.admit(&f), Err(Refusal::Duplicate));
         let mut older = f.clone();
         older.seq -= 1;
         assert_eq!(b.admit(&older), Err(Refusal::Replayed));

@@ -1068,3 +1068,35 @@ fn a_restarted_peer_is_answered_at_once_and_only_from_its_address() {
     );
     assert_eq!(node.state(), SecondarySyncing);
 }
+
+// ----- Saves that fail ------------------------------------------------------------------------
+
+/// A secondary took over but could not save it (its disk is full); it restarts believing
+/// the stale Secondary Syncing, and finds the primary standing by behind it.
+fn stale_secondary_restart() -> Sim {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.unsaved[S] = true;
+    sim.crash(P);
+    sim.run_for(sim.detection() + 2_000);
+    assert!(sim.is_active(S));
+    sim.start(P);
+    sim.run_for(3_000);
+    assert_eq!(sim.state(P), Some(PrimarySyncing));
+    sim.crash(S);
+    sim.start(S);
+    sim
+}
+
+#[test]
+fn a_secondary_whose_takeover_was_not_saved_resumes_it_from_the_primarys_view() {
+    let mut sim = stale_secondary_restart();
+    sim.run_for(5_000);
+    // The primary says it stands by behind an active secondary: that is this server.
+    assert!(
+        sim.is_active(S),
+        "{:?} / {:?}",
+        sim.history(S),
+        sim.state(P)
+    );
+    assert!(!sim.is_active(P));
+}

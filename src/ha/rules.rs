@@ -98,6 +98,21 @@ impl Step<'_> {
                 self.n.boot_from = None;
                 if secondary_was_active(from, self.n.prior) {
                     self.enter(SecondaryActive, "this secondary held the active role");
+                } else if standby && from == SecondarySyncing {
+                    // This secondary stopped in sync, and the primary now stands by
+                    // behind it: a takeover whose save failed (a full disk), or one that
+                    // never came. Either way no server is active; being in sync when it
+                    // stopped is proof enough to take over, as it would have without the
+                    // restart (the health and lag checks still apply).
+                    self.n.synced = true;
+                    self.enter(
+                        SecondaryLostPrimary,
+                        &format!(
+                            "the primary is {} and this secondary stopped in sync",
+                            b.state
+                        ),
+                    );
+                    self.maybe_auto_failover();
                 } else {
                     self.enter(SecondaryLostPrimary, &format!("the primary is {}", b.state));
                     self.maybe_auto_failover();

@@ -84,6 +84,8 @@ pub struct Sim {
     pub failing_duties: HashSet<(usize, Duty)>,
     /// Probes each node sent.
     pub probes: [u64; 2],
+    /// Nodes whose saves fail (a full disk): what they persist is lost.
+    pub unsaved: [bool; 2],
     /// Print every step to stderr (`HAMON_SIM_TRACE=1`).
     pub trace: bool,
 }
@@ -153,6 +155,7 @@ impl Sim {
             trace: std::env::var_os("HAMON_SIM_TRACE").is_some(),
             failing_duties: HashSet::new(),
             probes: [0; 2],
+            unsaved: [false; 2],
         };
         sim.nodes[S].key = Some(KEY.into());
         sim.start(P);
@@ -448,7 +451,8 @@ impl Sim {
                 let after = self.copy_delay;
                 self.event_later(i, after, Event::CopyDone { kind, result });
             }
-            Action::Persist(p) => self.nodes[i].disk = Some(p),
+            Action::Persist(p) if !self.unsaved[i] => self.nodes[i].disk = Some(p),
+            Action::Persist(_) => {}
             Action::StampInSync => self.nodes[i].stamp_wall = Some(self.wall()),
             Action::InstallKey(k) => self.nodes[i].key = Some(k.expose().to_string()),
             Action::PurgeData => {}

@@ -104,6 +104,19 @@ fn sixty_percent_loss() {
 }
 
 #[test]
+fn kill_under_thirty_percent_loss() {
+    for r in run("fkl", Fault::KillUnderLoss(30))
+        .iter()
+        .filter(|_| asserting())
+    {
+        // Found and taken over (the figure, against the 1.1 s clean-path budget, goes to
+        // docs/reliability.md), and no false failover before the kill.
+        assert!(r.takeover_ms.is_some(), "{r:?}");
+        assert_eq!(r.claims[S], 1, "{r:?}");
+    }
+}
+
+#[test]
 fn delay_and_reordering() {
     // Up to 150 ms each way, spread wider than the 200 ms heartbeat gap's share:
     // heartbeats arrive late and out of order; nothing may fail over.

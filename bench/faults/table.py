@@ -10,6 +10,15 @@ from collections import OrderedDict
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+def takeover(rs):
+    times = [r.get("takeover_ms") for r in rs]
+    if all(t is None for t in times):
+        return "-"
+    if any(t is None for t in times):
+        return "none in {} of {}".format(sum(t is None for t in times), len(times))
+    return str(max(times))
+
+
 def cell(runs, f):
     return f(runs) if runs else "n/a"
 
@@ -29,12 +38,13 @@ def main(src, doc):
 
     rows = [
         "| fault | hold | runs | dual-active windows (longest ms) | client outage, worst ms "
-        "| false failovers | converged after heal, worst ms | one active at the end |",
-        "|---|---|---|---|---|---|---|---|",
+        "| false failovers | takeover after a kill, worst ms | converged after heal, worst ms "
+        "| one active at the end |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (fault, hold), g in groups.items():
         rows.append(
-            "| {} | {} s | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} s | {} | {} | {} | {} | {} | {} | {} |".format(
                 fault,
                 hold // 1000,
                 both(g, lambda rs: str(len(rs))),
@@ -42,6 +52,7 @@ def main(src, doc):
                     sum(r["dual_windows"] for r in rs), max(r["dual_longest_ms"] for r in rs))),
                 both(g, lambda rs: str(max(r["outage_ms"] for r in rs))),
                 both(g, lambda rs: str(sum(r["false_failovers"] for r in rs))),
+                both(g, lambda rs: takeover(rs)),
                 both(g, lambda rs: str(max(r["converge_ms"] for r in rs))),
                 both(g, lambda rs: "{}/{}".format(
                     sum(1 for r in rs if r["settled"] and not r["exits"] and not r["panics"]),

@@ -79,6 +79,9 @@ pub enum Fault {
     /// each way: delayed, and reordered where the spread is wider than the gap between
     /// packets (an NFQUEUE delay line, `tests/support/delay_line.py`).
     Delay { min_ms: u64, max_ms: u64 },
+    /// This much loss each way, and after half the hold the primary killed (its VIP
+    /// released): how long a real failure takes to find under loss.
+    KillUnderLoss(u32),
     /// Both agents killed (and their VIPs released) and started again at once.
     RestartBoth,
     /// The host's `state_dir` (a 2 MiB tmpfs) filled to the last byte, then the primary
@@ -109,6 +112,7 @@ impl Fault {
             Fault::OneWay { from, to } => format!("one-way {}->{}", h(from), h(to)),
             Fault::HeartbeatBlock => "heartbeats blocked".into(),
             Fault::Loss(p) => format!("{p} % loss"),
+            Fault::KillUnderLoss(p) => format!("kill -9 primary under {p} % loss"),
             Fault::Delay { min_ms, max_ms } => format!("delay {min_ms}-{max_ms} ms, reordered"),
             Fault::RestartBoth => "both restarted".into(),
             Fault::FullStateDir { host } => format!("full state_dir on {}", h(host)),
@@ -130,7 +134,7 @@ impl Fault {
             return Duration::from_secs_f64(s);
         }
         match self {
-            Fault::Loss(_) => Duration::from_secs(20),
+            Fault::Loss(_) | Fault::KillUnderLoss(_) => Duration::from_secs(20),
             Fault::FailbackKill { .. } => Duration::from_secs(2),
             _ => Duration::from_secs(5),
         }
@@ -148,6 +152,7 @@ impl Fault {
             | Fault::Delay { .. }
             | Fault::ClockJump { .. } => true,
             Fault::RestartBoth
+            | Fault::KillUnderLoss(_)
             | Fault::FullStateDir { .. }
             | Fault::CrashLoop
             | Fault::FailbackKill { .. } => false,
@@ -165,6 +170,7 @@ impl Fault {
                     | Fault::OneWay { .. }
                     | Fault::HeartbeatBlock
                     | Fault::Loss(_)
+                    | Fault::KillUnderLoss(_)
                     | Fault::Delay { .. }
                     | Fault::RestartBoth
                     | Fault::ClockJump { .. }
@@ -289,6 +295,8 @@ pub struct Cluster {
     mounts: Vec<PathBuf>,
     /// Fault helpers (the delay lines).
     helpers: Vec<Child>,
+    /// When the fault killed the primary (observer ms).
+    killed_at: Option<u64>,
     /// Exits nobody asked for: (host, status).
     pub exits: Vec<(usize, String)>,
 }
@@ -305,6 +313,7 @@ impl Cluster {
             env: [Vec::new(), Vec::new()],
             mounts: Vec::new(),
             helpers: Vec::new(),
+            killed_at: None,
             exits: Vec::new(),
         };
         if peer == Peer::Hamon {
@@ -696,6 +705,17 @@ impl Cluster {
             Fault::Loss(pct) => self.bridge_rules(&Self::both_ways(&format!(
                 "numgen random mod 100 < {pct} drop"
             ))),
+            Fault::KillUnderLoss(pct) => {
+                self.bridge_rules(&Self::both_ways(&format!(
+                    "numgen random mod 100 < {pct} drop"
+                )));
+                std::thread::sleep(fault.hold() / 2);
+                self.killed_at = Some(self.obs.now());
+                self.kill9(P);
+                if self.peer == Peer::Hamon {
+                    self.release_vip(P);
+                }
+            }
             Fault::Delay { min_ms, max_ms } => {
                 let script =
                     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/delay_line.py");
@@ -802,6 +822,10 @@ impl Cluster {
             Fault::Stop { host } => self.bed.send(self.pids[host].unwrap(), libc::SIGCONT),
             Fault::Partition | Fault::OneWay { .. } | Fault::HeartbeatBlock | Fault::Loss(_) => {
                 self.clear_bridge_rules()
+            }
+            Fault::KillUnderLoss(_) => {
+                self.clear_bridge_rules();
+                self.start(P);
             }
             Fault::Delay { .. } => {
                 for host in [P, S] {
@@ -916,6 +940,8 @@ pub struct Report {
     pub false_failovers: usize,
     /// From the heal until the VIP last changed hands.
     pub converge_ms: u64,
+    /// From the fault's kill of the primary until the secondary claimed the VIP.
+    pub takeover_ms: Option<u64>,
     /// The server that ends active (`None`: none, or both).
     pub settled_on: Option<usize>,
     pub exits: Vec<(usize, String)>,
@@ -927,7 +953,8 @@ impl Report {
         format!(
             "{{\"fault\":\"{}\",\"peer\":\"{}\",\"hold_ms\":{},\"dual_windows\":{},\
              \"dual_longest_ms\":{},\"outage_ms\":{},\"claims\":[{},{}],\
-             \"false_failovers\":{},\"converge_ms\":{},\"settled\":{},\"exits\":{},\"panics\":{}}}",
+             \"false_failovers\":{},\"converge_ms\":{},\"takeover_ms\":{},\"settled\":{},\
+             \"exits\":{},\"panics\":{}}}",
             self.fault,
             self.peer,
             self.hold_ms,
@@ -938,6 +965,8 @@ impl Report {
             self.claims[1],
             self.false_failovers,
             self.converge_ms,
+            self.takeover_ms
+                .map_or_else(|| "null".to_string(), |t| t.to_string()),
             self.settled_on.is_some(),
             self.exits.len(),
             self.panics
@@ -1054,6 +1083,11 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
     let seen = c.obs.seen();
     let (dual_windows, dual_longest_ms, outage_ms, claims, converge_ms) =
         analyse(&seen, from, healed, to);
+    let takeover_ms = c.killed_at.and_then(|k| {
+        seen.iter()
+            .find(|(at, s)| *at >= k && *s == Seen::Vip(S, true))
+            .map(|(at, _)| at - k)
+    });
     let panics = [P, S]
         .iter()
         .map(|&h| c.log(h).matches("panicked").count())
@@ -1072,6 +1106,7 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
             0
         },
         converge_ms,
+        takeover_ms,
         settled_on,
         exits: c.exits.clone(),
         panics,

@@ -35,7 +35,7 @@ suite() { # peer runs hold-seconds test-name-filter...
         echo "bench/faults: some $peer runs failed their invariants (see above)" >&2
 }
 
-cargo build --release --locked --tests >/dev/null
+cargo build --release --locked --test faults >/dev/null
 for peer in hamon keepalived; do
     suite "$peer" "$RUNS" "" --skip thirty_percent_loss --skip sixty_percent_loss
 done

@@ -20,15 +20,23 @@ fn no_false_failover(reports: &[Report]) {
     }
 }
 
+/// Requires one takeover by the secondary after the primary's failure, in every run.
+fn taken_over(reports: &[Report]) {
+    for r in reports.iter().filter(|_| asserting()) {
+        assert_eq!(r.claims[S], 1, "{r:?}");
+        assert!(r.takeover_ms.is_some(), "{r:?}");
+    }
+}
+
 #[test]
 fn kill_the_primary() {
-    run(
+    taken_over(&run(
         "fk1",
         Fault::Kill {
             host: P,
             release: false,
         },
-    );
+    ));
 }
 
 #[test]
@@ -59,7 +67,7 @@ fn kill_the_secondary() {
 
 #[test]
 fn stop_the_primary() {
-    run("fs1", Fault::Stop { host: P });
+    taken_over(&run("fs1", Fault::Stop { host: P }));
 }
 
 #[test]
@@ -134,14 +142,22 @@ fn both_restarted_at_once() {
     run("frb", Fault::RestartBoth);
 }
 
+/// Requires the secondary to end active: it took over, and nothing handed the role back.
+fn ends_on_the_secondary(reports: &[Report]) {
+    for r in reports.iter().filter(|_| asserting()) {
+        assert_eq!(r.settled_on, Some(S), "{r:?}");
+    }
+}
+
 #[test]
 fn full_state_dir_on_the_primary() {
-    run("fd1", Fault::FullStateDir { host: P });
+    ends_on_the_secondary(&run("fd1", Fault::FullStateDir { host: P }));
 }
 
 #[test]
 fn full_state_dir_on_the_secondary() {
-    run("fd2", Fault::FullStateDir { host: S });
+    // Its takeover is saved on the full disk, so it comes back active after its restart.
+    ends_on_the_secondary(&run("fd2", Fault::FullStateDir { host: S }));
 }
 
 #[test]
@@ -187,7 +203,7 @@ fn critical_service_crash_looping() {
 #[test]
 fn kill_during_failback() {
     for host in [P, S] {
-        for after_ms in [0, 150, 400] {
+        for after_ms in [100, 300, 600] {
             run(
                 &format!("fb{host}{after_ms}"),
                 Fault::FailbackKill { host, after_ms },

@@ -972,6 +972,31 @@ fn a_secondary_whose_own_ha_interface_is_down_does_not_take_over() {
 }
 
 #[test]
+fn a_probe_sent_while_the_secondarys_link_was_down_does_not_decide_after_it_returns() {
+    let mut sim = pair(FailoverType::Automatic);
+    // A slow path: the first heartbeat after the link returns comes after the probe's
+    // verdict.
+    sim.net.delay = 150;
+    sim.run_for(2_000);
+    sim.ha_link(S, false);
+    // Until the secondary probes, cut off; its link returns while that probe is out.
+    let probes = sim.probes[S];
+    while sim.probes[S] == probes {
+        sim.run_for(5);
+    }
+    sim.ha_link(S, true);
+    sim.run_for(3_000);
+    assert!(
+        !sim.duties
+            .iter()
+            .any(|(_, i, d)| *i == S && *d == Duty::Active),
+        "{:?}",
+        sim.history(S)
+    );
+    assert_eq!(sim.state(S), Some(SecondarySyncing));
+}
+
+#[test]
 fn a_secondary_whose_link_returns_while_the_primary_is_gone_takes_over() {
     let mut sim = pair(FailoverType::Automatic);
     sim.ha_link(S, false);

@@ -30,7 +30,16 @@ pub(crate) struct History {
 }
 
 impl History {
-    fn push(&mut self, at: Millis) {
+    /// Records an arrival. One closer than half an interval to the last is an early
+    /// answer (to an ask, a restart or a state change), not the peer's schedule, and
+    /// would make the path look less lossy than it is: it is left out.
+    fn push(&mut self, at: Millis, interval: Millis) {
+        if self.len > 0 {
+            let newest = self.at[(self.next + HISTORY - 1) % HISTORY];
+            if at.saturating_sub(newest) < interval / 2 {
+                return;
+            }
+        }
         self.at[self.next] = at;
         self.next = (self.next + 1) % HISTORY;
         self.len = (self.len + 1).min(HISTORY);
@@ -204,6 +213,9 @@ impl Step<'_> {
 
     pub(super) fn on_probe(&mut self, ok: bool, detail: &str) {
         self.n.probing = false;
+        if std::mem::take(&mut self.n.stale_probe) {
+            return; // sent while this server's own HA link was down
+        }
         let at_start = std::mem::take(&mut self.n.boot_probe);
         if self.n.link == Link::Up || !self.n.sends_heartbeats() {
             return;
@@ -373,11 +385,12 @@ impl Step<'_> {
         let was = self.n.link;
         self.n.link = Link::Up;
         self.n.heard_at = self.now;
-        if matches!(was, Link::Lost | Link::PathBroken) {
-            // The peer was gone or unheard: that gap was no loss on a working path.
+        if was == Link::Lost {
+            // The peer was gone: that gap was no loss on a working path. (After a broken
+            // path, whose probe answered, the gap stays: that is what a lossy path is.)
             self.n.history.clear();
         }
-        self.n.history.push(self.now);
+        self.n.history.push(self.now, self.n.cfg.timers.interval);
         self.n.peer = Some(b.clone());
         if b.asks {
             // The peer suspects the link: answer now (its regular heartbeats may be lost).

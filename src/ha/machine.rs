@@ -102,6 +102,8 @@ pub struct Node {
     pub(super) history: super::liveness::History,
     pub(super) peer: Option<Beacon>,
     pub(super) probing: bool,
+    /// The outstanding probe was sent before the HA link came back: ignore its verdict.
+    pub(super) stale_probe: bool,
     /// The one probe sent at start-up is outstanding.
     pub(super) boot_probe: bool,
     pub(super) next_probe_at: Millis,
@@ -171,6 +173,7 @@ impl Node {
             history: super::liveness::History::default(),
             peer: None,
             probing: false,
+            stale_probe: false,
             boot_probe: false,
             next_probe_at: 0,
             next_hb_at: 0,
@@ -435,10 +438,13 @@ impl Step<'_> {
                 let was_down = std::mem::replace(&mut self.n.ha_link_down, !up);
                 if was_down && up && self.n.link != Link::Up && self.n.sends_heartbeats() {
                     // What was seen while cut off says nothing about the peer: watch it
-                    // afresh (a full silence and a probe) before any takeover.
+                    // afresh (a full silence and a probe) before any takeover. A probe
+                    // still out was sent while cut off: its verdict does not count.
+                    self.n.history.clear();
                     let since = self.now.saturating_add(self.n.silent_after());
                     self.n.link = Link::Silent { since };
                     self.n.heard_at = self.now;
+                    self.n.stale_probe = self.n.probing;
                 }
             }
             Event::SyncBeat { lag } => self.n.sync_lag = lag,

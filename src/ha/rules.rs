@@ -98,7 +98,7 @@ impl Step<'_> {
                 self.n.boot_from = None;
                 if secondary_was_active(from, self.n.prior) {
                     self.enter(SecondaryActive, "this secondary held the active role");
-                } else if standby && from == SecondarySyncing {
+                } else if standby && !b.active && from == SecondarySyncing {
                     // This secondary stopped in sync, and the primary now stands by
                     // behind it: a takeover whose save failed (a full disk), or one that
                     // never came. Either way no server is active; being in sync when it

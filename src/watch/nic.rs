@@ -321,6 +321,11 @@ impl Nics {
         out
     }
 
+    /// Every interface's usability as last seen, before the debounce.
+    fn raw(&self) -> Vec<bool> {
+        self.nics.iter().map(Nic::usable).collect()
+    }
+
     /// Whether the interface is usable as last seen, before the debounce (`None`: not
     /// watched).
     fn usable_now(&self, name: &str) -> Option<bool> {
@@ -440,6 +445,9 @@ impl NicWatch {
     /// failed re-reads are kept for [`NicWatch::take_errors`].
     pub fn wait(&mut self, timeout: Duration) -> Vec<NicChange> {
         let deadline = Instant::now().checked_add(timeout);
+        // A raw change (before the debounce) also ends the wait: the takeover decision
+        // reads it through `usable_now` at once.
+        let raw_at_start = self.nics.raw();
         // The monitor is read at least once, so that even a zero timeout
         // takes in what is queued.
         let mut read_once = false;
@@ -449,7 +457,8 @@ impl NicWatch {
                 self.resync(now);
             }
             let changes = self.nics.poll(now);
-            if !changes.is_empty() || (read_once && deadline.is_some_and(|d| now >= d)) {
+            let timed_out = read_once && deadline.is_some_and(|d| now >= d);
+            if !changes.is_empty() || timed_out || self.nics.raw() != raw_at_start {
                 return changes;
             }
             read_once = true;

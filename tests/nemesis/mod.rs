@@ -488,10 +488,16 @@ impl Cluster {
                 .ok()
                 .and_then(|t| t.trim().parse::<i32>().ok())
             {
-                // SAFETY: kill(2) on keepalived's VRRP child, which our keepalived forked
-                // (its pid file is in this bed's own directory).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Only while it is keepalived's (a stale file's PID may be reused).
+                let ours = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "keepalived");
+                if ours {
+                    // SAFETY: kill(2) on keepalived's VRRP child, which our keepalived
+                    // forked (its pid file is in this bed's own directory).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
             }
+            let _ = std::fs::remove_file(&vrrp);
         }
         if let Some(pid) = self.pids[host].take() {
             self.bed.signal(pid, libc::SIGKILL);
@@ -683,12 +689,20 @@ impl Cluster {
     fn inject(&mut self, fault: &Fault) {
         match *fault {
             Fault::Kill { host, release } => {
+                if host == P {
+                    self.killed_at = Some(self.obs.now());
+                }
                 self.kill9(host);
                 if release {
                     self.release_vip(host);
                 }
             }
-            Fault::Stop { host } => self.bed.send(self.pids[host].unwrap(), libc::SIGSTOP),
+            Fault::Stop { host } => {
+                if host == P {
+                    self.killed_at = Some(self.obs.now());
+                }
+                self.bed.send(self.pids[host].unwrap(), libc::SIGSTOP)
+            }
             Fault::Partition => self.bridge_rules(&Self::both_ways("drop")),
             Fault::OneWay { from, to } => self.bridge_rules(&[format!(
                 "iifname \"{}\" oifname \"{}\" drop",
@@ -736,6 +750,16 @@ impl Cluster {
                     self.helpers.push(child);
                     self.delay_rule(host, "-A");
                 }
+                // The delay is real: a ping between the servers takes both lines' least.
+                let out = self.bed.exec(P, &["ping", "-c", "3", "-i", "0.2", V4[S]]);
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let least = text
+                    .split("rtt min/avg/max/mdev = ")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .and_then(|m| m.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("ping through the delay lines: {text}"));
+                assert!(least >= 2.0 * min_ms as f64, "not delayed: {text}");
             }
             Fault::RestartBoth => {
                 for host in [P, S] {
@@ -775,9 +799,10 @@ impl Cluster {
                 std::fs::write(self.dir(P).join("crash"), "").unwrap();
             }
             Fault::FailbackKill { host, after_ms } => {
+                // The operator's failback, run on the active secondary.
                 let c = Command::new("ip")
-                    .args(["netns", "exec", &self.bed.ns[P], hamon(), "--config"])
-                    .arg(self.config(P))
+                    .args(["netns", "exec", &self.bed.ns[S], hamon(), "--config"])
+                    .arg(self.config(S))
                     .args(["ha", "failback"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -1057,8 +1082,9 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
     c.prepare(&fault);
     let hold = fault.hold();
     let from = c.obs.now();
-    c.inject(&fault);
+    // The hold counts from the start of the fault, injection included.
     let t = Instant::now();
+    c.inject(&fault);
     while t.elapsed() < hold {
         std::thread::sleep(Duration::from_millis(100));
         c.check_alive();
@@ -1148,5 +1174,24 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
         c.log(P),
         c.log(S)
     );
+    if let Fault::FailbackKill { .. } = fault {
+        // The kill came during a failback that had begun.
+        let journal =
+            std::fs::read_to_string(c.state_dir(S).join("events.jsonl")).unwrap_or_default();
+        assert!(
+            journal.contains("Secondary Failback") || journal.contains("SecondaryFailback"),
+            "{}: the failback never began:\n{journal}",
+            report.fault
+        );
+    }
+    if let Fault::FullStateDir { host } = fault {
+        // The server with the full disk says so.
+        let log = c.log(host);
+        assert!(
+            log.contains("% full") && log.contains("critical"),
+            "{}: no full-disk report:\n{log}",
+            report.fault
+        );
+    }
     report
 }

@@ -220,9 +220,13 @@ impl Bed {
     }
 
     /// How a process this bed started ended, if it has (`None` while it runs).
+    /// An exited child is reaped and forgotten, so nothing signals its PID again.
     pub fn exited(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
-        let c = self.children.iter_mut().find(|c| c.id() == pid)?;
-        c.try_wait().ok().flatten()
+        let i = self.children.iter().position(|c| c.id() == pid)?;
+        let status = self.children[i].try_wait().ok().flatten()?;
+        // Already reaped by try_wait; wait returns its status again.
+        let _ = self.children.remove(i).wait();
+        Some(status)
     }
 
     /// The bridge namespace's name (faults are injected there).

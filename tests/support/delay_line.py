@@ -29,6 +29,7 @@ NFQNL_CFG_CMD_BIND = 1
 NFQNL_COPY_META = 1
 NF_ACCEPT = 1
 NLM_F_REQUEST = 1
+NLM_F_ACK = 4
 NLMSG_ERROR = 2
 
 
@@ -37,10 +38,22 @@ def attr(kind, payload):
     return struct.pack("=HH", length, kind) + payload + b"\x00" * ((4 - length % 4) % 4)
 
 
-def message(msg, queue, attrs, seq):
+def message(msg, queue, attrs, seq, flags=NLM_F_REQUEST):
     body = struct.pack("!BBH", socket.AF_UNSPEC, 0, queue) + b"".join(attrs)
     kind = (NFNL_SUBSYS_QUEUE << 8) | msg
-    return struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+
+def acked(s, seq):
+    """Waits for the kernel's answer to request `seq`; raises if it refused it."""
+    while True:
+        data = s.recv(1 << 16)
+        _, kind, _, got, _ = struct.unpack("=IHHII", data[:16])
+        if kind == NLMSG_ERROR and got == seq:
+            code = struct.unpack("=i", data[16:20])[0]
+            if code != 0:
+                raise OSError(-code, f"nfqueue config request {seq} refused")
+            return
 
 
 def attrs_of(data):
@@ -65,9 +78,12 @@ def main():
     s.bind((0, 0))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     bind = struct.pack("!BBH", NFQNL_CFG_CMD_BIND, 0, 0)
-    s.send(message(NFQNL_MSG_CONFIG, a.queue, [attr(NFQA_CFG_CMD, bind)], 1))
-    params = struct.pack("!IB", 0, NFQNL_COPY_META) + b"\x00\x00\x00"
-    s.send(message(NFQNL_MSG_CONFIG, a.queue, [attr(NFQA_CFG_PARAMS, params[:5])], 2))
+    ack = NLM_F_REQUEST | NLM_F_ACK
+    s.send(message(NFQNL_MSG_CONFIG, a.queue, [attr(NFQA_CFG_CMD, bind)], 1, ack))
+    acked(s, 1)
+    params = struct.pack("!IB", 0, NFQNL_COPY_META)
+    s.send(message(NFQNL_MSG_CONFIG, a.queue, [attr(NFQA_CFG_PARAMS, params)], 2, ack))
+    acked(s, 2)
     print("ready", flush=True)
 
     held = []  # (release time, packet id)

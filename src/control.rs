@@ -62,6 +62,21 @@ pub struct HeartbeatCounts {
     /// frame).
     #[serde(default)]
     pub duplicates: u64,
+    /// With redundant heartbeat paths: each way the peer is heard (its node address, then
+    /// its address on each path) and how many ms ago it was last heard that way.
+    #[serde(default)]
+    pub paths: Vec<PathHeard>,
+}
+
+/// One way the peer's heartbeats come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathHeard {
+    pub peer: String,
+    /// Ms since an authentic frame last came this way (`None`: never).
+    pub heard_ms_ago: Option<u64>,
+    /// Not heard this way for the detector's window (`interval x missed`).
+    #[serde(default)]
+    pub silent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

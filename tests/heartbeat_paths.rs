@@ -61,10 +61,18 @@ fn either_path_alone_carries_the_pair_and_both_cut_fail_it_over() {
         "{before:?} -> {after:?}"
     );
 
-    // The node addresses cut (heartbeats, probes, everything): the second path holds.
+    // The node addresses cut (heartbeats, probes, everything): the second path holds,
+    // and `hamon status` says which way the peer is still heard.
     cut("main", &p.addrs[0], &p.addrs[1]);
     std::thread::sleep(Duration::from_secs(3));
     p.assert_undisturbed();
+    let status = String::from_utf8_lossy(&p.run(1, &["status"]).stdout).to_string();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Heartbeat paths: "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains(&format!("{} SILENT", p.addrs[0])), "{line}");
+    assert!(line.contains(&format!("{} heard", extra[0])), "{line}");
     heal("main");
     // The second path cut: the first holds.
     cut("second", &extra[0], &extra[1]);

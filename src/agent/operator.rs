@@ -44,6 +44,8 @@ pub(super) fn start_control(
         tls: cfg.health_monitor.tls,
     };
     let interface = cfg.node.interface.clone();
+    // A way the peer is not heard for the detector's window is silent.
+    let silent_after = cfg.heartbeat.interval.as_millis() as u64 * u64::from(cfg.heartbeat.missed);
     control::Server::start(&path, move |req| {
         let ask = |command: Command, wait: Duration| -> control::Reply {
             let (rtx, rrx) = bounded(1);
@@ -65,6 +67,18 @@ pub(super) fn start_control(
                         rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
                         rejected_sender: s.rejected_sender.load(Ordering::Relaxed),
                         duplicates: s.duplicates.load(Ordering::Relaxed),
+                        paths: if hb.path_count() == 0 {
+                            Vec::new()
+                        } else {
+                            hb.paths_heard()
+                                .into_iter()
+                                .map(|(ip, ago)| control::PathHeard {
+                                    peer: ip.to_string(),
+                                    heard_ms_ago: ago,
+                                    silent: ago.is_none_or(|ms| ms > silent_after),
+                                })
+                                .collect()
+                        },
                     };
                     let services = services
                         .read()

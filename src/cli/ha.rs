@@ -121,6 +121,18 @@ pub fn status(cfg: Option<&Path>) -> i32 {
                 heartbeats.rejected_replay,
                 heartbeats.duplicates
             );
+            if !heartbeats.paths.is_empty() {
+                let ways: Vec<String> = heartbeats
+                    .paths
+                    .iter()
+                    .map(|p| match p.heard_ms_ago {
+                        None => format!("{} NEVER heard", p.peer),
+                        Some(ms) if p.silent => format!("{} SILENT for {ms} ms", p.peer),
+                        Some(ms) => format!("{} heard {ms} ms ago", p.peer),
+                    })
+                    .collect();
+                println!("Heartbeat paths: {}", ways.join("; "));
+            }
             if let Some(beat) = status.peer_sync {
                 let show = |c: crate::ha::ClassBeat| match c.lag {
                     Some(s) => format!(

@@ -207,6 +207,9 @@ pub struct Heartbeats {
     /// Redundant paths: a socket on this server's address on each, and the peer's address
     /// there.
     paths: Vec<(UdpSocket, IpAddr)>,
+    /// When an authentic frame of the peer's last came by the node address (0) and by
+    /// each path (1..), in Unix ms (0: never).
+    heard: Vec<AtomicU64>,
     guard: Mutex<Guard>,
     keys: Arc<RwLock<Option<Keys>>>,
     /// Our role: an admitted frame names the other one.
@@ -230,6 +233,7 @@ impl Heartbeats {
         Ok(Heartbeats {
             sock,
             paths: Vec::new(),
+            heard: vec![AtomicU64::new(0)],
             guard: Mutex::new(Guard::new(boot)),
             keys,
             role,
@@ -263,8 +267,25 @@ impl Heartbeats {
             let sock = UdpSocket::from(sock);
             sock.set_read_timeout(Some(Duration::from_millis(200)))?;
             self.paths.push((sock, p.peer));
+            self.heard.push(AtomicU64::new(0));
         }
         Ok(self)
+    }
+
+    /// Each way the peer is heard: the node address, then every path's peer address, with
+    /// how long ago an authentic frame of the peer's last came that way (`None`: never).
+    pub fn paths_heard(&self) -> Vec<(IpAddr, Option<u64>)> {
+        let now = crate::peer::client::unix_ms();
+        let node = self.peer.read().ok().and_then(|p| *p);
+        let peers = node.into_iter().chain(self.paths.iter().map(|(_, p)| *p));
+        let offset = usize::from(node.is_none());
+        peers
+            .zip(self.heard.iter().skip(offset))
+            .map(|(ip, at)| {
+                let at = at.load(Ordering::Relaxed);
+                (ip, (at > 0).then(|| now.saturating_sub(at)))
+            })
+            .collect()
     }
 
     /// How many redundant paths there are (each has its receiver, `run_path_receiver`).
@@ -333,10 +354,14 @@ impl Heartbeats {
         };
         // The peer's node address, or its address on one of our redundant paths; the core
         // hears it as the node address whichever path it came by.
-        if registered != from.ip() && !self.paths.iter().any(|(_, p)| *p == from.ip()) {
+        let via = if registered == from.ip() {
+            0
+        } else if let Some(i) = self.paths.iter().position(|(_, p)| *p == from.ip()) {
+            i + 1
+        } else {
             self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
             return Received::default();
-        }
+        };
         let from = SocketAddr::new(registered, from.port());
         // Ours, then any also accepted during a key change; checked under the read lock,
         // without copying the keys (this runs for every datagram).
@@ -367,6 +392,11 @@ impl Heartbeats {
         if frame.body.role != self.role.other() {
             self.stats.rejected_sender.fetch_add(1, Ordering::Relaxed);
             return Received::default();
+        }
+        // An authentic frame of the peer's came this way (a duplicate counts: the path
+        // works).
+        if let Some(at) = self.heard.get(via) {
+            at.store(now, Ordering::Relaxed);
         }
         let (verdict, first, hears) = match self.guard.lock() {
             Ok(mut g) => {

@@ -1,7 +1,8 @@
 //! Two real agents, each with a real PostgreSQL 15 cluster, on loopback:
 //! registration builds the standby, kill -9 promotes it, the returning
 //! primary is rewound, failback loses no acknowledged write, and the data-gap
-//! path makes (or fails to make) a full copy.
+//! path makes (or fails to make) a full copy. With synchronous replication, a primary
+//! that dies under load loses no acknowledged write either.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -76,6 +77,15 @@ fn age_in_sync(p: &Pair, i: usize, hours: u64) {
 /// cluster: the primary's initialised with table `t`, the secondary's empty
 /// (registration fills it). `None` when PostgreSQL is missing outside CI.
 fn registered_pair(n: u8, max_lag: u64) -> Option<(Arc<Cluster>, Arc<Cluster>, Pair)> {
+    registered_pair_with(n, max_lag, "")
+}
+
+/// Like `registered_pair`, with `pg` appended to both `[database.postgres]` sections.
+fn registered_pair_with(
+    n: u8,
+    max_lag: u64,
+    pg: &str,
+) -> Option<(Arc<Cluster>, Arc<Cluster>, Pair)> {
     let bin = pgtest::require()?;
     let a = Arc::new(Cluster::new(&bin, "a", &format!("127.0.{n}.2")));
     a.init();
@@ -94,7 +104,7 @@ fn registered_pair(n: u8, max_lag: u64) -> Option<(Arc<Cluster>, Arc<Cluster>, P
         db_section(c, port).replace(
             "max_failover_lag_bytes = 16777216",
             &format!("max_failover_lag_bytes = {max_lag}"),
-        )
+        ) + pg
     };
     append(&p.config(0), &bounded(&a, b.port));
     append(&p.config(1), &bounded(&b, a.port));
@@ -168,29 +178,7 @@ fn postgres_pair_through_failover_rewind_failback_and_data_gap() {
     );
 
     // Failback under a write workload: every acknowledged write survives.
-    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
-    let done = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, done) = (acked.clone(), done.clone());
-        let (a, b) = (a.clone(), b.clone());
-        std::thread::spawn(move || {
-            let mut id = 1000;
-            while !done.load(Ordering::Relaxed) {
-                // Whichever database takes the write; only a committed
-                // insert counts as acknowledged.
-                for c in [&*b, &*a] {
-                    if c.sql(&format!("INSERT INTO t VALUES ({id}, 'load')"))
-                        .is_ok()
-                    {
-                        acked.lock().unwrap().push(id);
-                        id += 1;
-                        break;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let (acked, done, writer) = write_load(&a, &b, 1000);
     std::thread::sleep(Duration::from_millis(500));
     let out = p.run(1, &["ha", "failback"]);
     assert!(
@@ -322,4 +310,109 @@ fn automatic_failover_waits_until_the_standby_has_replayed_within_the_bound() {
         "{}",
         events(&p)
     );
+}
+
+/// Inserts rows with growing ids into whichever database takes writes (the standby
+/// refuses them), until `done`; an id counts as acknowledged once its insert committed.
+fn write_load(
+    a: &Arc<Cluster>,
+    b: &Arc<Cluster>,
+    first: i64,
+) -> (
+    Arc<Mutex<Vec<i64>>>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, done) = (acked.clone(), done.clone());
+        let (a, b) = (a.clone(), b.clone());
+        std::thread::spawn(move || {
+            // Every round takes a new id: a commit whose acknowledgement was lost (its
+            // server died while it waited for the standby) may still be there.
+            let mut id = first;
+            while !done.load(Ordering::Relaxed) {
+                for c in [&*b, &*a] {
+                    if c.sql(&format!("INSERT INTO t VALUES ({id}, 'load')"))
+                        .is_ok()
+                    {
+                        acked.lock().unwrap().push(id);
+                        break;
+                    }
+                }
+                id += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    (acked, done, writer)
+}
+
+/// Synchronous replication (`synchronous = true`): the primary's server dies with its
+/// agent while its WAL sender to the standby is frozen. The commits made meanwhile wait
+/// for the standby and are never acknowledged, so the promoted standby holds every
+/// acknowledged write. (With asynchronous replication the writes acknowledged during the
+/// freeze never reach the standby and are lost, and this test fails.)
+#[test]
+fn synchronous_replication_loses_no_acknowledged_write_when_the_primary_dies() {
+    let Some((a, b, mut p)) = registered_pair_with(106, 16 * 1024 * 1024, "synchronous = true\n")
+    else {
+        return;
+    };
+    // The primary turns synchronous replication on once the standby streams.
+    wait(SECS(30), || {
+        a.sql("SHOW synchronous_standby_names")
+            .is_ok_and(|s| s == "hamon_peer")
+    })
+    .unwrap_or_else(|| panic!("never synchronous:\n{}", p.log(0)));
+    let (acked, done, writer) = write_load(&a, &b, 5000);
+    wait(SECS(20), || acked.lock().unwrap().len() > 20).expect("no writes");
+
+    // Freeze the primary's WAL sender to the standby (a process of the cluster this test
+    // started): from now on nothing the primary commits reaches the standby.
+    let sender: i32 = a
+        .sql("SELECT pid FROM pg_stat_replication WHERE application_name = 'hamon_peer'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the WAL sender of the cluster this test started.
+    unsafe { libc::kill(sender, libc::SIGSTOP) };
+    std::thread::sleep(SECS(1));
+    let during = acked.lock().unwrap().len();
+    // A power cut on the primary: its agent and its server die together, the frozen
+    // sender with them.
+    p.kill9(0);
+    a.kill9();
+    // SAFETY: as above; the sender is an orphan of the dead postmaster now.
+    unsafe { libc::kill(sender, libc::SIGKILL) };
+    pgtest::reap(sender);
+
+    p.wait_state(1, "Secondary Active", SECS(60));
+    wait(SECS(30), || in_recovery(&b) == Some(false)).expect("b was not promoted");
+    let before = acked.lock().unwrap().len();
+    wait(SECS(20), || acked.lock().unwrap().len() > before + 20).unwrap_or_else(|| {
+        panic!(
+            "b takes no writes: synchronous_standby_names {:?}\n{}",
+            b.sql("SHOW synchronous_standby_names"),
+            p.log(1)
+        )
+    });
+    done.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    let on_b = ids(&b);
+    let lost: Vec<i64> = acked
+        .iter()
+        .filter(|i| !on_b.contains(i))
+        .copied()
+        .collect();
+    eprintln!(
+        "primary died under load: {} writes acknowledged ({during} before the crash), \
+         {} rows on the new primary",
+        acked.len(),
+        on_b.len()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }

@@ -215,6 +215,7 @@ pub struct RawPostgres {
     pub timeout_ms: Option<i64>,
     pub start_timeout_ms: Option<i64>,
     pub tls: Option<bool>,
+    pub synchronous: Option<bool>,
 }
 
 /// `[disk]`.

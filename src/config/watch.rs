@@ -333,6 +333,9 @@ impl Validator<'_> {
         if let Some(tls) = r.tls {
             c.tls = tls;
         }
+        if let Some(synchronous) = r.synchronous {
+            c.synchronous = synchronous;
+        }
         // pg_ctl runs the server through /bin/sh with these paths inside
         // double quotes, where `$`, a backquote or `"` would be the shell's:
         // only plain path characters are accepted.
@@ -559,6 +562,7 @@ mod tests {
             super::DbDriver::Postgres(c) => {
                 assert_eq!(c.port, 5433);
                 assert!(c.tls, "TLS to the peer's cluster by default");
+                assert!(!c.synchronous, "asynchronous replication by default");
                 assert_eq!(c.slot, "hamon_b");
                 assert_eq!(c.passfile, Path::new("/etc/hamon/pgpass"));
                 assert_eq!(c.bin_dir, Path::new("/usr/lib/postgresql/15/bin"));
@@ -596,6 +600,11 @@ mod tests {
         let e = parse(&format!("[health_monitor]\ntls = false\n{pg}")).unwrap_err();
         assert!(e.contains("database.postgres.tls"), "{e}");
         assert!(parse(&format!("[health_monitor]\ntls = false\n{pg}tls = false\n")).is_ok());
+        let sync = parse(&format!("{pg}synchronous = true\n"))
+            .unwrap()
+            .database
+            .unwrap();
+        assert!(matches!(sync.driver, super::DbDriver::Postgres(c) if c.synchronous));
         assert!(parse("[database]\ntcp = \"localhost\"\n")
             .unwrap_err()
             .contains("database.tcp"));

@@ -111,6 +111,11 @@ pub struct PgConfig {
     /// The certificate and key (PEM) the server serves: hamon's Health Monitor identity,
     /// written to `<data_dir>.tls/` for the server.
     pub tls_identity: Option<(String, String)>,
+    /// Synchronous replication while the peer's standby streams (default off): a commit
+    /// on the active server is acknowledged only once the standby has it on disk, so a
+    /// failover loses no acknowledged write. While no standby streams, commits do not
+    /// wait (the active keeps taking writes alone, as Patroni's non-strict mode does).
+    pub synchronous: bool,
 }
 
 impl PgConfig {
@@ -142,6 +147,7 @@ impl PgConfig {
             copy_timeout: Duration::from_secs(3600),
             tls: true,
             tls_identity: None,
+            synchronous: false,
         }
     }
 
@@ -224,6 +230,9 @@ impl Database for Postgres {
             self.ensure_tls()?;
             self.tls_on
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if self.cfg.synchronous {
+            self.keep_synchronous()?;
         }
         Ok(())
     }
@@ -316,6 +325,12 @@ impl Database for Postgres {
             DbRole::Primary => Ok(()),
             DbRole::Down => Err("the server is not running".into()),
             DbRole::Standby => {
+                // Promoted, it has no standby yet: commits must not wait for one (a base
+                // backup brings the old primary's setting along). The health check
+                // turns synchronous replication on once the peer streams.
+                if self.cfg.synchronous {
+                    self.set_synchronous_standby("")?;
+                }
                 let wait = Self::secs(self.cfg.start_timeout);
                 let cmd = self.psql_local(&format!("SELECT pg_promote(true, {wait})"));
                 let out = self.run(cmd, self.cfg.start_timeout + self.cfg.timeout)?;

@@ -128,6 +128,37 @@ impl Postgres {
         Err("the server did not turn TLS on after a reload (see its log)".into())
     }
 
+    /// With `synchronous`, on the primary: commits wait for the peer's standby while it
+    /// streams, and for nothing while it does not. Run with every health check, so a
+    /// standby that goes away holds commits up for at most one check (plus PostgreSQL's
+    /// `wal_sender_timeout` when the connection is cut without a reset).
+    pub(super) fn keep_synchronous(&self) -> Result<(), String> {
+        if self.query("SELECT pg_is_in_recovery()")? != "f" {
+            return Ok(());
+        }
+        // The standby names itself after the slot (`application_name`, `peer_conninfo`);
+        // the slot name is lowercase letters, digits and `_` (checked in the config).
+        let name = &self.cfg.slot;
+        let streaming = self.query(&format!(
+            "SELECT count(*) FROM pg_stat_replication \
+             WHERE application_name = '{name}' AND state = 'streaming'"
+        ))? != "0";
+        self.set_synchronous_standby(if streaming { name } else { "" })
+    }
+
+    /// Sets `synchronous_standby_names` (postgresql.auto.conf) when it differs, and
+    /// reloads. Works on a standby too (the setting then waits for its promotion).
+    pub(super) fn set_synchronous_standby(&self, name: &str) -> Result<(), String> {
+        if self.query("SHOW synchronous_standby_names")? == name {
+            return Ok(());
+        }
+        self.query(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{}'",
+            name.replace('\'', "''")
+        ))?;
+        self.query("SELECT pg_reload_conf()").map(drop)
+    }
+
     /// A replication command on the peer ("IDENTIFY_SYSTEM"). Errors carry
     /// the SQLSTATE ("ERROR:  42710") instead of the message text.
     pub(super) fn peer_command(&self, peer: &PeerDb, command: &str) -> Result<Output, String> {

@@ -1174,6 +1174,16 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
         c.log(P),
         c.log(S)
     );
+    if let Fault::OneWay { from, .. } = fault {
+        // The server whose frames are lost hears its peer, and names the one-way path.
+        let journal =
+            std::fs::read_to_string(c.state_dir(from).join("events.jsonl")).unwrap_or_default();
+        assert!(
+            journal.contains("\"kind\":\"heartbeat_one_way\""),
+            "{}: the one-way path was not named:\n{journal}",
+            report.fault
+        );
+    }
     if let Fault::FailbackKill { .. } = fault {
         // The kill came during a failback that had begun.
         let journal =

@@ -125,6 +125,37 @@ fn kill_under_thirty_percent_loss() {
 }
 
 #[test]
+fn primary_isolated() {
+    // Without a third party: the primary keeps its VIP (in its kernel, where no client
+    // reaches it) while the secondary takes over; the heal leaves one.
+    taken_over(&run(
+        "fis",
+        Fault::Isolate {
+            host: P,
+            witness: false,
+        },
+    ));
+}
+
+#[test]
+fn primary_isolated_with_a_witness() {
+    // Cut off from the peer and the witness, the primary fences itself before the
+    // secondary's takeover: never two holders of the VIP.
+    let reports = run(
+        "fiw",
+        Fault::Isolate {
+            host: P,
+            witness: true,
+        },
+    );
+    taken_over(&reports);
+    for r in reports.iter().filter(|_| asserting()) {
+        assert_eq!(r.dual_windows, 0, "{r:?}");
+        assert_eq!(r.settled_on, Some(S), "{r:?}");
+    }
+}
+
+#[test]
 fn delay_and_reordering() {
     // Up to 150 ms each way, spread wider than the 200 ms heartbeat gap's share:
     // heartbeats arrive late and out of order; nothing may fail over.

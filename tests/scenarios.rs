@@ -1125,3 +1125,101 @@ fn a_secondary_whose_takeover_was_not_saved_resumes_it_from_the_primarys_view() 
     );
     assert!(!sim.is_active(P));
 }
+
+// ----- The witness ----------------------------------------------------------------------------
+
+/// A registered automatic pair with a witness both servers reach.
+fn witnessed_pair() -> Sim {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.configure_witness();
+    sim.witness(P, true);
+    sim.witness(S, true);
+    sim.run_for(500);
+    sim
+}
+
+/// The time node `i` was last told to take `duty`, if ever.
+fn duty_at(sim: &Sim, i: usize, duty: Duty) -> Option<u64> {
+    sim.duties
+        .iter()
+        .rev()
+        .find(|(_, n, d)| *n == i && *d == duty)
+        .map(|(t, _, _)| *t)
+}
+
+#[test]
+fn a_primary_cut_off_from_its_peer_and_the_witness_fences_itself_before_the_takeover() {
+    let mut sim = witnessed_pair();
+    sim.clear_history();
+    // The primary's switch port dies: it reaches neither the secondary nor the witness;
+    // the secondary still reaches the witness.
+    sim.net.partitioned = true;
+    sim.witness(P, false);
+    sim.run_for(sim.detection() + 2_000);
+    let fenced = duty_at(&sim, P, Duty::Standby).expect("the primary never stood down");
+    let taken = duty_at(&sim, S, Duty::Active).expect("the secondary never took over");
+    assert!(
+        fenced < taken,
+        "fenced at {fenced} ms, taken over at {taken} ms"
+    );
+    assert!(sim.journal_kinds(P).contains(&"self_fenced".to_string()));
+    // The primary's state is left as it was; only its duty changed.
+    assert_eq!(sim.node(P).map(|n| n.duty()), Some(Duty::Standby));
+    // Healed: the primary finds the secondary active and stands by; no split brain.
+    sim.net.partitioned = false;
+    sim.witness(P, true);
+    sim.run_for(2_000);
+    assert_eq!(sim.state(S), Some(SecondaryActive));
+    assert!(sim.is_active(S) && !sim.is_active(P));
+    assert_eq!(sim.state(P), Some(PrimaryFailover));
+    assert!(!sim.journal_kinds(P).contains(&"split_brain".to_string()));
+}
+
+#[test]
+fn a_secondary_that_cannot_reach_the_witness_does_not_take_over() {
+    let mut sim = witnessed_pair();
+    // The secondary is the one cut off: from the primary and from the witness.
+    sim.net.partitioned = true;
+    sim.witness(S, false);
+    sim.run_for(sim.detection() + 3_000);
+    assert!(!sim.is_active(S), "{:?}", sim.history(S));
+    assert!(sim
+        .journal_kinds(S)
+        .contains(&"failover_withheld".to_string()));
+    // The primary reaches the witness: it keeps the role.
+    assert!(sim.is_active(P));
+    assert!(!sim.journal_kinds(P).contains(&"self_fenced".to_string()));
+}
+
+#[test]
+fn a_fenced_primary_takes_the_role_back_when_the_secondary_did_not_take_it() {
+    let mut sim = witnessed_pair();
+    // Both are cut off from the witness (the witness itself is down), and the pair's link
+    // breaks: the secondary does not take over, so the primary must not stay fenced.
+    sim.witness(S, false);
+    sim.net.partitioned = true;
+    sim.witness(P, false);
+    sim.run_for(sim.detection() + 1_000);
+    assert!(!sim.is_active(P) && !sim.is_active(S));
+    // The witness answers the primary again: it takes the role back.
+    sim.witness(P, true);
+    sim.run_for(500);
+    assert!(sim.is_active(P), "{:?}", sim.history(P));
+    assert!(sim
+        .journal_kinds(P)
+        .contains(&"self_fence_lifted".to_string()));
+    assert!(!sim.is_active(S));
+}
+
+#[test]
+fn a_manual_pair_never_fences() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.configure_witness();
+    sim.witness(P, false);
+    sim.witness(S, true);
+    sim.net.partitioned = true;
+    sim.run_for(sim.detection() + 2_000);
+    // Nobody would take over: the primary keeps serving.
+    assert!(sim.is_active(P));
+    assert!(!sim.journal_kinds(P).contains(&"self_fenced".to_string()));
+}

@@ -97,6 +97,7 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
             data_gap_secs: cfg.failback.data_gap.as_secs(),
             copy_retry: ms(cfg.failback.copy_retry),
         },
+        witness: cfg.witness.is_some(),
     }
 }
 

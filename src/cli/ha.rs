@@ -88,6 +88,17 @@ pub fn status(cfg: Option<&Path>) -> i32 {
                 "Health Monitor Server is running. ( [Role] {} [State] {} )",
                 status.role, status.state
             );
+            match status.witness {
+                Some(true) => println!("Witness: reachable"),
+                Some(false) => println!("Witness: UNREACHABLE"),
+                None => {}
+            }
+            if status.fenced {
+                println!(
+                    "SELF-FENCED: this primary reaches neither its peer nor the witness, and \
+                     released the virtual IP and its active services"
+                );
+            }
             if let Some(why) = state_unsaved {
                 println!(
                     "HA state NOT SAVED: {why} (a restart would come back with an older state)"

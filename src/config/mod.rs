@@ -154,6 +154,22 @@ pub struct Config {
     pub replication: Replication,
     /// `[notify]`: mail, syslog and SNMP receivers of HA events.
     pub notify: Notify,
+    /// `[witness]`: a third party both servers can reach, if any.
+    pub witness: Option<Witness>,
+}
+
+/// `[witness]`: a third party both servers can reach (the gateway, say), checked by ICMP
+/// echo. A secondary that cannot reach it does not take over; a primary of an automatic
+/// pair that can reach neither it nor its peer releases the active role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witness {
+    pub address: IpAddr,
+    /// Time between two echo requests, each also the time its reply may take; 10 ms to
+    /// 1 min (default: the heartbeat interval).
+    pub interval: Duration,
+    /// Unanswered requests in a row before it counts as unreachable, 1 to 100 (default:
+    /// `heartbeat.missed`).
+    pub missed: u32,
 }
 
 /// `[vip]`: announcing the virtual IP on takeover.
@@ -399,9 +415,11 @@ impl Validator<'_> {
                 ));
             }
         }
+        let heartbeat = self.heartbeat(raw.heartbeat)?;
+        let raw_heartbeat_defaults = (heartbeat.interval, heartbeat.missed);
         Ok(Config {
             path: self.path.to_path_buf(),
-            heartbeat: self.heartbeat(raw.heartbeat)?,
+            heartbeat,
             health_monitor,
             failback: self.failback(raw.failback)?,
             hooks: self.hooks(raw.hooks)?,
@@ -413,7 +431,40 @@ impl Validator<'_> {
             nic: self.nic(raw.nic)?,
             replication: self.replication(raw.replication, raw.sync)?,
             notify: self.notify(raw.notify)?,
+            witness: match raw.witness {
+                Some(w) => Some(self.witness(w, &raw_heartbeat_defaults)?),
+                None => None,
+            },
             node,
+        })
+    }
+
+    fn witness(&self, raw: raw::RawWitness, hb: &(Duration, u32)) -> Result<Witness, ConfigError> {
+        let address = self.required("witness.address", raw.address)?;
+        let address = address.parse::<IpAddr>().map_err(|_| {
+            self.invalid(
+                "witness.address",
+                format!("must be an IP address (got {address:?})"),
+            )
+        })?;
+        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+            return Err(self.invalid(
+                "witness.address",
+                format!("must be another host's unicast address (got {address})"),
+            ));
+        }
+        let interval = match raw.interval_ms {
+            None => hb.0,
+            some => self.millis("witness.interval_ms", some, 0, 10, Some(60_000))?,
+        };
+        let missed = match raw.missed {
+            None => hb.1,
+            some => self.count("witness.missed", some, 0, 1, 100)?,
+        };
+        Ok(Witness {
+            address,
+            interval,
+            missed,
         })
     }
 

@@ -51,6 +51,17 @@ pub struct RawConfig {
     /// `[notify]`.
     #[serde(default)]
     pub notify: RawNotify,
+    /// `[witness]`.
+    pub witness: Option<RawWitness>,
+}
+
+/// `[witness]`: a third party both servers can reach.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWitness {
+    pub address: Option<String>,
+    pub interval_ms: Option<i64>,
+    pub missed: Option<i64>,
 }
 
 /// `[node]`: who this server is.

@@ -123,6 +123,7 @@ fn defaults_for(path: &str) -> Config {
         },
         replication: default_replication(),
         notify: Notify::default(),
+        witness: None,
     }
 }
 
@@ -304,6 +305,7 @@ file = false
         },
         replication: default_replication(),
         notify: Notify::default(),
+        witness: None,
     };
     assert_eq!(ok(text), expected);
     assert_eq!(
@@ -1064,4 +1066,38 @@ fn heartbeat_paths_are_read_and_checked() {
         "[heartbeat]\npaths = [{ local = \"198.51.100.11\", peer = \"198.51.100.12\", nic = \"eth1\" }]\n",
     ));
     assert!(unknown.contains("nic"), "{unknown}");
+}
+
+#[test]
+fn witness_is_read_and_checked() {
+    assert!(defaults_for(PATH).witness.is_none());
+    let w = ok(&with(
+        "[heartbeat]\ninterval_ms = 200\nmissed = 4\n[witness]\naddress = \"192.0.2.1\"\n",
+    ))
+    .witness
+    .unwrap();
+    assert_eq!(w.address.to_string(), "192.0.2.1");
+    // Its timing follows the heartbeat's unless it is given.
+    assert_eq!((w.interval.as_millis(), w.missed), (200, 4));
+    let w = ok(&with(
+        "[witness]\naddress = \"2001:db8::1\"\ninterval_ms = 500\nmissed = 2\n",
+    ))
+    .witness
+    .unwrap();
+    assert_eq!((w.interval.as_millis(), w.missed), (500, 2));
+    for (text, key) in [
+        ("[witness]\n", "witness.address"),
+        ("[witness]\naddress = \"gateway\"\n", "witness.address"),
+        ("[witness]\naddress = \"127.0.0.1\"\n", "witness.address"),
+        (
+            "[witness]\naddress = \"192.0.2.1\"\ninterval_ms = 5\n",
+            "witness.interval_ms",
+        ),
+        (
+            "[witness]\naddress = \"192.0.2.1\"\nmissed = 0\n",
+            "witness.missed",
+        ),
+    ] {
+        assert_eq!(invalid(&with(text)).0, key, "{text}");
+    }
 }

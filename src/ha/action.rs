@@ -57,6 +57,13 @@ pub struct StatusView {
     pub registration: Option<Registration>,
     /// Why HA is held back, when it is (e.g. the node's address changed).
     pub blocked: Option<String>,
+    /// The witness's last verdict (`None`: no witness, or none yet).
+    #[serde(default)]
+    pub witness: Option<bool>,
+    /// This primary released the active role: it reaches neither its peer nor the
+    /// witness (self-fencing).
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// The answer to an operator command.

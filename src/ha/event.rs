@@ -205,6 +205,9 @@ pub enum Event {
     /// debounce: a secondary whose own link is down does not take over (it is the one
     /// cut off), however quickly its detector calls the primary lost.
     HaLink { up: bool },
+    /// The witness's verdict, when it changes: it answered within its last `missed`
+    /// checks (`true`), or it did not.
+    Witness { reachable: bool },
     /// The database standby's replication lag against the failover bound:
     /// `Some(why)` when it is beyond it, `None` when within.
     ReplicaLag { behind: Option<String> },

@@ -55,6 +55,9 @@ pub struct NodeConfig {
     /// This server's Health Monitor certificate fingerprint (`None` without TLS).
     pub fingerprint: Option<String>,
     pub timers: Timers,
+    /// A witness is configured (`[witness]`): its reachability (`Event::Witness`) decides
+    /// whether a secondary may take over and whether a cut-off primary fences itself.
+    pub witness: bool,
 }
 
 /// How this server currently sees its peer.
@@ -96,6 +99,13 @@ pub struct Node {
     pub(super) health: HealthSummary,
     /// The HA interface is down right now (`Event::HaLink`, not debounced).
     pub(super) ha_link_down: bool,
+    /// The witness's last verdict (`None`: none yet, or no witness).
+    pub(super) witness: Option<bool>,
+    /// This primary released its active duty because it could reach neither its peer
+    /// nor the witness (self-fencing); its state is left as it was.
+    pub(super) fenced: bool,
+    /// A probe was sent to decide whether the fence may be lifted.
+    pub(super) fence_probe: bool,
     pub(super) link: Link,
     pub(super) heard_at: Millis,
     /// When the peer's last heartbeats arrived: how lossy the path has been lately.
@@ -168,6 +178,9 @@ impl Node {
             duty_applied: Some(Duty::Halted),
             health: HealthSummary::default(),
             ha_link_down: false,
+            witness: None,
+            fenced: false,
+            fence_probe: false,
             link: Link::Silent { since: 0 },
             heard_at: 0,
             history: super::liveness::History::default(),
@@ -261,6 +274,8 @@ impl Node {
             data_gap: self.data_gap,
             registration: self.registration().cloned(),
             blocked: self.blocked.clone(),
+            witness: self.witness.filter(|_| self.cfg.witness),
+            fenced: self.fenced,
         }
     }
 
@@ -447,6 +462,7 @@ impl Step<'_> {
                     self.n.stale_probe = self.n.probing;
                 }
             }
+            Event::Witness { reachable } => self.on_witness(reachable),
             Event::SyncBeat { lag } => self.n.sync_lag = lag,
             Event::ReplicaLag { behind } => {
                 self.n.lagging = behind;
@@ -462,6 +478,7 @@ impl Step<'_> {
     }
 
     fn finish(&mut self, before: HaState) {
+        self.check_fence();
         if self.n.state != before && self.n.sends_heartbeats() && !self.n.shutting_down {
             // Tell the peer at once; do not wait for the next interval.
             self.send_heartbeat();
@@ -512,6 +529,12 @@ impl Step<'_> {
     }
 
     pub fn set_duty(&mut self, d: Duty) {
+        // A fenced primary holds nothing active until it is unfenced (`Step::fence`).
+        let d = if self.n.fenced && d == Duty::Active {
+            Duty::Standby
+        } else {
+            d
+        };
         if d != self.n.duty {
             self.n.duty = d;
             self.n.duty_applied = None;

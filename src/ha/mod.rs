@@ -11,6 +11,7 @@ mod ops;
 mod rules;
 pub mod sim;
 pub mod state;
+mod witness;
 
 pub use action::{Action, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView};
 pub use event::{

@@ -56,6 +56,15 @@ impl Step<'_> {
             );
             return;
         }
+        if self.n.fenced {
+            // Never both active: this primary had released the role before the
+            // secondary took it.
+            self.enter(
+                PrimaryFailover,
+                "the secondary took over while this primary was fenced",
+            );
+            return;
+        }
         self.enter(PrimaryFailover, "split brain: the secondary is active too");
         self.journal(
             "split_brain",
@@ -196,6 +205,8 @@ impl Step<'_> {
             Some("this secondary is unhealthy itself".to_string())
         } else if n.ha_link_down {
             Some("this secondary's own HA interface is down".to_string())
+        } else if n.cfg.witness && n.witness != Some(true) {
+            Some("this secondary cannot reach the witness: it may be the one cut off".to_string())
         } else {
             n.lagging
                 .as_ref()

@@ -115,6 +115,7 @@ fn node_config(role: Role, timers: Timers) -> NodeConfig {
         hb_port: 8083,
         fingerprint: None,
         timers,
+        witness: false,
     }
 }
 
@@ -310,6 +311,23 @@ impl Sim {
     pub fn health(&mut self, i: usize, health: super::state::HealthSummary) {
         if self.is_up(i) {
             self.step(i, Event::Health { health });
+        }
+    }
+
+    /// Both servers get a witness (`[witness]`), from now on.
+    pub fn configure_witness(&mut self) {
+        for n in &mut self.nodes {
+            n.cfg.witness = true;
+            if let Some(node) = &mut n.node {
+                node.cfg.witness = true;
+            }
+        }
+    }
+
+    /// Node `i`'s witness check reports `reachable`.
+    pub fn witness(&mut self, i: usize, reachable: bool) {
+        if self.is_up(i) {
+            self.step(i, Event::Witness { reachable });
         }
     }
 

@@ -3,6 +3,7 @@
 //! virtual IP built from them.
 
 pub mod arp;
+pub mod icmp;
 pub mod ndisc;
 pub mod netlink;
 pub mod packet;

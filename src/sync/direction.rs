@@ -64,6 +64,7 @@ pub(crate) mod tests {
                 hb_port: 8083,
                 fingerprint: None,
                 timers: crate::ha::sim::fast_timers(),
+                witness: false,
             },
             None,
         )

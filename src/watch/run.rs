@@ -31,6 +31,47 @@ fn nap(d: Duration, stop: &AtomicBool) {
     }
 }
 
+/// Pings the witness every `interval` (each reply may take as long) and tells the core
+/// when its verdict changes: reachable on the first reply, unreachable after `missed`
+/// requests in a row went unanswered. A witness that cannot be checked at all (no raw
+/// socket) counts as unreachable, and says so.
+fn watch_witness(w: &crate::config::Witness, r: &Reporter, stop: &AtomicBool) {
+    let mut pinger = match crate::net::icmp::Pinger::new(w.address) {
+        Ok(p) => p,
+        Err(e) => {
+            r.observe(
+                "witness_check",
+                Severity::Error,
+                format!("cannot check the witness {}: {e}", w.address),
+            );
+            r.event(Event::Witness { reachable: false });
+            return;
+        }
+    };
+    let (mut misses, mut verdict) = (0u32, None);
+    while !stop.load(Ordering::Relaxed) {
+        let started = std::time::Instant::now();
+        let answered = pinger.ping(w.interval).unwrap_or(false);
+        misses = if answered {
+            0
+        } else {
+            misses.saturating_add(1)
+        };
+        let now = if answered {
+            Some(true)
+        } else if misses >= w.missed {
+            Some(false)
+        } else {
+            verdict
+        };
+        if let Some(reachable) = now.filter(|_| now != verdict) {
+            verdict = now;
+            r.event(Event::Witness { reachable });
+        }
+        std::thread::sleep(w.interval.saturating_sub(started.elapsed()));
+    }
+}
+
 /// Start every configured watcher. `rescan` carries udev's NIC add/remove
 /// hints to the NIC watcher.
 pub fn start(
@@ -40,6 +81,12 @@ pub fn start(
     stop: Arc<AtomicBool>,
     driver: Option<Arc<dyn crate::db::Database>>,
 ) -> std::io::Result<()> {
+    if let Some(w) = cfg.witness.clone() {
+        let (r, stop) = (reporter.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("witness".into())
+            .spawn(move || watch_witness(&w, &r, &stop))?;
+    }
     if let Some(db) = cfg.database.clone() {
         let (r, stop) = (reporter.clone(), stop.clone());
         std::thread::Builder::new()

@@ -82,6 +82,10 @@ pub enum Fault {
     /// This much loss each way, and after half the hold the primary killed (its VIP
     /// released): how long a real failure takes to find under loss.
     KillUnderLoss(u32),
+    /// The host's port on the bridge drops everything: it reaches neither its peer nor
+    /// the observer (the clients, and the witness when `witness` is set: the observer's
+    /// address, as a gateway would be).
+    Isolate { host: usize, witness: bool },
     /// Both agents killed (and their VIPs released) and started again at once.
     RestartBoth,
     /// The host's `state_dir` (a 2 MiB tmpfs) filled to the last byte, then the primary
@@ -115,6 +119,11 @@ impl Fault {
             Fault::KillUnderLoss(p) => format!("kill -9 primary under {p} % loss"),
             Fault::Delay { min_ms, max_ms } => format!("delay {min_ms}-{max_ms} ms, reordered"),
             Fault::RestartBoth => "both restarted".into(),
+            Fault::Isolate { host, witness } => format!(
+                "{} isolated{}",
+                h(host),
+                if witness { ", with a witness" } else { "" }
+            ),
             Fault::FullStateDir { host } => format!("full state_dir on {}", h(host)),
             Fault::ClockJump { host, secs } => format!("{} clock {secs:+} s", h(host)),
             Fault::LinkDown { host } => format!("{} HA interface down", h(host)),
@@ -152,6 +161,7 @@ impl Fault {
             | Fault::Delay { .. }
             | Fault::ClockJump { .. } => true,
             Fault::RestartBoth
+            | Fault::Isolate { .. }
             | Fault::KillUnderLoss(_)
             | Fault::FullStateDir { .. }
             | Fault::CrashLoop
@@ -171,6 +181,7 @@ impl Fault {
                     | Fault::HeartbeatBlock
                     | Fault::Loss(_)
                     | Fault::KillUnderLoss(_)
+                    | Fault::Isolate { witness: false, .. }
                     | Fault::Delay { .. }
                     | Fault::RestartBoth
                     | Fault::ClockJump { .. }
@@ -372,6 +383,9 @@ impl Cluster {
                 addr = V4[i],
                 d = d.display()
             );
+            if let Fault::Isolate { witness: true, .. } = fault {
+                cfg += &format!("[witness]\naddress = \"{}\"\n", V4[O]);
+            }
             if matches!(fault, Fault::FullStateDir { .. }) {
                 cfg += "[disk]\ninterval_ms = 500\n";
             }
@@ -719,6 +733,16 @@ impl Cluster {
             Fault::Loss(pct) => self.bridge_rules(&Self::both_ways(&format!(
                 "numgen random mod 100 < {pct} drop"
             ))),
+            Fault::Isolate { host, .. } => {
+                if host == P {
+                    self.killed_at = Some(self.obs.now());
+                }
+                let port = Self::port(host);
+                self.bridge_rules(&[
+                    format!("iifname \"{port}\" drop"),
+                    format!("oifname \"{port}\" drop"),
+                ]);
+            }
             Fault::KillUnderLoss(pct) => {
                 self.bridge_rules(&Self::both_ways(&format!(
                     "numgen random mod 100 < {pct} drop"
@@ -852,6 +876,7 @@ impl Cluster {
                 self.clear_bridge_rules();
                 self.start(P);
             }
+            Fault::Isolate { .. } => self.clear_bridge_rules(),
             Fault::Delay { .. } => {
                 for host in [P, S] {
                     self.delay_rule(host, "-D");
@@ -1174,6 +1199,20 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
         c.log(P),
         c.log(S)
     );
+    if let Fault::Isolate {
+        host,
+        witness: true,
+    } = fault
+    {
+        // It fenced itself, and said so.
+        let journal =
+            std::fs::read_to_string(c.state_dir(host).join("events.jsonl")).unwrap_or_default();
+        assert!(
+            journal.contains("\"kind\":\"self_fenced\""),
+            "{}: no self-fencing:\n{journal}",
+            report.fault
+        );
+    }
     if let Fault::OneWay { from, .. } = fault {
         // The server whose frames are lost hears its peer, and names the one-way path.
         let journal =

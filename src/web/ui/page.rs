@@ -216,6 +216,12 @@ pub fn status_reasons(s: &StatusView) -> Vec<String> {
             why.push(format!("{item} failed"));
         }
     }
+    if s.witness == Some(false) {
+        why.push("witness unreachable".into());
+    }
+    if s.fenced {
+        why.push("self-fenced: reaches neither the peer nor the witness".into());
+    }
     why
 }
 
@@ -686,7 +692,20 @@ mod tests {
             data_gap: false,
             registration: Some(registration()),
             blocked: None,
+            witness: None,
+            fenced: false,
         }
+    }
+
+    #[test]
+    fn the_witness_and_the_fence_are_reasons() {
+        let mut s = view(Role::Primary, HaState::PrimaryLostSecondary);
+        assert!(status_reasons(&s).is_empty());
+        s.witness = Some(false);
+        s.fenced = true;
+        let why = status_reasons(&s);
+        assert!(why.iter().any(|w| w == "witness unreachable"), "{why:?}");
+        assert!(why.iter().any(|w| w.starts_with("self-fenced")), "{why:?}");
     }
 
     fn unregistered_primary() -> StatusView {

@@ -156,6 +156,31 @@ fn primary_isolated_with_a_witness() {
 }
 
 #[test]
+fn frozen_primary_fenced_before_the_takeover() {
+    // Frozen for five budgets: the secondary fences it (a simulated BMC powers it off)
+    // and only then takes over. Never two holders of the VIP.
+    let reports = run("ffw", Fault::StopFenced { works: true });
+    taken_over(&reports);
+    for r in reports.iter().filter(|_| asserting()) {
+        assert_eq!(r.dual_windows, 0, "{r:?}");
+        assert_eq!(r.settled_on, Some(S), "{r:?}");
+    }
+}
+
+#[test]
+fn frozen_primary_whose_fencing_fails_is_not_taken_over() {
+    // The BMC does not answer: with on_failure = withhold the secondary does not take
+    // over, and the primary, thawed, still holds the VIP.
+    for r in run("fff", Fault::StopFenced { works: false })
+        .iter()
+        .filter(|_| asserting())
+    {
+        assert_eq!(r.claims[S], 0, "{r:?}");
+        assert_eq!(r.settled_on, Some(P), "{r:?}");
+    }
+}
+
+#[test]
 fn delay_and_reordering() {
     // Up to 150 ms each way, spread wider than the 200 ms heartbeat gap's share:
     // heartbeats arrive late and out of order; nothing may fail over.

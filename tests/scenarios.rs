@@ -1223,3 +1223,80 @@ fn a_manual_pair_never_fences() {
     assert!(sim.is_active(P));
     assert!(!sim.journal_kinds(P).contains(&"self_fenced".to_string()));
 }
+
+// ----- Fencing ------------------------------------------------------------------------------
+
+#[test]
+fn a_takeover_fences_the_peer_first() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.configure_fencing(hamon::ha::FencePolicy::Withhold);
+    // A partition: the primary is alive and would keep its VIP.
+    sim.net.partitioned = true;
+    sim.run_for(sim.detection() + 2_000);
+    let kinds = sim.journal_kinds(S);
+    let started = kinds.iter().position(|k| k == "fencing_started");
+    let done = kinds.iter().position(|k| k == "fencing_done");
+    assert!(started.is_some() && done > started, "{kinds:?}");
+    // The simulated BMC powered the primary off before the secondary became active.
+    assert!(!sim.is_up(P));
+    assert!(sim.is_active(S));
+    let powered_off_at = duty_at(&sim, S, Duty::Active).unwrap();
+    assert!(
+        sim.duties
+            .iter()
+            .all(|(t, i, d)| !(*i == P && *d == Duty::Active && *t > powered_off_at)),
+        "{:?}",
+        sim.duties
+    );
+}
+
+#[test]
+fn a_failed_fencing_withholds_the_takeover_and_tries_again() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.configure_fencing(hamon::ha::FencePolicy::Withhold);
+    sim.fence_works = false;
+    sim.net.partitioned = true;
+    sim.run_for(sim.detection() + 2_500);
+    assert!(!sim.is_active(S), "{:?}", sim.history(S));
+    let tries = |sim: &Sim| {
+        sim.journal_kinds(S)
+            .iter()
+            .filter(|k| *k == "fencing_failed")
+            .count()
+    };
+    assert!(
+        tries(&sim) >= 2,
+        "retried with backoff: {:?}",
+        sim.journal_kinds(S)
+    );
+    // The BMC answers again: the next try fences and takes over.
+    sim.fence_works = true;
+    sim.run_for(5_000);
+    assert!(sim.is_active(S));
+    assert!(!sim.is_up(P));
+}
+
+#[test]
+fn a_failed_fencing_under_proceed_takes_over_all_the_same() {
+    let mut sim = pair(FailoverType::Automatic);
+    sim.configure_fencing(hamon::ha::FencePolicy::Proceed);
+    sim.fence_works = false;
+    sim.crash(P);
+    sim.run_for(sim.detection() + 1_000);
+    assert!(sim.is_active(S));
+    assert!(sim.journal_kinds(S).contains(&"fencing_failed".to_string()));
+}
+
+#[test]
+fn a_manual_failover_whose_fencing_fails_is_refused_with_the_reason() {
+    let mut sim = pair(FailoverType::Manual);
+    sim.configure_fencing(hamon::ha::FencePolicy::Withhold);
+    sim.fence_works = false;
+    sim.health(P, failed_processes());
+    sim.run_for(1_000);
+    let t = sim.command(S, Command::Failover);
+    sim.run_for(500);
+    let why = refused(&sim, t);
+    assert!(why.contains("fencing"), "{why}");
+    assert!(!sim.is_active(S));
+}

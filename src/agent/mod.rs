@@ -98,6 +98,11 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
             copy_retry: ms(cfg.failback.copy_retry),
         },
         witness: cfg.witness.is_some(),
+        fence: match &cfg.fencing {
+            None => ha::FencePolicy::Off,
+            Some(f) if f.proceed_on_failure => ha::FencePolicy::Proceed,
+            Some(_) => ha::FencePolicy::Withhold,
+        },
     }
 }
 
@@ -931,6 +936,24 @@ impl Shell {
                         self.log.trace(&format!("heartbeat to {address}: {e}"));
                     }
                 }
+            }
+            Action::FencePeer { peer } => {
+                let tx = self.tx.clone();
+                let fencing = self.cfg.fencing.clone();
+                let _ = std::thread::Builder::new()
+                    .name("fence".into())
+                    .spawn(move || {
+                        let (ok, detail) = match &fencing {
+                            Some(f) => {
+                                match run_hook(&f.command, f.timeout, &[("HAMON_PEER", peer)]) {
+                                    Ok(()) => (true, "the fencing command succeeded".to_string()),
+                                    Err(e) => (false, e),
+                                }
+                            }
+                            None => (false, "no [fencing] command".to_string()),
+                        };
+                        let _ = tx.send(Input::Event(Event::FenceDone { ok, detail }));
+                    });
             }
             Action::Probe { target } => {
                 let tx = self.tx.clone();

@@ -156,6 +156,21 @@ pub struct Config {
     pub notify: Notify,
     /// `[witness]`: a third party both servers can reach, if any.
     pub witness: Option<Witness>,
+    /// `[fencing]`: how the peer is fenced before a takeover, if it is.
+    pub fencing: Option<Fencing>,
+}
+
+/// `[fencing]`: a command that fences the peer (a BMC's power off), run by the server
+/// about to take over, which waits for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fencing {
+    /// argv; the peer's node address is in `HAMON_PEER`.
+    pub command: Vec<String>,
+    /// How long it may run, 100 ms to 10 min (default 30 s).
+    pub timeout: Duration,
+    /// A failed fencing lets the takeover go ahead (`on_failure = "proceed"`) instead of
+    /// withholding it (`"withhold"`, the default).
+    pub proceed_on_failure: bool,
 }
 
 /// `[witness]`: a third party both servers can reach (the gateway, say), checked by ICMP
@@ -431,11 +446,43 @@ impl Validator<'_> {
             nic: self.nic(raw.nic)?,
             replication: self.replication(raw.replication, raw.sync)?,
             notify: self.notify(raw.notify)?,
+            fencing: match raw.fencing {
+                Some(f) => Some(self.fencing(f)?),
+                None => None,
+            },
             witness: match raw.witness {
                 Some(w) => Some(self.witness(w, &raw_heartbeat_defaults)?),
                 None => None,
             },
             node,
+        })
+    }
+
+    fn fencing(&self, raw: raw::RawFencing) -> Result<Fencing, ConfigError> {
+        let command = self
+            .argv("fencing.command", raw.command)?
+            .ok_or_else(|| self.invalid("fencing.command", "is required"))?;
+        let timeout = self.millis(
+            "fencing.timeout_ms",
+            raw.timeout_ms,
+            30_000,
+            100,
+            Some(600_000),
+        )?;
+        let proceed_on_failure = match raw.on_failure.as_deref() {
+            None | Some("withhold") => false,
+            Some("proceed") => true,
+            Some(other) => {
+                return Err(self.invalid(
+                    "fencing.on_failure",
+                    format!("must be \"withhold\" or \"proceed\" (got {other:?})"),
+                ))
+            }
+        };
+        Ok(Fencing {
+            command,
+            timeout,
+            proceed_on_failure,
         })
     }
 

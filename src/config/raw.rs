@@ -53,6 +53,17 @@ pub struct RawConfig {
     pub notify: RawNotify,
     /// `[witness]`.
     pub witness: Option<RawWitness>,
+    /// `[fencing]`.
+    pub fencing: Option<RawFencing>,
+}
+
+/// `[fencing]`: the peer is fenced before this server takes over.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFencing {
+    pub command: Option<Vec<String>>,
+    pub timeout_ms: Option<i64>,
+    pub on_failure: Option<String>,
 }
 
 /// `[witness]`: a third party both servers can reach.

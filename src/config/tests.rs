@@ -124,6 +124,7 @@ fn defaults_for(path: &str) -> Config {
         replication: default_replication(),
         notify: Notify::default(),
         witness: None,
+        fencing: None,
     }
 }
 
@@ -306,6 +307,7 @@ file = false
         replication: default_replication(),
         notify: Notify::default(),
         witness: None,
+        fencing: None,
     };
     assert_eq!(ok(text), expected);
     assert_eq!(
@@ -1096,6 +1098,39 @@ fn witness_is_read_and_checked() {
         (
             "[witness]\naddress = \"192.0.2.1\"\nmissed = 0\n",
             "witness.missed",
+        ),
+    ] {
+        assert_eq!(invalid(&with(text)).0, key, "{text}");
+    }
+}
+
+#[test]
+fn fencing_is_read_and_checked() {
+    assert!(defaults_for(PATH).fencing.is_none());
+    let f = ok(&with(
+        "[fencing]\ncommand = [\"/usr/bin/ipmitool\", \"chassis\", \"power\", \"off\"]\n",
+    ))
+    .fencing
+    .unwrap();
+    assert_eq!(f.command[0], "/usr/bin/ipmitool");
+    assert_eq!(f.timeout.as_millis(), 30_000);
+    assert!(!f.proceed_on_failure, "withhold by default");
+    let f = ok(&with(
+        "[fencing]\ncommand = [\"/bin/true\"]\ntimeout_ms = 500\non_failure = \"proceed\"\n",
+    ))
+    .fencing
+    .unwrap();
+    assert!(f.proceed_on_failure && f.timeout.as_millis() == 500);
+    for (text, key) in [
+        ("[fencing]\n", "fencing.command"),
+        ("[fencing]\ncommand = [\"ipmitool\"]\n", "fencing.command"),
+        (
+            "[fencing]\ncommand = [\"/bin/true\"]\ntimeout_ms = 5\n",
+            "fencing.timeout_ms",
+        ),
+        (
+            "[fencing]\ncommand = [\"/bin/true\"]\non_failure = \"maybe\"\n",
+            "fencing.on_failure",
         ),
     ] {
         assert_eq!(invalid(&with(text)).0, key, "{text}");

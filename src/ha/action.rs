@@ -87,6 +87,8 @@ pub struct PeerTarget {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Fence the peer at `peer` (run `[fencing] command`); answer with `Event::FenceDone`.
+    FencePeer { peer: String },
     /// Send one heartbeat to the peer.
     SendHeartbeat {
         address: String,

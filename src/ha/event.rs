@@ -208,6 +208,8 @@ pub enum Event {
     /// The witness's verdict, when it changes: it answered within its last `missed`
     /// checks (`true`), or it did not.
     Witness { reachable: bool },
+    /// The result of `Action::FencePeer`: the fencing command succeeded (`ok`), or why not.
+    FenceDone { ok: bool, detail: String },
     /// The database standby's replication lag against the failover bound:
     /// `Some(why)` when it is beyond it, `None` when within.
     ReplicaLag { behind: Option<String> },

@@ -58,6 +58,22 @@ pub struct NodeConfig {
     /// A witness is configured (`[witness]`): its reachability (`Event::Witness`) decides
     /// whether a secondary may take over and whether a cut-off primary fences itself.
     pub witness: bool,
+    /// Whether a takeover first fences the peer (`[fencing]`), and what a failed fencing
+    /// means.
+    pub fence: FencePolicy,
+}
+
+/// `[fencing]`: the peer is fenced (powered off through its BMC, say) before this server
+/// takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FencePolicy {
+    /// No fencing.
+    #[default]
+    Off,
+    /// A failed fencing withholds the takeover (retried with backoff).
+    Withhold,
+    /// A failed fencing is journaled, and the takeover goes ahead.
+    Proceed,
 }
 
 /// How this server currently sees its peer.
@@ -106,6 +122,10 @@ pub struct Node {
     pub(super) fenced: bool,
     /// A probe was sent to decide whether the fence may be lifted.
     pub(super) fence_probe: bool,
+    /// A fencing of the peer is under way, for a takeover with this reason.
+    pub(super) fencing_peer: Option<String>,
+    /// The peer was fenced (or fencing failed under `Proceed`) in this incident.
+    pub(super) peer_fenced: bool,
     pub(super) link: Link,
     pub(super) heard_at: Millis,
     /// When the peer's last heartbeats arrived: how lossy the path has been lately.
@@ -181,6 +201,8 @@ impl Node {
             witness: None,
             fenced: false,
             fence_probe: false,
+            fencing_peer: None,
+            peer_fenced: false,
             link: Link::Silent { since: 0 },
             heard_at: 0,
             history: super::liveness::History::default(),
@@ -463,6 +485,7 @@ impl Step<'_> {
                 }
             }
             Event::Witness { reachable } => self.on_witness(reachable),
+            Event::FenceDone { ok, detail } => self.on_fence_done(ok, &detail),
             Event::SyncBeat { lag } => self.n.sync_lag = lag,
             Event::ReplicaLag { behind } => {
                 self.n.lagging = behind;
@@ -517,6 +540,7 @@ impl Step<'_> {
             // incident, journaled and tried at once.
             self.n.takeover_failures = 0;
             self.n.takeover_retry_at = None;
+            self.n.peer_fenced = false;
         }
         self.journal(
             "state_changed",
@@ -526,6 +550,17 @@ impl Step<'_> {
         if let Some(d) = duty_for(to, self.n.cfg.role) {
             self.set_duty(d);
         }
+    }
+
+    /// One more failed takeover: the next automatic one waits 1 s, doubling to a minute.
+    /// Returns the wait.
+    pub(super) fn back_off(&mut self) -> Millis {
+        self.n.takeover_failures = self.n.takeover_failures.saturating_add(1);
+        let wait = TAKEOVER_BACKOFF
+            .saturating_mul(1 << self.n.takeover_failures.min(7).saturating_sub(1))
+            .min(TAKEOVER_BACKOFF_MAX);
+        self.n.takeover_retry_at = Some(self.now.saturating_add(wait));
+        wait
     }
 
     pub fn set_duty(&mut self, d: Duty) {
@@ -623,11 +658,7 @@ impl Step<'_> {
                 // Once a takeover failed, automatic ones back off (1 s,
                 // doubling to a minute) and only the first is journaled:
                 // a VIP that cannot be claimed must not flap the state.
-                self.n.takeover_failures = self.n.takeover_failures.saturating_add(1);
-                let wait = TAKEOVER_BACKOFF
-                    .saturating_mul(1 << self.n.takeover_failures.min(7).saturating_sub(1))
-                    .min(TAKEOVER_BACKOFF_MAX);
-                self.n.takeover_retry_at = Some(self.now.saturating_add(wait));
+                let wait = self.back_off();
                 if self.n.takeover_failures == 1 {
                     self.journal(
                         "duty_failed",

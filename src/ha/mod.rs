@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod event;
+mod fencing;
 mod liveness;
 pub mod machine;
 mod ops;
@@ -18,7 +19,7 @@ pub use event::{
     Beacon, ClassBeat, Command, CopyKind, Event, Millis, PeerAnswer, PeerRequest, Secret, SyncBeat,
     Token,
 };
-pub use machine::{step, Link, Node, NodeConfig, Timers};
+pub use machine::{step, FencePolicy, Link, Node, NodeConfig, Timers};
 pub use state::{
     ConfigMode, Duty, FailoverType, HaState, HealthSummary, Level, Member, Registration, Role,
 };

@@ -177,9 +177,8 @@ impl Step<'_> {
         if let Some(why) = why {
             return self.reply(token, refused(format!("failover refused: {why}")));
         }
-        self.n.boot_from = None;
         self.n.op = Some(Op::Failover { token });
-        self.enter(SecondaryFailover, "manual failover by operator");
+        self.take_over("manual failover by operator");
     }
 
     pub(super) fn fail_op_failover(&mut self, msg: String) {

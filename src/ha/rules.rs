@@ -226,10 +226,7 @@ impl Step<'_> {
                     );
                 }
             }
-            None => {
-                self.n.boot_from = None;
-                self.enter(SecondaryFailover, "automatic failover");
-            }
+            None => self.take_over("automatic failover"),
         }
     }
 

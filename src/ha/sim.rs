@@ -12,6 +12,9 @@ use super::machine::{step, Node, NodeConfig, Timers};
 use super::state::{Duty, FailoverType, HaState, Role};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// How long the simulated BMC takes to fence.
+const FENCE_TIME: Millis = 50;
+
 /// Index of the primary in a `Sim`.
 pub const P: usize = 0;
 /// Index of the secondary in a `Sim`.
@@ -86,6 +89,8 @@ pub struct Sim {
     pub probes: [u64; 2],
     /// Nodes whose saves fail (a full disk): what they persist is lost.
     pub unsaved: [bool; 2],
+    /// Whether the simulated BMC fences (powers off) the peer when asked.
+    pub fence_works: bool,
     /// Print every step to stderr (`HAMON_SIM_TRACE=1`).
     pub trace: bool,
 }
@@ -116,6 +121,7 @@ fn node_config(role: Role, timers: Timers) -> NodeConfig {
         fingerprint: None,
         timers,
         witness: false,
+        fence: super::machine::FencePolicy::Off,
     }
 }
 
@@ -157,6 +163,7 @@ impl Sim {
             failing_duties: HashSet::new(),
             probes: [0; 2],
             unsaved: [false; 2],
+            fence_works: true,
         };
         sim.nodes[S].key = Some(KEY.into());
         sim.start(P);
@@ -314,6 +321,16 @@ impl Sim {
         }
     }
 
+    /// Both servers fence their peer before a takeover (`[fencing]`), from now on.
+    pub fn configure_fencing(&mut self, policy: super::machine::FencePolicy) {
+        for n in &mut self.nodes {
+            n.cfg.fence = policy;
+            if let Some(node) = &mut n.node {
+                node.cfg.fence = policy;
+            }
+        }
+    }
+
     /// Both servers get a witness (`[witness]`), from now on.
     pub fn configure_witness(&mut self) {
         for n in &mut self.nodes {
@@ -390,6 +407,22 @@ impl Sim {
                     let from = self.nodes[i].cfg.address.clone();
                     self.event_later(other, delay, Event::Heartbeat { from, beacon });
                 }
+            }
+            Action::FencePeer { .. } => {
+                // The simulated BMC: power the peer off, or fail.
+                let ok = self.fence_works;
+                if ok {
+                    self.crash(other);
+                }
+                let detail = if ok { "powered off" } else { "BMC unreachable" };
+                self.event_later(
+                    i,
+                    FENCE_TIME,
+                    Event::FenceDone {
+                        ok,
+                        detail: detail.into(),
+                    },
+                );
             }
             Action::Probe { .. } => {
                 self.probes[i] += 1;

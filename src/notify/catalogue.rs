@@ -250,6 +250,38 @@ pub const EVENTS: &[EventKind] = &[
         meaning: "The primary is lost but this secondary will not take over on its own (not in \
                   sync, unhealthy, or its database standby lags); `hamon ha failover` forces it.",
     },
+    EventKind {
+        id: "fencing_started",
+        number: 204,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Fencing the peer: {text}",
+        meaning: "This secondary is about to take over and first runs the fencing command \
+                  against its peer.",
+    },
+    EventKind {
+        id: "fencing_done",
+        number: 205,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Info,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Peer fenced: {text}",
+        meaning: "The fencing command succeeded; the takeover goes ahead.",
+    },
+    EventKind {
+        id: "fencing_failed",
+        number: 206,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Critical,
+        clear: Clear::Operator,
+        follows_core: false,
+        template: "Fencing failed: {text}",
+        meaning: "The fencing command failed: the takeover is withheld and retried with backoff \
+                  (on_failure = withhold), or goes ahead unfenced (proceed).",
+    },
     // ----- 300s: the peer ----------------------------------------------------
     EventKind {
         id: "peer_lost",

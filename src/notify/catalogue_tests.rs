@@ -229,6 +229,7 @@ fn numbers_sit_in_their_range() {
                 1
             }
             id if id.starts_with("failover") || id.starts_with("failback_complete") => 2,
+            id if id.starts_with("fencing") => 2,
             id if id.starts_with("peer") || id.starts_with("heartbeat") => 3,
             "primary_alone" => 3,
             id if id.starts_with("witness") || id.starts_with("self_fence") => 3,
@@ -343,6 +344,7 @@ fn every_alarm_has_a_way_to_end() {
             "split_brain",
             "duty_failed",
             "failover_withheld",
+            "fencing_failed",
             "peer_not_paired",
             "primary_alone",
             "witness_check",

@@ -65,6 +65,7 @@ pub(crate) mod tests {
                 fingerprint: None,
                 timers: crate::ha::sim::fast_timers(),
                 witness: false,
+                fence: crate::ha::FencePolicy::Off,
             },
             None,
         )

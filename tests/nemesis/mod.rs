@@ -86,6 +86,10 @@ pub enum Fault {
     /// the observer (the clients, and the witness when `witness` is set: the observer's
     /// address, as a gateway would be).
     Isolate { host: usize, witness: bool },
+    /// SIGSTOP of the primary, with `[fencing]` on the secondary: a simulated BMC whose
+    /// "power off" SIGKILLs the primary's agent, flushes its addresses and downs its port
+    /// (`works`), or one that fails (`/bin/false`).
+    StopFenced { works: bool },
     /// Both agents killed (and their VIPs released) and started again at once.
     RestartBoth,
     /// The host's `state_dir` (a 2 MiB tmpfs) filled to the last byte, then the primary
@@ -119,6 +123,10 @@ impl Fault {
             Fault::KillUnderLoss(p) => format!("kill -9 primary under {p} % loss"),
             Fault::Delay { min_ms, max_ms } => format!("delay {min_ms}-{max_ms} ms, reordered"),
             Fault::RestartBoth => "both restarted".into(),
+            Fault::StopFenced { works } => format!(
+                "SIGSTOP primary, fencing {}",
+                if works { "works" } else { "fails" }
+            ),
             Fault::Isolate { host, witness } => format!(
                 "{} isolated{}",
                 h(host),
@@ -144,6 +152,8 @@ impl Fault {
         }
         match self {
             Fault::Loss(_) | Fault::KillUnderLoss(_) => Duration::from_secs(20),
+            // Five times the 1.1 s budget.
+            Fault::StopFenced { .. } => Duration::from_secs(6),
             Fault::FailbackKill { .. } => Duration::from_secs(2),
             _ => Duration::from_secs(5),
         }
@@ -161,6 +171,7 @@ impl Fault {
             | Fault::Delay { .. }
             | Fault::ClockJump { .. } => true,
             Fault::RestartBoth
+            | Fault::StopFenced { .. }
             | Fault::Isolate { .. }
             | Fault::KillUnderLoss(_)
             | Fault::FullStateDir { .. }
@@ -308,6 +319,8 @@ pub struct Cluster {
     helpers: Vec<Child>,
     /// When the fault killed the primary (observer ms).
     killed_at: Option<u64>,
+    /// Agents the fault itself kills (through fencing): their exit is expected.
+    fenced: [bool; 2],
     /// Exits nobody asked for: (host, status).
     pub exits: Vec<(usize, String)>,
 }
@@ -325,6 +338,7 @@ impl Cluster {
             mounts: Vec::new(),
             helpers: Vec::new(),
             killed_at: None,
+            fenced: [false; 2],
             exits: Vec::new(),
         };
         if peer == Peer::Hamon {
@@ -383,6 +397,17 @@ impl Cluster {
                 addr = V4[i],
                 d = d.display()
             );
+            if let Fault::StopFenced { works } = *fault {
+                let command = if works {
+                    format!(
+                        "\"/bin/sh\", \"{}\"",
+                        self.bed.dir.join("fence.sh").display()
+                    )
+                } else {
+                    "\"/bin/false\"".to_string()
+                };
+                cfg += &format!("[fencing]\ncommand = [{command}]\ntimeout_ms = 3000\n");
+            }
             if let Fault::Isolate { witness: true, .. } = fault {
                 cfg += &format!("[witness]\naddress = \"{}\"\n", V4[O]);
             }
@@ -733,6 +758,24 @@ impl Cluster {
             Fault::Loss(pct) => self.bridge_rules(&Self::both_ways(&format!(
                 "numgen random mod 100 < {pct} drop"
             ))),
+            Fault::StopFenced { works } => {
+                let pid = self.pids[P].unwrap();
+                if works {
+                    // The simulated BMC's power off: the agent dies, the addresses go
+                    // with the power, and the port goes dark.
+                    let script = format!(
+                        "#!/bin/sh\nkill -9 {pid}\nip -n {ns} addr flush dev eth0\n\
+                         ip -n {br} link set {port} down\n",
+                        ns = self.bed.ns[P],
+                        br = self.bed.bridge(),
+                        port = Self::port(P)
+                    );
+                    std::fs::write(self.bed.dir.join("fence.sh"), script).unwrap();
+                    self.fenced[P] = true;
+                }
+                self.killed_at = Some(self.obs.now());
+                self.bed.send(pid, libc::SIGSTOP);
+            }
             Fault::Isolate { host, .. } => {
                 if host == P {
                     self.killed_at = Some(self.obs.now());
@@ -877,6 +920,27 @@ impl Cluster {
                 self.start(P);
             }
             Fault::Isolate { .. } => self.clear_bridge_rules(),
+            Fault::StopFenced { works: true } => {
+                // Powered on again: port up, addresses back, agent started.
+                let br = self.bed.bridge().to_string();
+                let ok = Command::new("ip")
+                    .args(["-n", &br, "link", "set", Self::port(P), "up"])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "port up");
+                for (ip, len) in [(V4[P], 24), (super::netns::V6[P], 64)] {
+                    let _ = self.bed.exec(
+                        P,
+                        &["ip", "addr", "add", &format!("{ip}/{len}"), "dev", "eth0"],
+                    );
+                }
+                self.pids[P] = None;
+                self.start(P);
+            }
+            Fault::StopFenced { works: false } => {
+                self.bed.send(self.pids[P].unwrap(), libc::SIGCONT)
+            }
             Fault::Delay { .. } => {
                 for host in [P, S] {
                     self.delay_rule(host, "-D");
@@ -943,7 +1007,9 @@ impl Cluster {
         for host in [P, S] {
             if let Some(pid) = self.pids[host] {
                 if let Some(status) = self.bed.exited(pid) {
-                    self.exits.push((host, status.to_string()));
+                    if !self.fenced[host] {
+                        self.exits.push((host, status.to_string()));
+                    }
                     self.pids[host] = None;
                 }
             }
@@ -1210,6 +1276,20 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
         assert!(
             journal.contains("\"kind\":\"self_fenced\""),
             "{}: no self-fencing:\n{journal}",
+            report.fault
+        );
+    }
+    if let Fault::StopFenced { works } = fault {
+        let journal =
+            std::fs::read_to_string(c.state_dir(S).join("events.jsonl")).unwrap_or_default();
+        let kind = if works {
+            "fencing_done"
+        } else {
+            "fencing_failed"
+        };
+        assert!(
+            journal.contains(&format!("\"kind\":\"{kind}\"")),
+            "{}: no {kind}:\n{journal}",
             report.fault
         );
     }

@@ -1156,15 +1156,16 @@ fn a_primary_cut_off_from_its_peer_and_the_witness_fences_itself_before_the_take
     sim.net.partitioned = true;
     sim.witness(P, false);
     sim.run_for(sim.detection() + 2_000);
-    let fenced = duty_at(&sim, P, Duty::Standby).expect("the primary never stood down");
+    let fenced = duty_at(&sim, P, Duty::Halted).expect("the primary never stood down");
     let taken = duty_at(&sim, S, Duty::Active).expect("the secondary never took over");
     assert!(
         fenced < taken,
         "fenced at {fenced} ms, taken over at {taken} ms"
     );
     assert!(sim.journal_kinds(P).contains(&"self_fenced".to_string()));
-    // The primary's state is left as it was; only its duty changed.
-    assert_eq!(sim.node(P).map(|n| n.duty()), Some(Duty::Standby));
+    // The primary's state is left as it was; only its duty changed (Halted: the VIP and
+    // every service go, the database stays as it is).
+    assert_eq!(sim.node(P).map(|n| n.duty()), Some(Duty::Halted));
     // Healed: the primary finds the secondary active and stands by; no split brain.
     sim.net.partitioned = false;
     sim.witness(P, true);

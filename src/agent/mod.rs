@@ -260,6 +260,9 @@ fn run_hook(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> Resul
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // A group of its own, so that a timeout stops what it started too (a wrapper script's
+    // ipmitool must not power the peer off after the verdict).
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| format!("{prog}: {e}"))?;
     let deadline = Instant::now() + timeout;
     loop {
@@ -267,7 +270,8 @@ fn run_hook(argv: &[String], timeout: Duration, env: &[(&str, String)]) -> Resul
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(format!("{prog} exited with {status}")),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+                let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.wait();
                 return Err(format!("{prog} timed out after {timeout:?}"));
             }
@@ -939,8 +943,9 @@ impl Shell {
             }
             Action::FencePeer { peer } => {
                 let tx = self.tx.clone();
+                let fail = self.tx.clone();
                 let fencing = self.cfg.fencing.clone();
-                let _ = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name("fence".into())
                     .spawn(move || {
                         let (ok, detail) = match &fencing {
@@ -954,6 +959,11 @@ impl Shell {
                         };
                         let _ = tx.send(Input::Event(Event::FenceDone { ok, detail }));
                     });
+                if let Err(e) = spawned {
+                    // The core waits for an answer: give it one.
+                    let detail = format!("cannot start the fencing thread: {e}");
+                    let _ = fail.send(Input::Event(Event::FenceDone { ok: false, detail }));
+                }
             }
             Action::Probe { target } => {
                 let tx = self.tx.clone();

@@ -37,23 +37,26 @@ impl Step<'_> {
             return;
         };
         let peer = self.n.peer_label();
-        // Still without its peer? (It may have come back while the command ran.)
+        // Still without its peer? (It may have come back while the command ran; then this
+        // incident is over, and nothing of it may carry over to the next.)
         let still = matches!(self.n.state, SecondaryLostPrimary | SecondaryAlone);
+        let proceed = self.n.cfg.fence == FencePolicy::Proceed;
         if ok {
-            self.n.peer_fenced = true;
             self.journal(
                 "fencing_done",
                 Severity::Info,
                 format!("{peer} is fenced: {detail}"),
             );
-        } else if self.n.cfg.fence == FencePolicy::Proceed {
-            self.n.peer_fenced = true;
+        } else if !still || proceed {
+            let then = if still {
+                "taking over all the same (policy proceed)"
+            } else {
+                "the peer is back meanwhile"
+            };
             self.journal(
                 "fencing_failed",
                 Severity::Error,
-                format!(
-                    "fencing {peer} failed ({detail}); taking over all the same (policy proceed)"
-                ),
+                format!("fencing {peer} failed ({detail}); {then}"),
             );
         } else {
             let wait = self.back_off();
@@ -65,13 +68,20 @@ impl Step<'_> {
             self.fail_op_failover(format!("failover refused: {msg}"));
             return;
         }
-        if still {
-            self.take_over(&why);
-        } else {
+        if !still {
             self.fail_op_failover(format!(
                 "failover refused: the peer is back ({})",
                 self.n.state
             ));
+            return;
+        }
+        self.n.peer_fenced = true;
+        // An operator's failover goes ahead; an automatic one is weighed again (its
+        // conditions may have changed while the command ran).
+        if matches!(self.n.op, Some(super::ops::Op::Failover { .. })) {
+            self.take_over(&why);
+        } else {
+            self.maybe_auto_failover();
         }
     }
 }

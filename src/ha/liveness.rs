@@ -216,7 +216,9 @@ impl Step<'_> {
         if std::mem::take(&mut self.n.stale_probe) {
             return; // sent while this server's own HA link was down
         }
-        self.fence_probe_done(ok);
+        if self.n.link != Link::Up {
+            self.fence_probe_done(ok);
+        }
         let at_start = std::mem::take(&mut self.n.boot_probe);
         if self.n.link == Link::Up || !self.n.sends_heartbeats() {
             return;

@@ -122,6 +122,8 @@ pub struct Node {
     pub(super) fenced: bool,
     /// A probe was sent to decide whether the fence may be lifted.
     pub(super) fence_probe: bool,
+    /// Probes in a row that the peer's Health Monitor answered while fenced.
+    pub(super) fence_answers: u32,
     /// A fencing of the peer is under way, for a takeover with this reason.
     pub(super) fencing_peer: Option<String>,
     /// The peer was fenced (or fencing failed under `Proceed`) in this incident.
@@ -201,6 +203,7 @@ impl Node {
             witness: None,
             fenced: false,
             fence_probe: false,
+            fence_answers: 0,
             fencing_peer: None,
             peer_fenced: false,
             link: Link::Silent { since: 0 },
@@ -310,7 +313,13 @@ impl Node {
             if !self.probing {
                 let t = &self.cfg.timers;
                 match self.link {
-                    Link::Up => at(self.heard_at.saturating_add(self.silent_after())),
+                    Link::Up => {
+                        at(self.heard_at.saturating_add(self.silent_after()));
+                        // A primary that may have to fence looks at the plain silence.
+                        if self.cfg.witness && self.witness == Some(false) && !self.fenced {
+                            at(self.heard_at.saturating_add(t.silent_after()));
+                        }
+                    }
                     Link::Silent { since } => at(since.saturating_add(t.grace)),
                     Link::PathBroken | Link::Lost => at(self.next_probe_at),
                 }
@@ -564,9 +573,9 @@ impl Step<'_> {
     }
 
     pub fn set_duty(&mut self, d: Duty) {
-        // A fenced primary holds nothing active until it is unfenced (`Step::fence`).
+        // A fenced primary holds nothing until the fence is lifted (`Step::check_fence`).
         let d = if self.n.fenced && d == Duty::Active {
-            Duty::Standby
+            Duty::Halted
         } else {
             d
         };

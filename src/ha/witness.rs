@@ -4,10 +4,13 @@
 //! - A secondary that cannot reach the witness does not take over: it is the one cut
 //!   off (`maybe_auto_failover`).
 //! - A primary of an automatic pair that can reach neither its peer nor the witness
-//!   releases its active duty (self-fencing) as soon as the peer counts as silent, which
-//!   is a grace and a probe before the secondary may take over. Its state is left as it
-//!   was; it takes the duty back when the peer or the witness answers again, unless the
-//!   secondary has taken over meanwhile.
+//!   releases its duty (self-fencing: the VIP and every service go, the database is left
+//!   alone) as soon as the peer has missed `missed` heartbeats, which is a grace and a
+//!   probe before the secondary may take over. Its state is left as it was. The fence is
+//!   lifted by the peer's heartbeat (the pair rules decide who is active), by a probe sent
+//!   after the witness came back that finds the peer down, or by two probes in a row that
+//!   find the peer's Health Monitor answering without heartbeats (a broken heartbeat
+//!   path, on which the secondary does not take over either).
 //!
 //! An active secondary is never fenced: the standby primary does not take over on its own
 //! (`docs/states.md`, departure g), so fencing it would leave no server active.
@@ -34,12 +37,16 @@ impl Step<'_> {
             }
             if self.n.fenced && self.n.link != Link::Up {
                 // Back in touch with the witness, still not with the peer: the secondary
-                // may have taken over. Probe it first; the fence is lifted only if it
-                // does not answer (it is down), else its heartbeat decides.
+                // may have taken over. Probe it afresh (a probe still out was sent while
+                // cut off, and its verdict does not count); the fence is lifted only if
+                // the fresh one finds it down, else its heartbeat decides.
                 self.n.fence_probe = true;
-                if !self.n.probing {
+                if self.n.probing {
+                    self.n.stale_probe = true;
+                } else {
                     self.probe();
                 }
+                self.n.next_probe_at = self.now;
             }
             // A takeover withheld for the witness may go now.
             self.maybe_auto_failover();
@@ -56,7 +63,20 @@ impl Step<'_> {
     /// A probe asked by `on_witness` answered (`ok`) or not: if not, the peer is down and
     /// the fence is lifted.
     pub(super) fn fence_probe_done(&mut self, ok: bool) {
-        if std::mem::take(&mut self.n.fence_probe) && !ok && self.n.fenced {
+        if !self.n.fenced {
+            self.n.fence_probe = false;
+            return;
+        }
+        if ok {
+            // The peer's Health Monitor answers while its heartbeats do not: it lives,
+            // and may be active. Twice in a row (a probe interval apart, with no
+            // heartbeat between) it is a broken heartbeat path, which the secondary sees
+            // too and does not take over on: the role comes back here.
+            self.n.fence_answers = self.n.fence_answers.saturating_add(1);
+            if self.n.fence_answers >= 2 {
+                self.set_fence(false);
+            }
+        } else if std::mem::take(&mut self.n.fence_probe) && self.n.witness == Some(true) {
             self.set_fence(false);
         }
     }
@@ -72,10 +92,15 @@ impl Step<'_> {
             n.state,
             PrimaryActive | PrimaryLostSecondary | PrimaryUncertain
         );
-        let cut_off = matches!(n.link, Link::Silent { .. } | Link::Lost);
+        // Silent by the plain count of missed heartbeats, not the count the loss history
+        // may have stretched: the secondary's clock for its takeover may be the plain one.
+        let cut_off = match n.link {
+            Link::Silent { .. } | Link::Lost => true,
+            Link::Up => self.now >= n.heard_at.saturating_add(n.cfg.timers.silent_after()),
+            Link::PathBroken => false,
+        };
         let fence = if n.fenced {
-            // A peer whose Health Monitor answers may be active: only its heartbeat,
-            // through the pair rules, lifts the fence then.
+            // Until a heartbeat (through the pair rules) or a probe lifts it.
             active_state && n.link != Link::Up
         } else {
             n.cfg.witness
@@ -93,6 +118,8 @@ impl Step<'_> {
     fn set_fence(&mut self, fence: bool) {
         let peer = self.n.peer_label();
         self.n.fenced = fence;
+        self.n.fence_answers = 0;
+        self.n.fence_probe = false;
         if fence {
             self.journal(
                 "self_fenced",
@@ -103,7 +130,10 @@ impl Step<'_> {
                      secondary can take over alone"
                 ),
             );
-            self.set_duty(Duty::Standby);
+            // Halted, not Standby: the VIP and every service go, and the database is left
+            // as it is (a standby's would follow the peer, rewinding what it has not
+            // replicated).
+            self.set_duty(Duty::Halted);
         } else {
             self.journal(
                 "self_fence_lifted",
@@ -111,9 +141,9 @@ impl Step<'_> {
                 "the peer is heard again, or found down once the witness answered: the fence \
                  is lifted",
             );
-            if let Some(d) = duty_for(self.n.state, self.n.cfg.role) {
-                self.set_duty(d);
-            }
+            // Still in an active state (Uncertain has no duty of its own): active again.
+            let d = duty_for(self.n.state, self.n.cfg.role).unwrap_or(Duty::Active);
+            self.set_duty(d);
         }
     }
 }

@@ -34,16 +34,14 @@ const V6_REPLY: u8 = 129;
 const V4_VERSION_IHL: usize = 0;
 const V4_MIN_HEADER: usize = 20;
 
-const PAYLOAD_TEXT: &[u8] = b"hamon witness";
-
-/// An echo request (`v6`: ICMPv6, whose checksum the kernel fills in).
-pub fn echo_request(v6: bool, ident: u16, seq: u16) -> Vec<u8> {
-    let mut m = vec![0u8; PAYLOAD + PAYLOAD_TEXT.len()];
+/// An echo request carrying `payload` (`v6`: ICMPv6, whose checksum the kernel fills in).
+pub fn echo_request(v6: bool, ident: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; PAYLOAD + payload.len()];
     m[TYPE] = if v6 { V6_REQUEST } else { V4_REQUEST };
     m[CODE] = 0;
     m[IDENT..IDENT + 2].copy_from_slice(&ident.to_be_bytes());
     m[SEQ..SEQ + 2].copy_from_slice(&seq.to_be_bytes());
-    m[PAYLOAD..].copy_from_slice(PAYLOAD_TEXT);
+    m[PAYLOAD..].copy_from_slice(payload);
     if !v6 {
         let sum = checksum(&m);
         m[CHECKSUM..CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
@@ -51,9 +49,10 @@ pub fn echo_request(v6: bool, ident: u16, seq: u16) -> Vec<u8> {
     m
 }
 
-/// The (ident, seq) of an echo reply as a raw socket hands it over (`v6`: the ICMPv6
-/// message alone; else the IPv4 header first). `None` for anything else, or too short.
-pub fn parse_reply(v6: bool, packet: &[u8]) -> Option<(u16, u16)> {
+/// The (ident, seq, payload) of an echo reply as a raw socket hands it over (`v6`: the
+/// ICMPv6 message alone; else the IPv4 header first). `None` for anything else, or too
+/// short.
+pub fn parse_reply(v6: bool, packet: &[u8]) -> Option<(u16, u16, &[u8])> {
     let message = if v6 {
         packet
     } else {
@@ -70,7 +69,7 @@ pub fn parse_reply(v6: bool, packet: &[u8]) -> Option<(u16, u16)> {
     }
     let ident = u16::from_be_bytes(message.get(IDENT..IDENT + 2)?.try_into().ok()?);
     let seq = u16::from_be_bytes(message.get(SEQ..SEQ + 2)?.try_into().ok()?);
-    Some((ident, seq))
+    Some((ident, seq, message.get(PAYLOAD..)?))
 }
 
 /// The Internet checksum (RFC 1071) of `data`.
@@ -92,6 +91,9 @@ pub struct Pinger {
     target: IpAddr,
     ident: u16,
     seq: u16,
+    /// Random per pinger, echoed back: a reply to someone else's request that happens to
+    /// share the ident and seq is not ours.
+    nonce: [u8; 8],
 }
 
 impl Pinger {
@@ -102,13 +104,16 @@ impl Pinger {
         };
         let sock = socket2::Socket::new(domain, socket2::Type::RAW, Some(protocol))?;
         let mut ident = [0u8; 2];
+        let mut nonce = [0u8; 8];
         getrandom::fill(&mut ident).map_err(|e| io::Error::other(e.to_string()))?;
+        getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Pinger {
             // A raw socket read through UdpSocket: datagrams, with the sender's address.
             sock: sock.into(),
             target,
             ident: u16::from_be_bytes(ident),
             seq: 0,
+            nonce,
         })
     }
 
@@ -117,7 +122,7 @@ impl Pinger {
     pub fn ping(&mut self, timeout: Duration) -> io::Result<bool> {
         self.seq = self.seq.wrapping_add(1);
         let v6 = self.target.is_ipv6();
-        let request = echo_request(v6, self.ident, self.seq);
+        let request = echo_request(v6, self.ident, self.seq, &self.nonce);
         self.sock
             .send_to(&request, SocketAddr::new(self.target, 0))?;
         let deadline = Instant::now() + timeout;
@@ -131,7 +136,8 @@ impl Pinger {
             match self.sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     let reply = buf.get(..n).and_then(|p| parse_reply(v6, p));
-                    if from.ip() == self.target && reply == Some((self.ident, self.seq)) {
+                    let mine = Some((self.ident, self.seq, &self.nonce[..]));
+                    if from.ip() == self.target && reply == mine {
                         return Ok(true);
                     }
                 }
@@ -165,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_v4_request_carries_a_checksum_that_sums_to_zero() {
-        let r = echo_request(false, 0xbeef, 7);
+        let r = echo_request(false, 0xbeef, 7, b"nonce-01");
         assert_eq!(r[TYPE], V4_REQUEST);
         assert_eq!(&r[IDENT..SEQ], &[0xbe, 0xef]);
         assert_eq!(&r[SEQ..PAYLOAD], &[0, 7]);
@@ -175,31 +181,34 @@ mod tests {
 
     #[test]
     fn a_v6_request_leaves_the_checksum_to_the_kernel() {
-        let r = echo_request(true, 1, 2);
+        let r = echo_request(true, 1, 2, b"x");
         assert_eq!(r[TYPE], V6_REQUEST);
         assert_eq!(&r[CHECKSUM..IDENT], &[0, 0]);
     }
 
     #[test]
     fn replies_are_read_after_the_ipv4_header_of_any_length() {
-        let mut reply = echo_request(false, 0x1234, 9);
+        let mut reply = echo_request(false, 0x1234, 9, b"abc");
         reply[TYPE] = V4_REPLY;
-        assert_eq!(parse_reply(false, &v4(&reply)), Some((0x1234, 9)));
+        assert_eq!(
+            parse_reply(false, &v4(&reply)),
+            Some((0x1234, 9, &b"abc"[..]))
+        );
         // With 4 bytes of IPv4 options (IHL 6).
         let mut long = v4(&[0, 0, 0, 0]);
         long[0] = 0x46;
         long.extend_from_slice(&reply);
-        assert_eq!(parse_reply(false, &long), Some((0x1234, 9)));
-        let mut reply6 = echo_request(true, 0x1234, 9);
+        assert_eq!(parse_reply(false, &long), Some((0x1234, 9, &b"abc"[..])));
+        let mut reply6 = echo_request(true, 0x1234, 9, b"");
         reply6[TYPE] = V6_REPLY;
-        assert_eq!(parse_reply(true, &reply6), Some((0x1234, 9)));
+        assert_eq!(parse_reply(true, &reply6), Some((0x1234, 9, &b""[..])));
     }
 
     #[test]
     fn anything_but_an_echo_reply_is_refused() {
         // Our own request, seen on the way out; an unreachable; a truncated reply; a bad
         // header length; not IPv4 at all.
-        let request = echo_request(false, 1, 1);
+        let request = echo_request(false, 1, 1, b"n");
         assert_eq!(parse_reply(false, &v4(&request)), None);
         assert_eq!(parse_reply(false, &v4(&[3, 1, 0, 0, 0, 0, 0, 0])), None);
         assert_eq!(parse_reply(false, &v4(&[0, 0, 0, 0, 0])), None);

@@ -13,7 +13,8 @@
 //!   longer: `HAMON_FAULTS_RUNS` (runs per fault, default 1), `HAMON_FAULTS_HOLD_S` (the
 //!   hold of every fault, default per fault), `HAMON_FAULTS_PEER=keepalived` (the baseline;
 //!   faults that do not apply to it pass without running), `HAMON_FAULTS_OUT` (a file each
-//!   run appends its figures to, one JSON object a line).
+//!   run appends its figures to, one JSON object a line), `HAMON_FAULTS_TAG` (a prefix for
+//!   the namespace names, so that two runs can share the machine).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -1154,10 +1155,12 @@ pub fn run(tag: &str, fault: Fault) -> Vec<Report> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    // The baseline gets namespaces of its own, so both can run at once.
+    // The baseline gets namespaces of its own, so both can run at once; so does a run
+    // with HAMON_FAULTS_TAG (a prefix) beside another.
+    let prefix = std::env::var("HAMON_FAULTS_TAG").unwrap_or_default();
     let tag = match peer {
-        Peer::Hamon => tag.to_string(),
-        Peer::Keepalived => format!("k{tag}"),
+        Peer::Hamon => format!("{prefix}{tag}"),
+        Peer::Keepalived => format!("{prefix}k{tag}"),
     };
     (0..runs).map(|_| run_once(&tag, peer, fault)).collect()
 }

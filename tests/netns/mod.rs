@@ -352,7 +352,8 @@ impl Drop for Bed {
         if !errors.is_empty() {
             eprintln!("test bed teardown: {}", errors.join("; "));
         }
-        if !std::thread::panicking() {
+        // HAMON_BED_KEEP keeps the logs of a run that passed, for a look afterwards.
+        if !std::thread::panicking() && std::env::var_os("HAMON_BED_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -99,6 +99,9 @@ pub fn status(cfg: Option<&Path>) -> i32 {
                      released the virtual IP and its active services"
                 );
             }
+            if status.fencing_peer {
+                println!("Fencing the peer before taking over (see the journal)");
+            }
             if let Some(why) = state_unsaved {
                 println!(
                     "HA state NOT SAVED: {why} (a restart would come back with an older state)"

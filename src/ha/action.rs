@@ -64,6 +64,9 @@ pub struct StatusView {
     /// witness (self-fencing).
     #[serde(default)]
     pub fenced: bool,
+    /// This secondary is fencing its peer before it takes over (`[fencing]`).
+    #[serde(default)]
+    pub fencing_peer: bool,
 }
 
 /// The answer to an operator command.

@@ -301,6 +301,7 @@ impl Node {
             blocked: self.blocked.clone(),
             witness: self.witness.filter(|_| self.cfg.witness),
             fenced: self.fenced,
+            fencing_peer: self.fencing_peer.is_some(),
         }
     }
 

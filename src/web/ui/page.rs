@@ -222,6 +222,9 @@ pub fn status_reasons(s: &StatusView) -> Vec<String> {
     if s.fenced {
         why.push("self-fenced: reaches neither the peer nor the witness".into());
     }
+    if s.fencing_peer {
+        why.push("fencing the peer before taking over".into());
+    }
     why
 }
 
@@ -694,6 +697,7 @@ mod tests {
             blocked: None,
             witness: None,
             fenced: false,
+            fencing_peer: false,
         }
     }
 

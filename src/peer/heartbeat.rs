@@ -36,6 +36,9 @@ pub enum Refusal {
     Own,
 }
 
+/// The least time between two answers the receiving thread sends to frames that ask.
+const ANSWER_GAP: Duration = Duration::from_millis(50);
+
 /// Frames of the peer in a row that echo nothing newer of ours, while we sent newer ones,
 /// before the peer counts as not hearing us.
 pub const DEAF_AFTER: u32 = 3;
@@ -210,6 +213,12 @@ pub struct Heartbeats {
     /// When an authentic frame of the peer's last came by the node address (0) and by
     /// each path (1..), in Unix ms (0: never).
     heard: Vec<AtomicU64>,
+    /// The last beacon the core sent, and where to. A frame that asks for an answer is
+    /// answered from it at once by the receiving thread (`answer`), so that a core held up
+    /// by a slow disk (a state saved with fsync) never looks dead to its peer.
+    last_sent: Mutex<Option<(SocketAddr, Beacon)>>,
+    /// When the receiving thread last answered an ask.
+    answered_at: Mutex<Option<std::time::Instant>>,
     guard: Mutex<Guard>,
     keys: Arc<RwLock<Option<Keys>>>,
     /// Our role: an admitted frame names the other one.
@@ -234,6 +243,8 @@ impl Heartbeats {
             sock,
             paths: Vec::new(),
             heard: vec![AtomicU64::new(0)],
+            last_sent: Mutex::new(None),
+            answered_at: Mutex::new(None),
             guard: Mutex::new(Guard::new(boot)),
             keys,
             role,
@@ -319,6 +330,40 @@ impl Heartbeats {
 
     /// Seal and send one heartbeat. Without a key, nothing is sent.
     pub fn send(&self, to: SocketAddr, beacon: Beacon) -> io::Result<()> {
+        if let Ok(mut last) = self.last_sent.lock() {
+            *last = Some((
+                to,
+                Beacon {
+                    asks: false,
+                    ..beacon.clone()
+                },
+            ));
+        }
+        self.send_frame(to, beacon)
+    }
+
+    /// Answers a frame that asked for one, with the core's last beacon, at most once every
+    /// `ANSWER_GAP`. The core answers too, as soon as it is free; this copy only makes the
+    /// answer independent of it.
+    fn answer(&self) {
+        let now = std::time::Instant::now();
+        let due = match self.answered_at.lock() {
+            Ok(mut at) => {
+                let due = at.is_none_or(|t| now.duration_since(t) >= ANSWER_GAP);
+                if due {
+                    *at = Some(now);
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        let last = self.last_sent.lock().ok().and_then(|l| l.clone());
+        if let (true, Some((to, beacon))) = (due, last) {
+            let _ = self.send_frame(to, beacon);
+        }
+    }
+
+    fn send_frame(&self, to: SocketAddr, beacon: Beacon) -> io::Result<()> {
         let Some(key) = self.key() else { return Ok(()) };
         let frame = match self.guard.lock() {
             Ok(mut g) => g.next_frame(beacon),
@@ -416,6 +461,9 @@ impl Heartbeats {
         match verdict {
             Ok(_) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                if frame.body.asks {
+                    self.answer();
+                }
                 Received {
                     heartbeat: Some(Event::Heartbeat {
                         from,
@@ -572,6 +620,65 @@ mod tests {
             b.next_frame(beacon());
         }
         assert_eq!(b.admit(&f), Err(Refusal::Unconfirmed));
+    }
+
+    #[test]
+    fn a_frame_that_asks_is_answered_by_the_receiving_thread(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let keys = Arc::new(RwLock::new(Some(Keys::legacy("Test-Key-1"))));
+        let a = Heartbeats::bind("127.0.0.1:0".parse()?, keys.clone(), Role::Primary)?;
+        let b = Heartbeats::bind("127.0.0.2:0".parse()?, keys, Role::Secondary)?;
+        let (a_addr, b_addr) = (a.local_addr()?, b.local_addr()?);
+        a.set_peer(Some(b_addr.ip()));
+        b.set_peer(Some(a_addr.ip()));
+        let from_b = Beacon {
+            role: Role::Secondary,
+            ..beacon()
+        };
+        let mut buf = [0u8; 1024];
+        let mut deliver = |to: &Heartbeats| -> Result<Received, Box<dyn std::error::Error>> {
+            let (n, src) = to.sock.recv_from(&mut buf)?;
+            Ok(to.receive(&buf[..n], src))
+        };
+        // The handshake of two new boots: a, b, a.
+        a.send(b_addr, beacon())?;
+        deliver(&b)?;
+        b.send(a_addr, from_b.clone())?;
+        deliver(&a)?;
+        a.send(b_addr, beacon())?;
+        assert!(deliver(&b)?.heartbeat.is_some());
+        // b's core has sent its last beacon to a; a now asks. b's receiving thread answers
+        // at once, with that beacon (its core is not involved).
+        b.send(a_addr, from_b.clone())?;
+        deliver(&a)?;
+        let sent = b.stats.sent.load(Ordering::Relaxed);
+        a.send(
+            b_addr,
+            Beacon {
+                asks: true,
+                ..beacon()
+            },
+        )?;
+        assert!(deliver(&b)?.heartbeat.is_some());
+        assert_eq!(b.stats.sent.load(Ordering::Relaxed), sent + 1, "b answered");
+        match deliver(&a)?.heartbeat {
+            Some(Event::Heartbeat { beacon, .. }) => {
+                assert_eq!(beacon.role, Role::Secondary);
+                assert!(!beacon.asks, "an answer does not ask back");
+            }
+            other => panic!("no answer: {other:?}"),
+        }
+        // Another ask at once: within ANSWER_GAP, not answered again by the thread.
+        a.send(
+            b_addr,
+            Beacon {
+                asks: true,
+                ..beacon()
+            },
+        )?;
+        deliver(&b)?;
+        assert_eq!(b.stats.sent.load(Ordering::Relaxed), sent + 1);
+        Ok(())
     }
 
     #[test]

@@ -431,7 +431,7 @@ impl Validator<'_> {
             }
         }
         let heartbeat = self.heartbeat(raw.heartbeat)?;
-        let raw_heartbeat_defaults = (heartbeat.interval, heartbeat.missed);
+        let raw_heartbeat_defaults = (heartbeat.interval, heartbeat.missed, heartbeat.grace);
         Ok(Config {
             path: self.path.to_path_buf(),
             heartbeat,
@@ -451,7 +451,7 @@ impl Validator<'_> {
                 None => None,
             },
             witness: match raw.witness {
-                Some(w) => Some(self.witness(w, &raw_heartbeat_defaults)?),
+                Some(w) => Some(self.witness(w, &raw_heartbeat_defaults, node.address)?),
                 None => None,
             },
             node,
@@ -486,7 +486,12 @@ impl Validator<'_> {
         })
     }
 
-    fn witness(&self, raw: raw::RawWitness, hb: &(Duration, u32)) -> Result<Witness, ConfigError> {
+    fn witness(
+        &self,
+        raw: raw::RawWitness,
+        hb: &(Duration, u32, Duration),
+        own: IpAddr,
+    ) -> Result<Witness, ConfigError> {
         let address = self.required("witness.address", raw.address)?;
         let address = address.parse::<IpAddr>().map_err(|_| {
             self.invalid(
@@ -494,7 +499,11 @@ impl Validator<'_> {
                 format!("must be an IP address (got {address:?})"),
             )
         })?;
-        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+        if address.is_unspecified()
+            || address.is_multicast()
+            || address.is_loopback()
+            || address == own
+        {
             return Err(self.invalid(
                 "witness.address",
                 format!("must be another host's unicast address (got {address})"),
@@ -508,6 +517,22 @@ impl Validator<'_> {
             None => hb.1,
             some => self.count("witness.missed", some, 0, 1, 100)?,
         };
+        // A cut-off primary must know the witness is gone by the time its peer's takeover
+        // may come (the peer's silence plus the grace), or it fences itself too late.
+        let verdict = interval.saturating_mul(missed);
+        let takeover = hb.0.saturating_mul(hb.1).saturating_add(hb.2);
+        if verdict > takeover {
+            return Err(self.invalid(
+                "witness.interval_ms",
+                format!(
+                    "the witness's verdict takes interval_ms x missed = {} ms, longer than the \
+                     heartbeat's silence and grace ({} ms): a cut-off primary would fence \
+                     itself after the secondary took over",
+                    verdict.as_millis(),
+                    takeover.as_millis()
+                ),
+            ));
+        }
         Ok(Witness {
             address,
             interval,

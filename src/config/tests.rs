@@ -1099,6 +1099,13 @@ fn witness_is_read_and_checked() {
             "[witness]\naddress = \"192.0.2.1\"\nmissed = 0\n",
             "witness.missed",
         ),
+        // Slower than the heartbeat's silence and grace (the defaults: 15 s + 10 s).
+        (
+            "[witness]\naddress = \"192.0.2.1\"\ninterval_ms = 60000\nmissed = 3\n",
+            "witness.interval_ms",
+        ),
+        // This server itself (MINIMAL's address).
+        ("[witness]\naddress = \"192.0.2.11\"\n", "witness.address"),
     ] {
         assert_eq!(invalid(&with(text)).0, key, "{text}");
     }

@@ -38,6 +38,14 @@ fn takeovers(sim: &Sim) -> usize {
         .count()
 }
 
+/// How long after `crash_at` the secondary was told to become active, if it was.
+fn taken_over_after(sim: &Sim, crash_at: u64) -> Option<u64> {
+    sim.duties
+        .iter()
+        .find(|(at, i, d)| *at >= crash_at && *i == S && *d == Duty::Active)
+        .map(|(at, _, _)| at - crash_at)
+}
+
 #[test]
 fn thirty_percent_loss_for_ten_minutes_fails_nothing_over() {
     for seed in 1..=5 {
@@ -80,11 +88,7 @@ fn a_crash_under_thirty_percent_loss_is_found_within_the_stretched_budget() {
         let crash_at = sim.now;
         sim.crash(P);
         sim.run_for(10_000);
-        let took = sim
-            .duties
-            .iter()
-            .find(|(at, i, d)| *at >= crash_at && *i == S && *d == Duty::Active)
-            .map(|(at, _, _)| at - crash_at)
+        let took = taken_over_after(&sim, crash_at)
             .unwrap_or_else(|| panic!("seed {seed}: never took over: {:?}", sim.history(S)));
         assert!(took <= bound, "seed {seed}: {took} ms > {bound} ms");
         worst = worst.max(took);
@@ -101,12 +105,7 @@ fn a_crash_on_a_clean_path_is_found_within_the_plain_budget() {
         let crash_at = sim.now;
         sim.crash(P);
         sim.run_for(5_000);
-        let took = sim
-            .duties
-            .iter()
-            .find(|(at, i, d)| *at >= crash_at && *i == S && *d == Duty::Active)
-            .map(|(at, _, _)| at - crash_at)
-            .expect("took over");
+        let took = taken_over_after(&sim, crash_at).expect("took over");
         // The last heartbeat may have come up to one interval before the crash.
         assert!(took <= budget + t.interval, "seed {seed}: {took} ms");
     }

@@ -7,7 +7,7 @@ mod netns;
 
 use netns::{until, Bed, MAC, O, P, S, V4, VIP4, VIP6};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 const KEY: &str = "Bed-Key-2026";
@@ -67,18 +67,7 @@ impl Ha {
     }
 
     fn cli_stdin(&self, host: usize, args: &[&str], input: &str) -> Output {
-        use std::io::Write;
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", &self.bed.ns[host], hamon(), "--config"])
-            .arg(self.config(host))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        c.wait_with_output().unwrap()
+        self.bed.hamon(host, &self.config(host), args, input)
     }
 
     fn start(&mut self, host: usize) {

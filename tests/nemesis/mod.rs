@@ -433,17 +433,7 @@ impl Cluster {
 
     /// The hamon CLI inside a host's namespace.
     pub fn cli(&self, host: usize, args: &[&str], input: &str) -> std::process::Output {
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", &self.bed.ns[host], hamon(), "--config"])
-            .arg(self.config(host))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        c.wait_with_output().unwrap()
+        self.bed.hamon(host, &self.config(host), args, input)
     }
 
     fn log_path(&self, host: usize) -> PathBuf {
@@ -720,8 +710,13 @@ impl Cluster {
         while f.write(&[0u8]).is_ok_and(|n| n > 0) {}
     }
 
-    fn wait_holder(&self, host: usize, within: Duration) -> bool {
-        until(within, || self.obs.holders()[host])
+    /// The primary dies (its VIP released, as the unit's ExecStopPost does) and the
+    /// secondary takes the VIP.
+    fn fail_over(&mut self) {
+        self.kill9(P);
+        self.release_vip(P);
+        let taken = until(Duration::from_secs(10), || self.obs.holders()[S]);
+        assert!(taken, "no takeover:\n{}", self.log(S));
     }
 
     // ----- one run -------------------------------------------------------------------
@@ -840,14 +835,8 @@ impl Cluster {
             }
             Fault::FullStateDir { host } => {
                 self.fill_state_dir(host);
-                // A failover on the full disk: the primary dies (and releases its VIP).
-                self.kill9(P);
-                self.release_vip(P);
-                assert!(
-                    self.wait_holder(S, Duration::from_secs(10)),
-                    "no takeover:\n{}",
-                    self.log(S)
-                );
+                // A failover on the full disk.
+                self.fail_over();
                 if host == S {
                     // The secondary, active on a full disk, restarts.
                     self.kill9(S);
@@ -968,13 +957,7 @@ impl Cluster {
     /// Prepares what the fault needs before it (a failover for a failback).
     fn prepare(&mut self, fault: &Fault) {
         if let Fault::FailbackKill { .. } = fault {
-            self.kill9(P);
-            self.release_vip(P);
-            assert!(
-                self.wait_holder(S, Duration::from_secs(10)),
-                "no takeover:\n{}",
-                self.log(S)
-            );
+            self.fail_over();
             self.start(P);
             let back = until(Duration::from_secs(20), || {
                 self.state(P).starts_with("Primary")

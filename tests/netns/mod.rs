@@ -180,6 +180,28 @@ impl Bed {
             .unwrap()
     }
 
+    /// The hamon CLI with `config`, run inside a host's namespace, `input` on its stdin.
+    pub fn hamon(&self, host: usize, config: &Path, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns[host],
+                env!("CARGO_BIN_EXE_hamon"),
+                "--config",
+            ])
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    }
+
     /// Start a process in a host's namespace (`ip netns exec` execs it, so
     /// the child's PID is the process's own). Killed on drop.
     pub fn spawn(&mut self, host: usize, args: &[&str], log: &Path) -> u32 {

@@ -4,6 +4,7 @@
 //! See `docs/architecture.md`.
 
 pub mod agent;
+pub mod arbiter;
 pub mod cli;
 pub mod config;
 pub mod control;

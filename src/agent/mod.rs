@@ -103,6 +103,7 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
             Some(f) if f.proceed_on_failure => ha::FencePolicy::Proceed,
             Some(_) => ha::FencePolicy::Withhold,
         },
+        arbiter: cfg.arbiter.as_ref().map(|a| a.on_loss),
     }
 }
 
@@ -322,6 +323,8 @@ struct Shell {
     /// The registration's mail recipients.
     emails: Vec<String>,
     notifier: Arc<crate::notify::dispatch::Dispatcher>,
+    /// The arbiter's lease thread (`[arbiter]`).
+    arbiter: Option<crate::arbiter::Arbiter>,
 }
 
 /// Run the agent until SIGTERM (or SIGINT): start the adapters, then run
@@ -488,6 +491,20 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         .map_err(io_err("replica watcher"))?;
     }
     start_sync_threads(&sync, &published, &tx, &stop)?;
+    let arbiter = match &cfg.arbiter {
+        None => None,
+        Some(a) => {
+            let me = format!("{} {} {}", node.role(), cfg.node.name, cfg.node.address);
+            let tx = tx.clone();
+            let send = Arc::new(move |e| {
+                let _ = tx.send(Input::Event(e));
+            });
+            Some(
+                crate::arbiter::Arbiter::start(a, me, send)
+                    .map_err(|e| io_err("arbiter")(std::io::Error::other(e)))?,
+            )
+        }
+    };
     let state_unsaved: Arc<RwLock<Option<String>>> = Arc::default();
     let parts = ControlParts {
         store: store.clone(),
@@ -535,6 +552,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         follow_peer: false,
         emails: Vec::new(),
         notifier,
+        arbiter,
     };
     Ok(Agent {
         shell,
@@ -580,6 +598,10 @@ impl Agent {
         stop.store(true, Ordering::Relaxed);
         shell.sync.stop();
         shell.notifier.stop();
+        if let Some(a) = shell.arbiter.take() {
+            // It gives a held lease up, so that the peer need not wait for its TTL.
+            a.finish(Duration::from_secs(1));
+        }
         drop(control);
         server.shutdown();
         exit
@@ -902,6 +924,7 @@ impl Shell {
         let actions = ha::step(node, event, now);
         if let Ok(mut st) = self.published.status.write() {
             *st = node.status();
+            st.arbiter = self.arbiter.as_ref().map(|a| a.view());
         }
         self.vips = node
             .registration()
@@ -939,6 +962,11 @@ impl Shell {
                     if let Err(e) = self.hb.send(SocketAddr::new(ip, port), beacon) {
                         self.log.trace(&format!("heartbeat to {address}: {e}"));
                     }
+                }
+            }
+            Action::Lease { hold, pair, gen } => {
+                if let Some(a) = &self.arbiter {
+                    a.order(hold, pair, gen);
                 }
             }
             Action::FencePeer { peer } => {
@@ -1002,7 +1030,10 @@ impl Shell {
                         let _ = tx.send(Input::Event(Event::PeerReply { id, result }));
                     });
             }
-            Action::Reply { token, reply } => {
+            Action::Reply { token, mut reply } => {
+                if let (ha::Reply::Status { status }, Some(a)) = (&mut reply, &self.arbiter) {
+                    status.arbiter = Some(a.view());
+                }
                 if let Some(Waiter::Operator(tx)) = self.waiting.remove(&token) {
                     let _ = tx.send(reply);
                 }

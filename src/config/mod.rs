@@ -13,6 +13,7 @@
 //! (such as `heartbeat.interval_ms`) and says what is wrong with it, and a
 //! TOML or type error gives the line and column where toml found it.
 
+mod arbiter;
 mod notify;
 mod raw;
 mod replication;
@@ -20,6 +21,7 @@ pub mod sandbox;
 pub mod seed;
 mod watch;
 
+pub use arbiter::{endpoint, Arbiter, Endpoint};
 pub use notify::{Notify, Snmp};
 pub use replication::{Replication, SyncClass, SyncSet};
 pub use watch::{Database, DbDriver, Disk, Nic, Service, ServiceHow};
@@ -158,6 +160,8 @@ pub struct Config {
     pub witness: Option<Witness>,
     /// `[fencing]`: how the peer is fenced before a takeover, if it is.
     pub fencing: Option<Fencing>,
+    /// `[arbiter]`: the etcd lease that decides which server may be active, if any.
+    pub arbiter: Option<Arbiter>,
 }
 
 /// `[fencing]`: a command that fences the peer (a BMC's power off), run by the server
@@ -450,6 +454,7 @@ impl Validator<'_> {
                 Some(f) => Some(self.fencing(f)?),
                 None => None,
             },
+            arbiter: raw.arbiter.map(|a| self.arbiter(a)).transpose()?,
             witness: match raw.witness {
                 Some(w) => Some(self.witness(w, &raw_heartbeat_defaults, node.address)?),
                 None => None,

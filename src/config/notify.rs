@@ -78,7 +78,7 @@ impl Validator<'_> {
         })
     }
 
-    fn secret(
+    pub(super) fn secret(
         &self,
         key: &str,
         inline: Option<String>,

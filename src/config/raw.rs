@@ -55,6 +55,25 @@ pub struct RawConfig {
     pub witness: Option<RawWitness>,
     /// `[fencing]`.
     pub fencing: Option<RawFencing>,
+    /// `[arbiter]`.
+    pub arbiter: Option<RawArbiter>,
+}
+
+/// `[arbiter]`: an etcd lease decides which server may be active.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArbiter {
+    pub endpoints: Option<Vec<String>>,
+    pub ttl_s: Option<i64>,
+    pub margin_ms: Option<i64>,
+    pub on_arbiter_loss: Option<String>,
+    pub prefix: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
 }
 
 /// `[fencing]`: the peer is fenced before this server takes over.

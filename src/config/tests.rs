@@ -125,6 +125,7 @@ fn defaults_for(path: &str) -> Config {
         notify: Notify::default(),
         witness: None,
         fencing: None,
+        arbiter: None,
     }
 }
 
@@ -308,6 +309,7 @@ file = false
         notify: Notify::default(),
         witness: None,
         fencing: None,
+        arbiter: None,
     };
     assert_eq!(ok(text), expected);
     assert_eq!(

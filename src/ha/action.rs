@@ -67,6 +67,32 @@ pub struct StatusView {
     /// This secondary is fencing its peer before it takes over (`[fencing]`).
     #[serde(default)]
     pub fencing_peer: bool,
+    /// The arbiter's lease as this server holds it (`None`: no arbiter).
+    #[serde(default)]
+    pub lease: Option<super::arbiter::Lease>,
+    /// The arbiter's etcd side, from the shell (`None`: no arbiter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arbiter: Option<ArbiterView>,
+}
+
+/// What `hamon status`, the page and the API show of the arbiter's etcd side (filled in
+/// by the shell's arbiter thread; the core's side is `StatusView::lease`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArbiterView {
+    /// The configured endpoints.
+    pub endpoints: Vec<String>,
+    /// The endpoint that answered last.
+    pub answering: Option<String>,
+    /// Whether the last call reached etcd (`None`: none made yet).
+    pub reachable: Option<bool>,
+    /// Who holds the pair's key, as last read (`None`: nobody, or not read yet).
+    pub holder: Option<String>,
+    /// This server holds the lease.
+    pub held: bool,
+    /// The lease's TTL as etcd granted it, in ms.
+    pub ttl_ms: u64,
+    /// The last error, if the last call failed.
+    pub error: Option<String>,
 }
 
 /// The answer to an operator command.
@@ -90,6 +116,9 @@ pub struct PeerTarget {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Hold the arbiter's lease for pair `pair` (win it, then renew it), or release it;
+    /// answer with `Event::Lease` under the same `gen`.
+    Lease { hold: bool, pair: u64, gen: u64 },
     /// Fence the peer at `peer` (run `[fencing] command`); answer with `Event::FenceDone`.
     FencePeer { peer: String },
     /// Send one heartbeat to the peer.

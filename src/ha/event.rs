@@ -208,6 +208,13 @@ pub enum Event {
     /// The witness's verdict, when it changes: it answered within its last `missed`
     /// checks (`true`), or it did not.
     Witness { reachable: bool },
+    /// The arbiter thread on the lease of `Action::Lease { gen }`: won or renewed in time
+    /// (`held`), or, once held, not renewed before its safety margin (`!held`).
+    Lease {
+        gen: u64,
+        held: bool,
+        detail: String,
+    },
     /// The result of `Action::FencePeer`: the fencing command succeeded (`ok`), or why not.
     FenceDone { ok: bool, detail: String },
     /// The database standby's replication lag against the failover bound:

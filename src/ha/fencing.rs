@@ -15,6 +15,9 @@ use HaState::*;
 impl Step<'_> {
     /// Take the active role (Secondary Failover), fencing the peer first when configured.
     pub(super) fn take_over(&mut self, why: &str) {
+        if !self.lease_for_takeover(why) {
+            return;
+        }
         if self.n.cfg.fence != FencePolicy::Off && !self.n.peer_fenced {
             if self.n.fencing_peer.is_none() {
                 self.n.fencing_peer = Some(why.to_string());

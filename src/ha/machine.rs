@@ -61,6 +61,19 @@ pub struct NodeConfig {
     /// Whether a takeover first fences the peer (`[fencing]`), and what a failed fencing
     /// means.
     pub fence: FencePolicy,
+    /// An arbiter is configured (`[arbiter]`): no active duty without its lease, and what
+    /// a holder does when it cannot renew it in time.
+    pub arbiter: Option<ArbiterLoss>,
+}
+
+/// `[arbiter] on_arbiter_loss`: what the active server does when it cannot renew the
+/// lease in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArbiterLoss {
+    /// Release the active duty before the lease can expire.
+    Demote,
+    /// Keep it (no one else can win the lease until it expires).
+    Hold,
 }
 
 /// `[fencing]`: the peer is fenced (powered off through its BMC, say) before this server
@@ -111,6 +124,16 @@ pub struct Node {
     pub(super) joining: bool,
     /// Last duty requested, and last duty the executors confirmed.
     pub(super) duty: Duty,
+    /// The duty the state asks for; `duty` is what may be held (`Step::gated`).
+    pub(super) asked: Duty,
+    /// The arbiter's lease as this server last heard of it (`arbiter.rs`).
+    pub(super) lease: super::arbiter::Lease,
+    /// The lease is wanted (the last `Action::Lease` said hold), under generation
+    /// `lease_gen`.
+    pub(super) lease_wanted: bool,
+    pub(super) lease_gen: u64,
+    /// A takeover waits for the lease, for this reason.
+    pub(super) lease_takeover: Option<String>,
     pub(super) duty_applied: Option<Duty>,
     pub(super) health: HealthSummary,
     /// The HA interface is down right now (`Event::HaLink`, not debounced).
@@ -197,6 +220,11 @@ impl Node {
             reg,
             joining: false,
             duty: Duty::Halted,
+            asked: Duty::Halted,
+            lease: super::arbiter::Lease::Released,
+            lease_wanted: false,
+            lease_gen: 0,
+            lease_takeover: None,
             duty_applied: Some(Duty::Halted),
             health: HealthSummary::default(),
             ha_link_down: false,
@@ -302,6 +330,8 @@ impl Node {
             witness: self.witness.filter(|_| self.cfg.witness),
             fenced: self.fenced,
             fencing_peer: self.fencing_peer.is_some(),
+            lease: self.cfg.arbiter.map(|_| self.lease),
+            arbiter: None,
         }
     }
 
@@ -496,6 +526,7 @@ impl Step<'_> {
             }
             Event::Witness { reachable } => self.on_witness(reachable),
             Event::FenceDone { ok, detail } => self.on_fence_done(ok, &detail),
+            Event::Lease { gen, held, detail } => self.on_lease(gen, held, &detail),
             Event::SyncBeat { lag } => self.n.sync_lag = lag,
             Event::ReplicaLag { behind } => {
                 self.n.lagging = behind;
@@ -512,6 +543,7 @@ impl Step<'_> {
 
     fn finish(&mut self, before: HaState) {
         self.check_fence();
+        self.check_lease();
         if self.n.state != before && self.n.sends_heartbeats() && !self.n.shutting_down {
             // Tell the peer at once; do not wait for the next interval.
             self.send_heartbeat();
@@ -573,13 +605,11 @@ impl Step<'_> {
         wait
     }
 
-    pub fn set_duty(&mut self, d: Duty) {
-        // A fenced primary holds nothing until the fence is lifted (`Step::check_fence`).
-        let d = if self.n.fenced && d == Duty::Active {
-            Duty::Halted
-        } else {
-            d
-        };
+    pub fn set_duty(&mut self, asked: Duty) {
+        // A fenced primary holds nothing until the fence is lifted (`Step::check_fence`),
+        // and with an arbiter no server is active without its lease (`Step::gated`).
+        self.n.asked = asked;
+        let d = self.gated(asked);
         if d != self.n.duty {
             self.n.duty = d;
             self.n.duty_applied = None;

@@ -4,6 +4,7 @@
 //! changes. Adapters feed it events; executors carry out its actions.
 
 pub mod action;
+mod arbiter;
 pub mod event;
 mod fencing;
 mod liveness;
@@ -14,12 +15,15 @@ pub mod sim;
 pub mod state;
 mod witness;
 
-pub use action::{Action, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView};
+pub use action::{
+    Action, ArbiterView, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView,
+};
+pub use arbiter::Lease;
 pub use event::{
     Beacon, ClassBeat, Command, CopyKind, Event, Millis, PeerAnswer, PeerRequest, Secret, SyncBeat,
     Token,
 };
-pub use machine::{step, FencePolicy, Link, Node, NodeConfig, Timers};
+pub use machine::{step, ArbiterLoss, FencePolicy, Link, Node, NodeConfig, Timers};
 pub use state::{
     ConfigMode, Duty, FailoverType, HaState, HealthSummary, Level, Member, Registration, Role,
 };

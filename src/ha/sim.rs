@@ -37,6 +37,32 @@ enum Delivery {
         key: Option<String>,
         request: super::event::PeerRequest,
     },
+    /// Node `to`'s arbiter thread wakes (renews, tries to win, or sees its margin pass).
+    Arbiter { to: usize, epoch: u64, gen: u64 },
+}
+
+/// The simulated arbiter: one etcd key per pair under a lease with a TTL on etcd's clock,
+/// and each server's arbiter thread, which renews every `ttl / 10` and reports a lease it
+/// could not renew `margin` before it can expire.
+#[derive(Debug, Clone)]
+pub struct SimArbiter {
+    pub ttl: Millis,
+    pub margin: Millis,
+    /// Whether each server reaches etcd.
+    pub reaches: [bool; 2],
+    /// etcd's key: who holds it, and when its lease expires.
+    pub holder: Option<(usize, Millis)>,
+    /// Each thread: the generation it is asked to hold (`None`: released), and until when
+    /// its last renewal keeps it safe (`None`: it does not hold the lease).
+    want: [Option<u64>; 2],
+    safe_until: [Option<Millis>; 2],
+}
+
+impl SimArbiter {
+    /// The holder, if its lease has not expired at `now`.
+    pub fn holder_at(&self, now: Millis) -> Option<usize> {
+        self.holder.filter(|&(_, exp)| now < exp).map(|(i, _)| i)
+    }
 }
 
 #[derive(Debug)]
@@ -93,6 +119,8 @@ pub struct Sim {
     pub fence_works: bool,
     /// Print every step to stderr (`HAMON_SIM_TRACE=1`).
     pub trace: bool,
+    /// The arbiter, once `configure_arbiter` is called.
+    pub arbiter: Option<SimArbiter>,
 }
 
 /// Fast timers for simulation: 100 ms heartbeats, 3 missed, 200 ms grace.
@@ -122,6 +150,7 @@ fn node_config(role: Role, timers: Timers) -> NodeConfig {
         timers,
         witness: false,
         fence: super::machine::FencePolicy::Off,
+        arbiter: None,
     }
 }
 
@@ -164,6 +193,7 @@ impl Sim {
             probes: [0; 2],
             unsaved: [false; 2],
             fence_works: true,
+            arbiter: None,
         };
         sim.nodes[S].key = Some(KEY.into());
         sim.start(P);
@@ -279,6 +309,11 @@ impl Sim {
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].node = None;
         self.nodes[i].epoch += 1;
+        if let Some(a) = &mut self.arbiter {
+            // Its arbiter thread dies with it; its key stays until the lease expires.
+            a.want[i] = None;
+            a.safe_until[i] = None;
+        }
     }
 
     /// SIGTERM: the node releases what it holds and exits.
@@ -339,6 +374,81 @@ impl Sim {
                 node.cfg.witness = true;
             }
         }
+    }
+
+    /// Both servers hold the arbiter's lease to be active (`[arbiter]`), from now on.
+    pub fn configure_arbiter(
+        &mut self,
+        on_loss: super::machine::ArbiterLoss,
+        ttl: Millis,
+        margin: Millis,
+    ) {
+        for n in &mut self.nodes {
+            n.cfg.arbiter = Some(on_loss);
+            if let Some(node) = &mut n.node {
+                node.cfg.arbiter = Some(on_loss);
+            }
+        }
+        self.arbiter = Some(SimArbiter {
+            ttl,
+            margin,
+            reaches: [true; 2],
+            holder: None,
+            want: [None; 2],
+            safe_until: [None; 2],
+        });
+    }
+
+    /// Node `i`'s arbiter thread acts on `Action::Lease`.
+    fn lease(&mut self, i: usize, hold: bool, gen: u64) {
+        let Some(a) = &mut self.arbiter else {
+            return;
+        };
+        a.want[i] = hold.then_some(gen);
+        if !hold {
+            a.safe_until[i] = None;
+            if a.reaches[i] && a.holder.is_some_and(|(h, _)| h == i) {
+                a.holder = None; // deleted at once: the peer need not wait for the TTL
+            }
+            return;
+        }
+        let epoch = self.nodes[i].epoch;
+        self.schedule(0, Delivery::Arbiter { to: i, epoch, gen });
+    }
+
+    /// One wake of node `i`'s arbiter thread.
+    fn arbiter_wake(&mut self, i: usize, gen: u64) {
+        let now = self.now;
+        let Some(a) = &mut self.arbiter else {
+            return;
+        };
+        if a.want[i] != Some(gen) {
+            return; // released, or asked again under a newer generation
+        }
+        let mut report = None;
+        if a.reaches[i] {
+            let mine = match a.holder {
+                Some((h, exp)) => h == i || now >= exp,
+                None => true,
+            };
+            if mine {
+                a.holder = Some((i, now + a.ttl));
+                if a.safe_until[i].is_none() {
+                    report = Some(true);
+                }
+                a.safe_until[i] = Some(now + a.ttl - a.margin);
+            }
+        } else if a.safe_until[i].is_some_and(|t| now >= t) {
+            a.safe_until[i] = None;
+            report = Some(false);
+        }
+        let poll = (a.ttl / 10).max(1);
+        if let Some(held) = report {
+            let detail = if held { "won" } else { "not renewed" }.to_string();
+            self.step(i, Event::Lease { gen, held, detail });
+        }
+        let epoch = self.nodes[i].epoch;
+        self.schedule(poll, Delivery::Arbiter { to: i, epoch, gen });
     }
 
     /// Node `i`'s witness check reports `reachable`.
@@ -408,6 +518,7 @@ impl Sim {
                     self.event_later(other, delay, Event::Heartbeat { from, beacon });
                 }
             }
+            Action::Lease { hold, gen, .. } => self.lease(i, hold, gen),
             Action::FencePeer { .. } => {
                 // The simulated BMC: power the peer off, or fail.
                 let ok = self.fence_works;
@@ -519,6 +630,11 @@ impl Sim {
 
     fn deliver(&mut self, d: Delivery) {
         match d {
+            Delivery::Arbiter { to, epoch, gen } => {
+                if self.nodes[to].epoch == epoch {
+                    self.arbiter_wake(to, gen);
+                }
+            }
             Delivery::Event { to, epoch, event } => {
                 if self.nodes[to].epoch == epoch {
                     self.step(to, event);

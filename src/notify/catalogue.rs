@@ -424,6 +424,73 @@ pub const EVENTS: &[EventKind] = &[
                   the witness counts as unreachable.",
     },
     EventKind {
+        id: "arbiter_waiting",
+        number: 316,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Waiting for the arbiter: {text}",
+        meaning: "This secondary would take over, and first waits for the arbiter's lease: it \
+                  goes ahead once the lease is won, that is once the other server's lease \
+                  expired unrenewed.",
+    },
+    EventKind {
+        id: "arbiter_lease_held",
+        number: 317,
+        category: Category::AlarmCleared,
+        severity: NoticeSeverity::Cleared,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Arbiter lease held: {text}",
+        meaning: "This server won the arbiter's lease (or won it back) and may hold the active \
+                  role.",
+    },
+    EventKind {
+        id: "arbiter_lost",
+        number: 318,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Critical,
+        clear: Clear::By("arbiter_lease_held"),
+        follows_core: false,
+        template: "Arbiter lease lost: {text}",
+        meaning: "The active server could not renew the arbiter's lease in time: it released \
+                  the active role before the lease could expire (on_arbiter_loss = demote), or \
+                  kept it (hold).",
+    },
+    EventKind {
+        id: "arbiter_lease_released",
+        number: 319,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Info,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Arbiter lease released: {text}",
+        meaning: "This server gave the arbiter's lease up, as it no longer takes the active \
+                  role; the peer need not wait for the lease to expire.",
+    },
+    EventKind {
+        id: "arbiter_unreachable",
+        number: 320,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Major,
+        clear: Clear::By("arbiter_reachable"),
+        follows_core: false,
+        template: "Arbiter unreachable: {text}",
+        meaning: "No etcd endpoint of the arbiter answers: this server cannot win the lease, \
+                  and as the active one it keeps the role only until the lease runs out.",
+    },
+    EventKind {
+        id: "arbiter_reachable",
+        number: 321,
+        category: Category::AlarmCleared,
+        severity: NoticeSeverity::Cleared,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Arbiter reachable: {text}",
+        meaning: "An etcd endpoint of the arbiter answers again.",
+    },
+    EventKind {
         id: "peer_certificate_pinned",
         number: 307,
         category: Category::StateChange,

@@ -66,6 +66,7 @@ pub(crate) mod tests {
                 timers: crate::ha::sim::fast_timers(),
                 witness: false,
                 fence: crate::ha::FencePolicy::Off,
+                arbiter: None,
             },
             None,
         )

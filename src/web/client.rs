@@ -191,6 +191,9 @@ pub struct Endpoint {
     addr: SocketAddr,
     from: Option<IpAddr>,
     tls: Option<(String, Verify)>,
+    /// A configuration of the caller's own (a CA to trust, a client certificate), used
+    /// instead of the one `Verify` makes.
+    config: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
@@ -200,6 +203,7 @@ impl Endpoint {
             addr,
             from: None,
             tls: None,
+            config: None,
         }
     }
 
@@ -212,6 +216,14 @@ impl Endpoint {
     /// Over TLS, checking the certificate as `verifier` says; see [`request_tls`].
     pub fn tls(mut self, server_name: &str, verifier: Verify) -> Endpoint {
         self.tls = Some((server_name.to_string(), verifier));
+        self
+    }
+
+    /// Over TLS with the caller's own configuration, which checks the certificate as it
+    /// says (a CA of its own, the server's name) and may present a client certificate.
+    pub fn tls_config(mut self, server_name: &str, config: Arc<rustls::ClientConfig>) -> Endpoint {
+        self.tls = Some((server_name.to_string(), Verify::AnyCertificate));
+        self.config = Some(config);
         self
     }
 
@@ -250,10 +262,21 @@ impl Endpoint {
     }
 
     fn tls_setup(&self) -> Result<Option<TlsSetup>, ClientError> {
-        self.tls
-            .as_ref()
-            .map(|(name, verifier)| tls_setup(self.addr, name, verifier))
-            .transpose()
+        let Some((name, verifier)) = &self.tls else {
+            return Ok(None);
+        };
+        match &self.config {
+            Some(config) => {
+                let server = ServerName::try_from(name.clone()).map_err(|_| {
+                    ClientError::InvalidRequest {
+                        addr: self.addr,
+                        detail: format!("bad TLS server name {name:?}"),
+                    }
+                })?;
+                Ok(Some((config.clone(), server)))
+            }
+            None => tls_setup(self.addr, name, verifier).map(Some),
+        }
     }
 }
 
@@ -480,6 +503,13 @@ fn shared_client_config(pin: Option<[u8; 32]>) -> Result<Arc<rustls::ClientConfi
 
 /// A client configuration (ring provider, TLS 1.2 and 1.3) whose certificate check is
 /// [`Verify::Pinned`] to `pin`, or [`Verify::AnyCertificate`] without one.
+/// The ring provider with TLS 1.2 and 1.3, for callers that build their own configuration
+/// (`Endpoint::tls_config`).
+pub fn tls_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
+    rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()
+}
+
 pub(super) fn client_config(pin: Option<[u8; 32]>) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
     let verifier = Arc::new(CertVerifier {
@@ -836,6 +866,23 @@ fn read_response(
         return Ok(response);
     }
     if let Some(te) = response.header("transfer-encoding") {
+        if te.trim().eq_ignore_ascii_case("chunked") {
+            // A streamed answer (etcd's gateway): read until its last chunk.
+            loop {
+                if let Some(body) = dechunk(&buf, max_body).map_err(Fail::Malformed)? {
+                    response.body = body;
+                    return Ok(response);
+                }
+                if buf.len() > max_body.saturating_mul(2).saturating_add(4096) {
+                    return Err(Fail::TooLarge);
+                }
+                if wire.read_more(&mut buf, deadline)? == 0 {
+                    return Err(Fail::Malformed(
+                        "connection closed before the last chunk".into(),
+                    ));
+                }
+            }
+        }
         if !te.trim().eq_ignore_ascii_case("identity") {
             return Err(Fail::Malformed(format!(
                 "unsupported Transfer-Encoding {te:?}"
@@ -866,6 +913,52 @@ fn read_response(
     }
     response.body = buf;
     Ok(response)
+}
+
+/// Decodes a chunked body (RFC 9112, 7.1): `Ok(None)` until the last chunk (and its
+/// trailers) are all in `buf`. Chunk extensions and trailers are skipped; a body that
+/// decodes to more than `max_body` bytes, or a malformed chunk, is an error.
+pub fn dechunk(mut buf: &[u8], max_body: usize) -> Result<Option<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+            if buf.len() > 1024 {
+                return Err("a chunk-size line over 1 KiB".into());
+            }
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&buf[..eol]).map_err(|_| "a chunk size not in ASCII")?;
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16)
+            .ok()
+            .filter(|_| !size.is_empty() && size.len() <= 16)
+            .ok_or_else(|| format!("a bad chunk size {size:?}"))?;
+        let rest = &buf[eol + 2..];
+        if size == 0 {
+            // Trailers, each a line, up to an empty one.
+            let mut t = rest;
+            loop {
+                let Some(eol) = t.windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(None);
+                };
+                if eol == 0 {
+                    return Ok(Some(out));
+                }
+                t = &t[eol + 2..];
+            }
+        }
+        if out.len().saturating_add(size) > max_body {
+            return Err(format!("a chunked body over {max_body} bytes"));
+        }
+        if rest.len() < size.saturating_add(2) {
+            return Ok(None);
+        }
+        if &rest[size..size + 2] != b"\r\n" {
+            return Err("a chunk not followed by CRLF".into());
+        }
+        out.extend_from_slice(&rest[..size]);
+        buf = &rest[size + 2..];
+    }
 }
 
 /// A parsed response head: (its length in bytes, status, headers).
@@ -1260,6 +1353,21 @@ mod tests {
     use super::*;
     use std::net::{Shutdown, TcpListener};
     use std::thread;
+
+    #[test]
+    fn chunked_bodies_decode_when_complete() {
+        let whole = b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        assert_eq!(dechunk(whole, 100).unwrap().unwrap(), b"abcde");
+        // Every prefix is incomplete, never an error.
+        for n in 0..whole.len() {
+            assert_eq!(dechunk(&whole[..n], 100), Ok(None), "{n}");
+        }
+        assert!(dechunk(b"zz\r\nabc", 100).is_err());
+        assert!(dechunk(b"\r\n", 100).is_err());
+        assert!(dechunk(b"3\r\nabcXY0\r\n\r\n", 100).is_err());
+        assert!(dechunk(b"ffffffffffffffffff\r\n", 100).is_err());
+        assert!(dechunk(b"65\r\n", 100).is_err(), "over max_body");
+    }
 
     const T: Duration = Duration::from_secs(3);
 

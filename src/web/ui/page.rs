@@ -698,6 +698,8 @@ mod tests {
             witness: None,
             fenced: false,
             fencing_peer: false,
+            lease: None,
+            arbiter: None,
         }
     }
 

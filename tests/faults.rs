@@ -10,7 +10,9 @@
 mod nemesis;
 mod netns;
 
-use nemesis::{asserting, run, Fault, Report};
+use nemesis::{
+    asserting, run, run_in, Fault, Report, Setup, ARBITER_MARGIN_MS, ARBITER_TTL_MS, BUDGET_MS,
+};
 use netns::{P, S};
 
 /// Requires no false failover in any run (hamon's; the baseline's are only reported).
@@ -157,8 +159,9 @@ fn primary_isolated_with_a_witness() {
 
 #[test]
 fn frozen_primary_fenced_before_the_takeover() {
-    // Frozen for five budgets: the secondary fences it (a simulated BMC powers it off)
-    // and only then takes over. Never two holders of the VIP.
+    // Frozen for five budgets: the secondary fences it (ipmitool's chassis power off
+    // against a simulated BMC, openipmi's ipmi_sim, which kills the agent, flushes its
+    // addresses and downs its port) and only then takes over. Never two holders of the VIP.
     let reports = run("ffw", Fault::StopFenced { works: true });
     taken_over(&reports);
     for r in reports.iter().filter(|_| asserting()) {
@@ -169,8 +172,9 @@ fn frozen_primary_fenced_before_the_takeover() {
 
 #[test]
 fn frozen_primary_whose_fencing_fails_is_not_taken_over() {
-    // The BMC does not answer: with on_failure = withhold the secondary does not take
-    // over, and the primary, thawed, still holds the VIP.
+    // The BMC refuses the password: with on_failure = withhold the secondary does not
+    // take over (the journal says why: the harness checks fencing_failed), and the
+    // primary, thawed, still holds the VIP.
     for r in run("fff", Fault::StopFenced { works: false })
         .iter()
         .filter(|_| asserting())
@@ -265,5 +269,105 @@ fn kill_during_failback() {
                 Fault::FailbackKill { host, after_ms },
             );
         }
+    }
+}
+
+// ----- the arbiter (issue 14): an etcd lease, etcd in a fourth namespace on the bridge --
+
+#[test]
+fn partition_with_an_arbiter() {
+    // Ten budgets of partition, both servers still reaching etcd: the secondary waits for
+    // the lease, which the primary keeps renewing. No second holder, no failover (the
+    // harness asserts zero dual-active windows for every arbiter run).
+    for r in run_in("fap", Fault::Partition, Setup::arbiter("demote")) {
+        assert_eq!(r.claims[S], 0, "{r:?}");
+        assert_eq!(r.settled_on, Some(P), "{r:?}");
+        assert_eq!(r.demoted_ms, None, "{r:?}");
+    }
+}
+
+#[test]
+fn isolated_primary_with_an_arbiter() {
+    // Cut off from the peer and etcd: it cannot renew, demotes itself a margin before the
+    // lease can expire, and only then can the secondary win the lease and take over.
+    for r in run_in(
+        "fai",
+        Fault::Isolate {
+            host: P,
+            witness: false,
+        },
+        Setup::arbiter("demote"),
+    ) {
+        let demoted = r.demoted_ms.expect("the primary demoted itself");
+        let took = r.takeover_ms.expect("the secondary took over");
+        assert!(demoted < took, "{r:?}");
+        assert_eq!(r.claims[S], 1, "{r:?}");
+        // Outage: at most the TTL and the takeover (the budget, and a second for the
+        // lease's poll, etcd's expiry sweep and the announcement).
+        assert!(
+            r.outage_ms <= ARBITER_TTL_MS + BUDGET_MS + 1_000,
+            "outage {} ms: {r:?}",
+            r.outage_ms
+        );
+    }
+}
+
+#[test]
+fn one_way_loss_with_an_arbiter() {
+    // Either way, the healthy primary keeps the role: the secondary that hears nothing
+    // cannot win the lease the primary renews.
+    for (tag, from, to) in [("fa1", P, S), ("fa2", S, P)] {
+        for r in run_in(tag, Fault::OneWay { from, to }, Setup::arbiter("demote")) {
+            assert_eq!(r.claims[S], 0, "{r:?}");
+            assert_eq!(r.settled_on, Some(P), "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn arbiter_killed_demote() {
+    // etcd dies under a healthy pair: nothing changes hands; the primary serves while its
+    // lease is safe (at least the TTL less the margin and a renewal period after its last
+    // renewal), then demotes (on_arbiter_loss = demote) and says so. etcd back: it wins
+    // its lease again and serves.
+    for r in run_in("fad", Fault::ArbiterDown, Setup::arbiter("demote")) {
+        assert_eq!(r.claims[S], 0, "{r:?}");
+        let demoted = r.demoted_ms.expect("demoted once the lease ran out");
+        let earliest = ARBITER_TTL_MS - ARBITER_MARGIN_MS - ARBITER_TTL_MS / 4;
+        assert!(
+            (earliest..ARBITER_TTL_MS).contains(&demoted),
+            "demoted after {demoted} ms: {r:?}"
+        );
+        assert_eq!(r.settled_on, Some(P), "{r:?}");
+    }
+}
+
+#[test]
+fn arbiter_killed_hold() {
+    // on_arbiter_loss = hold: the primary keeps the VIP throughout (and reports the lost
+    // lease); still nothing changes hands.
+    for r in run_in("fah", Fault::ArbiterDown, Setup::arbiter("hold")) {
+        assert_eq!(r.claims[S], 0, "{r:?}");
+        assert_eq!(r.demoted_ms, None, "{r:?}");
+        assert_eq!(r.settled_on, Some(P), "{r:?}");
+    }
+}
+
+#[test]
+fn partition_with_a_witness_only() {
+    // Both servers reach the witness: each is as entitled as the other, so the pair does
+    // what the guide says for a broken link: the secondary takes over, and at the heal the
+    // primary yields (docs/states.md, "The witness and self-fencing").
+    for r in run_in(
+        "fwp",
+        Fault::Partition,
+        Setup {
+            arbiter: None,
+            witness: true,
+        },
+    ) {
+        assert_eq!(r.claims[S], 1, "{r:?}");
+        assert!(r.dual_windows >= 1, "{r:?}");
+        assert!(r.settled_on.is_some(), "{r:?}");
     }
 }

@@ -105,7 +105,45 @@ pub enum Fault {
     /// After a failover and the primary's return, a failback, with the host's agent
     /// killed `after_ms` into it.
     FailbackKill { host: usize, after_ms: u64 },
+    /// The arbiter's etcd killed (SIGKILL) with the pair healthy; healed by starting it
+    /// again on its data. Needs `Setup::arbiter`.
+    ArbiterDown,
 }
+
+/// How the pair is set up besides the fault: an etcd lease arbiter (with its
+/// `on_arbiter_loss`), a witness (the observer's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Setup {
+    pub arbiter: Option<&'static str>,
+    pub witness: bool,
+}
+
+impl Setup {
+    pub fn arbiter(on_loss: &'static str) -> Setup {
+        Setup {
+            arbiter: Some(on_loss),
+            witness: false,
+        }
+    }
+
+    fn label(&self) -> String {
+        let mut l = String::new();
+        if let Some(a) = self.arbiter {
+            l += &format!(", arbiter ({a})");
+        }
+        if self.witness {
+            l += ", witness";
+        }
+        l
+    }
+}
+
+/// The arbiter's TTL in the bed (etcd's smallest with our election timeout is 1 s; the
+/// config's floor is 2 s), and the margin before it.
+pub const ARBITER_TTL_MS: u64 = 2_000;
+pub const ARBITER_MARGIN_MS: u64 = 500;
+/// The issue's detection budget: 3 x 200 ms + 200 ms grace + 300 ms probe.
+pub const BUDGET_MS: u64 = 1_100;
 
 impl Fault {
     pub fn label(&self) -> String {
@@ -140,6 +178,7 @@ impl Fault {
             Fault::FailbackKill { host, after_ms } => {
                 format!("failback, {} killed at {after_ms} ms", h(host))
             }
+            Fault::ArbiterDown => "etcd killed".into(),
         }
     }
 
@@ -156,6 +195,10 @@ impl Fault {
             // Five times the 1.1 s budget.
             Fault::StopFenced { .. } => Duration::from_secs(6),
             Fault::FailbackKill { .. } => Duration::from_secs(2),
+            // Ten times the budget.
+            Fault::Partition | Fault::Isolate { .. } => Duration::from_secs(11),
+            // Past the TTL, so that on_arbiter_loss shows.
+            Fault::ArbiterDown => Duration::from_secs(5),
             _ => Duration::from_secs(5),
         }
     }
@@ -170,7 +213,8 @@ impl Fault {
             | Fault::HeartbeatBlock
             | Fault::Loss(_)
             | Fault::Delay { .. }
-            | Fault::ClockJump { .. } => true,
+            | Fault::ClockJump { .. }
+            | Fault::ArbiterDown => true,
             Fault::RestartBoth
             | Fault::StopFenced { .. }
             | Fault::Isolate { .. }
@@ -324,12 +368,189 @@ pub struct Cluster {
     fenced: [bool; 2],
     /// Exits nobody asked for: (host, status).
     pub exits: Vec<(usize, String)>,
+    setup: Setup,
+    /// The LAN beyond the pair (etcd, the BMC), when the setup or the fault needs it.
+    lan: Option<Lan>,
+}
+
+/// Where the arbiter's etcd and the simulated BMC live: a fourth namespace on the bridge,
+/// as a site's other machines would be.
+const ETCD_IP: &str = "192.0.2.200";
+const BMC_IP: &str = "192.0.2.201";
+const BMC_PASSWORD: &str = "Bmc-Pass-2026";
+
+struct Lan {
+    ns: String,
+    /// The port on the bridge (in the bridge's namespace).
+    port: String,
+    br: String,
+    dir: PathBuf,
+    etcd: Option<Child>,
+    bmc: Option<u32>,
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+impl Lan {
+    fn new(bed: &Bed, tag: &str) -> Lan {
+        let ns = format!("hm{tag}a");
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let br = bed.bridge().to_string();
+        sh(&[
+            "ip", "-n", &br, "link", "add", "va", "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        sh(&["ip", "-n", &br, "link", "set", "va", "master", "br0", "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        for ip in [ETCD_IP, BMC_IP] {
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
+        }
+        let dir = bed.dir.join("lan");
+        std::fs::create_dir_all(&dir).unwrap();
+        Lan {
+            ns,
+            port: "va".into(),
+            br,
+            dir,
+            etcd: None,
+            bmc: None,
+        }
+    }
+
+    /// Starts etcd (on its data directory, which survives a kill) and waits until it
+    /// answers.
+    fn start_etcd(&mut self) {
+        let url = format!("http://{ETCD_IP}:2379");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "etcd", "--name", "arb"])
+            .arg("--data-dir")
+            .arg(self.dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-cluster", "arb=http://127.0.0.1:2380"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.etcd = Some(child);
+        let up = until(Duration::from_secs(20), || {
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns, "etcdctl", "--endpoints", &url])
+                .args(["--dial-timeout", "1s", "endpoint", "health"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        assert!(
+            up,
+            "etcd did not start:\n{}",
+            std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+        );
+    }
+
+    fn kill_etcd(&mut self) {
+        if let Some(mut c) = self.etcd.take() {
+            // SAFETY: kill(2) on the etcd this LAN started and has not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the simulated BMC (`tests/support/bmc/start.sh`, openipmi's ipmi_sim), whose
+    /// power off runs `script`.
+    fn start_bmc(&mut self, script: &Path) {
+        let dir = self.dir.join("bmc");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("password"), format!("{BMC_PASSWORD}\n")).unwrap();
+        let start = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/bmc/start.sh");
+        let out = Command::new("bash")
+            .arg(start)
+            .args([&self.ns, BMC_IP])
+            .arg(&dir)
+            .args(["/bin/sh"])
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the BMC did not start: {out:?}");
+        let pid = std::fs::read_to_string(dir.join("bmc.pid")).unwrap();
+        self.bmc = Some(pid.trim().parse().unwrap());
+    }
+
+    /// The fencing command a server runs against this BMC: `ipmitool`'s chassis power off,
+    /// with the right password file or a wrong one.
+    fn fence_command(&self, works: bool) -> String {
+        let file = self.dir.join(if works {
+            "bmc/password"
+        } else {
+            "wrong-password"
+        });
+        if !works {
+            std::fs::write(&file, "not-the-password\n").unwrap();
+        }
+        format!(
+            "\"/usr/bin/ipmitool\", \"-I\", \"lanplus\", \"-C\", \"3\", \"-H\", \"{BMC_IP}\", \
+             \"-U\", \"admin\", \"-f\", \"{}\", \"chassis\", \"power\", \"off\"",
+            file.display()
+        )
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.kill_etcd();
+        if let Some(pid) = self.bmc.take() {
+            // Only while it is still the ipmi_sim this LAN started (its PID file is ours).
+            let ours = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "ipmi_sim");
+            if ours {
+                // SAFETY: kill(2) on the ipmi_sim start.sh started for this LAN.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["-n", &self.br, "link", "del", &self.port])
+            .output();
+        if let Err(e) = Command::new("ip").args(["netns", "del", &self.ns]).output() {
+            eprintln!("LAN teardown: {e}");
+        }
+    }
 }
 
 impl Cluster {
-    fn new(tag: &str, peer: Peer, fault: &Fault) -> Cluster {
+    fn new(tag: &str, peer: Peer, fault: &Fault, setup: Setup) -> Cluster {
         let bed = Bed::new(tag);
         let obs = Observer::start(&bed);
+        let mut lan = (setup.arbiter.is_some() || matches!(fault, Fault::StopFenced { .. }))
+            .then(|| Lan::new(&bed, tag));
+        if let (Some(lan), Some(_)) = (lan.as_mut(), setup.arbiter) {
+            lan.start_etcd();
+        }
         let mut c = Cluster {
             bed,
             peer,
@@ -341,7 +562,16 @@ impl Cluster {
             killed_at: None,
             fenced: [false; 2],
             exits: Vec::new(),
+            setup,
+            lan,
         };
+        if let Fault::StopFenced { .. } = fault {
+            // The BMC's power off runs the fence script, written when the fault comes
+            // (it names the agent's PID).
+            let script = c.bed.dir.join("fence.sh");
+            std::fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
+            c.lan.as_mut().unwrap().start_bmc(&script);
+        }
         if peer == Peer::Hamon {
             c.write_configs(fault);
         }
@@ -399,18 +629,18 @@ impl Cluster {
                 d = d.display()
             );
             if let Fault::StopFenced { works } = *fault {
-                let command = if works {
-                    format!(
-                        "\"/bin/sh\", \"{}\"",
-                        self.bed.dir.join("fence.sh").display()
-                    )
-                } else {
-                    "\"/bin/false\"".to_string()
-                };
+                let command = self.lan.as_ref().unwrap().fence_command(works);
                 cfg += &format!("[fencing]\ncommand = [{command}]\ntimeout_ms = 3000\n");
             }
-            if let Fault::Isolate { witness: true, .. } = fault {
+            if matches!(fault, Fault::Isolate { witness: true, .. }) || self.setup.witness {
                 cfg += &format!("[witness]\naddress = \"{}\"\n", V4[O]);
+            }
+            if let Some(on_loss) = self.setup.arbiter {
+                cfg += &format!(
+                    "[arbiter]\nendpoints = [\"http://{ETCD_IP}:2379\"]\nttl_s = {}\n\
+                     margin_ms = {ARBITER_MARGIN_MS}\non_arbiter_loss = \"{on_loss}\"\n",
+                    ARBITER_TTL_MS / 1000
+                );
             }
             if matches!(fault, Fault::FullStateDir { .. }) {
                 cfg += "[disk]\ninterval_ms = 500\n";
@@ -757,8 +987,8 @@ impl Cluster {
             Fault::StopFenced { works } => {
                 let pid = self.pids[P].unwrap();
                 if works {
-                    // The simulated BMC's power off: the agent dies, the addresses go
-                    // with the power, and the port goes dark.
+                    // What the simulated BMC's power off does: the agent dies, the
+                    // addresses go with the power, and the port goes dark.
                     let script = format!(
                         "#!/bin/sh\nkill -9 {pid}\nip -n {ns} addr flush dev eth0\n\
                          ip -n {br} link set {port} down\n",
@@ -854,6 +1084,10 @@ impl Cluster {
             }
             Fault::CrashLoop => {
                 std::fs::write(self.dir(P).join("crash"), "").unwrap();
+            }
+            Fault::ArbiterDown => {
+                self.killed_at = Some(self.obs.now());
+                self.lan.as_mut().unwrap().kill_etcd();
             }
             Fault::FailbackKill { host, after_ms } => {
                 // The operator's failback, run on the active secondary.
@@ -951,6 +1185,7 @@ impl Cluster {
                 let _ = std::fs::remove_file(self.dir(P).join("crash"));
             }
             Fault::FailbackKill { host, .. } => self.start(host),
+            Fault::ArbiterDown => self.lan.as_mut().unwrap().start_etcd(),
         }
     }
 
@@ -1042,6 +1277,8 @@ pub struct Report {
     pub converge_ms: u64,
     /// From the fault's kill of the primary until the secondary claimed the VIP.
     pub takeover_ms: Option<u64>,
+    /// From the fault's start until the primary's kernel lost the VIP.
+    pub demoted_ms: Option<u64>,
     /// The server that ends active (`None`: none, or both).
     pub settled_on: Option<usize>,
     pub exits: Vec<(usize, String)>,
@@ -1053,8 +1290,8 @@ impl Report {
         format!(
             "{{\"fault\":\"{}\",\"peer\":\"{}\",\"hold_ms\":{},\"dual_windows\":{},\
              \"dual_longest_ms\":{},\"outage_ms\":{},\"claims\":[{},{}],\
-             \"false_failovers\":{},\"converge_ms\":{},\"takeover_ms\":{},\"settled\":{},\
-             \"exits\":{},\"panics\":{}}}",
+             \"false_failovers\":{},\"converge_ms\":{},\"takeover_ms\":{},\"demoted_ms\":{},\
+             \"settled\":{},\"exits\":{},\"panics\":{}}}",
             self.fault,
             self.peer,
             self.hold_ms,
@@ -1066,6 +1303,8 @@ impl Report {
             self.false_failovers,
             self.converge_ms,
             self.takeover_ms
+                .map_or_else(|| "null".to_string(), |t| t.to_string()),
+            self.demoted_ms
                 .map_or_else(|| "null".to_string(), |t| t.to_string()),
             self.settled_on.is_some(),
             self.exits.len(),
@@ -1127,7 +1366,15 @@ fn analyse(
 /// Runs `fault` `HAMON_FAULTS_RUNS` times (default 1) on a fresh pair each time, checks the
 /// invariants after each run, and returns the reports. `tag` keeps namespace names unique.
 pub fn run(tag: &str, fault: Fault) -> Vec<Report> {
+    run_in(tag, fault, Setup::default())
+}
+
+/// As `run`, with an arbiter or a witness set up too (hamon only: keepalived has neither).
+pub fn run_in(tag: &str, fault: Fault, setup: Setup) -> Vec<Report> {
     let peer = Peer::from_env();
+    if setup != Setup::default() && peer != Peer::Hamon {
+        return Vec::new();
+    }
     if !super::netns::available() || !fault.applies_to(peer) {
         return Vec::new();
     }
@@ -1145,7 +1392,9 @@ pub fn run(tag: &str, fault: Fault) -> Vec<Report> {
         Peer::Hamon => format!("{prefix}{tag}"),
         Peer::Keepalived => format!("{prefix}k{tag}"),
     };
-    (0..runs).map(|_| run_once(&tag, peer, fault)).collect()
+    (0..runs)
+        .map(|_| run_once(&tag, peer, fault, setup))
+        .collect()
 }
 
 /// The invariants are hamon's to keep: for the baseline they are only reported.
@@ -1153,8 +1402,8 @@ pub fn asserting() -> bool {
     Peer::from_env() == Peer::Hamon
 }
 
-fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
-    let mut c = Cluster::new(tag, peer, &fault);
+fn run_once(tag: &str, peer: Peer, fault: Fault, setup: Setup) -> Report {
+    let mut c = Cluster::new(tag, peer, &fault, setup);
     c.register();
     c.prepare(&fault);
     let hold = fault.hold();
@@ -1195,8 +1444,14 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
         .iter()
         .map(|&h| c.log(h).matches("panicked").count())
         .sum();
+    let demoted_ms = c.killed_at.and_then(|k| {
+        seen.iter()
+            .find(|(at, s)| *at >= k && *s == Seen::Vip(P, false))
+            .map(|(at, _)| at - k)
+    });
     let report = Report {
-        fault: fault.label(),
+        fault: format!("{}{}", fault.label(), setup.label()),
+        demoted_ms,
         peer: peer.name(),
         hold_ms: hold.as_millis() as u64,
         dual_windows,
@@ -1276,6 +1531,31 @@ fn run_once(tag: &str, peer: Peer, fault: Fault) -> Report {
         assert!(
             journal.contains(&format!("\"kind\":\"{kind}\"")),
             "{}: no {kind}:\n{journal}",
+            report.fault
+        );
+    }
+    if setup.arbiter.is_some() {
+        // The lease never let two servers hold the VIP.
+        assert_eq!(
+            report.dual_windows,
+            0,
+            "{}: two active servers under the arbiter: {report:?}\n{}\n---\n{}",
+            report.fault,
+            c.log(P),
+            c.log(S)
+        );
+    }
+    if fault == Fault::ArbiterDown {
+        let journal =
+            std::fs::read_to_string(c.state_dir(P).join("events.jsonl")).unwrap_or_default();
+        assert!(
+            journal.contains("\"kind\":\"arbiter_lost\""),
+            "{}: the lost lease was not reported:\n{journal}",
+            report.fault
+        );
+        assert!(
+            journal.contains("\"kind\":\"arbiter_unreachable\""),
+            "{}: the unreachable arbiter was not reported:\n{journal}",
             report.fault
         );
     }

@@ -17,6 +17,8 @@
 //! - Every call has a deadline and tries the endpoints in turn.
 
 pub mod etcd;
+#[cfg(test)]
+mod tests;
 
 use crate::config;
 use crate::ha::{ArbiterView, Event, Severity};

@@ -494,7 +494,10 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
     let arbiter = match &cfg.arbiter {
         None => None,
         Some(a) => {
-            let me = format!("{} {} {}", node.role(), cfg.node.name, cfg.node.address);
+            // "<role> <name> <address>": who holds the lease, for people and for this
+            // server's next run (which takes up a lease its key names it in).
+            let role = node.role().to_string().to_lowercase();
+            let me = format!("{role} {} {}", cfg.node.name, cfg.node.address);
             let tx = tx.clone();
             let send = Arc::new(move |e| {
                 let _ = tx.send(Input::Event(e));

@@ -88,19 +88,8 @@ pub fn status(cfg: Option<&Path>) -> i32 {
                 "Health Monitor Server is running. ( [Role] {} [State] {} )",
                 status.role, status.state
             );
-            match status.witness {
-                Some(true) => println!("Witness: reachable"),
-                Some(false) => println!("Witness: UNREACHABLE"),
-                None => {}
-            }
-            if status.fenced {
-                println!(
-                    "SELF-FENCED: this primary reaches neither its peer nor the witness, and \
-                     released the virtual IP and its active services"
-                );
-            }
-            if status.fencing_peer {
-                println!("Fencing the peer before taking over (see the journal)");
+            for (what, text) in status.safeguards() {
+                println!("{what}: {text}");
             }
             if let Some(why) = state_unsaved {
                 println!(

@@ -70,6 +70,9 @@ pub struct StatusView {
     /// The arbiter's lease as this server holds it (`None`: no arbiter).
     #[serde(default)]
     pub lease: Option<super::arbiter::Lease>,
+    /// `[fencing] on_failure` ("withhold" or "proceed"; `None`: no fencing).
+    #[serde(default)]
+    pub fencing: Option<String>,
     /// The arbiter's etcd side, from the shell (`None`: no arbiter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arbiter: Option<ArbiterView>,
@@ -93,6 +96,57 @@ pub struct ArbiterView {
     pub ttl_ms: u64,
     /// The last error, if the last call failed.
     pub error: Option<String>,
+}
+
+impl StatusView {
+    /// The third parties that keep the pair from a split brain, one line each, for
+    /// `hamon status` and the Health Monitor page: ("Arbiter" | "Witness" | "Fencing",
+    /// what it says now). Empty when none is configured.
+    pub fn safeguards(&self) -> Vec<(&'static str, String)> {
+        use super::arbiter::Lease;
+        let mut out = Vec::new();
+        if let Some(lease) = self.lease {
+            let a = self.arbiter.clone().unwrap_or_default();
+            let holder = a
+                .holder
+                .as_deref()
+                .map(|h| format!(", held by {h}"))
+                .unwrap_or_default();
+            let mut text = match lease {
+                Lease::Held => format!("lease held ({} ms TTL)", a.ttl_ms),
+                Lease::Seeking => format!("waiting for the lease{holder}"),
+                Lease::Lost => "LEASE LOST: not renewed in time".to_string(),
+                Lease::Released => format!("lease not wanted here{holder}"),
+            };
+            match (a.reachable, &a.answering) {
+                (Some(false), _) => {
+                    text += &format!(
+                        "; etcd UNREACHABLE ({})",
+                        a.error.as_deref().unwrap_or("no answer")
+                    )
+                }
+                (Some(true), Some(at)) => text += &format!("; etcd answers at {at}"),
+                _ => {}
+            }
+            out.push(("Arbiter", text));
+        }
+        if let Some(w) = self.witness {
+            let mut text = if w { "reachable" } else { "UNREACHABLE" }.to_string();
+            if self.fenced {
+                text += "; SELF-FENCED: this primary reaches neither its peer nor the \
+                         witness, and released the virtual IP and its active services";
+            }
+            out.push(("Witness", text));
+        }
+        if let Some(policy) = &self.fencing {
+            let mut text = format!("before a takeover, on_failure = {policy}");
+            if self.fencing_peer {
+                text += "; fencing the peer now";
+            }
+            out.push(("Fencing", text));
+        }
+        out
+    }
 }
 
 /// The answer to an operator command.

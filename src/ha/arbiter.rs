@@ -105,12 +105,21 @@ impl Step<'_> {
             && (self.n.asked == Duty::Active
                 || self.n.lease_takeover.is_some()
                 || self.n.fencing_peer.is_some());
-        if want == self.n.lease_wanted {
+        let pair = self
+            .n
+            .reg
+            .as_ref()
+            .filter(|_| self.arbitrated())
+            .map(|r| r.id);
+        // Also told once per pair while not wanted, so that the thread can show who
+        // holds the lease.
+        if want == self.n.lease_wanted && pair == self.n.lease_pair {
             return;
         }
+        self.n.lease_pair = pair;
+        let pair = pair.unwrap_or_default();
         self.n.lease_wanted = want;
         self.n.lease_gen = self.n.lease_gen.wrapping_add(1);
-        let pair = self.n.reg.as_ref().map(|r| r.id).unwrap_or_default();
         if want {
             self.n.lease = Lease::Seeking;
         } else {

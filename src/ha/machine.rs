@@ -132,6 +132,8 @@ pub struct Node {
     /// `lease_gen`.
     pub(super) lease_wanted: bool,
     pub(super) lease_gen: u64,
+    /// The pair the arbiter thread was last told about.
+    pub(super) lease_pair: Option<u64>,
     /// A takeover waits for the lease, for this reason.
     pub(super) lease_takeover: Option<String>,
     pub(super) duty_applied: Option<Duty>,
@@ -224,6 +226,7 @@ impl Node {
             lease: super::arbiter::Lease::Released,
             lease_wanted: false,
             lease_gen: 0,
+            lease_pair: None,
             lease_takeover: None,
             duty_applied: Some(Duty::Halted),
             health: HealthSummary::default(),
@@ -331,6 +334,11 @@ impl Node {
             fenced: self.fenced,
             fencing_peer: self.fencing_peer.is_some(),
             lease: self.cfg.arbiter.map(|_| self.lease),
+            fencing: match self.cfg.fence {
+                FencePolicy::Off => None,
+                FencePolicy::Withhold => Some("withhold".into()),
+                FencePolicy::Proceed => Some("proceed".into()),
+            },
             arbiter: None,
         }
     }

@@ -832,6 +832,25 @@ impl Cluster {
                 assert!(settled, "keepalived did not settle:\n{}", self.log(P));
             }
         }
+        if self.setup.arbiter.is_some() {
+            // `hamon status` shows the lease: held by the primary, and whose it is on the
+            // secondary.
+            let shown = until(Duration::from_secs(5), || {
+                let p = self.cli(P, &["status"], "");
+                let s = self.cli(S, &["status"], "");
+                String::from_utf8_lossy(&p.stdout).contains("Arbiter: lease held")
+                    && String::from_utf8_lossy(&s.stdout).contains(&format!(
+                        "Arbiter: lease not wanted here, held by primary primary {}",
+                        V4[P]
+                    ))
+            });
+            assert!(
+                shown,
+                "{}\n{}",
+                String::from_utf8_lossy(&self.cli(P, &["status"], "").stdout),
+                String::from_utf8_lossy(&self.cli(S, &["status"], "").stdout)
+            );
+        }
         // The client must reach the VIP before anything is done to the pair.
         let reached = until(Duration::from_secs(10), || {
             self.obs.seen().iter().any(|(_, s)| *s == Seen::Echo(P))

@@ -225,6 +225,12 @@ pub fn status_reasons(s: &StatusView) -> Vec<String> {
     if s.fencing_peer {
         why.push("fencing the peer before taking over".into());
     }
+    if s.lease == Some(crate::ha::Lease::Lost) {
+        why.push("arbiter lease lost".into());
+    }
+    if s.arbiter.as_ref().and_then(|a| a.reachable) == Some(false) {
+        why.push("arbiter unreachable".into());
+    }
     why
 }
 
@@ -372,6 +378,13 @@ fn settings(out: &mut String, m: &PageModel) {
         "<tr><th>Configuration Mode</th><td id=\"mode\">{}</td></tr>",
         s.mode.label()
     ));
+    for (what, text) in s.safeguards() {
+        out.push_str(&format!(
+            "<tr><th>{what}</th><td id=\"{}\">{}</td></tr>",
+            what.to_ascii_lowercase(),
+            escape(&text)
+        ));
+    }
     let mut actions = String::new();
     if can_failover(s) {
         actions.push_str(&action_form(
@@ -699,6 +712,7 @@ mod tests {
             fenced: false,
             fencing_peer: false,
             lease: None,
+            fencing: None,
             arbiter: None,
         }
     }
@@ -712,6 +726,43 @@ mod tests {
         let why = status_reasons(&s);
         assert!(why.iter().any(|w| w == "witness unreachable"), "{why:?}");
         assert!(why.iter().any(|w| w.starts_with("self-fenced")), "{why:?}");
+    }
+
+    #[test]
+    fn the_arbiter_witness_and_fencing_have_rows() {
+        let mut s = view(Role::Primary, HaState::PrimaryActive);
+        assert!(!render(&s).contains("id=\"arbiter\""));
+        s.lease = Some(crate::ha::Lease::Lost);
+        s.arbiter = Some(crate::ha::ArbiterView {
+            reachable: Some(false),
+            error: Some("no etcd endpoint answers: <timeout>".into()),
+            ..Default::default()
+        });
+        s.witness = Some(true);
+        s.fencing = Some("withhold".into());
+        let html = render(&s);
+        assert!(
+            html.contains("<th>Arbiter</th><td id=\"arbiter\">LEASE LOST: not renewed in time; etcd UNREACHABLE (no etcd endpoint answers: &lt;timeout&gt;)</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td id=\"witness\">reachable</td>"), "{html}");
+        assert!(
+            html.contains("<td id=\"fencing\">before a takeover, on_failure = withhold</td>"),
+            "{html}"
+        );
+        let why = status_reasons(&s);
+        assert!(why.iter().any(|w| w == "arbiter lease lost"), "{why:?}");
+        assert!(why.iter().any(|w| w == "arbiter unreachable"), "{why:?}");
+        s.lease = Some(crate::ha::Lease::Seeking);
+        s.arbiter = Some(crate::ha::ArbiterView {
+            reachable: Some(true),
+            answering: Some("http://198.51.100.7:2379".into()),
+            holder: Some("primary a 192.0.2.11".into()),
+            ..Default::default()
+        });
+        assert!(render(&s).contains(
+            "waiting for the lease, held by primary a 192.0.2.11; etcd answers at http://198.51.100.7:2379"
+        ));
     }
 
     fn unregistered_primary() -> StatusView {

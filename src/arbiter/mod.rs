@@ -254,6 +254,8 @@ impl Holder {
                 }
                 self.check_safe(gen);
                 let key = self.key(pair);
+                // The view first: whoever hears of the lease may look at it at once.
+                self.publish();
                 if let Some(h) = self.held.as_mut() {
                     if h.told != Some(gen) {
                         h.told = Some(gen);
@@ -414,6 +416,7 @@ impl Holder {
 
     fn lost(&mut self, h: Held, gen: u64, why: &str) {
         self.held = None;
+        self.publish();
         if h.told.is_some() {
             let error = self
                 .view

@@ -7,7 +7,7 @@ import statistics
 import sys
 from collections import OrderedDict
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+MARKERS = "results"
 
 
 def takeover(rs):
@@ -23,7 +23,18 @@ def cell(runs, f):
     return f(runs) if runs else "n/a"
 
 
-def main(src, doc):
+def demoted(rs):
+    times = [r.get("demoted_ms") for r in rs]
+    if all(t is None for t in times):
+        return "-"
+    if any(t is None for t in times):
+        return "kept in {} of {}".format(sum(t is None for t in times), len(times))
+    return "{}-{}".format(min(times), max(times))
+
+
+def main(src, doc, markers=MARKERS):
+    begin, end_marker = f"<!-- {markers}:begin -->", f"<!-- {markers}:end -->"
+    with_demoted = markers != MARKERS
     groups = OrderedDict()
     for line in open(src):
         line = line.strip()
@@ -36,15 +47,17 @@ def main(src, doc):
     def both(g, f):
         return f"{cell(g['hamon'], f)} / {cell(g['keepalived'], f)}"
 
+    extra = " primary's VIP gone after, ms |" if with_demoted else ""
     rows = [
         "| fault | hold | runs | dual-active windows (longest ms) | client outage, worst ms "
         "| false failovers | takeover after a kill, worst ms | converged after heal, worst ms "
-        "| one active at the end |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| one active at the end |" + extra,
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_demoted else ""),
     ]
     for (fault, hold), g in groups.items():
+        tail = " {} |".format(both(g, demoted)) if with_demoted else ""
         rows.append(
-            "| {} | {} s | {} | {} | {} | {} | {} | {} | {} |".format(
+            ("| {} | {} s | {} | {} | {} | {} | {} | {} | {} |" + tail).format(
                 fault,
                 hold // 1000,
                 both(g, lambda rs: str(len(rs))),
@@ -61,10 +74,10 @@ def main(src, doc):
         )
     table = "\n".join(rows)
     text = open(doc).read()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    start, end = text.index(begin) + len(begin), text.index(end_marker)
     open(doc, "w").write(text[:start] + "\n" + table + "\n" + text[end:])
     print(table)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

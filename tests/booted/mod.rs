@@ -364,6 +364,23 @@ impl Appliance {
     pub fn running(&self) -> bool {
         self.nspawn.is_some()
     }
+
+    /// After a power cut done by someone else (a BMC's script that killed `pids()`):
+    /// reaps nspawn and forgets init, so that nothing signals a PID that may be reused.
+    pub fn powered_off(&mut self) {
+        self.init = None;
+        if let Some(mut c) = self.nspawn.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// The PIDs a power cut ends: the container's init and its nspawn.
+    pub fn pids(&self) -> Vec<u32> {
+        self.init
+            .into_iter()
+            .chain(self.nspawn.as_ref().map(Child::id))
+            .collect()
+    }
 }
 
 impl Drop for Appliance {

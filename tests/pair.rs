@@ -171,6 +171,7 @@ fn beacon(state: HaState, id: u64) -> Beacon {
         registered: Some((id, FailoverType::Automatic)),
         shutting_down: false,
         asks: false,
+        was_active: false,
         health: HealthSummary::default(),
         hm_port: 18082,
         sync: None,

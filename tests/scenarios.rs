@@ -1301,3 +1301,34 @@ fn a_manual_failover_whose_fencing_fails_is_refused_with_the_reason() {
     assert!(why.contains("fencing"), "{why}");
     assert!(!sim.is_active(S));
 }
+
+// ----- Found by the model checker (tests/model_check.rs) ------------------------------------
+
+#[test]
+fn both_restarted_after_a_takeover_keep_the_secondary_active() {
+    // The primary dies, the secondary takes over; then both restart at once (a power cut
+    // of the site). The secondary's data is the newer: it must keep the role, and the
+    // primary must not take it back without `ha failback`.
+    let mut sim = pair(FailoverType::Automatic);
+    sim.crash(P);
+    sim.run_for(sim.detection() + 1_000);
+    assert_eq!(sim.state(S), Some(SecondaryActive));
+    sim.crash(S);
+    sim.start(P);
+    sim.start(S);
+    sim.clear_history();
+    sim.run_for(5_000);
+    assert!(
+        sim.is_active(S),
+        "{:?} / {:?}",
+        sim.history(P),
+        sim.history(S)
+    );
+    assert!(!sim.is_active(P));
+    assert!(
+        !sim.history(P).contains(&PrimaryActive),
+        "the primary took the role back: {:?}",
+        sim.history(P)
+    );
+    assert_eq!(sim.state(S), Some(SecondaryActive));
+}

@@ -50,6 +50,9 @@ pub struct Beacon {
     /// The sender has missed our heartbeats and asks for one now (sent only while it
     /// suspects the link, so that one lost frame is never taken for a dead peer).
     pub asks: bool,
+    /// The sender is starting up (HA Initializing) and held the active role when it
+    /// stopped: a peer starting at the same time must not take the role from it.
+    pub was_active: bool,
     pub health: HealthSummary,
     pub hm_port: u16,
     /// How stale the sender's file replica is, while it pulls.

@@ -385,6 +385,8 @@ impl Step<'_> {
             return;
         }
         self.n.noted.foreign_peer = false;
+        // The peer's heartbeat names our registration: it committed it too.
+        self.n.reg_confirmed = true;
         let was = self.n.link;
         self.n.link = Link::Up;
         self.n.heard_at = self.now;

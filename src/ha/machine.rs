@@ -122,6 +122,12 @@ pub struct Node {
     pub(super) reg_committed: bool,
     /// The secondary's side of a registration in progress.
     pub(super) joining: bool,
+    /// The peer is known to have committed the registration too (its heartbeat named it,
+    /// or it was restored from disk). Until then a secondary's commit may still be undone
+    /// by the primary's abort: the commit's answer may have been lost.
+    pub(super) reg_confirmed: bool,
+    /// Commit calls a primary has sent for the registration in progress.
+    pub(super) commit_tries: u32,
     /// Last duty requested, and last duty the executors confirmed.
     pub(super) duty: Duty,
     /// The duty the state asks for; `duty` is what may be held (`Step::gated`).
@@ -221,6 +227,8 @@ impl Node {
             reg_committed: reg.is_some(),
             reg,
             joining: false,
+            reg_confirmed: true,
+            commit_tries: 0,
             duty: Duty::Halted,
             asked: Duty::Halted,
             lease: super::arbiter::Lease::Released,
@@ -305,6 +313,9 @@ impl Node {
             registered: self.reg.as_ref().map(|r| (r.id, r.failover_type)),
             shutting_down: self.shutting_down,
             asks: false,
+            was_active: self
+                .boot_from
+                .is_some_and(|f| held_active(f, self.cfg.role, self.prior)),
             health: self.health,
             hm_port: self.cfg.hm_port,
             sync: self.sync_lag,
@@ -474,6 +485,18 @@ pub(super) fn secondary_was_active(s: HaState, prior: Option<HaState>) -> bool {
         s,
         SecondaryActive | SecondaryFailover | SecondaryFailback | SecondaryPostFailback
     ) || (s == SecondaryUncertain && prior == Some(SecondaryActive))
+}
+
+/// A state (saved when the server stopped) in which a server of `role` held the active
+/// role.
+pub(super) fn held_active(s: HaState, role: Role, prior: Option<HaState>) -> bool {
+    match role {
+        Role::Secondary => secondary_was_active(s, prior),
+        Role::Primary => {
+            matches!(s, PrimaryActive | PrimaryLostSecondary)
+                || (s == PrimaryUncertain && prior != Some(PrimaryFailover))
+        }
+    }
 }
 
 /// Primary states that mean "the secondary held the active role".

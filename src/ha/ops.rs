@@ -44,6 +44,9 @@ impl Op {
     }
 }
 
+/// How many times a primary sends a registration's commit before it gives up.
+const COMMIT_TRIES: u32 = 3;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegStage {
     Joining,
@@ -479,6 +482,22 @@ impl Step<'_> {
                 self.journal("registered", Severity::Info, msg.clone());
                 self.reply(token, done(msg));
             }
+            (RegStage::Committing, Err(e))
+                if !e.starts_with("refused by the peer") && self.n.commit_tries < COMMIT_TRIES =>
+            {
+                // The commit or its answer was lost: the secondary may have committed.
+                // Asking again is safe (it answers a commit it made already), and only a
+                // commit that never gets through ends in an abort.
+                self.n.commit_tries += 1;
+                let id = self.n.reg.as_ref().map_or(0, |r| r.id);
+                let call = self.call(PeerRequest::RegisterCommit { id });
+                self.n.op = Some(Op::Register {
+                    token,
+                    key,
+                    call,
+                    stage: RegStage::Committing,
+                });
+            }
             (_, Err(e)) => self.register_failed(token, format!("registration failed: {e}")),
             (RegStage::Copying, Ok(_)) => {}
         }
@@ -497,6 +516,7 @@ impl Step<'_> {
         let id = self.n.reg.as_ref().map_or(0, |r| r.id);
         match result {
             Ok(()) => {
+                self.n.commit_tries = 1;
                 let call = self.call(PeerRequest::RegisterCommit { id });
                 self.n.op = Some(Op::Register {
                     token,
@@ -602,19 +622,31 @@ impl Step<'_> {
                 self.accepted(Some(registration))
             }
             PeerRequest::RegisterCommit { id } => {
+                if !self.n.joining && self.n.reg_committed && reg_id == Some(id) {
+                    // Committed already: the answer to the first commit was lost.
+                    return self.accepted(None);
+                }
                 if !(self.n.joining && reg_id == Some(id)) {
                     return refuse("no registration in progress with that id".into());
                 }
                 self.n.joining = false;
                 self.n.reg_committed = true;
+                self.n.reg_confirmed = false;
                 self.n.synced = true;
                 self.enter(SecondarySyncing, "registration complete");
                 self.accepted(None)
             }
             PeerRequest::RegisterAbort { id, reason } => {
-                if self.n.joining && reg_id == Some(id) {
+                // Joining, or committed without the primary's word since: the primary
+                // gave up on the commit (its answer was lost), so this side goes too.
+                let unconfirmed = self.n.reg_committed
+                    && !self.n.reg_confirmed
+                    && self.n.duty != super::state::Duty::Active;
+                if (self.n.joining || unconfirmed) && reg_id == Some(id) {
                     self.n.joining = false;
                     self.n.reg = None;
+                    self.n.reg_committed = false;
+                    self.n.reg_confirmed = true;
                     self.enter(
                         StandAlone,
                         &format!("registration aborted by primary: {reason}"),

@@ -19,7 +19,12 @@ impl Step<'_> {
                 return;
             }
             let booting = b.state == HaInitializing;
-            let defer = primary_was_standby(from) || (booting && from == PrimaryFailover);
+            // A secondary starting up that held the active role when it stopped took over
+            // after this primary last knew (both restarted, a power cut of the site, say):
+            // its data is the newer, as if it were serving.
+            let defer = primary_was_standby(from)
+                || (booting && from == PrimaryFailover)
+                || (booting && b.was_active);
             if serving || (defer && b.state.role() == Some(Role::Secondary)) || (booting && defer) {
                 self.n.boot_from = None;
                 self.enter(

@@ -365,6 +365,7 @@ impl Heartbeats {
                 to,
                 Beacon {
                     asks: false,
+                    was_active: false,
                     ..beacon.clone()
                 },
             ));
@@ -572,6 +573,7 @@ mod tests {
             registered: Some((1, crate::ha::FailoverType::Manual)),
             shutting_down: false,
             asks: false,
+            was_active: false,
             health: HealthSummary::default(),
             hm_port: 8082,
             sync: None,
@@ -686,6 +688,7 @@ mod tests {
             b_addr,
             Beacon {
                 asks: true,
+                was_active: false,
                 ..beacon()
             },
         )?;
@@ -703,6 +706,7 @@ mod tests {
             b_addr,
             Beacon {
                 asks: true,
+                was_active: false,
                 ..beacon()
             },
         )?;

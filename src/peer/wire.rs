@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Body TLVs: 1 name (UTF-8, 1..=63 bytes), 2 role (u8), 3 state (u8), 4 flags (u8: bit0
-//! active, bit1 registered, bit2 `shutting_down`, bit3 `asks`), 5 registration (u64 id, u8 failover type),
+//! active, bit1 registered, bit2 `shutting_down`, bit3 `asks`, bit4 `was_active`), 5 registration (u64 id, u8 failover type),
 //! 6 health (4 x u8 levels: processes, database, disk, nic), 7 `hm_port` (u16), 8 sync lag
 //! (frequent then batch: u32 seconds since the last complete pass, `u32::MAX` = not yet;
 //! u32 files and u64 bytes that pass copied). All but 5 and 8 are
@@ -76,6 +76,7 @@ const FLAG_ACTIVE: u8 = 1 << 0;
 const FLAG_REGISTERED: u8 = 1 << 1;
 const FLAG_SHUTTING_DOWN: u8 = 1 << 2;
 const FLAG_ASKS: u8 = 1 << 3;
+const FLAG_WAS_ACTIVE: u8 = 1 << 4;
 
 const NAME_MAX: usize = 63;
 const REGISTRATION_LEN: usize = 9;
@@ -269,6 +270,9 @@ fn encode_body(body: &Body) -> Result<Vec<u8>, WireError> {
     if body.asks {
         flags |= FLAG_ASKS;
     }
+    if body.was_active {
+        flags |= FLAG_WAS_ACTIVE;
+    }
     let h = &body.health;
 
     let mut out = Vec::with_capacity(128);
@@ -443,6 +447,7 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
         registered: f.registration,
         shutting_down: flags & FLAG_SHUTTING_DOWN != 0,
         asks: flags & FLAG_ASKS != 0,
+        was_active: flags & FLAG_WAS_ACTIVE != 0,
         health,
         hm_port,
         sync: f.sync,
@@ -484,6 +489,7 @@ mod tests {
                 registered: Some((0xa1a2_a3a4_a5a6_a7a8, FailoverType::Automatic)),
                 shutting_down: false,
                 asks: false,
+                was_active: false,
                 health: HealthSummary {
                     processes: Level::Ok,
                     database: Level::Warning,
@@ -549,6 +555,7 @@ mod tests {
             registered: None,
             shutting_down: false,
             asks: false,
+            was_active: false,
             health: HealthSummary {
                 processes: Level::Ok,
                 database: Level::Ok,
@@ -1035,7 +1042,7 @@ mod tests {
 
     #[test]
     fn reserved_body_flag_bits_are_ignored() -> TestResult {
-        let got = decode_tlvs(&replaced(TLV_FLAGS, &[0b1111_0000 | FLAG_SHUTTING_DOWN]))?;
+        let got = decode_tlvs(&replaced(TLV_FLAGS, &[0b1110_0000 | FLAG_SHUTTING_DOWN]))?;
         let mut expected = standard_body();
         expected.active = false;
         expected.shutting_down = true;
@@ -1108,7 +1115,7 @@ mod tests {
                 any::<u64>(),
                 select(vec![FailoverType::Manual, FailoverType::Automatic]),
             )),
-            (any::<bool>(), any::<bool>()),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
             (level(), level(), level(), level()),
             any::<u16>(),
             proptest::option::of((class_beat(), class_beat())),
@@ -1122,6 +1129,7 @@ mod tests {
                     registered,
                     shutting_down: flags.0,
                     asks: flags.1,
+                    was_active: flags.2,
                     health: HealthSummary {
                         processes: h.0,
                         database: h.1,

@@ -166,14 +166,26 @@ impl CopyDatabase for DbCopies {
 
 /// The database's part of a duty: a server that serves (active, or alone)
 /// must have a writable database; a standby's follows its peer's.
+///
+/// A standby whose database cannot follow (the peer is out of reach: an active server
+/// that demoted itself because it lost the arbiter's lease or both the peer and the
+/// witness) must not go on taking writes from clients that reach it by its own address:
+/// a database that is still a primary is stopped. The next active duty starts it again.
 pub fn apply_duty(db: &dyn Database, duty: Duty, peer: Option<&PeerDb>) -> Result<(), String> {
     match (duty, peer) {
         (Duty::Active | Duty::Standalone, _) => {
             db.promote().map_err(|e| format!("database promotion: {e}"))
         }
-        (Duty::Standby, Some(p)) => db
-            .follow(p)
-            .map_err(|e| format!("database could not follow {p}: {e}")),
+        (Duty::Standby, Some(p)) => db.follow(p).map_err(|e| {
+            let failed = format!("database could not follow {p}: {e}");
+            match db.role() {
+                Ok(DbRole::Primary) => match db.stop() {
+                    Ok(()) => format!("{failed}; stopped it, so that it takes no writes"),
+                    Err(stop) => format!("{failed}; and it could not be stopped: {stop}"),
+                },
+                _ => failed,
+            }
+        }),
         (Duty::Standby, None) | (Duty::Halted, _) => Ok(()),
     }
 }
@@ -378,6 +390,53 @@ mod tests {
         assert_eq!(lag_verdict(&primary, 1000), Some(None));
         // Unknown (down, not answering): no verdict, the last one stands.
         assert_eq!(lag_verdict(&Fake::default(), 1000), None);
+    }
+
+    /// A command driver whose script logs every operation to `log` and answers `role`
+    /// with `role`; `follow` fails.
+    fn logging_db(log: &std::path::Path, role: &str) -> db::command::CommandDb {
+        let script = format!(
+            "echo \"$HAMON_DB_OP\" >> '{}'; case \"$HAMON_DB_OP\" in \
+             role) echo {role} ;; follow) echo 'peer unreachable' >&2; exit 1 ;; esac",
+            log.display()
+        );
+        db::command::CommandDb::new(db::command::CommandConfig {
+            argv: vec!["/bin/sh".into(), "-c".into(), script],
+            timeout: Duration::from_secs(5),
+            copy_timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_standby_that_cannot_follow_stops_a_writable_database() {
+        let dir = std::env::temp_dir().join(format!("hamon-repl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let peer = PeerDb {
+            host: "192.0.2.12".into(),
+            port: 5432,
+        };
+        // A demoted active server: its database is still a primary.
+        let log = dir.join("primary.log");
+        let err = apply_duty(&logging_db(&log, "primary"), Duty::Standby, Some(&peer)).unwrap_err();
+        assert!(
+            err.contains("peer unreachable") && err.contains("stopped it"),
+            "{err}"
+        );
+        let ops = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(ops.lines().collect::<Vec<_>>(), ["follow", "role", "stop"]);
+        // A database that is a standby already takes no writes: it is left running.
+        let log = dir.join("standby.log");
+        let err = apply_duty(&logging_db(&log, "standby"), Duty::Standby, Some(&peer)).unwrap_err();
+        assert!(!err.contains("stopped"), "{err}");
+        let ops = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(ops.lines().collect::<Vec<_>>(), ["follow", "role"]);
+        // The next active duty starts it again (promote starts a database that is down).
+        let log = dir.join("again.log");
+        apply_duty(&logging_db(&log, "down"), Duty::Active, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "promote\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

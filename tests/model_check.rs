@@ -421,7 +421,7 @@ fn deep() {
         ..registration(step, bounds)
     };
     let registration_crash = |step, bounds| Model {
-        name: "registration (with crashes: the documented limit)".into(),
+        name: "registration (with crashes and cuts: the documented limit)".into(),
         ..registration(step, bounds)
     };
     let one_crash = Bounds {
@@ -492,6 +492,7 @@ fn deep() {
                 Bounds {
                     depth: 30,
                     crashes: 0,
+                    cuts: 0,
                     ..faults
                 },
             ),

@@ -381,6 +381,9 @@ struct World {
     used: Used,
     /// The secondary held the active duty while the primary held none (a takeover).
     took_over: bool,
+    /// Since that takeover, both held the active duty at once (a split brain, which the
+    /// pair resolves by the primary yielding, unless the secondary fails first).
+    split_since: bool,
     /// A `ha failback` was accepted since that takeover.
     failback_cmd: bool,
     /// A `ha failback` was accepted on this path, ever.
@@ -504,6 +507,7 @@ impl World {
             etcd: m.arbiter.map(|_| Etcd::default()),
             used: Used::default(),
             took_over: false,
+            split_since: false,
             failback_cmd: false,
             failback_ever: false,
             answering: None,
@@ -541,6 +545,7 @@ impl World {
             &self.etcd,
             self.used,
             self.took_over,
+            self.split_since,
             self.failback_cmd,
             self.failback_ever,
         );
@@ -1199,6 +1204,18 @@ impl World {
         }
         if self.active(S) && !self.active(P) {
             self.took_over = true;
+            self.split_since = false;
+        }
+        if self.took_over && self.active(P) && self.active(S) {
+            self.split_since = true;
+        }
+        if self.took_over && self.split_since && self.nodes[S].is_none() {
+            // The secondary failed during a split brain: the primary, active alongside
+            // it, serving on alone is not a failback. (Without that split brain, a
+            // primary that takes the role from a failed active secondary is one:
+            // docs/states.md, departure g.)
+            self.took_over = false;
+            self.split_since = false;
         }
         if self.took_over && self.primary_serving() && !self.active(S) {
             // The active role moved back from the secondary to the primary.
@@ -1214,6 +1231,7 @@ impl World {
                 ));
             }
             self.took_over = false;
+            self.split_since = false;
             self.failback_cmd = false;
         }
         if c.failback_by_command && !self.failback_ever {
@@ -1365,6 +1383,7 @@ fn initial(m: &Model) -> World {
         );
         w.used = Used::default();
         w.took_over = false;
+        w.split_since = false;
         w.failback_cmd = false;
         w.failback_ever = false;
     }

@@ -42,6 +42,7 @@ pub fn driver(
     Ok(Some(Arc::new(Serialized {
         inner,
         changing: Mutex::new(()),
+        stopped: AtomicBool::new(false),
     })))
 }
 
@@ -53,6 +54,8 @@ pub fn driver(
 pub struct Serialized {
     inner: Box<dyn Database>,
     changing: Mutex<()>,
+    /// `stop` took the database down, and no change has run since.
+    stopped: AtomicBool,
 }
 
 impl Serialized {
@@ -60,6 +63,16 @@ impl Serialized {
         // A poisoned lock only means an earlier change panicked; go on.
         let _guard = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         f(self.inner.as_ref())
+    }
+
+    /// A change that may start the database: once it is over (done or failed), a
+    /// database that is down is a failure again.
+    fn starting<T>(&self, f: impl FnOnce(&dyn Database) -> T) -> T {
+        self.one_at_a_time(|d| {
+            let result = f(d);
+            self.stopped.store(false, Ordering::SeqCst);
+            result
+        })
     }
 }
 
@@ -77,13 +90,13 @@ impl Database for Serialized {
         self.inner.lag()
     }
     fn initial_copy(&self, from: &PeerDb) -> Result<(), String> {
-        self.one_at_a_time(|d| d.initial_copy(from))
+        self.starting(|d| d.initial_copy(from))
     }
     fn follow(&self, from: &PeerDb) -> Result<(), String> {
-        self.one_at_a_time(|d| d.follow(from))
+        self.starting(|d| d.follow(from))
     }
     fn promote(&self) -> Result<(), String> {
-        self.one_at_a_time(|d| d.promote())
+        self.starting(|d| d.promote())
     }
     fn stop_writes(&self) -> Result<String, String> {
         self.one_at_a_time(|d| d.stop_writes())
@@ -95,7 +108,17 @@ impl Database for Serialized {
         self.inner.caught_up(lsn)
     }
     fn stop(&self) -> Result<(), String> {
-        self.one_at_a_time(|d| d.stop())
+        self.one_at_a_time(|d| {
+            // Down on purpose from the first moment of the shutdown, so that a check
+            // during it is not counted as a failure.
+            self.stopped.store(true, Ordering::SeqCst);
+            let stopped = d.stop();
+            self.stopped.store(stopped.is_ok(), Ordering::SeqCst);
+            stopped
+        })
+    }
+    fn stopped_on_purpose(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 }
 
@@ -178,16 +201,29 @@ pub fn apply_duty(db: &dyn Database, duty: Duty, peer: Option<&PeerDb>) -> Resul
         }
         (Duty::Standby, Some(p)) => db.follow(p).map_err(|e| {
             let failed = format!("database could not follow {p}: {e}");
-            match db.role() {
-                Ok(DbRole::Primary) => match db.stop() {
-                    Ok(()) => format!("{failed}; stopped it, so that it takes no writes"),
-                    Err(stop) => format!("{failed}; and it could not be stopped: {stop}"),
-                },
-                _ => failed,
+            match stop_writes_on_demotion(db) {
+                Ok(true) => format!("{failed}; it was a writable primary: stopped it"),
+                Ok(false) => failed,
+                Err(stop) => format!("{failed}; {stop}"),
             }
         }),
         (Duty::Standby, None) | (Duty::Halted, _) => Ok(()),
     }
+}
+
+/// The database's part of a demotion (the server gave up the active duty on its own: it
+/// lost the arbiter's lease, or fenced itself): a database that is still a primary takes
+/// no more writes, since clients may reach this server by its own address. It is stopped;
+/// the next active duty starts it again (`promote` starts a database that is down).
+/// `Ok(true)` when it was stopped; a database that is not a primary (a standby, down, not
+/// answering) is left alone.
+pub fn stop_writes_on_demotion(db: &dyn Database) -> Result<bool, String> {
+    if db.role() != Ok(DbRole::Primary) {
+        return Ok(false);
+    }
+    db.stop()
+        .map(|()| true)
+        .map_err(|e| format!("the database is a writable primary and could not be stopped: {e}"))
 }
 
 /// Runs one full copy the core ordered; `Ok` once it is complete.
@@ -436,6 +472,19 @@ mod tests {
         let log = dir.join("again.log");
         apply_duty(&logging_db(&log, "down"), Duty::Active, None).unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "promote\n");
+        // A demotion (duty Halted) stops a primary, and leaves a standby alone.
+        let log = dir.join("demoted.log");
+        assert_eq!(
+            stop_writes_on_demotion(&logging_db(&log, "primary")),
+            Ok(true)
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "role\nstop\n");
+        let log = dir.join("demoted-standby.log");
+        assert_eq!(
+            stop_writes_on_demotion(&logging_db(&log, "standby")),
+            Ok(false)
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "role\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -445,6 +494,7 @@ mod tests {
         let db = Arc::new(Serialized {
             inner: Box::new(fake.clone()),
             changing: Mutex::new(()),
+            stopped: AtomicBool::new(false),
         });
         let peer = PeerDb {
             host: "192.0.2.12".into(),

@@ -416,3 +416,151 @@ fn synchronous_replication_loses_no_acknowledged_write_when_the_primary_dies() {
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
+
+/// etcd on loopback for one test (`127.0.{n}.4`), on a data directory that survives a
+/// kill, killed on drop. `None` when etcd is missing outside CI.
+struct Etcd {
+    child: Option<std::process::Child>,
+    dir: std::path::PathBuf,
+    ip: String,
+}
+
+impl Etcd {
+    fn start(n: u8) -> Option<Etcd> {
+        let found = std::process::Command::new("etcd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            let msg = "etcd not found (apt-get install etcd-server; .ci/run installs it)";
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("hamon-pg-etcd-{n}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut e = Etcd {
+            child: None,
+            dir,
+            ip: format!("127.0.{n}.4"),
+        };
+        e.run();
+        Some(e)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:2379", self.ip)
+    }
+
+    fn run(&mut self) {
+        let (url, peer) = (self.url(), format!("http://{}:2380", self.ip));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .unwrap();
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "pg", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("pg={peer}")])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = format!("{}:2379", self.ip);
+        wait(SECS(20), || std::net::TcpStream::connect(&addr).is_ok()).unwrap_or_else(|| {
+            panic!(
+                "etcd did not start:\n{}",
+                fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+            )
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the etcd this test started and has not reaped.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Issue 14: a primary that cannot renew the arbiter's lease (etcd killed, the default
+/// `on_arbiter_loss = "demote"`) gives up the active duty and stops writes through the
+/// PostgreSQL driver: its database, still a writable primary, is stopped, and the check
+/// does not take that for a database failure (no Primary Uncertain, so the secondary
+/// does not try to take over). etcd back, the primary wins the lease again, its database
+/// starts and takes writes, and they reach the standby.
+#[test]
+fn a_primary_that_loses_the_arbiters_lease_stops_writes_through_the_database() {
+    let n = 107;
+    let Some(mut etcd) = Etcd::start(n) else {
+        return;
+    };
+    let arbiter = format!("\n[arbiter]\nendpoints = [\"{}\"]\nttl_s = 2\n", etcd.url());
+    let Some((a, b, p)) = registered_pair_with(n, 16 * 1024 * 1024, &arbiter) else {
+        return;
+    };
+    wait(SECS(30), || p.journaled(0, "arbiter_lease_held"))
+        .unwrap_or_else(|| panic!("the primary never held the lease:\n{}", p.journal(0)));
+    wait(SECS(30), || {
+        a.sql("INSERT INTO t VALUES (1, 'leased')").is_ok()
+    })
+    .expect("the primary's database never took a write");
+    wait(SECS(30), || has_row(&b, 1)).expect("the write never reached the standby");
+
+    etcd.kill();
+    wait(SECS(15), || p.journaled(0, "database_writes_stopped")).unwrap_or_else(|| {
+        panic!(
+            "the primary did not stop its database:\n{}\n{}",
+            p.journal(0),
+            p.log(0)
+        )
+    });
+    assert!(p.journaled(0, "arbiter_lost"), "{}", p.journal(0));
+    assert!(
+        a.sql("INSERT INTO t VALUES (2, 'after the lease')")
+            .is_err(),
+        "the demoted primary's database still takes writes"
+    );
+    // Down on purpose is not a database failure: nothing moves while etcd is away.
+    std::thread::sleep(SECS(3));
+    let status = p.ha_status(0);
+    assert!(status.contains("[State] Primary Active"), "{status}");
+    assert!(!p.journaled(0, "database_unreachable"), "{}", p.journal(0));
+    assert_eq!(in_recovery(&b), Some(true), "the standby was promoted");
+
+    // etcd back: the lease, the active duty and a writable database come back together.
+    etcd.run();
+    wait(SECS(60), || {
+        a.sql("INSERT INTO t VALUES (3, 'leased again')").is_ok()
+    })
+    .unwrap_or_else(|| panic!("the database never took writes again:\n{}", p.journal(0)));
+    assert_eq!(in_recovery(&a), Some(false));
+    wait(SECS(30), || has_row(&b, 3)).expect("the new write never reached the standby");
+    assert_eq!(ids(&b), [1, 3]);
+    assert_eq!(in_recovery(&b), Some(true));
+}

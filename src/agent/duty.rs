@@ -9,6 +9,8 @@ pub(super) struct DutyOrder {
     pub(super) vips: Vec<Vip>,
     /// The peer's database (a standby follows it).
     pub(super) peer_db: Option<crate::db::PeerDb>,
+    /// The server demoted itself: a database still writable must stop taking writes.
+    pub(super) stop_writes: bool,
     pub(super) decided: Instant,
 }
 
@@ -212,7 +214,22 @@ pub(super) fn start_duty_executor(
                 // the server that serves, following the peer on a standby.
                 if let Some(db) = &db {
                     let started = Instant::now();
-                    match repl::apply_duty(db.as_ref(), duty, order.peer_db.as_ref()) {
+                    let applied = if order.stop_writes {
+                        repl::stop_writes_on_demotion(db.as_ref()).map(|stopped| {
+                            if stopped {
+                                reporter.observe(
+                                    "database_writes_stopped",
+                                    Severity::Warning,
+                                    "this server gave up the active role on its own; its \
+                                     database was a writable primary"
+                                        .to_string(),
+                                );
+                            }
+                        })
+                    } else {
+                        repl::apply_duty(db.as_ref(), duty, order.peer_db.as_ref())
+                    };
+                    match applied {
                         Ok(()) => log.trace(&format!(
                             "database ready for duty {duty:?} in {} ms",
                             started.elapsed().as_millis()

@@ -320,6 +320,9 @@ struct Shell {
     /// Whether a standby's database should follow the peer's now: not while
     /// registration runs (its initial copy builds the standby).
     follow_peer: bool,
+    /// The core took the active duty away itself (fenced, or the arbiter's lease lost):
+    /// a database that is still writable is stopped with it.
+    demoted: bool,
     /// The registration's mail recipients.
     emails: Vec<String>,
     notifier: Arc<crate::notify::dispatch::Dispatcher>,
@@ -553,6 +556,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         db_port,
         peer: None,
         follow_peer: false,
+        demoted: false,
         emails: Vec::new(),
         notifier,
         arbiter,
@@ -925,8 +929,10 @@ impl Shell {
     fn apply(&mut self, node: &mut Node, event: Event, now: u64) -> bool {
         self.log.trace(&format!("event {event:?}"));
         let actions = ha::step(node, event, now);
+        let view = node.status();
+        self.demoted = view.fenced || view.lease == Some(ha::Lease::Lost);
         if let Ok(mut st) = self.published.status.write() {
-            *st = node.status();
+            *st = view;
             st.arbiter = self.arbiter.as_ref().map(|a| a.view());
         }
         self.vips = node
@@ -1055,6 +1061,7 @@ impl Shell {
                         .as_ref()
                         .filter(|_| self.follow_peer)
                         .map(|p| self.db_port.at(&p.address)),
+                    stop_writes: duty == Duty::Halted && self.demoted,
                     decided: Instant::now(),
                 };
                 let _ = self.duty_tx.send(order);

@@ -118,6 +118,11 @@ pub trait Database: Send + Sync + fmt::Debug {
     fn caught_up(&self, lsn: &str) -> Result<bool, String>;
     /// Stop the database (a no-op when it is down).
     fn stop(&self) -> Result<(), String>;
+    /// The database is down because hamon stopped it (a server that demoted itself), and
+    /// no change has started it since: its check does not count that as a failure.
+    fn stopped_on_purpose(&self) -> bool {
+        false
+    }
 }
 
 /// A shared driver is a driver (the agent hands one to several threads).
@@ -154,6 +159,9 @@ impl<D: Database + ?Sized> Database for std::sync::Arc<D> {
     }
     fn stop(&self) -> Result<(), String> {
         (**self).stop()
+    }
+    fn stopped_on_purpose(&self) -> bool {
+        (**self).stopped_on_purpose()
     }
 }
 

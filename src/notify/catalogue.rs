@@ -684,6 +684,18 @@ pub const EVENTS: &[EventKind] = &[
         template: "Database standby within bound: {text}",
         meaning: "The standby's lag is back within the failover bound.",
     },
+    EventKind {
+        id: "database_writes_stopped",
+        number: 706,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Database writes stopped: {text}",
+        meaning: "A server that gave up the active role on its own (arbiter lease lost, or \
+                  fenced itself), or a standby that cannot follow its peer, stopped its \
+                  database, which was still a writable primary; the next active duty starts it.",
+    },
     // ----- 800s: copies and sync ---------------------------------------------
     EventKind {
         id: "initial_copy",

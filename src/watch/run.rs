@@ -102,6 +102,13 @@ pub fn start(
                 let own_check = check.tcp.is_some() || check.command.is_some();
                 let mut reported = false;
                 while !stop.load(Ordering::Relaxed) {
+                    if driver.as_ref().is_some_and(|d| d.stopped_on_purpose()) {
+                        // Stopped by this server's own demotion: down on purpose, not a
+                        // failure that would make the core Uncertain (and the peer take
+                        // over). The next duty starts it, and the check resumes.
+                        nap(db.interval, &stop);
+                        continue;
+                    }
                     // The driver's own health check, after the configured one.
                     let result = match &driver {
                         Some(d) if own_check => check.probe().and_then(|_| d.health()),

@@ -439,7 +439,13 @@ fn deep() {
             ),
             None,
         ),
-        (pair(step, Bounds { depth: 9, ..faults }), None),
+        (
+            Model {
+                name: "pair (automatic, no arbiter), 2 crashes".into(),
+                ..pair(step, Bounds { depth: 9, ..faults })
+            },
+            None,
+        ),
         (
             manual(
                 step,
@@ -464,16 +470,19 @@ fn deep() {
             None,
         ),
         (
-            arbitrated(
-                step,
-                Bounds {
-                    depth: 10,
-                    drops: 1,
-                    dups: 0,
-                    cuts: 3,
-                    ..faults
-                },
-            ),
+            Model {
+                name: "pair (automatic, arbiter, demote), 2 crashes".into(),
+                ..arbitrated(
+                    step,
+                    Bounds {
+                        depth: 10,
+                        drops: 1,
+                        dups: 0,
+                        cuts: 3,
+                        ..faults
+                    },
+                )
+            },
             None,
         ),
         (

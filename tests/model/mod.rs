@@ -379,7 +379,8 @@ struct World {
     cut: [bool; 3],
     etcd: Option<Etcd>,
     used: Used,
-    /// The secondary held the active duty while the primary held none (a takeover).
+    /// The secondary's executors applied the active duty while the primary held none (a
+    /// takeover).
     took_over: bool,
     /// Since that takeover, both held the active duty at once (a split brain, which the
     /// pair resolves by the primary yielding, unless the secondary fails first).
@@ -1202,7 +1203,10 @@ impl World {
                 format!("both servers hold the active duty at {}", self.now),
             ));
         }
-        if self.active(S) && !self.active(P) {
+        // A takeover is counted once the secondary's executors applied the active duty:
+        // only then has it served, and may its data be the newer. (A secondary told to
+        // take over that crashes before it applied the duty never served.)
+        if self.exec[S] == Duty::Active && !self.active(P) {
             self.took_over = true;
             self.split_since = false;
         }

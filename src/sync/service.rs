@@ -633,9 +633,11 @@ impl SyncService {
                 .into_iter()
                 .filter(|c| hinted.contains(c) || due.get(c).is_some_and(|t| *t <= now))
                 .collect();
-            if classes.is_empty() || !self.has_sets() {
+            if classes.is_empty() {
                 continue;
             }
+            // Moved on before anything else: a class left due would make the next wait
+            // zero, and the loop spin (it did, with no sets configured).
             for c in &classes {
                 let every = match c {
                     SyncClass::Frequent => self.cfg.frequent_interval,
@@ -643,6 +645,9 @@ impl SyncService {
                 };
                 due.insert(*c, now + every);
                 hinted.remove(c);
+            }
+            if !self.has_sets() {
+                continue;
             }
             match self.pull_sets(&source, |s| classes.contains(&s.class)) {
                 Err(e) => {

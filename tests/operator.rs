@@ -199,3 +199,100 @@ fn sighup_reloads_the_authentication_key() {
     assert!(out.status.success(), "{out:?}");
     p.wait_state(1, "Secondary Syncing", Duration::from_secs(5));
 }
+
+/// Issue 15: a registration with a malformed e-mail address is refused, naming each bad
+/// one, and nothing changes; the same registration with good addresses goes through.
+#[test]
+fn registration_refuses_malformed_email_addresses_and_names_them() {
+    let mut p = Pair::new(28);
+    assert!(p
+        .run_with_stdin(1, &["ha", "authkey"], &format!("{KEY}\n"))
+        .status
+        .success());
+    p.start(0);
+    p.start(1);
+    let register = |emails: &str| {
+        p.run_with_stdin(
+            0,
+            &[
+                "ha",
+                "register",
+                "--secondary",
+                &p.addrs[1].clone(),
+                "--failover-type",
+                "manual",
+                "--email",
+                emails,
+            ],
+            &format!("{KEY}\n"),
+        )
+    };
+    let out = register("ops@example.com,not-an-email,two@@example.com");
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        said.contains("\"not-an-email\"") && said.contains("\"two@@example.com\""),
+        "{said}"
+    );
+    assert!(!said.contains("\"ops@example.com\""), "{said}");
+    p.wait_state(0, "Stand Alone", Duration::from_secs(1));
+    p.wait_state(1, "Stand Alone", Duration::from_secs(1));
+    let out = register("ops@example.com, oncall@example.org");
+    assert!(out.status.success(), "{out:?}");
+    p.wait_state(1, "Secondary Syncing", Duration::from_secs(5));
+    // These configs have no [notify.mail]: registration, and then `hamon status` on both
+    // servers, say that the addresses get no mail.
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("WARNING: no mail will be sent to ops@example.com, oncall@example.org"),
+        "{said}"
+    );
+    for i in 0..2 {
+        let status = p.run(i, &["status"]);
+        let status = String::from_utf8_lossy(&status.stdout).to_string();
+        assert!(
+            status.contains("E-mail: NO MAIL IS SENT to ops@example.com, oncall@example.org"),
+            "server {i}: {status}"
+        );
+    }
+}
+
+/// With a `[notify.mail]` section, neither registration nor `hamon status` warns.
+#[test]
+fn registration_with_a_mail_transport_does_not_warn() {
+    let mut p = Pair::with_extra(
+        29,
+        "[notify.mail]\nfrom = \"hamon@example.com\"\nsendmail = \"/bin/true\"\n",
+    );
+    assert!(p
+        .run_with_stdin(1, &["ha", "authkey"], &format!("{KEY}\n"))
+        .status
+        .success());
+    p.start(0);
+    p.start(1);
+    let out = p.run_with_stdin(
+        0,
+        &[
+            "ha",
+            "register",
+            "--secondary",
+            &p.addrs[1].clone(),
+            "--failover-type",
+            "manual",
+            "--email",
+            "ops@example.com",
+        ],
+        &format!("{KEY}\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("WARNING"),
+        "{out:?}"
+    );
+    p.wait_state(1, "Secondary Syncing", Duration::from_secs(5));
+    let status = p.run(0, &["status"]);
+    assert!(
+        !String::from_utf8_lossy(&status.stdout).contains("E-mail:"),
+        "{status:?}"
+    );
+}

@@ -323,6 +323,8 @@ struct Shell {
     /// The core took the active duty away itself (fenced, or the arbiter's lease lost):
     /// a database that is still writable is stopped with it.
     demoted: bool,
+    /// Why the registration's mail recipients get no mail (`mail_unsent`).
+    mail_unsent: Option<String>,
     /// The registration's mail recipients.
     emails: Vec<String>,
     notifier: Arc<crate::notify::dispatch::Dispatcher>,
@@ -557,6 +559,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         peer: None,
         follow_peer: false,
         demoted: false,
+        mail_unsent: None,
         emails: Vec::new(),
         notifier,
         arbiter,
@@ -925,15 +928,23 @@ impl Shell {
         }
     }
 
+    /// What the shell adds to the core's status view: the arbiter's etcd side, and mail
+    /// that goes nowhere.
+    fn add_shell_views(&self, status: &mut ha::StatusView) {
+        status.arbiter = self.arbiter.as_ref().map(|a| a.view());
+        status.mail_unsent = self.mail_unsent.clone();
+    }
+
     /// Step the core and carry out its actions; true when the agent may exit.
     fn apply(&mut self, node: &mut Node, event: Event, now: u64) -> bool {
         self.log.trace(&format!("event {event:?}"));
         let actions = ha::step(node, event, now);
-        let view = node.status();
+        let mut view = node.status();
         self.demoted = view.fenced || view.lease == Some(ha::Lease::Lost);
+        self.mail_unsent = mail_unsent(&self.cfg, node.registration());
+        self.add_shell_views(&mut view);
         if let Ok(mut st) = self.published.status.write() {
             *st = view;
-            st.arbiter = self.arbiter.as_ref().map(|a| a.view());
         }
         self.vips = node
             .registration()
@@ -1040,8 +1051,8 @@ impl Shell {
                     });
             }
             Action::Reply { token, mut reply } => {
-                if let (ha::Reply::Status { status }, Some(a)) = (&mut reply, &self.arbiter) {
-                    status.arbiter = Some(a.view());
+                if let ha::Reply::Status { status } = &mut reply {
+                    self.add_shell_views(status);
                 }
                 if let Some(Waiter::Operator(tx)) = self.waiting.remove(&token) {
                     let _ = tx.send(reply);
@@ -1211,4 +1222,17 @@ impl Shell {
         }
         false
     }
+}
+
+/// Why the registration's mail recipients get no mail, if they do not: the warning
+/// `hamon status`, the page and the API show, and registration repeats.
+pub(super) fn mail_unsent(cfg: &Config, reg: Option<&ha::Registration>) -> Option<String> {
+    let emails = &reg?.emails;
+    if emails.is_empty() || cfg.notify.mail.is_some() {
+        return None;
+    }
+    Some(format!(
+        "NO MAIL IS SENT to {}: this server's configuration has no [notify.mail] section",
+        emails.join(", ")
+    ))
 }

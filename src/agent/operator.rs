@@ -44,6 +44,7 @@ pub(super) fn start_control(
         tls: cfg.health_monitor.tls,
     };
     let interface = cfg.node.interface.clone();
+    let mail_configured = cfg.notify.mail.is_some();
     // A way the peer is not heard for the detector's window is silent.
     let silent_after = cfg.heartbeat.interval.as_millis() as u64 * u64::from(cfg.heartbeat.missed);
     control::Server::start(&path, move |req| {
@@ -116,6 +117,16 @@ pub(super) fn start_control(
                     Ok(v) => v,
                     Err(message) => return control::Reply::Refused { message },
                 };
+                if let Err(message) = crate::notify::mail::checked_recipients(&emails) {
+                    return control::Reply::Refused { message };
+                }
+                let unsent = (!emails.is_empty() && !mail_configured).then(|| {
+                    format!(
+                        "\nWARNING: no mail will be sent to {}: this server's configuration \
+                         has no [notify.mail] section",
+                        emails.join(", ")
+                    )
+                });
                 let id = crate::peer::auth::random_id();
                 let command = Command::Register {
                     id,
@@ -126,7 +137,12 @@ pub(super) fn start_control(
                     emails,
                     key,
                 };
-                ask(command, long)
+                match (ask(command, long), unsent) {
+                    (control::Reply::Done { message }, Some(warning)) => control::Reply::Done {
+                        message: message + &warning,
+                    },
+                    (reply, _) => reply,
+                }
             }
             control::Request::Failover => ask(Command::Failover, long),
             control::Request::Failback => ask(Command::Failback, long),

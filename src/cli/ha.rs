@@ -91,6 +91,9 @@ pub fn status(cfg: Option<&Path>) -> i32 {
             for (what, text) in status.safeguards() {
                 println!("{what}: {text}");
             }
+            if let Some(why) = &status.mail_unsent {
+                println!("E-mail: {why}");
+            }
             if let Some(why) = state_unsaved {
                 println!(
                     "HA state NOT SAVED: {why} (a restart would come back with an older state)"

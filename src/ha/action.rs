@@ -76,6 +76,10 @@ pub struct StatusView {
     /// The arbiter's etcd side, from the shell (`None`: no arbiter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arbiter: Option<ArbiterView>,
+    /// The registration names mail recipients that get no mail, and why (no
+    /// `[notify.mail]` section), from the shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_unsent: Option<String>,
 }
 
 /// What `hamon status`, the page and the API show of the arbiter's etcd side (filled in

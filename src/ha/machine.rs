@@ -351,6 +351,7 @@ impl Node {
                 FencePolicy::Proceed => Some("proceed".into()),
             },
             arbiter: None,
+            mail_unsent: None,
         }
     }
 

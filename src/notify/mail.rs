@@ -425,6 +425,24 @@ impl Outgoing {
     }
 }
 
+/// The registration's mail recipients, checked: every address must parse as one, or the
+/// whole list is refused with each malformed address named (a registration that kept a
+/// malformed address would drop its mail later, in silence).
+pub fn checked_recipients(addresses: &[String]) -> Result<(), String> {
+    let bad: Vec<String> = addresses
+        .iter()
+        .filter_map(|a| match a.parse::<lettre::Address>() {
+            Ok(_) => None,
+            Err(e) => Some(format!("{a:?} ({e})")),
+        })
+        .collect();
+    match bad.as_slice() {
+        [] => Ok(()),
+        [one] => Err(format!("not an e-mail address: {one}")),
+        many => Err(format!("not e-mail addresses: {}", many.join(", "))),
+    }
+}
+
 fn parse_mailbox(address: &str) -> Result<Mailbox, MailError> {
     address
         .parse()
@@ -610,6 +628,26 @@ fn run(shared: &Shared, out: &Outgoing, retry: RetryPolicy) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registration_recipients_are_checked_and_each_bad_one_named() {
+        let list = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            checked_recipients(&list(&["ops@example.com", "a.b+c@example.org"])),
+            Ok(())
+        );
+        assert_eq!(checked_recipients(&[]), Ok(()));
+        let one = checked_recipients(&list(&["ops@example.com", "not-an-email"])).unwrap_err();
+        assert!(
+            one.starts_with("not an e-mail address: \"not-an-email\""),
+            "{one}"
+        );
+        let two = checked_recipients(&list(&["x@", "@example.com"])).unwrap_err();
+        assert!(
+            two.starts_with("not e-mail addresses: \"x@\"") && two.contains("\"@example.com\""),
+            "{two}"
+        );
+    }
     use crate::notify::NoticeSeverity;
 
     fn notice() -> Notice {

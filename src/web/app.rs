@@ -533,6 +533,7 @@ impl App {
                 .ok_or_else(|| format!("cannot resolve secondary {secondary:?}"))?,
         };
         let vips = crate::net::vip::checked(&r.vips, self.interface.as_deref())?;
+        crate::notify::mail::checked_recipients(&r.emails)?;
         let id = crate::peer::auth::random_id();
         Ok(Command::Register {
             id,

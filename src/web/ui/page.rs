@@ -385,6 +385,12 @@ fn settings(out: &mut String, m: &PageModel) {
             escape(&text)
         ));
     }
+    if let Some(why) = &s.mail_unsent {
+        out.push_str(&format!(
+            "<tr><th>E-mail</th><td id=\"mail-unsent\" class=\"bad\">{}</td></tr>",
+            escape(why)
+        ));
+    }
     let mut actions = String::new();
     if can_failover(s) {
         actions.push_str(&action_form(
@@ -714,6 +720,7 @@ mod tests {
             lease: None,
             fencing: None,
             arbiter: None,
+            mail_unsent: None,
         }
     }
 
@@ -763,6 +770,21 @@ mod tests {
         assert!(render(&s).contains(
             "waiting for the lease, held by primary a 192.0.2.11; etcd answers at http://198.51.100.7:2379"
         ));
+    }
+
+    #[test]
+    fn mail_that_goes_nowhere_has_a_row() {
+        let mut s = view(Role::Primary, HaState::PrimaryActive);
+        assert!(!render(&s).contains("mail-unsent"));
+        s.mail_unsent = Some("NO MAIL IS SENT to <ops@example.com>".into());
+        let html = render(&s);
+        assert!(
+            html.contains(
+                "<th>E-mail</th><td id=\"mail-unsent\" class=\"bad\">NO MAIL IS SENT to \
+                 &lt;ops@example.com&gt;</td>"
+            ),
+            "{html}"
+        );
     }
 
     fn unregistered_primary() -> StatusView {

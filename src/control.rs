@@ -111,7 +111,10 @@ pub enum Reply {
         #[serde(default)]
         notify: Option<Box<crate::notify::dispatch::DispatchStats>>,
         status: Box<StatusView>,
-        heartbeats: HeartbeatCounts,
+        heartbeats: Box<HeartbeatCounts>,
+        /// The agent's log level now (`error`, `info`, `trace`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_level: Option<String>,
     },
     Events {
         events: Vec<Stamped>,

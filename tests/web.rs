@@ -511,3 +511,108 @@ fn failed_logins_from_many_addresses_meet_a_global_budget() {
     .unwrap_or_else(|| panic!("no login_failures event:\n{}", journal()));
     assert!(p.run(1, &["ha", "status"]).status.success());
 }
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+/// Issue 15: `--json` on `ha status`, `status` and `ha events` has the HTTP API's fields;
+/// `ha events` prints local ISO 8601 time; with the agent down, `ha status` prints the
+/// state it last saved, says so, and exits 3.
+#[test]
+fn the_clis_json_matches_the_api_and_ha_status_works_with_the_agent_down() {
+    let mut p = tls_pair(52, "manual", 900);
+    let s = hm(&p, 1);
+    let (cookie, _) = login(s);
+    let api = |path: &str| json(&https(s, "GET", path, &[("cookie", &cookie)], b""));
+    let cli = |args: &[&str]| {
+        let out = p.run(1, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out:?}"))
+    };
+
+    let from_api = api("/api/v1/status");
+    let ha_status = cli(&["ha", "status", "--json"]);
+    assert_eq!(keys(&ha_status), keys(&from_api));
+    assert_eq!(keys(&ha_status["status"]), keys(&from_api["status"]));
+    for k in ["version", "log_level", "tls_fingerprint"] {
+        assert_eq!(ha_status[k], from_api[k], "{k}");
+    }
+    for k in ["name", "role", "state", "failover_type", "registration"] {
+        assert_eq!(ha_status["status"][k], from_api["status"][k], "status.{k}");
+    }
+    assert_eq!(ha_status["status"]["state"], "SecondarySyncing");
+    // `status --json`: the API's fields, and what only the CLI shows.
+    let status = cli(&["status", "--json"]);
+    for k in keys(&from_api) {
+        assert!(
+            status.get(&k).is_some(),
+            "status --json lacks {k}: {status}"
+        );
+    }
+    assert!(status["heartbeats"]["accepted"]
+        .as_u64()
+        .is_some_and(|n| n > 0));
+
+    let events = cli(&["ha", "events", "--json", "--limit", "5"]);
+    let list = events["events"].as_array().unwrap();
+    assert!(!list.is_empty() && list.len() <= 5, "{events}");
+    let from_api = api("/api/v1/events?page=1");
+    assert_eq!(keys(&list[0]), keys(&from_api["events"][0]));
+    assert_eq!(list[0]["time"], from_api["events"][0]["time"]);
+
+    // People get local time, with the zone's offset (POSIX TZ "UTC+3" is 3 h west).
+    let human = |tz: &str| {
+        let out = std::process::Command::new(hamon())
+            .arg("--config")
+            .arg(p.config(1))
+            .args(["ha", "events", "--limit", "3"])
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let west = human("UTC+3");
+    let first = west.lines().next().unwrap_or_default();
+    let stamp = first.split_whitespace().next().unwrap_or_default();
+    assert!(
+        stamp.len() == 25 && stamp.ends_with("-03:00") && stamp.as_bytes()[10] == b'T',
+        "{west}"
+    );
+    // The same instant in UTC is three hours later on the clock.
+    let utc = human("UTC");
+    let utc_stamp = utc.split_whitespace().next().unwrap_or_default();
+    assert!(utc_stamp.len() == 20 && utc_stamp.ends_with('Z'), "{utc}");
+    let hour = |t: &str| t[11..13].parse::<u32>().unwrap();
+    assert_eq!((hour(stamp) + 3) % 24, hour(utc_stamp), "{west}\n{utc}");
+
+    // The agent down: the saved state, said to be that, and exit 3.
+    p.kill9(1);
+    let out = p.run(1, &["ha", "status"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("Last saved (agent NOT running): [State] Secondary Syncing")
+            && said.contains("[Failover Type] Manual"),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not running"),
+        "{out:?}"
+    );
+    let out = p.run(1, &["ha", "status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let down: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(down["agent_running"], false);
+    assert_eq!(down["persisted"]["state"], "SecondarySyncing");
+}

@@ -87,7 +87,7 @@ pub(super) fn start_control(
                         .unwrap_or_default();
                     control::Reply::Status {
                         status,
-                        heartbeats,
+                        heartbeats: Box::new(heartbeats),
                         tls_fingerprint: fingerprint.clone(),
                         services,
                         system: system_line(),
@@ -95,6 +95,9 @@ pub(super) fn start_control(
                         notify: Some(Box::new(notifier.stats())),
                         database: database.read().ok().and_then(|d| d.clone()),
                         state_unsaved: state_unsaved.read().ok().and_then(|s| s.clone()),
+                        log_level: crate::web::app::LEVELS
+                            .get(published.log_level.load(Ordering::Relaxed) as usize)
+                            .map(|l| l.to_string()),
                     }
                 }
                 Err(_) => control::Reply::Refused {

@@ -11,7 +11,8 @@ use std::time::Duration;
 pub const HA_USAGE: &str = "\
 Usage: hamon ha <command>
 
-  status                      this server's HA role, peer, state and failover type
+  status [--json]             this server's HA role, peer, state and failover type;
+                              with the agent down, the state it last saved (exit 3)
   register --secondary HOST[:PORT] --failover-type manual|automatic
            [--vip ADDR/PREFIX]... [--email a@x,b@y] [--authkey-file FILE]
                               register the secondary (run on the primary); the key
@@ -22,7 +23,7 @@ Usage: hamon ha <command>
   failback                    give the active role back to the primary (secondary)
   remove [--yes] [--purge]    remove the HA configuration; --yes skips the questions,
                               --purge also removes HA data from both servers
-  events [--limit N]          the HA event journal, newest first
+  events [--limit N] [--json] the HA event journal, newest first, in local time
   token                       the bearer token for the JSON API (derived from the key)
 ";
 
@@ -60,18 +61,139 @@ pub fn status_line(s: &StatusView) -> String {
     line
 }
 
-fn get_status(cfg: Option<&Path>) -> Result<StatusView, String> {
-    match call(cfg, Request::Status, Some(Duration::from_secs(10)))? {
-        Reply::Status { status, .. } => Ok(*status),
-        Reply::Refused { message } => Err(message),
-        other => Err(format!("unexpected reply {other:?}")),
+/// Exit status of `ha status` and `status` when the agent is not running (as LSB's
+/// `status` action: "program is not running").
+const NOT_RUNNING: i32 = 3;
+
+/// The HTTP API's `/api/v1/status` object, from a control socket status reply.
+fn api_status(reply: &Reply) -> serde_json::Value {
+    let Reply::Status {
+        status,
+        tls_fingerprint,
+        sync,
+        log_level,
+        ..
+    } = reply
+    else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "status": status,
+        "log_level": log_level,
+        "tls_fingerprint": tls_fingerprint,
+        "version": env!("CARGO_PKG_VERSION"),
+        "sync": sync,
+    })
+}
+
+fn print_json(v: &serde_json::Value) -> i32 {
+    match serde_json::to_string_pretty(v) {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => fail(&format!("cannot print JSON: {e}")),
+    }
+}
+
+/// `ha status` with the agent down: what it last saved, said to be that, and exit 3.
+fn not_running(cfg_path: Option<&Path>, why: &str, json: bool) -> i32 {
+    let saved = load(cfg_path).and_then(|cfg| {
+        crate::store::Store::at(&cfg.node.state_dir)
+            .load_state()
+            .map_err(|e| format!("cannot read the saved state: {e}"))
+    });
+    if json {
+        let (persisted, error) = match &saved {
+            Ok(p) => (serde_json::to_value(p).ok(), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        print_json(&serde_json::json!({
+            "agent_running": false,
+            "reason": why,
+            "persisted": persisted,
+            "error": error,
+        }));
+        return NOT_RUNNING;
+    }
+    eprintln!("hamon: {why}");
+    match saved {
+        Ok(Some(p)) => {
+            let mut line = format!("Last saved (agent NOT running): [State] {}", p.state);
+            if let Some(r) = &p.registration {
+                line.push_str(&format!(
+                    " [Primary Server] {}({}) [Secondary Server] {}({}) [Failover Type] {}",
+                    r.primary.name,
+                    r.primary.address,
+                    r.secondary.name,
+                    r.secondary.address,
+                    r.failover_type
+                ));
+            }
+            println!("{line}");
+        }
+        Ok(None) => println!("Last saved (agent NOT running): nothing saved yet (Stand Alone)"),
+        Err(e) => eprintln!("hamon: {e}"),
+    }
+    NOT_RUNNING
+}
+
+/// `ha status [--json]`.
+fn ha_status(cfg: Option<&Path>, json: bool) -> i32 {
+    let reply = match load(cfg) {
+        Ok(c) => control::call(
+            &c.socket_path(),
+            &Request::Status,
+            Some(Duration::from_secs(10)),
+        ),
+        Err(e) => return fail(&e),
+    };
+    match reply {
+        Ok(r @ Reply::Status { .. }) if json => print_json(&api_status(&r)),
+        Ok(Reply::Status { status, .. }) => {
+            println!("{}", status_line(&status));
+            0
+        }
+        Ok(Reply::Refused { message }) => fail(&message),
+        Ok(other) => fail(&format!("unexpected reply {other:?}")),
+        Err(e @ control::ControlError::NotRunning(_)) => not_running(cfg, &e.to_string(), json),
+        Err(e) => fail(&e.to_string()),
     }
 }
 
 /// `hamon status`: the Health Monitor line (the guide's format), then the
 /// certificate fingerprint when the Health Monitor speaks HTTPS.
-pub fn status(cfg: Option<&Path>) -> i32 {
+pub fn status(cfg: Option<&Path>, json: bool) -> i32 {
     match call(cfg, Request::Status, Some(Duration::from_secs(10))) {
+        Ok(r @ Reply::Status { .. }) if json => {
+            // The API's fields, then what only the CLI shows.
+            let mut v = api_status(&r);
+            if let (
+                Reply::Status {
+                    services,
+                    system,
+                    database,
+                    notify,
+                    heartbeats,
+                    state_unsaved,
+                    ..
+                },
+                Some(map),
+            ) = (&r, v.as_object_mut())
+            {
+                for (k, x) in [
+                    ("services", serde_json::json!(services)),
+                    ("system", serde_json::json!(system)),
+                    ("database", serde_json::json!(database)),
+                    ("notify", serde_json::json!(notify)),
+                    ("heartbeats", serde_json::json!(heartbeats)),
+                    ("state_unsaved", serde_json::json!(state_unsaved)),
+                ] {
+                    map.insert(k.into(), x);
+                }
+            }
+            print_json(&v)
+        }
         Ok(Reply::Status {
             status,
             tls_fingerprint,
@@ -167,13 +289,8 @@ pub fn main(cfg: Option<&Path>, args: &[&str]) -> i32 {
             print!("{HA_USAGE}");
             0
         }
-        ["status"] => match get_status(cfg) {
-            Ok(s) => {
-                println!("{}", status_line(&s));
-                0
-            }
-            Err(e) => fail(&e),
-        },
+        ["status"] => ha_status(cfg, false),
+        ["status", "--json"] => ha_status(cfg, true),
         ["failover"] => finish(call(cfg, Request::Failover, None)),
         ["failback"] => finish(call(cfg, Request::Failback, None)),
         ["events", rest @ ..] => events(cfg, rest),
@@ -192,22 +309,38 @@ pub fn main(cfg: Option<&Path>, args: &[&str]) -> i32 {
 }
 
 fn events(cfg: Option<&Path>, args: &[&str]) -> i32 {
-    let limit = match args {
-        [] => 100,
-        ["--limit", n] => match n.parse() {
-            Ok(n) => n,
-            Err(_) => return fail("--limit takes a number"),
-        },
-        _ => return fail("usage: hamon ha events [--limit N]"),
-    };
+    let (mut limit, mut json) = (100, false);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (*a, it.clone().next()) {
+            ("--json", _) => json = true,
+            ("--limit", Some(n)) => match n.parse() {
+                Ok(n) => {
+                    limit = n;
+                    it.next();
+                }
+                Err(_) => return fail("--limit takes a number"),
+            },
+            _ => return fail("usage: hamon ha events [--limit N] [--json]"),
+        }
+    }
     match call(
         cfg,
         Request::Events { limit },
         Some(Duration::from_secs(10)),
     ) {
+        // The API's shape (`/api/v1/events`), without its pages.
+        Ok(Reply::Events { events }) if json => {
+            print_json(&serde_json::json!({ "events": events }))
+        }
         Ok(Reply::Events { events }) => {
             for e in events {
-                println!("{}  {:<30} {}", e.time, e.entry.state.label(), e.entry.text);
+                println!(
+                    "{}  {:<30} {}",
+                    crate::notify::iso8601_local(e.time),
+                    e.entry.state.label(),
+                    e.entry.text
+                );
             }
             0
         }

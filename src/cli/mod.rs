@@ -12,7 +12,8 @@ hamon - high-availability agent for a pair of appliance servers
 
 Usage:
   hamon agent                 run the agent (systemd starts this)
-  hamon status                Health Monitor and service status
+  hamon status [--json]       Health Monitor and service status (--json: the HTTP
+                              API's /api/v1/status fields, and the CLI's own)
   hamon ha <command>          HA commands (hamon ha --help)
   hamon config check          validate the configuration file, and say what the
                               running unit's sandbox would refuse of it
@@ -115,7 +116,8 @@ pub fn main(args: &[String]) -> i32 {
                 Err(e) => fail(&e),
             }
         }
-        ["status"] => ha::status(config.as_deref()),
+        ["status"] => ha::status(config.as_deref(), false),
+        ["status", "--json"] => ha::status(config.as_deref(), true),
         ["vip", "release"] => vip_release(config.as_deref()),
         ["nic-event", action, interface] => nic_event(config.as_deref(), action, interface),
         ["ha", rest @ ..] => ha::main(config.as_deref(), rest),

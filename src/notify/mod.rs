@@ -81,6 +81,41 @@ pub fn rfc3339_utc(time_unix: u64) -> String {
     )
 }
 
+/// `time_unix` as ISO 8601 in this machine's local time zone with its offset, e.g.
+/// `2024-03-01T13:00:00+01:00` (UTC, `...Z`, when the zone cannot be read).
+pub fn iso8601_local(time_unix: u64) -> String {
+    let Ok(t) = libc::time_t::try_from(time_unix) else {
+        return rfc3339_utc(time_unix);
+    };
+    // SAFETY: localtime_r only writes the `tm` it is given, which is ours and zeroed; no
+    // crate on our card (nix, libc wrappers) offers the time zone conversion, and the
+    // zone database is the system's, as the operator set it.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return rfc3339_utc(time_unix);
+        }
+        tm
+    };
+    let off = tm.tm_gmtoff;
+    if off == 0 {
+        return rfc3339_utc(time_unix);
+    }
+    let sign = if off < 0 { '-' } else { '+' };
+    let off = off.unsigned_abs();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        off / 3600,
+        off / 60 % 60
+    )
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's `civil_from_days`, unsigned form).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {

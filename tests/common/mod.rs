@@ -214,7 +214,7 @@ impl Pair {
             &hamon::control::Request::Status,
             Some(Duration::from_secs(2)),
         ) {
-            Ok(hamon::control::Reply::Status { heartbeats, .. }) => heartbeats,
+            Ok(hamon::control::Reply::Status { heartbeats, .. }) => *heartbeats,
             other => panic!("status: {other:?}"),
         }
     }

@@ -45,6 +45,11 @@ pub enum Request {
         action: String,
         interface: String,
     },
+    /// `hamon notify test`: a test notification through `channel` (`mail`, `snmp`,
+    /// `syslog`), or through every configured channel.
+    NotifyTest {
+        channel: Option<String>,
+    },
 }
 
 /// Heartbeat counters, reported with the status.

@@ -253,3 +253,88 @@ fn dead_receivers_cost_no_heartbeat_and_mail_waits_for_the_server() {
     .unwrap_or_else(|| panic!("queued mail never delivered:\n{}", p.log(0)));
     drop(stuck_syslog);
 }
+
+/// Issue 15: `hamon notify test` sends a test through every configured channel to the
+/// real receivers and says what each did; `--channel` picks one; a receiver that is down
+/// makes it fail, with the reason.
+#[test]
+fn notify_test_reaches_every_receiver_and_says_when_one_fails() {
+    let (Some(py), true, true) = (
+        python(),
+        have("snmptrapd", "--version"),
+        have("npm", "--version"),
+    ) else {
+        return;
+    };
+    let mibs = base_mibs();
+    let (trap_port, smtp_port) = (free_udp(), free_tcp());
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let syslog = format!("udp://{}", collector.local_addr().unwrap());
+    let p = Pair::with_extra(108, &notify_section(trap_port, smtp_port, &syslog));
+    seed_engine(&p);
+    let tdir = scratch(&p, "trapd");
+    let trapd = Trapd::start(&tdir, &trapd_conf(), trap_port, &mibs);
+    let mdir = scratch(&p, "smtp");
+    let smtp = Server::start(py, &mdir, smtp_port, ServerTls::None);
+    let p = Pair::registered_with(p, "manual");
+
+    let out = p.run(0, &["notify", "test"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        said.contains(&format!("syslog to {syslog}: sent")),
+        "{said}"
+    );
+    assert!(said.contains("mail to ops@example.com: sent"), "{said}");
+    assert_eq!(
+        said.matches(&format!("snmp to 127.0.0.1:{trap_port}: sent"))
+            .count(),
+        2,
+        "{said}"
+    );
+    // Each receiver has it.
+    let log = trapd.wait_for(
+        |log| log.matches("Test notification").count() >= 2,
+        "two test traps",
+    );
+    assert!(
+        log.contains("HAMON-MIB::hamonNodeName.0 = STRING: ha-a"),
+        "{log}"
+    );
+    wait(SECS(20), || {
+        spooled(&mdir)
+            .iter()
+            .any(|m| m.header("subject").contains("notify_test"))
+    })
+    .expect("no test mail");
+    let end = Instant::now() + SECS(10);
+    let mut heard = false;
+    while !heard && Instant::now() < end {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = collector.recv(&mut buf) {
+            heard = String::from_utf8_lossy(&buf[..n]).contains(" notify_test ");
+        }
+    }
+    assert!(heard, "no syslog line for the test");
+
+    // One channel only.
+    let out = p.run(0, &["notify", "test", "--channel", "syslog"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    let out = p.run(0, &["notify", "test", "--channel", "pager"]);
+    assert!(!out.status.success(), "{out:?}");
+
+    // The SMTP server gone: the test says so, and fails.
+    drop(smtp);
+    let out = p.run(0, &["notify", "test", "--channel", "mail"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("mail to ops@example.com: FAILED: SMTP"),
+        "{err}"
+    );
+}

@@ -159,6 +159,57 @@ pub(super) fn start_control(
                     message: format!("event journal: {e}"),
                 },
             },
+            control::Request::NotifyTest { channel } => {
+                let only = match channel.as_deref() {
+                    None => None,
+                    Some(c) => match crate::notify::catalogue::Channel::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == c)
+                    {
+                        Some(x) => Some(x),
+                        None => {
+                            return control::Reply::Refused {
+                                message: format!("no channel {c:?}: mail, snmp or syslog"),
+                            }
+                        }
+                    },
+                };
+                let Some(s) = published.status.read().ok().map(|s| s.clone()) else {
+                    return control::Reply::Refused {
+                        message: "no status yet".into(),
+                    };
+                };
+                // Not journaled: it is a test of the channels, not an event of the pair.
+                let (kind, severity) = ("notify_test", Severity::Info);
+                let from = crate::notify::dispatch::Happened {
+                    entry: ha::JournalEntry {
+                        kind: kind.into(),
+                        severity,
+                        state: s.state,
+                        text: format!(
+                            "a test from {} ({}), asked by the operator",
+                            s.name, s.state
+                        ),
+                    },
+                    time_unix: crate::peer::client::unix_ms() / 1000,
+                    node: s.name.clone(),
+                    role: s.role,
+                    peer_address: s.peer_address.clone(),
+                    emails: s.registration.map(|r| r.emails).unwrap_or_default(),
+                };
+                match notifier.test(only, from, Duration::from_secs(60)) {
+                    Ok(outcomes) => {
+                        let lines: Vec<String> = outcomes.iter().map(|o| o.to_string()).collect();
+                        let message = lines.join("\n");
+                        if outcomes.iter().all(|o| o.result.is_ok()) {
+                            control::Reply::Done { message }
+                        } else {
+                            control::Reply::Refused { message }
+                        }
+                    }
+                    Err(message) => control::Reply::Refused { message },
+                }
+            }
             control::Request::NicEvent { action, interface } => {
                 let _ = rescan.send(());
                 control::Reply::Done {

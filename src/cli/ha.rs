@@ -350,6 +350,14 @@ fn events(cfg: Option<&Path>, args: &[&str]) -> i32 {
     }
 }
 
+/// `hamon notify test [--channel C]`: one line per receiver; non-zero when any failed.
+pub fn notify_test(cfg: Option<&Path>, channel: Option<&str>) -> i32 {
+    let req = Request::NotifyTest {
+        channel: channel.map(str::to_string),
+    };
+    finish(call(cfg, req, Some(Duration::from_secs(90))))
+}
+
 fn ask(question: &str) -> bool {
     print!("{question} [y/N] ");
     let _ = std::io::stdout().flush();

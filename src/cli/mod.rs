@@ -25,6 +25,9 @@ Usage:
   hamon vip release           remove this server's virtual IPs (systemd runs it
                               after the agent exits, however it exited)
   hamon nic-event ACTION DEV  tell the agent a NIC was added or removed (udev)
+  hamon notify test [--channel mail|snmp|syslog]
+                              send a test notification through each configured
+                              channel (or one) now, and say what each receiver did
   hamon demo [--loopback]     run a local demo pair: in network namespaces with a
                               virtual IP as root, else on 127.0.0.2 / 127.0.0.3
   hamon --version | --help
@@ -121,6 +124,8 @@ pub fn main(args: &[String]) -> i32 {
         ["vip", "release"] => vip_release(config.as_deref()),
         ["nic-event", action, interface] => nic_event(config.as_deref(), action, interface),
         ["ha", rest @ ..] => ha::main(config.as_deref(), rest),
+        ["notify", "test"] => ha::notify_test(config.as_deref(), None),
+        ["notify", "test", "--channel", c] => ha::notify_test(config.as_deref(), Some(c)),
         ["demo", rest @ ..] => demo::main(rest),
         _ => {
             eprint!("hamon: unknown command {:?}\n\n{USAGE}", args.join(" "));

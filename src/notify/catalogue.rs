@@ -824,6 +824,17 @@ pub const EVENTS: &[EventKind] = &[
         meaning: "The Health Monitor's budget of failed logins (all addresses together) ran \
                   out; every login waits until it has room again.",
     },
+    EventKind {
+        id: "notify_test",
+        number: 907,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Info,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Test notification: {text}",
+        meaning: "A test sent by `hamon notify test` through each configured channel, \
+                  whatever the routing: it says that the channel reaches its receiver.",
+    },
 ];
 
 /// The entry for a kind the catalogue does not know (a newer core, a new

@@ -240,7 +240,7 @@ fn numbers_sit_in_their_range() {
             id if id.starts_with("database") || id.starts_with("replica") => 7,
             id if id.ends_with("copy") || id.starts_with("copy") || id == "data_gap" => 8,
             id if id.starts_with("sync") => 8,
-            id if id.starts_with("agent") || id == "login_failures" => 9,
+            id if id.starts_with("agent") || id == "login_failures" || id == "notify_test" => 9,
             other => panic!("{other}: which range?"),
         }
     };

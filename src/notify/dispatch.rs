@@ -51,7 +51,32 @@ pub struct DispatchStats {
 
 enum Job {
     Event(Box<Happened>),
+    /// `hamon notify test`: send a test through `only` (or every configured channel) now,
+    /// and answer with each outcome.
+    Test {
+        only: Option<Channel>,
+        from: Box<Happened>,
+        reply: Sender<Vec<TestOutcome>>,
+    },
     Stop,
+}
+
+/// One receiver's answer to a test notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOutcome {
+    pub channel: Channel,
+    /// The receiver: `local`, a collector's address, a trap target, the mail recipients.
+    pub to: String,
+    pub result: Result<(), String>,
+}
+
+impl std::fmt::Display for TestOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.result {
+            Ok(()) => write!(f, "{} to {}: sent", self.channel.as_str(), self.to),
+            Err(e) => write!(f, "{} to {}: FAILED: {e}", self.channel.as_str(), self.to),
+        }
+    }
 }
 
 /// The notification sender (see the module documentation).
@@ -68,6 +93,8 @@ struct Channels {
     routing: Routing,
     monitor_url: String,
     mail: Option<Mailer>,
+    /// The mail settings, for a test sent at once (the mailer queues and retries).
+    mail_cfg: Option<super::mail::MailConfig>,
     syslog: Option<SyslogSink>,
     snmp: Option<(SnmpSender, Vec<snmp::Target>)>,
     started: Instant,
@@ -188,6 +215,7 @@ impl Dispatcher {
             routing: cfg.routing.clone(),
             monitor_url,
             mail,
+            mail_cfg: cfg.mail.clone(),
             syslog,
             snmp,
             started: Instant::now(),
@@ -221,6 +249,29 @@ impl Dispatcher {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Sends a test notification through `only` (or every configured channel) now and
+    /// waits for the outcomes (at most `wait`). `from` gives the sender's name, role,
+    /// state and the registration's recipients. `Err` when the sender thread is busy
+    /// or gone.
+    pub fn test(
+        &self,
+        only: Option<Channel>,
+        from: Happened,
+        wait: std::time::Duration,
+    ) -> Result<Vec<TestOutcome>, String> {
+        let (tx, rx) = bounded(1);
+        let job = Job::Test {
+            only,
+            from: Box::new(from),
+            reply: tx,
+        };
+        self.tx
+            .send_timeout(job, wait)
+            .map_err(|_| "the notification sender is busy or stopped".to_string())?;
+        rx.recv_timeout(wait)
+            .map_err(|_| format!("no answer from the notification sender within {wait:?}"))
     }
 
     pub fn stats(&self) -> DispatchStats {
@@ -272,6 +323,9 @@ impl Channels {
         for job in rx {
             match job {
                 Job::Event(h) => self.deliver(&h, stats),
+                Job::Test { only, from, reply } => {
+                    let _ = reply.send(self.test(only, &from));
+                }
                 Job::Stop => break,
             }
             if let (Some(m), Ok(mut s)) = (&self.mail, stats.lock()) {
@@ -281,6 +335,90 @@ impl Channels {
         if let Some(m) = self.mail.take() {
             m.stop();
         }
+    }
+
+    /// Sends the test notification through each configured channel (`only`: one), at
+    /// once, whatever the routing; the counters are left alone.
+    fn test(&self, only: Option<Channel>, h: &Happened) -> Vec<TestOutcome> {
+        let wanted = |c: Channel| only.is_none_or(|o| o == c);
+        let notice = Notice {
+            id: "notify_test".into(),
+            severity: NoticeSeverity::Info,
+            node: h.node.clone(),
+            role: h.role.label().to_lowercase(),
+            state: h.entry.state.label().to_string(),
+            previous_state: None,
+            text: super::catalogue::lookup("notify_test").message(&h.entry.text),
+            time_unix: h.time_unix,
+            peer: h.peer_address.clone(),
+            monitor_url: self.monitor_url.clone(),
+        };
+        let mut out = Vec::new();
+        let missing = |c: Channel, section: &str| TestOutcome {
+            channel: c,
+            to: "-".into(),
+            result: Err(format!("not configured (no {section} section)")),
+        };
+        if wanted(Channel::Syslog) {
+            out.push(match &self.syslog {
+                Some(s) => TestOutcome {
+                    channel: Channel::Syslog,
+                    to: s.describe(),
+                    result: s.send(&notice).map_err(|e| e.to_string()),
+                },
+                None => missing(Channel::Syslog, "[notify.syslog]"),
+            });
+        }
+        if wanted(Channel::Mail) {
+            out.push(match &self.mail_cfg {
+                Some(cfg) => {
+                    let mut to = cfg.to.clone();
+                    to.extend(h.emails.iter().filter(|e| !cfg.to.contains(e)).cloned());
+                    TestOutcome {
+                        channel: Channel::Mail,
+                        to: if to.is_empty() {
+                            "-".into()
+                        } else {
+                            to.join(", ")
+                        },
+                        result: super::mail::send_once(cfg, &notice, &h.emails),
+                    }
+                }
+                None => missing(Channel::Mail, "[notify.mail]"),
+            });
+        }
+        if wanted(Channel::Snmp) {
+            match &self.snmp {
+                Some((sender, targets)) => {
+                    let ev = HamonEvent {
+                        node_name: h.node.clone(),
+                        role: match h.role {
+                            Role::Primary => snmp::role::PRIMARY,
+                            Role::Secondary => snmp::role::SECONDARY,
+                        },
+                        state: notice.state.clone(),
+                        previous_state: String::new(),
+                        severity: notice_severity_code(NoticeSeverity::Info),
+                        event_id: super::catalogue::lookup("notify_test").snmp_event_id(),
+                        description: notice.text.clone(),
+                        peer_address: h.peer_address.clone().unwrap_or_default(),
+                    };
+                    let n = ev.notification(notification_oid(Category::StateChange));
+                    for t in targets {
+                        out.push(TestOutcome {
+                            channel: Channel::Snmp,
+                            to: t.addr.to_string(),
+                            result: sender
+                                .send(t, &n, self.uptime())
+                                .map(drop)
+                                .map_err(|e| e.to_string()),
+                        });
+                    }
+                }
+                None => out.push(missing(Channel::Snmp, "[notify.snmp] target")),
+            }
+        }
+        out
     }
 
     fn deliver(&mut self, h: &Happened, stats: &Mutex<DispatchStats>) {

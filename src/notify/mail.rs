@@ -425,6 +425,14 @@ impl Outgoing {
     }
 }
 
+/// Sends one mail now, in this thread, with no queue and no retry (`hamon notify test`):
+/// to the configured `to` and `extra`. `Err` says why it did not go.
+pub fn send_once(cfg: &MailConfig, notice: &Notice, extra: &[String]) -> Result<(), String> {
+    let out = Outgoing::new(cfg).map_err(|e| e.to_string())?;
+    let msg = out.message(notice, extra, 0).map_err(|f| f.detail)?;
+    out.deliver(&msg).map_err(|f| f.detail)
+}
+
 /// The registration's mail recipients, checked: every address must parse as one, or the
 /// whole list is refused with each malformed address named (a registration that kept a
 /// malformed address would drop its mail later, in silence).

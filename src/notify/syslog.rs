@@ -242,6 +242,24 @@ impl SyslogSink {
         })
     }
 
+    /// Where it sends: `local (PATH)` and the remote collector, for `hamon notify test`.
+    pub fn describe(&self) -> String {
+        let mut to = Vec::new();
+        if let Some(l) = &self.local {
+            to.push(format!("local ({})", l.path.display()));
+        }
+        match &self.remote {
+            Some(Remote::Udp { addr, .. }) => to.push(format!("udp://{addr}")),
+            Some(Remote::Tcp { addr, .. }) => to.push(format!("tcp://{addr}")),
+            None => {}
+        }
+        if to.is_empty() {
+            "-".into()
+        } else {
+            to.join(" and ")
+        }
+    }
+
     /// The RFC 5424 line for `n` (no framing, no trailing newline).
     pub fn format_5424(&self, n: &Notice) -> String {
         let pri = self.facility as u8 | syslog_severity(n.severity) as u8;

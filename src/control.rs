@@ -223,7 +223,6 @@ impl Server {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let handle = Arc::new(handle);
         let my_uid = nix_euid();
@@ -231,17 +230,22 @@ impl Server {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    match listener.accept() {
+                // A blocking accept: an idle agent does not wake up for its socket (it
+                // polled every 20 ms, most of an idle agent's CPU time). `Drop` wakes it
+                // with a connection of its own.
+                loop {
+                    let accepted = listener.accept();
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match accepted {
                         Ok((s, _)) => {
                             let handle = handle.clone();
                             let _ = std::thread::Builder::new()
                                 .name("control-conn".into())
                                 .spawn(move || serve_one(s, my_uid, &*handle));
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20))
-                        }
+                        // Out of descriptors, say: try again a little later.
                         Err(_) => std::thread::sleep(Duration::from_millis(100)),
                     }
                 }
@@ -256,6 +260,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Wake the accepting thread, which then sees `stop`.
+        let _ = UnixStream::connect(&self.path);
         let _ = std::fs::remove_file(&self.path);
     }
 }

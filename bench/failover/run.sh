@@ -120,7 +120,7 @@ probe_timeout_ms = $iv
 tls = false
 CFG
     done
-    "$HAMON" --config "$d/secondary.toml" ha authkey Bench-Key-1 >/dev/null
+    echo Bench-Key-1 | "$HAMON" --config "$d/secondary.toml" ha authkey >/dev/null
     local pids=()
     for i in 0 1; do
         ip netns exec "${NS[$i]}" "$HAMON" agent --config "$d/${names[$i]}.toml" 2>"$d/${names[$i]}.log" &

@@ -164,10 +164,26 @@ pub(super) fn start_duty_executor(
             let mut held: Vec<Vip> = Vec::new();
             let mut next_refresh: Option<Instant> = None;
             loop {
-                let order = match drx.recv_timeout(SERVICE_POLL) {
-                    Ok(o) => Some(o),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
+                // Wake for the services' poll and the VIP refresh only when there is one
+                // to do: an idle agent without either sleeps until the next order.
+                let now = Instant::now();
+                let refreshing = refresh.is_some() && !held.is_empty() && control.is_some();
+                let wake = match (services.is_some(), refreshing, next_refresh) {
+                    (true, _, _) => Some(SERVICE_POLL),
+                    (false, true, Some(t)) => Some(t.saturating_duration_since(now)),
+                    (false, true, None) => Some(Duration::ZERO),
+                    (false, false, _) => None,
+                };
+                let order = match wake {
+                    Some(w) => match drx.recv_timeout(w) {
+                        Ok(o) => Some(o),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match drx.recv() {
+                        Ok(o) => Some(o),
+                        Err(_) => break,
+                    },
                 };
                 let now = Instant::now();
                 if let Some(sup) = services.as_mut() {

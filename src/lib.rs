@@ -16,5 +16,6 @@ pub mod peer;
 pub mod replication;
 pub mod store;
 pub mod sync;
+pub mod version;
 pub mod watch;
 pub mod web;

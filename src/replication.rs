@@ -14,7 +14,7 @@
 //!   primary pulls every set and rebuilds its database from the secondary's.
 
 use crate::config::{Config, DbDriver};
-use crate::db::{self, Database, DbRole, PeerDb};
+use crate::db::{self, Database, DbRole, Lag, PeerDb};
 use crate::ha::{CopyKind, Duty, PeerTarget, Severity};
 use crate::sync::service::{CopyDatabase, JobKind, SyncService};
 use crate::watch::Reporter;
@@ -255,30 +255,53 @@ pub fn run_copy(
     }
 }
 
-/// How far behind the standby may be for automatic failover, checked on the
-/// database watcher's interval; the core hears only of changes.
-pub fn lag_verdict(db: &dyn Database, max_bytes: u64) -> Option<Option<String>> {
-    match db.role() {
-        Ok(DbRole::Standby) => match db.lag() {
-            Ok(Some(l)) if l.bytes > max_bytes => Some(Some(format!(
+/// One look at the local database: its role and, on a standby, its lag. The watcher
+/// takes one per interval, and everything it reports is read from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbSeen {
+    /// The driver's name ("postgres", "command").
+    pub name: &'static str,
+    /// `Err`: running but not answering (the driver's reason).
+    pub role: Result<DbRole, String>,
+    /// A standby's lag (`Ok(None)` elsewhere, or when there is none to tell).
+    pub lag: Result<Option<Lag>, String>,
+}
+
+impl DbSeen {
+    /// Ask the driver (the lag only of a standby).
+    pub fn look(db: &dyn Database) -> DbSeen {
+        let role = db.role();
+        let lag = match role {
+            Ok(DbRole::Standby) => db.lag(),
+            _ => Ok(None),
+        };
+        DbSeen {
+            name: db.name(),
+            role,
+            lag,
+        }
+    }
+
+    /// The lag verdict for the core: `Some(Some(why))` when a standby is further behind
+    /// than `max_bytes`, `Some(None)` when it is within it or the database is the primary,
+    /// `None` when it cannot be told.
+    pub fn verdict(&self, max_bytes: u64) -> Option<Option<String>> {
+        match (&self.role, &self.lag) {
+            (Ok(DbRole::Standby), Ok(Some(l))) if l.bytes > max_bytes => Some(Some(format!(
                 "{} bytes of WAL not yet replayed, bound {max_bytes}",
                 l.bytes
             ))),
-            Ok(_) => Some(None),
-            Err(_) => None,
-        },
-        Ok(DbRole::Primary) => Some(None),
-        _ => None,
+            (Ok(DbRole::Standby), Ok(_)) | (Ok(DbRole::Primary), _) => Some(None),
+            _ => None,
+        }
     }
-}
 
-/// `hamon status`'s database line: the driver, its role and, on a standby,
-/// its lag in bytes and seconds.
-pub fn status_line(db: &dyn Database) -> String {
-    let name = db.name();
-    match db.role() {
-        Ok(DbRole::Standby) => match db.lag() {
-            Ok(Some(l)) => format!(
+    /// `hamon status`'s database line: the driver, its role and, on a standby, its lag
+    /// in bytes and seconds.
+    pub fn line(&self) -> String {
+        let name = self.name;
+        match (&self.role, &self.lag) {
+            (Ok(DbRole::Standby), Ok(Some(l))) => format!(
                 "Database ({name}): standby, {} bytes of WAL not yet replayed, {}",
                 l.bytes,
                 match l.seconds {
@@ -286,22 +309,34 @@ pub fn status_line(db: &dyn Database) -> String {
                     None => "nothing replayed yet".to_string(),
                 }
             ),
-            Ok(None) => format!("Database ({name}): standby"),
-            Err(e) => format!("Database ({name}): standby, lag unknown ({e})"),
-        },
-        Ok(role) => format!("Database ({name}): {role}"),
-        Err(e) => format!("Database ({name}): not answering ({e})"),
+            (Ok(DbRole::Standby), Ok(None)) => format!("Database ({name}): standby"),
+            (Ok(DbRole::Standby), Err(e)) => {
+                format!("Database ({name}): standby, lag unknown ({e})")
+            }
+            (Ok(role), _) => format!("Database ({name}): {role}"),
+            (Err(e), _) => format!("Database ({name}): not answering ({e})"),
+        }
     }
 }
 
+/// The lag verdict for the core (see [`DbSeen::verdict`]).
+pub fn lag_verdict(db: &dyn Database, max_bytes: u64) -> Option<Option<String>> {
+    DbSeen::look(db).verdict(max_bytes)
+}
+
+/// `hamon status`'s database line (see [`DbSeen::line`]).
+pub fn status_line(db: &dyn Database) -> String {
+    DbSeen::look(db).line()
+}
+
 /// The database watcher for a driver: the lag verdict for the core, and the
-/// status line (`line`) for `hamon status`.
+/// last look (`seen`) for `hamon status` and `/metrics`.
 pub fn start_lag_watch(
     db: Arc<dyn Database>,
     max_bytes: u64,
     every: Duration,
     reporter: Reporter,
-    line: Arc<std::sync::RwLock<Option<String>>>,
+    seen: Arc<std::sync::RwLock<Option<DbSeen>>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -309,10 +344,12 @@ pub fn start_lag_watch(
         .spawn(move || {
             let mut last: Option<Option<String>> = None;
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(mut l) = line.write() {
-                    *l = Some(status_line(db.as_ref()));
+                let now = DbSeen::look(db.as_ref());
+                let verdict = now.verdict(max_bytes);
+                if let Ok(mut l) = seen.write() {
+                    *l = Some(now);
                 }
-                if let Some(v) = lag_verdict(db.as_ref(), max_bytes) {
+                if let Some(v) = verdict {
                     let changed = match (&last, &v) {
                         (Some(a), b) => a.is_some() != b.is_some(),
                         (None, _) => true,

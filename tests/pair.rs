@@ -204,6 +204,7 @@ fn forged_replayed_and_truncated_heartbeats_are_ignored() {
         seq,
         echo: None,
         body: beacon(HaState::PrimaryFailover, id),
+        version: None,
     };
     let forged =
         wire::encode(&frame(1, 1), &Keys::legacy("Not-The-Key-1").heartbeat).expect("encode");

@@ -330,6 +330,8 @@ struct Shell {
     notifier: Arc<crate::notify::dispatch::Dispatcher>,
     /// The arbiter's lease thread (`[arbiter]`).
     arbiter: Option<crate::arbiter::Arbiter>,
+    /// Probes and events, for `/metrics`.
+    counters: Arc<crate::web::metrics::Counters>,
 }
 
 /// Run the agent until SIGTERM (or SIGINT): start the adapters, then run
@@ -459,6 +461,18 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
             }),
         )
     };
+    let services: Arc<RwLock<Vec<ServiceStatus>>> = Arc::new(RwLock::new(Vec::new()));
+    let database_seen = Arc::new(RwLock::new(None));
+    let counters = Arc::new(crate::web::metrics::Counters::default());
+    let metrics = metrics_source(MetricsParts {
+        published: published.clone(),
+        hb: hb.clone(),
+        notifier: notifier.clone(),
+        sync: sync.clone(),
+        services: services.clone(),
+        database: database_seen.clone(),
+        counters: counters.clone(),
+    });
     let hm_addr = SocketAddr::new(cfg.node.address, cfg.health_monitor.port);
     let (server, fingerprint) = start_health_monitor(
         &cfg,
@@ -470,11 +484,11 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
             keys: keys.clone(),
             sync: sync.clone(),
             identity,
+            metrics,
         },
     )?;
 
     let (rescan_tx, rescan_rx) = unbounded::<()>();
-    let services: Arc<RwLock<Vec<ServiceStatus>>> = Arc::new(RwLock::new(Vec::new()));
     let reporter = {
         let tx = tx.clone();
         Reporter::new(Arc::new(move |e| {
@@ -483,14 +497,13 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
     };
     crate::watch::run::start(&cfg, &reporter, rescan_rx, stop.clone(), driver.clone())
         .map_err(io_err("watcher threads"))?;
-    let database_line = Arc::new(RwLock::new(None));
     if let (Some(db), Some(dbc)) = (&driver, &cfg.database) {
         repl::start_lag_watch(
             db.clone(),
             dbc.max_failover_lag_bytes,
             dbc.interval,
             reporter.clone(),
-            database_line.clone(),
+            database_seen.clone(),
             stop.clone(),
         )
         .map_err(io_err("replica watcher"))?;
@@ -523,7 +536,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         rescan: rescan_tx,
         sync: sync.clone(),
         notifier: notifier.clone(),
-        database: database_line.clone(),
+        database: database_seen.clone(),
         published: published.clone(),
         state_unsaved: state_unsaved.clone(),
     };
@@ -563,6 +576,7 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         emails: Vec::new(),
         notifier,
         arbiter,
+        counters,
     };
     Ok(Agent {
         shell,
@@ -700,6 +714,7 @@ struct HealthMonitorParts {
     keys: Arc<RwLock<Option<Keys>>>,
     sync: Arc<SyncService>,
     identity: Option<tls::Identity>,
+    metrics: crate::web::app::MetricsFn,
 }
 
 /// The Health Monitor's TLS identity unless `tls = false`: a self-signed one is made on
@@ -739,6 +754,7 @@ fn start_health_monitor(
         keys,
         sync,
         identity,
+        metrics,
     } = parts;
     let fingerprint = identity.as_ref().map(tls::fingerprint);
     let app = Arc::new(App {
@@ -763,6 +779,8 @@ fn start_health_monitor(
         flash: Arc::new(Mutex::new(None)),
         sync: Some(sync),
         pairings: Mutex::default(),
+        metrics: Some(metrics),
+        metrics_scrapers: cfg.health_monitor.metrics_scrapers.clone(),
     });
     let limits = Limits {
         max_connections: cfg.health_monitor.max_connections as usize,
@@ -781,6 +799,53 @@ fn start_health_monitor(
     }
     .map_err(io_err(format!("Health Monitor port {hm_addr}")))?;
     Ok((server, fingerprint))
+}
+
+/// What `/metrics` reads, besides the core's published status.
+struct MetricsParts {
+    published: Arc<Published>,
+    hb: Arc<Heartbeats>,
+    notifier: Arc<crate::notify::dispatch::Dispatcher>,
+    sync: Arc<SyncService>,
+    services: Arc<RwLock<Vec<ServiceStatus>>>,
+    database: Arc<RwLock<Option<crate::replication::DbSeen>>>,
+    counters: Arc<crate::web::metrics::Counters>,
+}
+
+/// `/metrics`' renderer: one read of each source per scrape, never the core's queue.
+fn metrics_source(p: MetricsParts) -> crate::web::app::MetricsFn {
+    let ours = crate::version::Version::ours();
+    Arc::new(move || {
+        let mut status = p.published.status.read().map(|s| s.clone()).ok()?;
+        status.peer_version = p.hb.peer_version();
+        let s = &p.hb.stats;
+        let heartbeats = control::HeartbeatCounts {
+            sent: s.sent.load(Ordering::Relaxed),
+            accepted: s.accepted.load(Ordering::Relaxed),
+            rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
+            rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
+            rejected_sender: s.rejected_sender.load(Ordering::Relaxed),
+            duplicates: s.duplicates.load(Ordering::Relaxed),
+            paths: Vec::new(),
+        };
+        let services = p.services.read().map(|s| s.clone()).unwrap_or_default();
+        let database = p.database.read().ok().and_then(|d| d.clone());
+        let c = &p.counters;
+        Some(crate::web::metrics::render(&crate::web::metrics::Scrape {
+            ours: &ours,
+            heartbeats: &heartbeats,
+            probes: (
+                c.probes_ok.load(Ordering::Relaxed),
+                c.probes_failed.load(Ordering::Relaxed),
+            ),
+            events: &c.events(),
+            notify: &p.notifier.stats(),
+            sync: &p.sync.progress(Some(&status)),
+            database: database.as_ref(),
+            services: &services,
+            status: &status,
+        }))
+    })
 }
 
 /// File sync's threads: the puller (every server: it pulls while standby)
@@ -933,6 +998,8 @@ impl Shell {
     fn add_shell_views(&self, status: &mut ha::StatusView) {
         status.arbiter = self.arbiter.as_ref().map(|a| a.view());
         status.mail_unsent = self.mail_unsent.clone();
+        status.version = Some(crate::version::Version::ours());
+        status.peer_version = self.hb.peer_version();
     }
 
     /// Step the core and carry out its actions; true when the agent may exit.
@@ -1017,6 +1084,7 @@ impl Shell {
                 let tx = self.tx.clone();
                 let timeout = self.cfg.heartbeat.probe_timeout;
                 let link = self.link();
+                let counters = self.counters.clone();
                 let _ = std::thread::Builder::new()
                     .name("probe".into())
                     .spawn(move || {
@@ -1024,6 +1092,7 @@ impl Shell {
                             Ok(_) => (true, "answered".to_string()),
                             Err(e) => (false, e),
                         };
+                        counters.probe(ok);
                         let _ = tx.send(Input::Event(Event::ProbeDone { ok, detail }));
                     });
             }
@@ -1200,6 +1269,7 @@ impl Shell {
             Action::Journal(entry) => {
                 self.log
                     .write(entry.severity, &format!("[{}] {}", entry.kind, entry.text));
+                self.counters.event(&entry.kind);
                 let time = peer_client::unix_ms() / 1000;
                 self.notifier.send(crate::notify::dispatch::Happened {
                     entry: entry.clone(),

@@ -13,7 +13,7 @@ pub(super) struct ControlParts {
     pub(super) rescan: Sender<()>,
     pub(super) sync: Arc<SyncService>,
     pub(super) notifier: Arc<crate::notify::dispatch::Dispatcher>,
-    pub(super) database: Arc<RwLock<Option<String>>>,
+    pub(super) database: Arc<RwLock<Option<crate::replication::DbSeen>>>,
     /// What the core published last: the registration, for a key change.
     pub(super) published: Arc<crate::web::app::Published>,
     /// Why the last save of the HA state failed, while it does.
@@ -93,7 +93,10 @@ pub(super) fn start_control(
                         system: system_line(),
                         sync: Some(Box::new(progress)),
                         notify: Some(Box::new(notifier.stats())),
-                        database: database.read().ok().and_then(|d| d.clone()),
+                        database: database
+                            .read()
+                            .ok()
+                            .and_then(|d| d.as_ref().map(|d| d.line())),
                         state_unsaved: state_unsaved.read().ok().and_then(|s| s.clone()),
                         log_level: crate::web::app::LEVELS
                             .get(published.log_level.load(Ordering::Relaxed) as usize)

@@ -152,6 +152,9 @@ fn ha_status(cfg: Option<&Path>, json: bool) -> i32 {
         Ok(r @ Reply::Status { .. }) if json => print_json(&api_status(&r)),
         Ok(Reply::Status { status, .. }) => {
             println!("{}", status_line(&status));
+            if let Some(r) = status.releases() {
+                println!("[Release] {r}");
+            }
             0
         }
         Ok(Reply::Refused { message }) => fail(&message),
@@ -210,6 +213,9 @@ pub fn status(cfg: Option<&Path>, json: bool) -> i32 {
                 "Health Monitor Server is running. ( [Role] {} [State] {} )",
                 status.role, status.state
             );
+            if let Some(r) = status.releases() {
+                println!("Release: {r}");
+            }
             for (what, text) in status.safeguards() {
                 println!("{what}: {text}");
             }

@@ -263,6 +263,88 @@ pub struct HealthMonitor {
     pub max_connections: u32,
     /// Open connections from one client address at most (default 32).
     pub max_connections_per_client: u32,
+    /// Addresses that may read `/metrics` without the bearer token (default none).
+    pub metrics_scrapers: Vec<Cidr>,
+}
+
+/// An address, or a network as `ADDR/PREFIX` (`metrics_scrapers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network's address, host bits cleared.
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `192.0.2.7`, `198.51.100.0/24`, `2001:db8::/32`; the host bits must be zero.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or ADDR/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
+        };
+        let cidr = Cidr { addr, prefix };
+        if !cidr.contains(addr) || cidr.network() != addr {
+            return Err(format!("{text:?}: host bits are set past /{prefix}"));
+        }
+        Ok(cidr)
+    }
+
+    fn bits(addr: IpAddr) -> (u128, u8) {
+        match addr {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        }
+    }
+
+    fn mask(&self, width: u8) -> u128 {
+        let host = u32::from(width - self.prefix.min(width));
+        let all = if width == 128 {
+            u128::MAX
+        } else {
+            (1u128 << width) - 1
+        };
+        all.checked_shl(host).map_or(0, |m| m & all)
+    }
+
+    fn network(&self) -> IpAddr {
+        let (bits, width) = Cidr::bits(self.addr);
+        let net = bits & self.mask(width);
+        match self.addr {
+            IpAddr::V4(_) => IpAddr::V4((net as u32).into()),
+            IpAddr::V6(_) => IpAddr::V6(net.into()),
+        }
+    }
+
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, wa) = Cidr::bits(self.addr);
+        let (b, wb) = Cidr::bits(ip);
+        wa == wb && (a ^ b) & self.mask(wa) == 0
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// `[failback]`: returning service to a recovered primary.
@@ -712,6 +794,13 @@ impl Validator<'_> {
                 1,
                 100_000,
             )?,
+            metrics_scrapers: raw
+                .metrics_scrapers
+                .unwrap_or_default()
+                .iter()
+                .map(|s| Cidr::parse(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.invalid("health_monitor.metrics_scrapers", e))?,
         })
     }
 

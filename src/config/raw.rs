@@ -146,6 +146,8 @@ pub struct RawHealthMonitor {
     pub max_connections: Option<i64>,
     /// `max_connections_per_client`.
     pub max_connections_per_client: Option<i64>,
+    /// `metrics_scrapers`.
+    pub metrics_scrapers: Option<Vec<String>>,
 }
 
 /// `[failback]`: returning service to a recovered primary.

@@ -87,6 +87,7 @@ fn defaults_for(path: &str) -> Config {
             session_ttl: Duration::from_secs(900),
             max_connections: 256,
             max_connections_per_client: 32,
+            metrics_scrapers: Vec::new(),
         },
         failback: Failback {
             data_gap: Duration::from_secs(24 * 3600),
@@ -266,6 +267,7 @@ file = false
             session_ttl: Duration::from_secs(120),
             max_connections: 300,
             max_connections_per_client: 7,
+            metrics_scrapers: Vec::new(),
         },
         failback: Failback {
             data_gap: Duration::from_secs(3 * 3600),
@@ -1144,4 +1146,43 @@ fn fencing_is_read_and_checked() {
     ] {
         assert_eq!(invalid(&with(text)).0, key, "{text}");
     }
+}
+
+#[test]
+fn metrics_scrapers_are_addresses_or_networks_and_bad_ones_are_named() {
+    let net = |t: &str| Cidr::parse(t);
+    let ip = |t: &str| t.parse::<std::net::IpAddr>().unwrap();
+    let one = net("192.0.2.7").unwrap();
+    assert!(one.contains(ip("192.0.2.7")));
+    assert!(!one.contains(ip("192.0.2.8")));
+    let lan = net("198.51.100.0/24").unwrap();
+    assert!(lan.contains(ip("198.51.100.200")));
+    assert!(
+        lan.contains(ip("::ffff:198.51.100.9")),
+        "IPv4-mapped counts as IPv4"
+    );
+    assert!(!lan.contains(ip("198.51.101.1")));
+    let v6 = net("2001:db8::/32").unwrap();
+    assert!(v6.contains(ip("2001:db8:1::5")));
+    assert!(!v6.contains(ip("2001:db9::1")));
+    assert!(!v6.contains(ip("192.0.2.7")));
+    assert!(net("0.0.0.0/0").unwrap().contains(ip("203.0.113.1")));
+    assert!(net("::/0").unwrap().contains(ip("2001:db8::1")));
+    for bad in [
+        "198.51.100.1/24",
+        "192.0.2.0/33",
+        "example.org",
+        "2001:db8::/129",
+        "",
+    ] {
+        assert!(net(bad).is_err(), "{bad} accepted");
+    }
+    let err = parse(
+        "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"192.0.2.1\"\n\
+         [health_monitor]\nmetrics_scrapers = [\"192.0.2.9\", \"198.51.100.1/24\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("health_monitor.metrics_scrapers"), "{err}");
+    assert!(err.contains("198.51.100.1/24"), "{err}");
 }

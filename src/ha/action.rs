@@ -80,6 +80,12 @@ pub struct StatusView {
     /// `[notify.mail]` section), from the shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mail_unsent: Option<String>,
+    /// This server's release and protocol, from the shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<crate::version::Version>,
+    /// The peer's, from its heartbeats (`None`: not heard since it was registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_version: Option<crate::version::Version>,
 }
 
 /// What `hamon status`, the page and the API show of the arbiter's etcd side (filled in
@@ -103,6 +109,28 @@ pub struct ArbiterView {
 }
 
 impl StatusView {
+    /// Both servers' releases, for `hamon status`, `ha status` and the page: this server's,
+    /// then the peer's as its heartbeats say (or that it has not been heard), and whether
+    /// they differ. `None` before the shell filled in this server's.
+    pub fn releases(&self) -> Option<String> {
+        let ours = self.version.as_ref()?;
+        let mut text = format!("this server {ours}");
+        match (&self.peer_version, &self.registration) {
+            (Some(p), _) => {
+                text.push_str(&format!(", peer {p}"));
+                if p.release != ours.release || p.minor != ours.minor {
+                    text.push_str(match ours.incompatible_with(p) {
+                        Some(_) => ": MISMATCH, INCOMPATIBLE (see the journal)",
+                        None => ": MISMATCH (a rolling upgrade: finish it)",
+                    });
+                }
+            }
+            (None, Some(_)) => text.push_str(", peer not heard yet"),
+            (None, None) => {}
+        }
+        Some(text)
+    }
+
     /// The third parties that keep the pair from a split brain, one line each, for
     /// `hamon status` and the Health Monitor page: ("Arbiter" | "Witness" | "Fencing",
     /// what it says now). Empty when none is configured.

@@ -352,6 +352,8 @@ impl Node {
             },
             arbiter: None,
             mail_unsent: None,
+            version: None,
+            peer_version: None,
         }
     }
 

@@ -491,6 +491,28 @@ pub const EVENTS: &[EventKind] = &[
         meaning: "An etcd endpoint of the arbiter answers again.",
     },
     EventKind {
+        id: "version_mismatch",
+        number: 322,
+        category: Category::Alarm,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::By("version_match"),
+        follows_core: false,
+        template: "Peer runs another release: {text}",
+        meaning: "The peer's heartbeats say it runs another release or protocol than this \
+                  server: expected during a rolling upgrade; the text says whether the two \
+                  work together (protocols one minor apart do).",
+    },
+    EventKind {
+        id: "version_match",
+        number: 323,
+        category: Category::AlarmCleared,
+        severity: NoticeSeverity::Cleared,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Peer runs the same release again: {text}",
+        meaning: "Both servers run the same release and protocol again.",
+    },
+    EventKind {
         id: "peer_certificate_pinned",
         number: 307,
         category: Category::StateChange,

@@ -234,6 +234,7 @@ fn numbers_sit_in_their_range() {
             "primary_alone" => 3,
             id if id.starts_with("witness") || id.starts_with("self_fence") => 3,
             id if id.starts_with("arbiter") => 3,
+            id if id.starts_with("version") => 3,
             id if id.starts_with("service") => 4,
             "disk" => 5,
             id if id.starts_with("nic") => 6,

@@ -220,6 +220,17 @@ pub fn signed_post(
     link: Link,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
+    // What this build runs rides in the signed query, so the peer refuses a request from
+    // a protocol it cannot work with, saying why (`web::app`'s version check).
+    let ours = crate::version::Version::ours();
+    let path = &format!(
+        "{path}{}{}",
+        if path.contains('?') { '&' } else { '?' },
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("protocol", &ours.protocol())
+            .append_pair("release", &ours.release)
+            .finish()
+    );
     let nonce = auth::random16();
     let signed = auth::sign_request(api, "POST", path, &t.address, body, unix_ms(), nonce);
     let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -7,7 +7,8 @@
 
 use super::auth::Keys;
 use super::wire::{self, Frame, MAX_FRAME};
-use crate::ha::{Beacon, Event, Role};
+use crate::ha::{Beacon, Event, Role, Severity};
+use crate::version::Version;
 use crossbeam_channel::Sender;
 use std::collections::VecDeque;
 use std::io;
@@ -115,6 +116,7 @@ impl Guard {
             seq: self.our_seq,
             echo: self.latest_seen,
             body,
+            version: None,
         }
     }
 
@@ -189,6 +191,8 @@ pub struct Received {
     pub booted: Option<Event>,
     /// Whether the peer hears us, when that changed (`Event::PeerHearsUs`).
     pub hearing: Option<Event>,
+    /// The peer's release or protocol changed: `version_mismatch` or `version_match`.
+    pub version: Option<Event>,
 }
 
 /// Counters shown by `hamon status` and used by tests.
@@ -232,6 +236,10 @@ pub struct Heartbeats {
     peer: RwLock<Option<IpAddr>>,
     /// Where a prepared key change is committed when the peer's frames use it.
     ring: std::sync::OnceLock<crate::peer::rekey::Keyring>,
+    /// What this build sends in every frame.
+    ours: Version,
+    /// What the registered peer's frames say it runs (`None`: not heard yet).
+    peer_version: Mutex<Option<Version>>,
     pub stats: Stats,
 }
 
@@ -255,6 +263,8 @@ impl Heartbeats {
             role,
             peer: RwLock::new(None),
             ring: std::sync::OnceLock::new(),
+            ours: Version::ours(),
+            peer_version: Mutex::new(None),
             stats: Stats::default(),
         })
     }
@@ -343,8 +353,66 @@ impl Heartbeats {
     /// before they are read.
     pub fn set_peer(&self, peer: Option<IpAddr>) {
         if let Ok(mut p) = self.peer.write() {
+            if *p != peer {
+                if let Ok(mut v) = self.peer_version.lock() {
+                    *v = None;
+                }
+            }
             *p = peer;
         }
+    }
+
+    /// What the registered peer runs, from its last admitted frame (`None`: not heard
+    /// since it was registered).
+    pub fn peer_version(&self) -> Option<Version> {
+        self.peer_version.lock().ok().and_then(|v| v.clone())
+    }
+
+    /// Keep what an admitted frame says the peer runs, and say so when that changed: a
+    /// different release or protocol is `version_mismatch` (with whether the two work
+    /// together), the same again after a mismatch is `version_match`.
+    fn note_version(&self, sent: Option<Version>) -> Option<Event> {
+        let theirs = sent.unwrap_or_else(Version::before_versions);
+        let mut known = self.peer_version.lock().ok()?;
+        if known.as_ref() == Some(&theirs) {
+            return None;
+        }
+        let before = known.replace(theirs.clone());
+        let ours = &self.ours;
+        let same = theirs.release == ours.release && theirs.minor == ours.minor;
+        let (kind, severity, text) = if same {
+            // First contact with the same release says nothing; the end of a mismatch does.
+            let was_mismatch =
+                before.is_some_and(|b| b.release != ours.release || b.minor != ours.minor);
+            if !was_mismatch {
+                return None;
+            }
+            (
+                "version_match",
+                Severity::Info,
+                format!("the peer runs {theirs}, as this server does"),
+            )
+        } else {
+            let verdict = match ours.incompatible_with(&theirs) {
+                Some(why) => format!(
+                    "INCOMPATIBLE, {why}. Heartbeats still count, so nothing fails over, but \
+                     registration, failback and other peer requests are refused"
+                ),
+                None => {
+                    "the two work together; finish the upgrade (docs/operations.md)".to_string()
+                }
+            };
+            (
+                "version_mismatch",
+                Severity::Warning,
+                format!("the peer runs {theirs}, this server {ours}: {verdict}"),
+            )
+        };
+        Some(Event::Observation {
+            kind: kind.to_string(),
+            severity,
+            text,
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -399,6 +467,10 @@ impl Heartbeats {
         let frame = match self.guard.lock() {
             Ok(mut g) => g.next_frame(beacon),
             Err(_) => return Err(io::Error::other("heartbeat guard poisoned")),
+        };
+        let frame = Frame {
+            version: Some(self.ours.clone()),
+            ..frame
         };
         let bytes = wire::encode(&frame, &key).map_err(|e| io::Error::other(e.to_string()))?;
         // The same frame on every path: the peer admits the first copy and counts the
@@ -495,6 +567,7 @@ impl Heartbeats {
                 if frame.body.asks {
                     self.answer();
                 }
+                let version = self.note_version(frame.version);
                 Received {
                     heartbeat: Some(Event::Heartbeat {
                         from,
@@ -502,6 +575,7 @@ impl Heartbeats {
                     }),
                     booted,
                     hearing,
+                    version,
                 }
             }
             Err(refusal) => {
@@ -515,6 +589,7 @@ impl Heartbeats {
                     heartbeat: None,
                     booted,
                     hearing,
+                    version: None,
                 }
             }
         }
@@ -539,10 +614,13 @@ impl Heartbeats {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     let got = buf.get(..n).map(|b| self.receive(b, from));
-                    for ev in got
-                        .into_iter()
-                        .flat_map(|r| r.heartbeat.into_iter().chain(r.booted).chain(r.hearing))
-                    {
+                    for ev in got.into_iter().flat_map(|r| {
+                        r.heartbeat
+                            .into_iter()
+                            .chain(r.booted)
+                            .chain(r.hearing)
+                            .chain(r.version)
+                    }) {
                         if tx.send(ev).is_err() {
                             return;
                         }

@@ -21,9 +21,12 @@
 //! active, bit1 registered, bit2 `shutting_down`, bit3 `asks`, bit4 `was_active`), 5 registration (u64 id, u8 failover type),
 //! 6 health (4 x u8 levels: processes, database, disk, nic), 7 `hm_port` (u16), 8 sync lag
 //! (frequent then batch: u32 seconds since the last complete pass, `u32::MAX` = not yet;
-//! u32 files and u64 bytes that pass copied). All but 5 and 8 are
-//! required; 5 is present exactly when the sender is registered, 8 while it pulls files. A known type appearing twice
-//! is an error; unknown types are skipped.
+//! u32 files and u64 bytes that pass copied), 9 version (u8 protocol major, u8 protocol
+//! minor, then the release as UTF-8, 1..=32 bytes; see [`crate::version`]). All but 5, 8
+//! and 9 are required; 5 is present exactly when the sender is registered, 8 while it
+//! pulls files, 9 from protocol 1.1 on (a frame without it comes from a release before
+//! versions were sent). A known type appearing twice is an error; unknown types are
+//! skipped.
 //!
 //! [`decode`] checks length, magic, version and the MAC (in constant time) before it looks at
 //! a single body byte, so nothing unauthenticated reaches the TLV parser.
@@ -33,6 +36,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::ha::state::{FailoverType, HaState, HealthSummary, Level, Role};
+use crate::version::{Version, RELEASE_MAX};
 
 /// First four bytes of every heartbeat.
 pub const MAGIC: [u8; 4] = *b"HMHB";
@@ -67,6 +71,7 @@ const TLV_REGISTRATION: u8 = 5;
 const TLV_HEALTH: u8 = 6;
 const TLV_HM_PORT: u8 = 7;
 const TLV_SYNC: u8 = 8;
+const TLV_VERSION: u8 = 9;
 /// `TLV_SYNC`'s "not yet synced".
 const SYNC_NONE: u32 = u32::MAX;
 /// `TLV_SYNC`: per class (frequent, then batch) u32 lag, u32 files, u64 bytes.
@@ -97,6 +102,8 @@ pub struct Frame {
     /// An all-zero boot id means "none" on the wire, so it cannot be echoed.
     pub echo: Option<([u8; 16], u64)>,
     pub body: Body,
+    /// The sender's release and protocol (`None`: a release from before versions were sent).
+    pub version: Option<Version>,
 }
 
 /// What a server says about itself in a heartbeat: the core's `Beacon`.
@@ -138,7 +145,7 @@ pub enum WireError {
 /// `BadValue("echo")` if the echo carries the all-zero boot id (which means "no echo" on the
 /// wire), and `TooLong` if the result would exceed `MAX_FRAME`.
 pub fn encode(frame: &Frame, key: &Key) -> Result<Vec<u8>, WireError> {
-    let body = encode_body(&frame.body)?;
+    let body = encode_body(&frame.body, frame.version.as_ref())?;
     if body.len() > MAX_FRAME - MIN_FRAME {
         return Err(WireError::TooLong);
     }
@@ -218,11 +225,13 @@ pub fn decode(bytes: &[u8], key: &Key) -> Result<Frame, WireError> {
     let body = authenticated
         .get(BODY_OFFSET..)
         .ok_or(WireError::Truncated)?;
+    let (body, version) = decode_body(body)?;
     Ok(Frame {
         boot_id: array(bytes, BOOT_ID_OFFSET)?,
         seq: u64::from_be_bytes(array(bytes, SEQ_OFFSET)?),
         echo: (echo_boot != [0; 16]).then_some((echo_boot, echo_seq)),
-        body: decode_body(body)?,
+        body,
+        version,
     })
 }
 
@@ -253,7 +262,7 @@ fn array<const N: usize>(bytes: &[u8], offset: usize) -> Result<[u8; N], WireErr
         .ok_or(WireError::Truncated)
 }
 
-fn encode_body(body: &Body) -> Result<Vec<u8>, WireError> {
+fn encode_body(body: &Body, version: Option<&Version>) -> Result<Vec<u8>, WireError> {
     if body.name.is_empty() || body.name.len() > NAME_MAX {
         return Err(WireError::BadValue("name"));
     }
@@ -298,6 +307,14 @@ fn encode_body(body: &Body) -> Result<Vec<u8>, WireError> {
         }
         push_tlv(&mut out, TLV_SYNC, &value)?;
     }
+    if let Some(v) = version {
+        if v.release.is_empty() || v.release.len() > RELEASE_MAX {
+            return Err(WireError::BadValue("version"));
+        }
+        let mut value = vec![v.major, v.minor];
+        value.extend_from_slice(v.release.as_bytes());
+        push_tlv(&mut out, TLV_VERSION, &value)?;
+    }
     Ok(out)
 }
 
@@ -320,6 +337,7 @@ struct Fields {
     health: Option<HealthSummary>,
     hm_port: Option<u16>,
     sync: Option<crate::ha::SyncBeat>,
+    version: Option<Version>,
 }
 
 /// Stores `value` in `slot`, or fails if the field was already seen.
@@ -343,7 +361,7 @@ fn level(code: u8) -> Result<Level, WireError> {
     Level::from_code(code).ok_or(WireError::BadValue("health"))
 }
 
-fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
+fn decode_body(mut rest: &[u8]) -> Result<(Body, Option<Version>), WireError> {
     let mut f = Fields::default();
     while !rest.is_empty() {
         let [kind, len, tail @ ..] = rest else {
@@ -423,6 +441,22 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
                 };
                 set_once(&mut f.sync, kind, beat)?;
             }
+            TLV_VERSION => {
+                let [major, minor, release @ ..] = value else {
+                    return Err(WireError::BadLength);
+                };
+                if release.is_empty() || release.len() > RELEASE_MAX {
+                    return Err(WireError::BadValue("version"));
+                }
+                let release =
+                    std::str::from_utf8(release).map_err(|_| WireError::BadValue("version"))?;
+                let version = Version {
+                    release: release.to_owned(),
+                    major: *major,
+                    minor: *minor,
+                };
+                set_once(&mut f.version, kind, version)?;
+            }
             // Forward compatibility: a newer peer may send types we do not know.
             _ => {}
         }
@@ -439,7 +473,7 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
     if (flags & FLAG_REGISTERED != 0) != f.registration.is_some() {
         return Err(WireError::BadValue("registered"));
     }
-    Ok(Body {
+    let body = Body {
         name,
         role,
         state,
@@ -451,7 +485,8 @@ fn decode_body(mut rest: &[u8]) -> Result<Body, WireError> {
         health,
         hm_port,
         sync: f.sync,
-    })
+    };
+    Ok((body, f.version))
 }
 
 #[cfg(test)]
@@ -499,6 +534,7 @@ mod tests {
                 hm_port: 8080,
                 sync: None,
             },
+            version: None,
         }
     }
 
@@ -623,6 +659,7 @@ mod tests {
             seq: 7,
             echo: None,
             body,
+            version: None,
         }
     }
 
@@ -791,6 +828,44 @@ mod tests {
             b[i] ^= 0x20;
             assert_eq!(decode(&b, &KEY), Err(WireError::BadMagic));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_version_field_round_trips_and_a_bad_one_is_refused() -> TestResult {
+        let mut f = sample();
+        f.version = Some(Version {
+            release: "2.7.1-rc1".into(),
+            major: 1,
+            minor: 2,
+        });
+        assert_eq!(decode(&encode(&f, &KEY)?, &KEY)?, f);
+        // The TLV as the module documentation gives it: 9, len, major, minor, release.
+        let mut tlvs = standard_tlvs();
+        tlvs.push((TLV_VERSION, b"\x01\x03next".to_vec()));
+        let got = decode_tlvs(&tlvs)?;
+        assert_eq!(
+            got.version,
+            Some(Version {
+                release: "next".into(),
+                major: 1,
+                minor: 3
+            })
+        );
+        for bad in [&b"\x01"[..], b"\x01\x01", b"\x01\x01\xff\xfe"] {
+            let mut tlvs = standard_tlvs();
+            tlvs.push((TLV_VERSION, bad.to_vec()));
+            assert!(decode_tlvs(&tlvs).is_err(), "{bad:?} accepted");
+        }
+        let mut long = standard_tlvs();
+        long.push((TLV_VERSION, [&[1u8, 1][..], &[b'x'; 33]].concat()));
+        assert_eq!(decode_tlvs(&long), Err(WireError::BadValue("version")));
+        f.version = Some(Version {
+            release: String::new(),
+            major: 1,
+            minor: 1,
+        });
+        assert_eq!(encode(&f, &KEY), Err(WireError::BadValue("version")));
         Ok(())
     }
 
@@ -1053,10 +1128,10 @@ mod tests {
     #[test]
     fn unknown_tlvs_are_skipped() -> TestResult {
         let mut tlvs = standard_tlvs();
-        tlvs.insert(0, (9, b"from the future".to_vec()));
+        tlvs.insert(0, (10, b"from the future".to_vec()));
         tlvs.insert(3, (0, vec![]));
         tlvs.insert(5, (255, vec![0xff; 255]));
-        tlvs.push((9, vec![1, 2, 3])); // an unknown type may repeat
+        tlvs.push((10, vec![1, 2, 3])); // an unknown type may repeat
         assert_eq!(decode_tlvs(&tlvs)?, standard_frame(standard_body()));
         Ok(())
     }
@@ -1149,12 +1224,20 @@ mod tests {
             any::<u64>(),
             proptest::option::of((echo_boot, any::<u64>())),
             body(),
+            proptest::option::of(("[ -~]{1,32}", any::<u8>(), any::<u8>()).prop_map(
+                |(release, major, minor)| Version {
+                    release,
+                    major,
+                    minor,
+                },
+            )),
         )
-            .prop_map(|(boot_id, seq, echo, body)| Frame {
+            .prop_map(|(boot_id, seq, echo, body, version)| Frame {
                 boot_id,
                 seq,
                 echo,
                 body,
+                version,
             })
     }
 
@@ -1214,13 +1297,17 @@ mod tests {
                 tlvs.push(one.to_vec());
                 rest = next;
             }
-            // The optional sync field is a known type only when the frame has it
-            // (then a second one is a duplicate); otherwise it would be valid.
+            // The optional sync and version fields are known types only when the frame has
+            // them (then a second one is a duplicate); otherwise they could be valid.
+            let absent = |k: u8| {
+                (k == TLV_SYNC && f.body.sync.is_none())
+                    || (k == TLV_VERSION && f.version.is_none())
+            };
             let extras: Vec<_> = extras
                 .into_iter()
-                .map(|(k, v, at)| (if k == TLV_SYNC && f.body.sync.is_none() { 9 } else { k }, v, at))
+                .map(|(k, v, at)| (if absent(k) { 10 } else { k }, v, at))
                 .collect();
-            let any_known = extras.iter().any(|(k, _, _)| (1..=8).contains(k));
+            let any_known = extras.iter().any(|(k, _, _)| (1..=9).contains(k));
             for (kind, value, at) in extras {
                 let at = at.index(tlvs.len() + 1);
                 tlvs.insert(at, tlv(kind, &value));

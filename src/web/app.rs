@@ -79,7 +79,14 @@ pub struct App {
     pub sync: Option<Arc<crate::sync::service::SyncService>>,
     /// Secrets from pairing exchanges whose signed request has not come yet.
     pub pairings: Mutex<crate::peer::pair::Pending>,
+    /// `/metrics`' text (`None`: no metrics, or the status is unreadable).
+    pub metrics: Option<MetricsFn>,
+    /// Who may read `/metrics` without the bearer token.
+    pub metrics_scrapers: Vec<crate::config::Cidr>,
 }
+
+/// Renders `/metrics` (`None` when the status cannot be read).
+pub type MetricsFn = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,6 +191,7 @@ impl Handler for App {
         let p = req.path.as_str();
         match (m, p) {
             ("GET", "/healthz") => self.healthz(),
+            ("GET", "/metrics") => self.metrics(req),
             ("GET", "/active") | ("GET", "/standby") => {
                 let active = self.snapshot().is_some_and(|s| s.duty == Duty::Active);
                 let up = active == (p == "/active");
@@ -233,6 +241,24 @@ impl App {
             active: s.duty == Duty::Active,
         };
         json(200, &h)
+    }
+
+    /// `/metrics`, for the bearer token, a logged-in session, or a listed scraper address.
+    fn metrics(&self, req: &Request) -> Response {
+        let ip = Self::client_ip(req);
+        let listed = self.metrics_scrapers.iter().any(|c| c.contains(ip));
+        if !listed && matches!(self.caller(req), Caller::Nobody) {
+            return Response::text(
+                401,
+                "metrics need the bearer token (hamon ha token), or this address listed in \
+                 [health_monitor] metrics_scrapers\n",
+            )
+            .with_header("www-authenticate", "Bearer realm=\"hamon\"");
+        }
+        match self.metrics.as_ref().and_then(|m| m()) {
+            Some(text) => Response::new(200, crate::web::metrics::CONTENT_TYPE, text),
+            None => json_error(503, "metrics unavailable"),
+        }
     }
 
     fn caller(&self, req: &Request) -> Caller {
@@ -789,6 +815,11 @@ impl App {
             }
         }
         drop(verifier);
+        if verdict.is_ok() {
+            if let Some(why) = Self::incompatible_caller(req) {
+                return Err(json_error(409, &why));
+            }
+        }
         match verdict {
             Ok((key, nonce)) => {
                 if keys.is_staged(&key) {
@@ -799,6 +830,25 @@ impl App {
             }
             Err(e) => Err(json_error(401, &e.to_string())),
         }
+    }
+
+    /// Why this server cannot work with the build that signed `req`, from the protocol
+    /// and release in its (signed) query; `None` when it can, or when the caller sends
+    /// none (a release from before versions were sent: protocol minor 0).
+    fn incompatible_caller(req: &Request) -> Option<String> {
+        let q = form(req.query.as_bytes());
+        let (major, minor) = field(&q, "protocol")?.split_once('.')?;
+        let (Ok(major), Ok(minor)) = (major.parse::<u8>(), minor.parse::<u8>()) else {
+            return Some("malformed protocol version in the request".to_string());
+        };
+        let theirs = crate::version::Version {
+            release: field(&q, "release").unwrap_or("unknown").to_string(),
+            major,
+            minor,
+        };
+        let ours = crate::version::Version::ours();
+        ours.incompatible_with(&theirs)
+            .map(|why| format!("this server runs {ours}, the caller {theirs}: refused, {why}"))
     }
 
     fn keyring(&self) -> crate::peer::rekey::Keyring {

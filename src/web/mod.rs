@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod client;
+pub mod metrics;
 pub mod server;
 pub mod tls;
 pub mod ui;

@@ -378,6 +378,17 @@ fn settings(out: &mut String, m: &PageModel) {
         "<tr><th>Configuration Mode</th><td id=\"mode\">{}</td></tr>",
         s.mode.label()
     ));
+    if let Some(r) = s.releases() {
+        let class = if r.contains("MISMATCH") {
+            " class=\"bad\""
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "<tr><th>Release</th><td id=\"release\"{class}>{}</td></tr>",
+            escape(&r)
+        ));
+    }
     for (what, text) in s.safeguards() {
         out.push_str(&format!(
             "<tr><th>{what}</th><td id=\"{}\">{}</td></tr>",
@@ -721,6 +732,8 @@ mod tests {
             fencing: None,
             arbiter: None,
             mail_unsent: None,
+            version: None,
+            peer_version: None,
         }
     }
 
@@ -785,6 +798,29 @@ mod tests {
             ),
             "{html}"
         );
+    }
+
+    #[test]
+    fn both_releases_have_a_row_that_says_mismatch() {
+        let v = |release: &str, minor| crate::version::Version {
+            release: release.into(),
+            major: 1,
+            minor,
+        };
+        let mut s = view(Role::Primary, HaState::PrimaryActive);
+        assert!(!render(&s).contains("id=\"release\""));
+        s.version = Some(v("0.2.0", 1));
+        s.peer_version = Some(v("0.2.0", 1));
+        assert!(render(&s).contains(
+            "<td id=\"release\">this server 0.2.0 (protocol 1.1), peer 0.2.0 (protocol 1.1)</td>"
+        ));
+        s.peer_version = Some(v("0.3.0", 2));
+        assert!(render(&s).contains(
+            "class=\"bad\">this server 0.2.0 (protocol 1.1), peer 0.3.0 (protocol 1.2): \
+             MISMATCH (a rolling upgrade: finish it)</td>"
+        ));
+        s.peer_version = Some(v("0.4.0", 3));
+        assert!(render(&s).contains("MISMATCH, INCOMPATIBLE"));
     }
 
     fn unregistered_primary() -> StatusView {

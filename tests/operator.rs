@@ -116,7 +116,7 @@ fn version_help_usage_and_config_check() {
     let out = run(&["--version"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("hamon {}", env!("CARGO_PKG_VERSION"))
+        format!("hamon {} (protocol 1.1)", env!("CARGO_PKG_VERSION"))
     );
     assert!(String::from_utf8_lossy(&run(&["--help"]).stdout).contains("hamon ha <command>"));
     for args in [&["ha"][..], &["ha", "?"], &["ha", "--help"]] {

@@ -615,4 +615,18 @@ fn the_clis_json_matches_the_api_and_ha_status_works_with_the_agent_down() {
     let down: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(down["agent_running"], false);
     assert_eq!(down["persisted"]["state"], "SecondarySyncing");
+    // `hamon status` too: the guide's "not running" line, then the saved state.
+    let out = p.run(1, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.starts_with("Health Monitor Server is NOT running.")
+            && said.contains("Last saved (agent NOT running): [State] Secondary Syncing"),
+        "{out:?}"
+    );
+    let out = p.run(1, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let down: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(down["agent_running"], false);
+    assert_eq!(down["persisted"]["state"], "SecondarySyncing");
 }

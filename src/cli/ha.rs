@@ -96,7 +96,8 @@ fn print_json(v: &serde_json::Value) -> i32 {
     }
 }
 
-/// `ha status` with the agent down: what it last saved, said to be that, and exit 3.
+/// `ha status` and `status` with the agent down: what it last saved, said to be that,
+/// and exit 3.
 fn not_running(cfg_path: Option<&Path>, why: &str, json: bool) -> i32 {
     let saved = load(cfg_path).and_then(|cfg| {
         crate::store::Store::at(&cfg.node.state_dir)
@@ -167,7 +168,24 @@ fn ha_status(cfg: Option<&Path>, json: bool) -> i32 {
 /// `hamon status`: the Health Monitor line (the guide's format), then the
 /// certificate fingerprint when the Health Monitor speaks HTTPS.
 pub fn status(cfg: Option<&Path>, json: bool) -> i32 {
-    match call(cfg, Request::Status, Some(Duration::from_secs(10))) {
+    let reply = match load(cfg) {
+        Ok(c) => control::call(
+            &c.socket_path(),
+            &Request::Status,
+            Some(Duration::from_secs(10)),
+        ),
+        Err(e) => return fail(&e),
+    };
+    let reply = match reply {
+        Err(e @ control::ControlError::NotRunning(_)) => {
+            if !json {
+                println!("Health Monitor Server is NOT running.");
+            }
+            return not_running(cfg, &e.to_string(), json);
+        }
+        other => other.map_err(|e| e.to_string()),
+    };
+    match reply {
         Ok(r @ Reply::Status { .. }) if json => {
             // The API's fields, then what only the CLI shows.
             let mut v = api_status(&r);

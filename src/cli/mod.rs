@@ -13,7 +13,8 @@ hamon - high-availability agent for a pair of appliance servers
 Usage:
   hamon agent                 run the agent (systemd starts this)
   hamon status [--json]       Health Monitor and service status (--json: the HTTP
-                              API's /api/v1/status fields, and the CLI's own)
+                              API's /api/v1/status fields, and the CLI's own); with
+                              the agent down, the state it last saved (exit 3)
   hamon ha <command>          HA commands (hamon ha --help)
   hamon config check          validate the configuration file, and say what the
                               running unit's sandbox would refuse of it
@@ -74,7 +75,7 @@ pub fn main(args: &[String]) -> i32 {
             0
         }
         ["--version"] | ["-V"] | ["version"] => {
-            println!("hamon {}", env!("CARGO_PKG_VERSION"));
+            println!("hamon {}", crate::version::Version::ours());
             0
         }
         ["agent"] => match load(config.as_deref()) {

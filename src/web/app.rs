@@ -1043,3 +1043,45 @@ impl App {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn signed_query(query: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/peer/v1/register".into(),
+            query: query.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: "192.0.2.12:40000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_caller_more_than_one_protocol_minor_away_is_refused_naming_both() {
+        let ours = crate::version::Version::ours();
+        let at = |minor: u8| {
+            format!(
+                "protocol={}.{minor}&release=9.9.9",
+                crate::peer::wire::VERSION
+            )
+        };
+        // No version (a release from before versions were sent), the same, one apart.
+        assert_eq!(App::incompatible_caller(&signed_query("")), None);
+        for minor in [ours.minor, ours.minor + 1, ours.minor.saturating_sub(1)] {
+            assert_eq!(App::incompatible_caller(&signed_query(&at(minor))), None);
+        }
+        let why = App::incompatible_caller(&signed_query(&at(ours.minor + 2))).unwrap();
+        assert!(why.contains(&ours.to_string()), "{why}");
+        assert!(
+            why.contains(&format!("9.9.9 (protocol 1.{})", ours.minor + 2)),
+            "{why}"
+        );
+        let other_major = format!("protocol={}.{}", crate::peer::wire::VERSION + 1, ours.minor);
+        assert!(App::incompatible_caller(&signed_query(&other_major)).is_some());
+        assert!(App::incompatible_caller(&signed_query("protocol=1.x")).is_some());
+    }
+}

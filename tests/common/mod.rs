@@ -29,6 +29,8 @@ pub struct Pair {
     pub dir: PathBuf,
     pub addrs: [String; 2],
     pub children: [Option<Child>; 2],
+    /// The build each server runs (agent and CLI): this one unless a test upgrades it.
+    pub binaries: [PathBuf; 2],
 }
 
 impl Pair {
@@ -72,6 +74,7 @@ impl Pair {
             dir,
             addrs,
             children: [None, None],
+            binaries: [PathBuf::from(hamon()), PathBuf::from(hamon())],
         }
     }
 
@@ -114,7 +117,7 @@ impl Pair {
             .append(true)
             .open(self.dir.join(format!("agent-{i}.log")))
             .expect("log");
-        let child = Command::new(hamon())
+        let child = Command::new(&self.binaries[i])
             .args(["agent", "--config"])
             .arg(self.config(i))
             .stdin(Stdio::null())
@@ -152,7 +155,7 @@ impl Pair {
     }
 
     pub fn run(&self, i: usize, args: &[&str]) -> Output {
-        Command::new(hamon())
+        Command::new(&self.binaries[i])
             .arg("--config")
             .arg(self.config(i))
             .args(args)
@@ -163,7 +166,7 @@ impl Pair {
 
     pub fn run_with_stdin(&self, i: usize, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let mut child = Command::new(hamon())
+        let mut child = Command::new(&self.binaries[i])
             .arg("--config")
             .arg(self.config(i))
             .args(args)

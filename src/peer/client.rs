@@ -209,6 +209,21 @@ pub fn call_as(
     serde_json::from_slice(&text).map_err(|e| format!("malformed answer from peer: {e}"))
 }
 
+/// `path` with this build's protocol and release in its query. Requests to the peer are
+/// signed over the path and query, so the peer can trust them and refuse a protocol it
+/// cannot work with, saying why (`web::app`'s version check).
+pub fn versioned(path: &str) -> String {
+    let ours = crate::version::Version::ours();
+    format!(
+        "{path}{}{}",
+        if path.contains('?') { '&' } else { '?' },
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("protocol", &ours.protocol())
+            .append_pair("release", &ours.release)
+            .finish()
+    )
+}
+
 /// POSTs `body` to `path` on the peer, signed with `api` (and naming `pairing`), and
 /// returns the answer's body once its signature checks out.
 pub fn signed_post(
@@ -220,17 +235,7 @@ pub fn signed_post(
     link: Link,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    // What this build runs rides in the signed query, so the peer refuses a request from
-    // a protocol it cannot work with, saying why (`web::app`'s version check).
-    let ours = crate::version::Version::ours();
-    let path = &format!(
-        "{path}{}{}",
-        if path.contains('?') { '&' } else { '?' },
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("protocol", &ours.protocol())
-            .append_pair("release", &ours.release)
-            .finish()
-    );
+    let path = &versioned(path);
     let nonce = auth::random16();
     let signed = auth::sign_request(api, "POST", path, &t.address, body, unix_ms(), nonce);
     let mut headers: Vec<(&str, &str)> = signed.iter().map(|(k, v)| (*k, v.as_str())).collect();

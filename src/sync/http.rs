@@ -43,7 +43,7 @@ impl PeerSource {
         op: &str,
         body: &[u8],
     ) -> Result<(client::StreamingResponse, String), String> {
-        let path = format!("/peer/v1/sync/{op}");
+        let path = crate::peer::client::versioned(&format!("/peer/v1/sync/{op}"));
         let nonce = auth::random16();
         let signed = auth::sign_request(
             &self.keys.api,

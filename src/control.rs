@@ -129,7 +129,14 @@ impl SettingsEdit {
                 list.iter().map(|v| v.to_string()).collect()
             }
         };
-        let vips = vip::checked(&vips, interface)?;
+        // Checked only when asked to change: the list in force passed at registration.
+        let touched =
+            self.vips.is_some() || !self.add_vips.is_empty() || !self.remove_vips.is_empty();
+        let vips = if touched {
+            vip::checked(&vips, interface)?
+        } else {
+            current.vips.clone()
+        };
         let emails = match &self.emails {
             Some(list) => {
                 let list: Vec<String> = list
@@ -449,6 +456,73 @@ mod tests {
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir)?;
         Ok(())
+    }
+
+    #[test]
+    fn a_settings_edit_is_checked_as_registration_checks() {
+        let current = Settings {
+            failover_type: FailoverType::Manual,
+            vips: vec!["192.0.2.10/24".into()],
+            emails: vec!["ops@example.com".into()],
+        };
+        let edit = |f: &dyn Fn(&mut SettingsEdit)| {
+            let mut e = SettingsEdit::default();
+            f(&mut e);
+            e.apply(&current, None)
+        };
+        // Unchanged fields stay; the last VIP can go without an interface to check.
+        let r = edit(&|e| {
+            e.failover_type = Some(FailoverType::Automatic);
+            e.remove_vips = vec!["192.0.2.10/24".into()];
+            e.emails = Some(vec![" a@example.com ".into(), "".into()]);
+        });
+        assert_eq!(
+            r,
+            Ok(Settings {
+                failover_type: FailoverType::Automatic,
+                vips: vec![],
+                emails: vec!["a@example.com".into()],
+            })
+        );
+        for (why, result) in [
+            ("nothing to change", edit(&|_| {})),
+            (
+                "cannot be combined",
+                edit(&|e| {
+                    e.vips = Some(vec![]);
+                    e.add_vips = vec!["192.0.2.20/24".into()];
+                }),
+            ),
+            (
+                "not in the list",
+                edit(&|e| e.remove_vips = vec!["192.0.2.99/24".into()]),
+            ),
+            (
+                "at most one IPv4",
+                edit(&|e| e.add_vips = vec!["192.0.2.20/24".into()]),
+            ),
+            (
+                "needs `interface`",
+                edit(&|e| e.add_vips = vec!["2001:db8::10/64".into()]),
+            ),
+            (
+                "not an e-mail address",
+                edit(&|e| e.emails = Some(vec!["nobody".into()])),
+            ),
+            (
+                "unicast",
+                edit(&|e| e.vips = Some(vec!["127.0.0.9/8".into()])),
+            ),
+        ] {
+            match result {
+                Err(e) => assert!(e.contains(why), "{why}: {e}"),
+                Ok(s) => panic!("{why}: accepted as {s:?}"),
+            }
+        }
+        // The API's body: unknown keys are refused, not ignored.
+        assert!(serde_json::from_str::<SettingsEdit>(r#"{"vip": ["192.0.2.1/24"]}"#).is_err());
+        let body = r#"{"failover_type": "automatic", "add_vips": ["2001:db8::1/64"]}"#;
+        assert!(serde_json::from_str::<SettingsEdit>(body).is_ok());
     }
 
     #[test]

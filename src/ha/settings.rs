@@ -103,13 +103,9 @@ impl Step<'_> {
                 refused("settings not changed: they changed meanwhile; run the command again"),
             );
         }
-        let peer_differs = self
-            .n
-            .peer
-            .as_ref()
-            .and_then(|b| b.registered)
-            .is_some_and(|(_, t)| t != current.failover_type);
-        if new == current && !peer_differs {
+        // The peer's last heartbeat may predate a change it just made: only a difference
+        // that lasted (and was journaled) makes an unchanged setting worth sending.
+        if new == current && !self.n.noted.settings_differ {
             return self.reply(
                 token,
                 Reply::Done {

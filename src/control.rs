@@ -2,7 +2,7 @@
 //! that only root (or the agent's own user) may use. One JSON request line,
 //! one JSON reply line.
 
-use crate::ha::{FailoverType, Secret, StatusView};
+use crate::ha::{FailoverType, Secret, Settings, StatusView};
 use crate::store::Stamped;
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -40,6 +40,10 @@ pub enum Request {
     AuthKey {
         key: Secret,
     },
+    /// `hamon ha set`: change the registration's settings on both servers.
+    Settings {
+        edit: SettingsEdit,
+    },
     /// udev saw a NIC come or go: re-read the watched interfaces.
     NicEvent {
         action: String,
@@ -50,6 +54,107 @@ pub enum Request {
     NotifyTest {
         channel: Option<String>,
     },
+}
+
+/// A change of the registration's settings as the operator gives it (`hamon ha set`,
+/// and the body of `POST /api/v1/settings`): each field that is absent stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsEdit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_type: Option<FailoverType>,
+    /// The whole new list (empty: no mail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emails: Option<Vec<String>>,
+    /// The whole new VIP list; not with `add_vips`/`remove_vips`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vips: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_vips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_vips: Vec<String>,
+}
+
+impl SettingsEdit {
+    /// True when it asks for no change at all.
+    pub fn is_empty(&self) -> bool {
+        self.failover_type.is_none()
+            && self.emails.is_none()
+            && self.vips.is_none()
+            && self.add_vips.is_empty()
+            && self.remove_vips.is_empty()
+    }
+
+    /// The settings after this edit of `current`, validated as registration validates
+    /// them (`vip::checked` on `interface`, `mail::checked_recipients`). The VIP list comes
+    /// back normalised, the way the registration stores it.
+    pub fn apply(&self, current: &Settings, interface: Option<&str>) -> Result<Settings, String> {
+        use crate::net::vip::{self, Vip};
+        if self.is_empty() {
+            return Err(
+                "nothing to change: give a failover type, e-mail addresses or virtual IPs".into(),
+            );
+        }
+        if self.vips.is_some() && !(self.add_vips.is_empty() && self.remove_vips.is_empty()) {
+            return Err(
+                "a new VIP list (--vip) replaces the whole list and cannot be combined with \
+                 --add-vip or --remove-vip"
+                    .into(),
+            );
+        }
+        let vips = match &self.vips {
+            Some(list) => list.clone(),
+            None => {
+                let mut list: Vec<Vip> = vip::parse_vips(&current.vips)?;
+                for r in &self.remove_vips {
+                    let gone: Vip = r.parse()?;
+                    if !list.contains(&gone) {
+                        return Err(format!(
+                            "virtual IP {gone} is not in the list ({}); nothing was changed",
+                            if current.vips.is_empty() {
+                                "no virtual IP".to_string()
+                            } else {
+                                current.vips.join(", ")
+                            }
+                        ));
+                    }
+                    list.retain(|v| *v != gone);
+                }
+                for a in &self.add_vips {
+                    let new: Vip = a.parse()?;
+                    if !list.contains(&new) {
+                        list.push(new);
+                    }
+                }
+                list.iter().map(|v| v.to_string()).collect()
+            }
+        };
+        // Checked only when asked to change: the list in force passed at registration.
+        let touched =
+            self.vips.is_some() || !self.add_vips.is_empty() || !self.remove_vips.is_empty();
+        let vips = if touched {
+            vip::checked(&vips, interface)?
+        } else {
+            current.vips.clone()
+        };
+        let emails = match &self.emails {
+            Some(list) => {
+                let list: Vec<String> = list
+                    .iter()
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                crate::notify::mail::checked_recipients(&list)?;
+                list
+            }
+            None => current.emails.clone(),
+        };
+        Ok(Settings {
+            failover_type: self.failover_type.unwrap_or(current.failover_type),
+            vips,
+            emails,
+        })
+    }
 }
 
 /// Heartbeat counters, reported with the status.
@@ -205,10 +310,11 @@ pub struct Server {
 
 impl Server {
     /// Bind the socket (replacing a stale one) and serve each connection on
-    /// its own thread with `handle`.
+    /// its own thread with `handle`, which is given the request and the caller's uid
+    /// (from `SO_PEERCRED`).
     pub fn start<F>(path: &Path, handle: F) -> io::Result<Server>
     where
-        F: Fn(Request) -> Reply + Send + Sync + 'static,
+        F: Fn(Request, u32) -> Reply + Send + Sync + 'static,
     {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -271,7 +377,7 @@ fn nix_euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-fn serve_one(s: UnixStream, my_uid: u32, handle: &dyn Fn(Request) -> Reply) {
+fn serve_one(s: UnixStream, my_uid: u32, handle: &dyn Fn(Request, u32) -> Reply) {
     let reply = (|| {
         let _ = s.set_nonblocking(false);
         let uid = peer_uid(&s).ok()?;
@@ -287,7 +393,7 @@ fn serve_one(s: UnixStream, my_uid: u32, handle: &dyn Fn(Request) -> Reply) {
             .read_line(&mut line)
             .ok()?;
         Some(match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle(req),
+            Ok(req) => handle(req, uid),
             Err(e) => Reply::Refused {
                 message: format!("malformed request: {e}"),
             },
@@ -314,7 +420,7 @@ mod tests {
             matches!(missing, Err(ControlError::NotRunning(_))),
             "{missing:?}"
         );
-        let server = Server::start(&path, |req| match req {
+        let server = Server::start(&path, |req, _uid| match req {
             Request::Events { limit } => Reply::Done {
                 message: format!("limit {limit}"),
             },
@@ -336,7 +442,7 @@ mod tests {
             }
         );
         // A second agent on the same socket is refused.
-        assert!(Server::start(&path, |_| Reply::Done {
+        assert!(Server::start(&path, |_, _| Reply::Done {
             message: String::new()
         })
         .is_err());
@@ -350,6 +456,73 @@ mod tests {
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir)?;
         Ok(())
+    }
+
+    #[test]
+    fn a_settings_edit_is_checked_as_registration_checks() {
+        let current = Settings {
+            failover_type: FailoverType::Manual,
+            vips: vec!["192.0.2.10/24".into()],
+            emails: vec!["ops@example.com".into()],
+        };
+        let edit = |f: &dyn Fn(&mut SettingsEdit)| {
+            let mut e = SettingsEdit::default();
+            f(&mut e);
+            e.apply(&current, None)
+        };
+        // Unchanged fields stay; the last VIP can go without an interface to check.
+        let r = edit(&|e| {
+            e.failover_type = Some(FailoverType::Automatic);
+            e.remove_vips = vec!["192.0.2.10/24".into()];
+            e.emails = Some(vec![" a@example.com ".into(), "".into()]);
+        });
+        assert_eq!(
+            r,
+            Ok(Settings {
+                failover_type: FailoverType::Automatic,
+                vips: vec![],
+                emails: vec!["a@example.com".into()],
+            })
+        );
+        for (why, result) in [
+            ("nothing to change", edit(&|_| {})),
+            (
+                "cannot be combined",
+                edit(&|e| {
+                    e.vips = Some(vec![]);
+                    e.add_vips = vec!["192.0.2.20/24".into()];
+                }),
+            ),
+            (
+                "not in the list",
+                edit(&|e| e.remove_vips = vec!["192.0.2.99/24".into()]),
+            ),
+            (
+                "at most one IPv4",
+                edit(&|e| e.add_vips = vec!["192.0.2.20/24".into()]),
+            ),
+            (
+                "needs `interface`",
+                edit(&|e| e.add_vips = vec!["2001:db8::10/64".into()]),
+            ),
+            (
+                "not an e-mail address",
+                edit(&|e| e.emails = Some(vec!["nobody".into()])),
+            ),
+            (
+                "unicast",
+                edit(&|e| e.vips = Some(vec!["127.0.0.9/8".into()])),
+            ),
+        ] {
+            match result {
+                Err(e) => assert!(e.contains(why), "{why}: {e}"),
+                Ok(s) => panic!("{why}: accepted as {s:?}"),
+            }
+        }
+        // The API's body: unknown keys are refused, not ignored.
+        assert!(serde_json::from_str::<SettingsEdit>(r#"{"vip": ["192.0.2.1/24"]}"#).is_err());
+        let body = r#"{"failover_type": "automatic", "add_vips": ["2001:db8::1/64"]}"#;
+        assert!(serde_json::from_str::<SettingsEdit>(body).is_ok());
     }
 
     #[test]

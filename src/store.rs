@@ -492,6 +492,7 @@ mod tests {
             registration: None,
             state: HaState::PrimaryActive,
             prior: None,
+            settings_pending: None,
         };
         s.save_state(&p)?;
         assert_eq!(s.load_state()?, Some(p));
@@ -521,6 +522,7 @@ mod tests {
             state: crate::ha::HaState::ALL[n],
             registration: None,
             prior: None,
+            settings_pending: None,
         };
         // A wave-1 ha.json is read, then replaced by the slot file when it is reserved.
         fs::write(d.join("ha.json"), serde_json::to_vec(&state(7))?)?;
@@ -571,6 +573,7 @@ mod tests {
             state: crate::ha::HaState::PrimaryActive,
             registration: None,
             prior: None,
+            settings_pending: None,
         };
         fs::write(d.join(LEGACY_STATE), serde_json::to_vec(&old)?)?;
         assert_eq!(s.load_state()?, Some(old));

@@ -11,6 +11,10 @@ pub(super) struct DutyOrder {
     pub(super) peer_db: Option<crate::db::PeerDb>,
     /// The server demoted itself: a database still writable must stop taking writes.
     pub(super) stop_writes: bool,
+    /// Not a duty: the registration's VIPs changed (`hamon ha set`). An active server
+    /// makes its interface hold `vips` now (removing the old, claiming and announcing the
+    /// new); any other changes nothing. No `DutyApplied` answers it.
+    pub(super) vips_only: bool,
     pub(super) decided: Instant,
 }
 
@@ -162,6 +166,8 @@ pub(super) fn start_duty_executor(
         .name("duty".into())
         .spawn(move || {
             let mut held: Vec<Vip> = Vec::new();
+            // The last duty applied was Active (the VIPs follow a settings change).
+            let mut active = false;
             let mut next_refresh: Option<Instant> = None;
             loop {
                 // Wake for the services' poll and the VIP refresh only when there is one
@@ -199,9 +205,30 @@ pub(super) fn start_duty_executor(
                     }
                 }
                 let Some(order) = order else { continue };
+                if order.vips_only {
+                    if let (true, Some(c)) = (active, control.as_mut()) {
+                        move_vips(c, &mut held, &order.vips, &log, &reporter);
+                    }
+                    continue;
+                }
                 let duty = order.duty;
+                active = duty == Duty::Active;
                 let mut errors: Vec<String> = Vec::new();
                 if let Some(c) = control.as_mut() {
+                    if duty == Duty::Active {
+                        // Addresses held that the registration no longer names go first.
+                        let stale: Vec<Vip> = held
+                            .iter()
+                            .filter(|v| !order.vips.contains(v))
+                            .copied()
+                            .collect();
+                        if !stale.is_empty() {
+                            if let Err(e) = c.release(&stale) {
+                                errors.extend(e);
+                            }
+                            held.retain(|v| order.vips.contains(v));
+                        }
+                    }
                     if duty == Duty::Active && !order.vips.is_empty() {
                         let waited = order.decided.elapsed();
                         match c.claim(&order.vips) {
@@ -290,4 +317,64 @@ pub(super) fn start_duty_executor(
         })
         .map_err(io_err("duty thread"))?;
     Ok(dtx)
+}
+
+/// A settings change moved the VIPs of an active server: the addresses no longer named
+/// leave the interface, the new ones are added and announced at once (gratuitous ARP,
+/// unsolicited NA, then the rest of the burst), as a takeover does. A failure is
+/// journaled as `duty_failed`; the core's duty stays Active.
+fn move_vips(
+    c: &mut VipControl,
+    held: &mut Vec<Vip>,
+    want: &[Vip],
+    log: &Log,
+    reporter: &Reporter,
+) {
+    let gone: Vec<Vip> = held.iter().filter(|v| !want.contains(v)).copied().collect();
+    let added: Vec<Vip> = want.iter().filter(|v| !held.contains(v)).copied().collect();
+    let mut errors = Vec::new();
+    if !gone.is_empty() {
+        if let Err(e) = c.release(&gone) {
+            errors.extend(e);
+        }
+    }
+    if !added.is_empty() {
+        if let Err(e) = c.claim(&added) {
+            errors.extend(e);
+        }
+    }
+    *held = want.to_vec();
+    let names = |v: &[Vip]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    if errors.is_empty() {
+        log.write(
+            Severity::Info,
+            &format!(
+                "virtual IPs changed on {}: removed {}, claimed and announced {}",
+                c.interface(),
+                names(&gone),
+                names(&added)
+            ),
+        );
+    } else {
+        reporter.observe(
+            "duty_failed",
+            Severity::Error,
+            format!(
+                "moving the virtual IPs on {} (removing {}, adding {}): {}",
+                c.interface(),
+                names(&gone),
+                names(&added),
+                errors.join("; ")
+            ),
+        );
+    }
 }

@@ -1142,6 +1142,24 @@ impl Shell {
                         .filter(|_| self.follow_peer)
                         .map(|p| self.db_port.at(&p.address)),
                     stop_writes: duty == Duty::Halted && self.demoted,
+                    vips_only: false,
+                    decided: Instant::now(),
+                };
+                let _ = self.duty_tx.send(order);
+            }
+            Action::MoveVips { from, to } => {
+                self.log.write(
+                    Severity::Info,
+                    &format!("virtual IPs {from:?} -> {to:?} (a settings change)"),
+                );
+                // `self.vips` already follows the registration; the duty thread moves them
+                // only if it holds the active duty.
+                let order = DutyOrder {
+                    duty: Duty::Active,
+                    vips: self.vips.clone(),
+                    peer_db: None,
+                    stop_writes: false,
+                    vips_only: true,
                     decided: Instant::now(),
                 };
                 let _ = self.duty_tx.send(order);

@@ -47,7 +47,7 @@ pub(super) fn start_control(
     let mail_configured = cfg.notify.mail.is_some();
     // A way the peer is not heard for the detector's window is silent.
     let silent_after = cfg.heartbeat.interval.as_millis() as u64 * u64::from(cfg.heartbeat.missed);
-    control::Server::start(&path, move |req| {
+    control::Server::start(&path, move |req, uid| {
         let ask = |command: Command, wait: Duration| -> control::Reply {
             let (rtx, rrx) = bounded(1);
             if tx.send(Input::Command(command, rtx)).is_err() {
@@ -150,6 +150,46 @@ pub(super) fn start_control(
                     (reply, _) => reply,
                 }
             }
+            control::Request::Settings { edit } => {
+                let registration = published
+                    .status
+                    .read()
+                    .ok()
+                    .and_then(|s| s.registration.clone());
+                let Some(registration) = registration else {
+                    return control::Reply::Refused {
+                        message: "HA is not configured on this server: the settings are given \
+                                  at registration (`hamon ha register`)"
+                            .into(),
+                    };
+                };
+                let expected = registration.settings();
+                let new = match edit.apply(&expected, interface.as_deref()) {
+                    Ok(n) => n,
+                    Err(message) => return control::Reply::Refused { message },
+                };
+                let unsent =
+                    (new.emails != expected.emails && !new.emails.is_empty() && !mail_configured)
+                        .then(|| {
+                            format!(
+                            "\nWARNING: no mail will be sent to {}: this server's configuration \
+                             has no [notify.mail] section",
+                            new.emails.join(", ")
+                        )
+                        });
+                let command = Command::Settings {
+                    change_id: crate::peer::auth::random_id(),
+                    expected,
+                    new,
+                    by: format!("user {} with the CLI", user_name(uid)),
+                };
+                match (ask(command, long), unsent) {
+                    (control::Reply::Done { message }, Some(warning)) => control::Reply::Done {
+                        message: message + &warning,
+                    },
+                    (reply, _) => reply,
+                }
+            }
             control::Request::Failover => ask(Command::Failover, long),
             control::Request::Failback => ask(Command::Failback, long),
             control::Request::Remove { purge } => ask(Command::Remove { purge }, long),
@@ -241,6 +281,15 @@ pub(super) fn start_control(
         "control socket {}",
         cfg.socket_path().display()
     )))
+}
+
+/// The name of the Unix user `uid` (for the journal: who changed what), or `uid N`
+/// when it has none.
+pub(super) fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {uid}"),
+    }
 }
 
 /// `<Name> is running`, with the restart count once it has been restarted.

@@ -17,6 +17,11 @@ Usage: hamon ha <command>
            [--vip ADDR/PREFIX]... [--email a@x,b@y] [--authkey-file FILE]
                               register the secondary (run on the primary); the key
                               comes from --authkey-file, stdin, or a prompt
+  set [--failover-type manual|automatic] [--email a@x,b@y | --no-email] [--vip ADDR/PREFIX]... [--add-vip ADDR/PREFIX]... [--remove-vip ADDR/PREFIX]...
+                              change the registration's settings on both servers of a
+                              registered pair, or on neither (run on either server);
+                              --vip replaces the VIP list, --add-vip/--remove-vip edit it;
+                              an active server moves and announces its VIP at once
   authkey [--file FILE]       set this server's authentication key (from FILE,
                               stdin or a prompt; never from the command line)
   failover                    make the secondary active (run on the secondary)
@@ -321,6 +326,7 @@ pub fn main(cfg: Option<&Path>, args: &[&str]) -> i32 {
         ["remove", rest @ ..] => remove(cfg, rest),
         ["authkey", rest @ ..] => authkey(cfg, rest),
         ["register", rest @ ..] => register(cfg, rest),
+        ["set", rest @ ..] => set(cfg, rest),
         ["token"] => token(cfg),
         _ => {
             eprint!(
@@ -570,6 +576,73 @@ fn register(cfg: Option<&Path>, args: &[&str]) -> i32 {
     finish(control::call(&config.socket_path(), &req, None).map_err(|e| e.to_string()))
 }
 
+/// `hamon ha set`'s options as a settings edit (checked against the current settings
+/// by the agent).
+fn set_args(args: &[&str]) -> Result<control::SettingsEdit, String> {
+    let mut edit = control::SettingsEdit::default();
+    let mut no_email = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .map(|s| s.to_string())
+                .ok_or(format!("{a} needs a value"))
+        };
+        match *a {
+            "--failover-type" => {
+                let v = value()?;
+                let t = FailoverType::parse(&v)
+                    .ok_or(format!("--failover-type is manual or automatic, not {v:?}"))?;
+                edit.failover_type = Some(t);
+            }
+            "--email" => {
+                let v = value()?;
+                edit.emails.get_or_insert_with(Vec::new).extend(
+                    v.split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty()),
+                );
+            }
+            "--no-email" => no_email = true,
+            "--vip" => edit.vips.get_or_insert_with(Vec::new).push(value()?),
+            "--add-vip" => edit.add_vips.push(value()?),
+            "--remove-vip" => edit.remove_vips.push(value()?),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if no_email {
+        if edit.emails.is_some() {
+            return Err("--email and --no-email cannot be combined".into());
+        }
+        edit.emails = Some(Vec::new());
+    }
+    if edit.vips.is_some() && !(edit.add_vips.is_empty() && edit.remove_vips.is_empty()) {
+        return Err(
+            "--vip replaces the whole VIP list and cannot be combined with --add-vip \
+                    or --remove-vip"
+                .into(),
+        );
+    }
+    if edit.vips.as_ref().is_some_and(|v| v.len() > 2) {
+        return Err("--vip may be given at most twice (one IPv4, one IPv6)".into());
+    }
+    if edit.is_empty() {
+        return Err("nothing to change: usage: hamon ha set [--failover-type \
+                    manual|automatic] [--email a@x,b@y | --no-email] [--vip ADDR/PREFIX]... \
+                    [--add-vip ADDR/PREFIX]... [--remove-vip ADDR/PREFIX]..."
+            .into());
+    }
+    Ok(edit)
+}
+
+/// `hamon ha set`: both servers take the new settings, or neither does.
+fn set(cfg: Option<&Path>, args: &[&str]) -> i32 {
+    match set_args(args) {
+        Ok(edit) => finish(call(cfg, Request::Settings { edit }, None)),
+        Err(e) => fail(&e),
+    }
+}
+
 fn bracket(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
@@ -597,5 +670,64 @@ fn token(cfg_path: Option<&Path>) -> i32 {
         }
         Ok(None) => fail("no authentication key is set (hamon ha authkey)"),
         Err(e) => fail(&format!("reading the secret: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_options_become_an_edit() {
+        let e = set_args(&[
+            "--failover-type",
+            "automatic",
+            "--email",
+            "a@example.com,b@example.com",
+            "--add-vip",
+            "2001:db8::10/64",
+            "--remove-vip",
+            "192.0.2.10/24",
+        ]);
+        let Ok(e) = e else { panic!("{e:?}") };
+        assert_eq!(e.failover_type, Some(FailoverType::Automatic));
+        assert_eq!(
+            e.emails,
+            Some(vec!["a@example.com".into(), "b@example.com".into()])
+        );
+        assert_eq!(e.add_vips, vec!["2001:db8::10/64".to_string()]);
+        assert_eq!(e.remove_vips, vec!["192.0.2.10/24".to_string()]);
+        assert_eq!(e.vips, None);
+        let Ok(none) = set_args(&["--no-email"]) else {
+            panic!("--no-email refused")
+        };
+        assert_eq!(none.emails, Some(vec![]));
+    }
+
+    #[test]
+    fn set_refuses_what_registration_would_not_take() {
+        for (args, why) in [
+            (&[][..], "nothing to change"),
+            (
+                &["--vip", "192.0.2.1/24", "--add-vip", "2001:db8::1/64"][..],
+                "cannot be combined",
+            ),
+            (
+                &["--email", "a@example.com", "--no-email"][..],
+                "cannot be combined",
+            ),
+            (&["--failover-type", "sometimes"][..], "manual or automatic"),
+            (&["--vip"][..], "needs a value"),
+            (&["--frobnicate"][..], "unknown option"),
+        ] {
+            match set_args(args) {
+                Err(e) => assert!(e.contains(why), "{args:?}: {e}"),
+                Ok(e) => panic!("{args:?} accepted as {e:?}"),
+            }
+        }
+        assert!(HA_USAGE.contains(
+            "set [--failover-type manual|automatic] [--email a@x,b@y | --no-email] \
+             [--vip ADDR/PREFIX]... [--add-vip ADDR/PREFIX]... [--remove-vip ADDR/PREFIX]..."
+        ));
     }
 }

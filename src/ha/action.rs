@@ -2,7 +2,9 @@
 //! report results back as events.
 
 use super::event::{Beacon, CopyKind, PeerAnswer, PeerRequest, Secret, Token};
-use super::state::{ConfigMode, Duty, FailoverType, HaState, HealthSummary, Registration, Role};
+use super::state::{
+    ConfigMode, Duty, FailoverType, HaState, HealthSummary, Registration, Role, Settings,
+};
 use serde::{Deserialize, Serialize};
 
 /// How loud a journal entry is (maps onto syslog and the web page's level).
@@ -33,6 +35,20 @@ pub struct Persisted {
     /// The state to return to when an Uncertain state clears.
     #[serde(default)]
     pub prior: Option<HaState>,
+    /// A settings change this server started whose answer from the peer was lost: it is
+    /// asked again while the peer is heard, and applied here once the peer confirms it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_pending: Option<SettingsChange>,
+}
+
+/// A settings change on its way to the peer (`PeerRequest::Settings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    pub change_id: u64,
+    /// The settings before the change, and after it.
+    pub old: Settings,
+    pub new: Settings,
+    pub by: String,
 }
 
 /// A snapshot for `ha status`, `hamon status` and the JSON API.
@@ -229,6 +245,11 @@ pub enum Action {
     Answer { token: Token, answer: PeerAnswer },
     /// Make this duty true (services, VIP); answer `DutyApplied`.
     SetDuty(Duty),
+    /// The registration's virtual IPs changed from `from` to `to`: an active server
+    /// removes the old ones from its interface and claims and announces the new ones at
+    /// once; any other leaves its interface alone. No answer (a failure is journaled by
+    /// the shell).
+    MoveVips { from: Vec<String>, to: Vec<String> },
     /// Start a data copy; answer `CopyDone`.
     StartCopy(CopyKind),
     /// Write the persistent state.

@@ -4,7 +4,7 @@
 //! executors) turn the world into these values. Time is never read by the
 //! core: each event is stepped with a monotonic `now` in milliseconds.
 
-use super::state::{FailoverType, HaState, HealthSummary, Member, Registration, Role};
+use super::state::{FailoverType, HaState, HealthSummary, Member, Registration, Role, Settings};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -106,6 +106,18 @@ pub enum Command {
     Remove {
         purge: bool,
     },
+    /// `hamon ha set`: change the registration's settings on both servers or neither.
+    /// The shell validates `new` (as registration does) against the settings it read,
+    /// `expected`; the core refuses if they changed meanwhile.
+    Settings {
+        /// A fresh random id for this change: the peer applies a repeat of it once.
+        change_id: u64,
+        expected: Settings,
+        new: Settings,
+        /// Who asked, for the journal ("root on the control socket", "the API (bearer
+        /// token) from 192.0.2.50").
+        by: String,
+    },
 }
 
 /// A request from the peer server, already authenticated by the shell.
@@ -130,6 +142,27 @@ pub enum PeerRequest {
     /// Either -> either: my Health Monitor certificate changed; pin this one. Sent over
     /// the caller's still valid pin of the receiver, signed like every peer request.
     Identity { id: u64, member: Member },
+    /// Either -> either: take these settings (failover type, VIPs, e-mail) from
+    /// `registration`, the sender's with the change made. Applied once per `change_id`;
+    /// a repeat is answered as the first was. The sender applies the change only once
+    /// this is accepted.
+    Settings {
+        id: u64,
+        change_id: u64,
+        registration: Registration,
+        /// Who asked on the sender, for the receiver's journal.
+        #[serde(default)]
+        by: String,
+    },
+    /// Either -> either: the sender could not confirm settings change `change_id` (every
+    /// answer was lost) and did not apply it; if the receiver did, and still has `new`, it
+    /// goes back to `old`. Always accepted.
+    SettingsUndo {
+        id: u64,
+        change_id: u64,
+        old: Settings,
+        new: Settings,
+    },
 }
 
 impl PeerRequest {
@@ -144,6 +177,8 @@ impl PeerRequest {
             PeerRequest::FailbackAbort { .. } => "failback_abort",
             PeerRequest::Remove { .. } => "remove",
             PeerRequest::Identity { .. } => "identity",
+            PeerRequest::Settings { .. } => "settings",
+            PeerRequest::SettingsUndo { .. } => "settings_undo",
         }
     }
 }

@@ -202,6 +202,7 @@ impl Step<'_> {
             self.maybe_auto_failover();
         }
         self.repin();
+        self.resolve_settings();
         if self.n.copy_retry_at.is_some_and(|t| now >= t) {
             self.n.copy_retry_at = None;
             if self.n.state == PrimaryDatabaseCopyFailed && !self.n.copying {
@@ -387,6 +388,7 @@ impl Step<'_> {
         self.n.noted.foreign_peer = false;
         // The peer's heartbeat names our registration: it committed it too.
         self.n.reg_confirmed = true;
+        self.check_peer_settings(&b);
         let was = self.n.link;
         self.n.link = Link::Up;
         self.n.heard_at = self.now;

@@ -193,6 +193,15 @@ pub struct Node {
     /// sent again (see `Step::repin`).
     pub(super) identity_call: Option<u64>,
     pub(super) identity_retry_at: Millis,
+    /// A settings change of ours the peer never confirmed (persisted), the outstanding
+    /// call that resolves it, and when it is asked again (`ha::settings`).
+    pub(super) settings_pending: Option<super::action::SettingsChange>,
+    pub(super) settings_call: Option<u64>,
+    pub(super) settings_retry_at: Millis,
+    /// The last settings change the peer made here, so that a repeat is answered alike.
+    pub(super) settings_applied: Option<super::settings::Applied>,
+    /// Since when the peer's heartbeats show another failover type than ours.
+    pub(super) differ_since: Option<Millis>,
     pub(super) blocked: Option<String>,
     /// Why the database standby is too far behind to be promoted on its own
     /// (`None`: within the configured bound, or no database driver).
@@ -211,15 +220,18 @@ pub(super) struct Noted {
     pub foreign_peer: bool,
     /// The peer was last said not to hear us (a one-way path).
     pub one_way: bool,
+    /// The peer's failover type was said to differ from ours.
+    pub settings_differ: bool,
 }
 
 impl Node {
     /// A server as it comes up: `restored` is what it persisted last time.
     pub fn new(cfg: NodeConfig, restored: Option<Persisted>) -> Node {
-        let (reg, state, prior) = match restored {
-            Some(p) => (p.registration, p.state, p.prior),
-            None => (None, StandAlone, None),
+        let (reg, state, prior, settings_pending) = match restored {
+            Some(p) => (p.registration, p.state, p.prior, p.settings_pending),
+            None => (None, StandAlone, None, None),
         };
+        let settings_pending = settings_pending.filter(|_| reg.is_some());
         Node {
             cfg,
             state: if reg.is_some() { state } else { StandAlone },
@@ -267,6 +279,11 @@ impl Node {
             next_call: 1,
             identity_call: None,
             identity_retry_at: 0,
+            settings_pending,
+            settings_call: None,
+            settings_retry_at: 0,
+            settings_applied: None,
+            differ_since: None,
             blocked: None,
             shutting_down: false,
             noted: Noted::default(),
@@ -427,6 +444,7 @@ impl Node {
             // comes back Stand Alone, as a failed registration does.
             state: if committed { self.state } else { StandAlone },
             prior: self.prior.filter(|_| committed),
+            settings_pending: self.settings_pending.clone().filter(|_| committed),
         }
     }
 }

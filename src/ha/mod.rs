@@ -11,12 +11,14 @@ mod liveness;
 pub mod machine;
 mod ops;
 mod rules;
+mod settings;
 pub mod sim;
 pub mod state;
 mod witness;
 
 pub use action::{
-    Action, ArbiterView, JournalEntry, PeerTarget, Persisted, Reply, Severity, StatusView,
+    Action, ArbiterView, JournalEntry, PeerTarget, Persisted, Reply, SettingsChange, Severity,
+    StatusView,
 };
 pub use arbiter::Lease;
 pub use event::{
@@ -26,4 +28,5 @@ pub use event::{
 pub use machine::{step, ArbiterLoss, FencePolicy, Link, Node, NodeConfig, Timers};
 pub use state::{
     ConfigMode, Duty, FailoverType, HaState, HealthSummary, Level, Member, Registration, Role,
+    Settings,
 };

@@ -30,6 +30,13 @@ pub enum Op {
         token: Token,
         call: u64,
     },
+    /// `hamon ha set`: the change waits for the peer's answer (`ha::settings`).
+    Settings {
+        token: Token,
+        call: u64,
+        change: super::action::SettingsChange,
+        tries: u32,
+    },
 }
 
 impl Op {
@@ -39,7 +46,8 @@ impl Op {
             Op::Register { token, .. }
             | Op::Failover { token }
             | Op::Failback { token, .. }
-            | Op::Remove { token, .. } => *token,
+            | Op::Remove { token, .. }
+            | Op::Settings { token, .. } => *token,
         }
     }
 }
@@ -157,6 +165,12 @@ impl Step<'_> {
             Command::Failover => self.command_failover(token),
             Command::Failback => self.command_failback(token),
             Command::Remove { purge } => self.command_remove(token, purge),
+            Command::Settings {
+                change_id,
+                expected,
+                new,
+                by,
+            } => self.command_settings(token, change_id, expected, new, by),
         }
     }
 
@@ -304,6 +318,9 @@ impl Step<'_> {
         self.n.data_gap = false;
         self.n.copy_retry_at = None;
         self.n.peer = None;
+        self.n.settings_pending = None;
+        self.n.settings_call = None;
+        self.n.settings_applied = None;
         self.enter(StandAlone, why);
     }
 
@@ -347,6 +364,9 @@ impl Step<'_> {
             self.n.identity_call = None;
             return self.repinned(result.map(|_| ()));
         }
+        if self.n.settings_call == Some(id) {
+            return self.settings_undo_reply(result.map(|_| ()));
+        }
         match self.n.op.clone() {
             Some(Op::Register {
                 token,
@@ -383,6 +403,12 @@ impl Step<'_> {
                 (_, Err(e)) => self.failback_failed(token, format!("failback failed: {e}")),
                 (FailbackStage::Copying, Ok(_)) => {}
             },
+            Some(Op::Settings {
+                token,
+                call,
+                change,
+                tries,
+            }) if call == id => self.settings_reply(token, change, tries, result.map(|_| ())),
             Some(Op::Remove { token, call }) if call == id => {
                 self.n.op = None;
                 let msg = match result {
@@ -693,6 +719,18 @@ impl Step<'_> {
                 self.journal("peer_certificate_pinned", Severity::Info, text);
                 self.accepted(None)
             }
+            PeerRequest::Settings {
+                id,
+                change_id,
+                registration,
+                by,
+            } => self.peer_settings(id, change_id, registration, by),
+            PeerRequest::SettingsUndo {
+                id,
+                change_id,
+                old,
+                new,
+            } => self.peer_settings_undo(id, change_id, old, new),
             PeerRequest::Remove { id, purge } => {
                 if reg_id != Some(id) {
                     return refuse("not part of that registration".into());

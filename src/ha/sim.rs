@@ -121,6 +121,11 @@ pub struct Sim {
     pub trace: bool,
     /// The arbiter, once `configure_arbiter` is called.
     pub arbiter: Option<SimArbiter>,
+    /// Answers to peer requests still to be lost on the way back (the request itself
+    /// arrives and is acted on; the caller's call times out).
+    pub lose_answers: u32,
+    /// Every `MoveVips` each node was told to make: (time, node, the new list).
+    pub vips_moved: Vec<(Millis, usize, Vec<String>)>,
 }
 
 /// Fast timers for simulation: 100 ms heartbeats, 3 missed, 200 ms grace.
@@ -194,6 +199,8 @@ impl Sim {
             unsaved: [false; 2],
             fence_works: true,
             arbiter: None,
+            lose_answers: 0,
+            vips_moved: Vec::new(),
         };
         sim.nodes[S].key = Some(KEY.into());
         sim.start(P);
@@ -581,7 +588,17 @@ impl Sim {
             }
             Action::Answer { token, answer } => {
                 if let Some((to, epoch, id, _)) = self.pending_answers.remove(&token) {
-                    if self.reachable(to) && self.nodes[to].epoch == epoch {
+                    if self.lose_answers > 0 {
+                        self.lose_answers -= 1;
+                        let t = self.nodes[to].cfg.timers.probe_timeout;
+                        let result = Err("timed out waiting for the answer".into());
+                        let d = Delivery::Event {
+                            to,
+                            epoch,
+                            event: Event::PeerReply { id, result },
+                        };
+                        self.schedule(t, d);
+                    } else if self.reachable(to) && self.nodes[to].epoch == epoch {
                         let result = Ok(answer);
                         self.schedule(
                             delay,
@@ -618,6 +635,7 @@ impl Sim {
             Action::StampInSync => self.nodes[i].stamp_wall = Some(self.wall()),
             Action::InstallKey(k) => self.nodes[i].key = Some(k.expose().to_string()),
             Action::PurgeData => {}
+            Action::MoveVips { to, .. } => self.vips_moved.push((self.now, i, to)),
             Action::Journal(e) => {
                 if e.kind == "state_changed" {
                     self.nodes[i].history.push(e.state);

@@ -290,6 +290,72 @@ impl Registration {
             Role::Secondary => &self.secondary,
         }
     }
+
+    /// The part an operator may change after registration (`hamon ha set`).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            failover_type: self.failover_type,
+            vips: self.vips.clone(),
+            emails: self.emails.clone(),
+        }
+    }
+
+    /// This registration with `s` in place of its settings; the members and the id stay.
+    pub fn with_settings(&self, s: &Settings) -> Registration {
+        Registration {
+            failover_type: s.failover_type,
+            vips: s.vips.clone(),
+            emails: s.emails.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The registration's settings that `hamon ha set` changes on both servers at once:
+/// everything but the id and the two members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub failover_type: FailoverType,
+    /// Virtual IPs as `ADDR/PREFIX`, normalised as registration stores them.
+    pub vips: Vec<String>,
+    pub emails: Vec<String>,
+}
+
+impl Settings {
+    /// What differs from `old` to `self`, one clause per setting, e.g.
+    /// `failover type Manual -> Automatic; virtual IPs 192.0.2.10/24 -> 192.0.2.20/24`.
+    /// Empty when nothing does.
+    pub fn changes_from(&self, old: &Settings) -> String {
+        fn list(v: &[String]) -> String {
+            if v.is_empty() {
+                "(none)".into()
+            } else {
+                v.join(", ")
+            }
+        }
+        let mut parts = Vec::new();
+        if self.failover_type != old.failover_type {
+            parts.push(format!(
+                "failover type {} -> {}",
+                old.failover_type, self.failover_type
+            ));
+        }
+        if self.vips != old.vips {
+            parts.push(format!(
+                "virtual IPs {} -> {}",
+                list(&old.vips),
+                list(&self.vips)
+            ));
+        }
+        if self.emails != old.emails {
+            parts.push(format!(
+                "e-mail {} -> {}",
+                list(&old.emails),
+                list(&self.emails)
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// One server as the registration knows it.

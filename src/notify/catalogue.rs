@@ -217,6 +217,30 @@ pub const EVENTS: &[EventKind] = &[
         meaning: "Applying a duty (VIP, database, services, hooks) failed; a server that cannot \
                   take the active role gives it up.",
     },
+    EventKind {
+        id: "settings_changed",
+        number: 106,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Info,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Settings changed: {text}",
+        meaning: "The registration's failover type, virtual IPs or e-mail list changed \
+                  (`hamon ha set`, the page or the API, on either server); the text says old \
+                  -> new and who asked.",
+    },
+    EventKind {
+        id: "settings_unconfirmed",
+        number: 107,
+        category: Category::StateChange,
+        severity: NoticeSeverity::Warning,
+        clear: Clear::NotAlarm,
+        follows_core: false,
+        template: "Settings change not confirmed: {text}",
+        meaning: "A settings change got no answer from the peer and was not made here (the \
+                  peer is told to undo it if it got it, and this says when that is done), or \
+                  the peer's heartbeats show another failover type than this server's.",
+    },
     // ----- 200s: failover and failback ---------------------------------------
     EventKind {
         id: "failover_complete",

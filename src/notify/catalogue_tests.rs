@@ -228,6 +228,7 @@ fn numbers_sit_in_their_range() {
             "state_changed" | "registered" | "identity_changed" | "split_brain" | "duty_failed" => {
                 1
             }
+            id if id.starts_with("settings") => 1,
             id if id.starts_with("failover") || id.starts_with("failback_complete") => 2,
             id if id.starts_with("fencing") => 2,
             id if id.starts_with("peer") || id.starts_with("heartbeat") => 3,

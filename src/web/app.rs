@@ -427,6 +427,38 @@ impl App {
                 let purge = field(&f, "purge").is_some();
                 self.in_background(Command::Remove { purge });
             }
+            "/settings" => {
+                // The form holds the whole of the settings: what it submits replaces them.
+                let vips = ["vip4", "vip6"]
+                    .iter()
+                    .filter_map(|k| field(&f, k))
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                let emails = field(&f, "emails")
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                let failover_type = field(&f, "failover_type").unwrap_or("");
+                let edit = match FailoverType::parse(failover_type) {
+                    Some(t) => Ok(crate::control::SettingsEdit {
+                        failover_type: Some(t),
+                        emails: Some(emails),
+                        vips: Some(vips),
+                        ..Default::default()
+                    }),
+                    None => Err(format!(
+                        "failover type must be manual or automatic, not {failover_type:?}"
+                    )),
+                };
+                let by = format!("the Health Monitor page from {}", Self::client_ip(req));
+                match edit.and_then(|e| self.settings_command(&e, by)) {
+                    Ok(c) => self.in_background(c),
+                    Err(e) => self.set_flash(format!("settings not changed: {e}")),
+                }
+            }
             "/register" => {
                 let mut vips = Vec::new();
                 if field(&f, "vip").is_some() {
@@ -572,6 +604,30 @@ impl App {
         })
     }
 
+    /// `hamon ha set` from the page or the API: the edit applied to the settings in force
+    /// and validated as registration validates them.
+    fn settings_command(
+        &self,
+        edit: &crate::control::SettingsEdit,
+        by: String,
+    ) -> Result<Command, String> {
+        let Some(reg) = self.snapshot().and_then(|s| s.registration) else {
+            return Err(
+                "HA is not configured on this server: the settings are given at \
+                        registration"
+                    .into(),
+            );
+        };
+        let expected = reg.settings();
+        let new = edit.apply(&expected, self.interface.as_deref())?;
+        Ok(Command::Settings {
+            change_id: crate::peer::auth::random_id(),
+            expected,
+            new,
+            by,
+        })
+    }
+
     fn logs_zip(&self) -> Response {
         let dir = self.store.dir();
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -664,6 +720,36 @@ impl App {
                 },
                 Err(e) => json_error(400, &format!("register: {e}")),
             },
+            ("POST", "settings") => {
+                let how = match caller {
+                    Caller::Token => "bearer token",
+                    _ => "session",
+                };
+                let by = format!("the API ({how}) from {}", Self::client_ip(req));
+                let edit = match serde_json::from_value::<crate::control::SettingsEdit>(body) {
+                    Ok(e) => e,
+                    Err(e) => return json_error(400, &format!("settings: {e}")),
+                };
+                if self.snapshot().is_none_or(|s| s.registration.is_none()) {
+                    // Not a bad request: this server is not in a pair (yet).
+                    return outcome(Outcome {
+                        ok: false,
+                        message: "HA is not configured on this server: the settings are given \
+                                  at registration"
+                            .into(),
+                    });
+                }
+                match self.settings_command(&edit, by) {
+                    Ok(c) => outcome(self.core.command(c, long).into()),
+                    Err(e) => json(
+                        400,
+                        &Outcome {
+                            ok: false,
+                            message: e,
+                        },
+                    ),
+                }
+            }
             ("POST", "remove") => {
                 let purge = body.get("purge").and_then(|p| p.as_bool()).unwrap_or(false);
                 outcome(self.core.command(Command::Remove { purge }, long).into())

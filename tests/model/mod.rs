@@ -701,7 +701,10 @@ impl World {
             Action::Persist(p) => self.disk[i] = Some(p),
             Action::InstallKey(_) => self.keyed[i] = true,
             Action::Exit => self.crash(i),
-            Action::StampInSync | Action::PurgeData | Action::Journal(_) => {}
+            Action::StampInSync
+            | Action::PurgeData
+            | Action::Journal(_)
+            | Action::MoveVips { .. } => {}
         }
         Ok(())
     }

@@ -7,7 +7,10 @@
 //! string goes through `escape`.
 
 use super::utc;
-use crate::ha::{ConfigMode, HaState, HealthSummary, Level, Role, Severity, StatusView};
+use crate::ha::{
+    ConfigMode, FailoverType, HaState, HealthSummary, Level, Registration, Role, Severity,
+    StatusView,
+};
 use crate::store::Stamped;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -585,6 +588,48 @@ fn registration_form(csrf: &str) -> String {
     )
 }
 
+/// Changing the registration's settings (`hamon ha set`): the form holds the settings in
+/// force, and what is submitted replaces them on both servers, or on neither.
+fn settings_form(r: &Registration, csrf: &str) -> String {
+    let selected = |t: FailoverType| {
+        if r.failover_type == t {
+            " selected"
+        } else {
+            ""
+        }
+    };
+    let vip = |v4: bool| {
+        r.vips
+            .iter()
+            .find(|v| v.contains('.') == v4)
+            .map(|v| escape(v))
+            .unwrap_or_default()
+    };
+    format!(
+        "<form method=\"post\" action=\"/settings\" id=\"ha-settings\">{}\
+         <p>Changes the settings on both servers (the peer must be reachable); an active \
+         server moves its virtual IP at once. Nothing is copied.</p>\
+         <div class=\"field\"><label for=\"set-failover-type\">Failover type</label>\
+         <select id=\"set-failover-type\" name=\"failover_type\">\
+         <option value=\"manual\"{}>Manual</option>\
+         <option value=\"automatic\"{}>Automatic</option></select></div>\
+         <div class=\"field\"><label for=\"set-emails\">E-mail addresses</label>\
+         <input type=\"text\" id=\"set-emails\" name=\"emails\" size=\"40\" value=\"{}\" \
+         placeholder=\"none\"></div>\
+         <div class=\"field\"><label for=\"set-vip4\">Virtual IP (IPv4)</label>\
+         <input type=\"text\" id=\"set-vip4\" name=\"vip4\" value=\"{}\" placeholder=\"none\">\
+         <label for=\"set-vip6\">IPv6</label><input type=\"text\" id=\"set-vip6\" name=\"vip6\" \
+         value=\"{}\" placeholder=\"none\"></div>\
+         <button type=\"submit\">Change settings</button></form>",
+        csrf_field(csrf),
+        selected(FailoverType::Manual),
+        selected(FailoverType::Automatic),
+        escape(&r.emails.join(", ")),
+        vip(true),
+        vip(false),
+    )
+}
+
 fn ha_configuration(out: &mut String, m: &PageModel) {
     let s = m.status;
     out.push_str("<section id=\"ha-configuration\"><h2>HA Configuration</h2>");
@@ -594,7 +639,7 @@ fn ha_configuration(out: &mut String, m: &PageModel) {
         }
         None => out.push_str(&registration_form(m.csrf)),
         Some(r) => {
-            let sec = &r.secondary;
+            let sec = r.member(s.role.other());
             let list = |v: &[String]| {
                 if v.is_empty() {
                     "none".to_string()
@@ -603,15 +648,24 @@ fn ha_configuration(out: &mut String, m: &PageModel) {
                 }
             };
             out.push_str(&format!(
-                "<table id=\"registration\"><tr><th>Secondary server</th><td>{} ({}:{})</td></tr>\
+                "<table id=\"registration\"><tr><th>{}</th><td>{} ({}:{})</td></tr>\
                  <tr><th>Virtual IPs</th><td>{}</td></tr>\
                  <tr><th>E-mail addresses</th><td>{}</td></tr></table>",
+                match s.role {
+                    Role::Primary => "Secondary server",
+                    Role::Secondary => "Primary server",
+                },
                 escape(&sec.name),
                 escape(&sec.address),
                 sec.hm_port,
                 list(&r.vips),
                 list(&r.emails)
             ));
+            out.push_str(&settings_form(r, m.csrf));
+            if s.role != Role::Primary {
+                out.push_str("</section>\n");
+                return;
+            }
             out.push_str(&format!(
                 "<form method=\"post\" action=\"/remove\" id=\"remove\" onsubmit=\"{REMOVE_CONFIRM}\">{}\
                  <div class=\"field\"><input type=\"checkbox\" id=\"purge\" name=\"purge\" value=\"yes\">\
@@ -659,7 +713,8 @@ pub fn main_page(m: &PageModel) -> String {
     settings(&mut out, m);
     logging(&mut out, m);
     authentication_key(&mut out, m);
-    if s.role == Role::Primary {
+    // The primary registers; either server changes the settings of a registered pair.
+    if s.role == Role::Primary || s.registration.is_some() {
         ha_configuration(&mut out, m);
     }
     health(&mut out, m);
@@ -1114,7 +1169,13 @@ mod tests {
             assert!(html.contains(&format!(
                 "<option value=\"{level}\" selected>{label}</option>"
             )));
-            assert_eq!(html.matches(" selected>").count(), 1, "{level}");
+            // One level selected in the logging form (the settings form has a select too).
+            let form = html
+                .split("action=\"/log-level\"")
+                .nth(1)
+                .and_then(|f| f.split("</form>").next())
+                .unwrap_or_default();
+            assert_eq!(form.matches(" selected>").count(), 1, "{level}");
         }
         let html = render(&s);
         assert!(html.contains("action=\"/log-level\""));
@@ -1333,6 +1394,40 @@ mod tests {
         ] {
             assert_eq!(base64(input.as_bytes()), want);
         }
+    }
+
+    #[test]
+    fn both_servers_of_a_pair_show_the_settings_form_holding_the_settings() {
+        let mut s = view(Role::Secondary, HaState::SecondarySyncing);
+        s.registration = Some(Registration {
+            failover_type: FailoverType::Automatic,
+            vips: vec!["192.0.2.10/24".into(), "2001:db8::10/64".into()],
+            emails: vec!["ops@example.com".into()],
+            ..registration()
+        });
+        let html = render(&s);
+        let form = html
+            .split("id=\"ha-settings\">")
+            .nth(1)
+            .and_then(|f| f.split("</form>").next())
+            .unwrap_or_else(|| panic!("no settings form on the secondary: {html}"));
+        assert!(form.contains("name=\"csrf\" value=\"tok3n\""), "{form}");
+        assert!(
+            form.contains("<option value=\"automatic\" selected>"),
+            "{form}"
+        );
+        assert!(
+            form.contains("name=\"vip4\" value=\"192.0.2.10/24\""),
+            "{form}"
+        );
+        assert!(
+            form.contains("name=\"vip6\" value=\"2001:db8::10/64\""),
+            "{form}"
+        );
+        assert!(form.contains("value=\"ops@example.com\""), "{form}");
+        // Removal stays with the primary's page; registration with an unregistered one.
+        assert!(!html.contains("action=\"/remove\""));
+        assert!(!render(&unregistered_primary()).contains("ha-settings"));
     }
 
     #[test]

@@ -320,8 +320,10 @@ impl Appliance {
 
     /// `hamon ha status`'s state, e.g. "Primary Active".
     pub fn state(&self) -> String {
+        // The guide's status line is the first; a `[Release]` line follows it.
         let text = self.out("hamon ha status");
-        text.split("[State] ")
+        let line = text.lines().next().unwrap_or_default();
+        line.split("[State] ")
             .nth(1)
             .and_then(|r| r.split(" [").next())
             .unwrap_or("")

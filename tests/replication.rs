@@ -303,3 +303,45 @@ fn hostile_sync_requests_are_refused_and_logged() {
     assert!(fs::symlink_metadata(b.join("escape")).is_err());
     assert!(fs::symlink_metadata(b.join("pipe")).is_err());
 }
+
+/// Bytes that cut into many delta blocks (a xorshift stream).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_large_file_crosses_the_wire_as_a_delta() {
+    let p = Pair::with_extra(99, SYNC);
+    let (a, b) = (p.data(0), p.data(1));
+    fs::create_dir_all(&a).unwrap();
+    let old = noise(9, 24 << 20);
+    fs::write(a.join("image.bin"), &old).unwrap();
+    let p = Pair::registered_with(p, "manual");
+    let copied = wait(SECS(30), || {
+        fs::read(b.join("image.bin")).is_ok_and(|got| got == old)
+    });
+    assert!(copied.is_some(), "the initial copy did not arrive");
+
+    let mut new = old.clone();
+    new[17 << 20] ^= 0x01;
+    fs::write(a.join("image.bin"), &new).unwrap();
+    let synced = wait(SECS(30), || {
+        fs::read(b.join("image.bin")).is_ok_and(|got| got == new)
+    });
+    assert!(synced.is_some(), "the change did not arrive:\n{}", p.log(1));
+    let out = p.run(1, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frequent = &v["sync"]["frequent"];
+    assert_eq!(frequent["delta_files"], 1, "{frequent}");
+    let fetched = frequent["delta_fetched"].as_u64().unwrap();
+    // The changed block, its neighbour at most, and the block list: not 24 MiB.
+    assert!(fetched < 2 << 20, "{fetched} bytes fetched for a 1-byte change");
+}

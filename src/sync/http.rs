@@ -129,6 +129,38 @@ impl Source for PeerSource {
         Ok(Box::new(r.body))
     }
 
+    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "set": set, "path": path, "hash": hash }))
+                .map_err(|e| e.to_string())?;
+        self.call("blocks", &body)
+    }
+
+    fn ranges(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<Box<dyn Read + '_>, String> {
+        let body = serde_json::to_vec(
+            &serde_json::json!({ "set": set, "path": path, "hash": hash, "ranges": ranges }),
+        )
+        .map_err(|e| e.to_string())?;
+        let (mut r, _) = self.open("ranges", &body)?;
+        if r.status != 200 {
+            let mut text = Vec::new();
+            let _ = r.body.by_ref().take(4096).read_to_end(&mut text);
+            let text = String::from_utf8_lossy(&text);
+            return Err(format!(
+                "peer answered HTTP {} for ranges of {path}: {}",
+                r.status,
+                text.trim()
+            ));
+        }
+        Ok(Box::new(r.body))
+    }
+
     fn fork(&self) -> Option<Box<dyn Source + Send>> {
         Some(Box::new(PeerSource::new(
             self.target.clone(),

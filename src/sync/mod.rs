@@ -23,6 +23,7 @@
 //! writer.
 
 pub mod apply;
+pub mod delta;
 pub mod diff;
 pub mod direction;
 mod fsat;

@@ -28,6 +28,11 @@ pub struct ClassProgress {
     pub last_ok: Option<u64>,
     /// Seconds between the start of that pass and now: how stale the replica can be.
     pub lag_secs: Option<u64>,
+    /// Files that came as deltas since the agent started, and the bytes they fetched.
+    #[serde(default)]
+    pub delta_files: u64,
+    #[serde(default)]
+    pub delta_fetched: u64,
     /// The last pass's errors (files that could not be copied), most recent first.
     pub errors: Vec<String>,
     /// Refused entries (special files, links out of the set) seen by the last pass.

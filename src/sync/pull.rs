@@ -2,12 +2,14 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::apply::{
     self, make_dir, make_symlink, open_served, owner_settable, set_meta, sync_dirs,
     write_file_then, DirSync,
 };
+use super::delta::{self, BlockList};
 use super::diff::{diff, Plan};
 use super::manifest::{decode, encode, Entry, Kind, Manifest};
 use super::scan::Scanner;
@@ -24,6 +26,21 @@ pub trait Source {
     fn fork(&self) -> Option<Box<dyn Source + Send>> {
         None
     }
+    /// The block list of the file `path` of `set` while it is the content `hash`, encoded
+    /// ([`delta::decode`]); an error (the default) fetches the file whole.
+    fn blocks(&mut self, _set: &str, _path: &str, _hash: &str) -> Result<Vec<u8>, String> {
+        Err("this source serves no block lists".into())
+    }
+    /// The bytes of `ranges` (`(offset, length)`) of that file, one after another.
+    fn ranges(
+        &mut self,
+        _set: &str,
+        _path: &str,
+        _hash: &str,
+        _ranges: &[(u64, u64)],
+    ) -> Result<Box<dyn Read + '_>, String> {
+        Err("this source serves no ranges".into())
+    }
 }
 
 /// Files fetched at once when the source can be forked: a pass over many
@@ -38,6 +55,10 @@ pub struct PassStats {
     pub files: u64,
     /// Bytes written into them.
     pub bytes: u64,
+    /// Of those files, how many came as deltas, and the bytes those fetched (block lists
+    /// and the blocks the old copy did not have).
+    pub delta_files: u64,
+    pub delta_fetched: u64,
     /// Directories created.
     pub dirs: u64,
     /// Symlinks created or re-pointed.
@@ -127,11 +148,12 @@ impl Puller {
         stats.skipped.extend(skipped);
         self.remove_stale_temps(spec, &mut stats);
         let plan = diff(&local, &remote);
-        let written = execute(spec, src, &plan, &remote, &mut stats);
+        let written = execute(spec, src, &plan, &remote, &mut stats, &self.scanner);
         // What was just written and verified need not be read again next pass.
-        for e in written {
+        for (e, blocks) in written {
             if let Some(h) = &e.hash {
-                self.scanner.remember(&spec.root.join(&e.path), h);
+                self.scanner
+                    .remember_blocks(&spec.root.join(&e.path), h, blocks);
             }
         }
         Ok(stats)
@@ -161,7 +183,8 @@ fn execute<'p>(
     plan: &'p Plan,
     remote: &Manifest,
     stats: &mut PassStats,
-) -> Vec<&'p Entry> {
+    scanner: &Scanner,
+) -> Vec<(&'p Entry, Option<Arc<BlockList>>)> {
     let root = spec.root.as_path();
     for p in &plan.delete {
         match apply::delete(root, p) {
@@ -178,15 +201,17 @@ fn execute<'p>(
     // are made durable with one fsync per directory after the batch.
     let mut renamed_in: BTreeSet<&str> = BTreeSet::new();
     let mut fetched = Vec::new();
-    for (e, r) in fetch_all(spec, src, &plan.fetch) {
-        if r.is_ok() {
-            renamed_in.insert(e.path.rsplit_once('/').map_or("", |(d, _)| d));
-            fetched.push(e);
-        }
+    for (e, r) in fetch_all(spec, src, &plan.fetch, scanner) {
         match r {
-            Ok(n) => {
+            Ok(got) => {
+                renamed_in.insert(e.path.rsplit_once('/').map_or("", |(d, _)| d));
                 stats.files += 1;
-                stats.bytes += n;
+                stats.bytes += got.written;
+                if let Some((fetched_bytes, _)) = &got.delta {
+                    stats.delta_files += 1;
+                    stats.delta_fetched += fetched_bytes;
+                }
+                fetched.push((e, got.delta.map(|(_, list)| list)));
             }
             Err(e) => stats.errors.push(e.to_string()),
         }
@@ -234,18 +259,36 @@ fn execute<'p>(
     fetched
 }
 
+/// One file written: its bytes, and for a delta the bytes it fetched and the new block
+/// list.
+struct Got {
+    written: u64,
+    delta: Option<(u64, Arc<BlockList>)>,
+}
+
 /// Fetches and writes every file of `fetch`, several at once when `src` can
 /// be forked; each file's outcome, in no particular order.
 fn fetch_all<'p>(
     spec: &SetSpec,
     src: &mut dyn Source,
     fetch: &'p [Entry],
-) -> Vec<(&'p Entry, Result<u64, SyncError>)> {
+    scanner: &Scanner,
+) -> Vec<(&'p Entry, Result<Got, SyncError>)> {
     let root = spec.root.as_path();
     let one = |src: &mut dyn Source, e: &Entry| {
+        // A large file the standby has an old copy of comes as a delta; when that fails
+        // for any reason (no block list served, the file changed meanwhile, a block that
+        // does not check out), it is fetched whole.
+        if let Some(Ok(got)) = fetch_delta(spec, src, e, scanner) {
+            return Ok(got);
+        }
         src.file(&spec.name, &e.path)
             .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))
             .and_then(|mut body| write_file_then(root, e, &mut body, DirSync::Later))
+            .map(|written| Got {
+                written,
+                delta: None,
+            })
     };
     let forks: Vec<Box<dyn Source + Send>> = if fetch.len() > 1 {
         (1..PARALLEL_FETCHES).map_while(|_| src.fork()).collect()
@@ -283,6 +326,67 @@ fn fetch_all<'p>(
         }
         out
     })
+}
+
+/// `e` as a delta from the local copy at its path, if it is large and there is one
+/// (`None`: not a case for a delta).
+fn fetch_delta(
+    spec: &SetSpec,
+    src: &mut dyn Source,
+    e: &Entry,
+    scanner: &Scanner,
+) -> Option<Result<Got, SyncError>> {
+    let want = e.hash.as_deref()?;
+    if e.size < delta::DELTA_MIN {
+        return None;
+    }
+    let (old, old_len) = open_served(spec, &e.path).ok()?;
+    if old_len < u64::from(delta::MIN_BLOCK) {
+        return None;
+    }
+    let fail = |m: String| SyncError::Source(format!("{:?}: delta: {m}", e.path));
+    let listed = match src.blocks(&spec.name, &e.path, want) {
+        Ok(bytes) => bytes,
+        Err(m) => return Some(Err(fail(m))),
+    };
+    let new = match delta::decode(&listed) {
+        Ok(l) if l.size == e.size && apply::hex(&l.hash) == want => Arc::new(l),
+        Ok(_) => {
+            return Some(Err(fail(
+                "the block list is not the manifest's file".into(),
+            )))
+        }
+        Err(x) => return Some(Err(fail(x.to_string()))),
+    };
+    let abs = spec.root.join(&e.path);
+    let mine = match scanner.cached_blocks(&abs, &old) {
+        Some(l) => l,
+        None => match delta::index(&old) {
+            Ok(l) => Arc::new(l),
+            Err(x) => return Some(Err(fail(format!("reading the old copy: {x}")))),
+        },
+    };
+    let pieces = delta::plan(&mine, &new);
+    let fetch = delta::remote_bytes(&pieces);
+    if fetch > e.size / 10 * 9 {
+        return None; // little in common: whole is as cheap
+    }
+    let ranges = delta::ranges(&pieces);
+    let body: Box<dyn Read + '_> = if ranges.is_empty() {
+        Box::new(std::io::empty())
+    } else {
+        match src.ranges(&spec.name, &e.path, want, &ranges) {
+            Ok(r) => r,
+            Err(m) => return Some(Err(fail(m))),
+        }
+    };
+    let mut rebuilt = delta::Rebuild::new(&old, &new, &pieces, body);
+    let written = write_file_then(&spec.root, e, &mut rebuilt, DirSync::Later);
+    drop(rebuilt);
+    Some(written.map(|written| Got {
+        written,
+        delta: Some((fetch + listed.len() as u64, new)),
+    }))
 }
 
 /// Whether `r` succeeded; its error, if any, recorded.
@@ -342,6 +446,70 @@ impl Source for LocalSource {
     /// Files are served without the scanner, so a fork needs none of its cache.
     fn fork(&self) -> Option<Box<dyn Source + Send>> {
         Some(Box::new(LocalSource::new(self.spec.clone(), self.limits)))
+    }
+
+    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
+        if set != self.spec.name {
+            return Err(format!("no set {set:?}"));
+        }
+        let (f, _) = open_served(&self.spec, path).map_err(|e| e.to_string())?;
+        match self.scanner.blocks(&self.spec.root.join(path), &f, hash) {
+            Ok(Some(list)) => Ok(delta::encode(&list)),
+            Ok(None) => Err(format!("{path:?} changed since the manifest")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn ranges(
+        &mut self,
+        set: &str,
+        path: &str,
+        _hash: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<Box<dyn Read + '_>, String> {
+        if set != self.spec.name {
+            return Err(format!("no set {set:?}"));
+        }
+        let (f, _) = open_served(&self.spec, path).map_err(|e| e.to_string())?;
+        Ok(Box::new(RangeReader {
+            file: f,
+            ranges: ranges.to_vec(),
+            next: 0,
+            at: 0,
+            end: 0,
+        }))
+    }
+}
+
+/// Byte ranges of a file, one after another (what `sync/ranges` streams).
+#[derive(Debug)]
+struct RangeReader {
+    file: std::fs::File,
+    ranges: Vec<(u64, u64)>,
+    next: usize,
+    at: u64,
+    end: u64,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        while self.at == self.end {
+            match self.ranges.get(self.next) {
+                Some(&(o, l)) => (self.at, self.end) = (o, o.saturating_add(l)),
+                None => return Ok(0),
+            }
+            self.next += 1;
+        }
+        let want = out
+            .len()
+            .min(usize::try_from(self.end - self.at).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut out[..want], self.at)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.at += n as u64;
+        Ok(n)
     }
 }
 

@@ -525,3 +525,216 @@ fn set_id_bits_are_cleared_unless_the_set_keeps_them() {
         assert_eq!(mode(&dst.join("tool")), 0o6755);
     }
 }
+
+/// Data that cuts into many blocks (a xorshift stream).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_large_changed_file_comes_as_a_delta() {
+    let d = TempDir::new("delta");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let old = noise(1, 12 << 20);
+    fs::write(src.join("big"), &old).unwrap();
+    let mut puller = Puller::new();
+    let first = pull(&mut puller, &src, &dst);
+    assert_eq!(
+        (first.files, first.delta_files),
+        (1, 0),
+        "no old copy: whole"
+    );
+
+    // One byte changed, and 1 MiB appended.
+    let mut new = old.clone();
+    new[5 << 20] ^= 0xff;
+    new.extend_from_slice(&noise(2, 1 << 20));
+    fs::write(src.join("big"), &new).unwrap();
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!((s.files, s.delta_files), (1, 1), "{s:?}");
+    assert!(
+        s.delta_fetched < (1 << 20) + 3 * u64::from(delta::MAX_BLOCK),
+        "{} bytes fetched",
+        s.delta_fetched
+    );
+    assert_eq!(fs::read(dst.join("big")).unwrap(), new);
+    assert!(temps_below(&dst).is_empty());
+
+    // A small file is never a delta.
+    fs::write(src.join("small"), noise(3, 1 << 20)).unwrap();
+    fs::write(dst.join("small"), noise(4, 1 << 20)).unwrap();
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!((s.files, s.delta_files), (1, 0));
+}
+
+/// Serves `inner`, with every range's bytes flipped.
+struct LyingRanges {
+    inner: LocalSource,
+}
+
+impl Source for LyingRanges {
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
+        self.inner.manifest(set)
+    }
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        self.inner.file(set, path)
+    }
+    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
+        self.inner.blocks(set, path, hash)
+    }
+    fn ranges(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<Box<dyn Read + '_>, String> {
+        let mut body = Vec::new();
+        self.inner
+            .ranges(set, path, hash, ranges)?
+            .read_to_end(&mut body)
+            .map_err(|e| e.to_string())?;
+        body.iter_mut().for_each(|b| *b = !*b);
+        Ok(Box::new(io::Cursor::new(body)))
+    }
+}
+
+#[test]
+fn a_delta_whose_blocks_do_not_check_out_is_fetched_whole() {
+    let d = TempDir::new("delta-lie");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let old = noise(5, 8 << 20);
+    fs::write(dst.join("big"), &old).unwrap();
+    let mut new = old;
+    new[3 << 20] ^= 1;
+    fs::write(src.join("big"), &new).unwrap();
+    let mut source = LyingRanges {
+        inner: LocalSource::new(spec("s", &src), Limits::default()),
+    };
+    let s = Puller::new()
+        .pass(&spec("s", &dst), &mut source, &Limits::default())
+        .unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!((s.files, s.delta_files), (1, 0));
+    assert_eq!(fs::read(dst.join("big")).unwrap(), new);
+    assert!(temps_below(&dst).is_empty());
+}
+
+/// Serves `inner`, but every range stalls after its first 64 KiB.
+struct StallingRanges {
+    inner: LocalSource,
+}
+
+impl Source for StallingRanges {
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
+        self.inner.manifest(set)
+    }
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        self.inner.file(set, path)
+    }
+    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
+        self.inner.blocks(set, path, hash)
+    }
+    fn ranges(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<Box<dyn Read + '_>, String> {
+        let first = self.inner.ranges(set, path, hash, ranges)?.take(64 << 10);
+        Ok(Box::new(first.chain(Slow)))
+    }
+}
+
+const DELTA_HELPER_ENV: &str = "HAMON_SYNC_DELTA_KILL_HELPER";
+
+/// Not a test on its own: in a child process (see [`kill_9_mid_delta_apply`]), pulls a
+/// delta whose fetched blocks stall, until killed.
+#[test]
+fn delta_kill_helper() {
+    let Some(dir) = std::env::var_os(DELTA_HELPER_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let mut source = StallingRanges {
+        inner: LocalSource::new(spec("s", &dir.join("src")), Limits::default()),
+    };
+    let _ = Puller::new().pass(
+        &spec("s", &dir.join("dst")),
+        &mut source,
+        &Limits::default(),
+    );
+    unreachable!("the parent kills this process before the delta ends");
+}
+
+#[test]
+fn kill_9_mid_delta_apply_leaves_the_old_file() {
+    let d = TempDir::new("delta-kill");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let old = noise(6, 16 << 20);
+    fs::write(dst.join("big"), &old).unwrap();
+    // Changed near the end: most of the new file is written from the old copy before the
+    // fetched blocks stall.
+    let mut new = old.clone();
+    new[15 << 20] ^= 1;
+    fs::write(src.join("big"), &new).unwrap();
+
+    let name = format!(
+        "{}::delta_kill_helper",
+        module_path!().split_once("::").unwrap().1
+    );
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+        .env(DELTA_HELPER_ENV, d.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let written = temps_below(&dst)
+            .into_iter()
+            .any(|t| fs::metadata(dst.join(t)).is_ok_and(|m| m.len() >= 8 << 20));
+        if written {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper never wrote"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the helper exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, in the middle of the rebuilt file
+    child.wait().unwrap();
+    assert!(
+        fs::read(dst.join("big")).unwrap() == old,
+        "the old file changed"
+    );
+
+    // The next pass (stale temp files removed) completes the delta.
+    let mut puller = Puller::new();
+    puller.stale_temp_age = Duration::ZERO;
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!(
+        (s.files, s.delta_files, s.temps_removed),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    assert!(fs::read(dst.join("big")).unwrap() == new);
+}

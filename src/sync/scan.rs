@@ -11,11 +11,13 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use super::apply::{hex, BUF_SIZE};
+use super::delta::{self, BlockList, DELTA_MIN};
 use super::manifest::{Entry, Kind, Manifest};
 use super::{check_rel, check_target, is_temp_name, Limits, Selector, SetSpec, Skipped, SyncError};
 
@@ -55,6 +57,15 @@ impl FileKey {
     }
 }
 
+/// What the scanner knows of an unchanged file: its SHA-256 and, for a file of at least
+/// [`DELTA_MIN`] bytes, its block list (cut in the same read).
+#[derive(Debug, Clone)]
+struct Cached {
+    key: FileKey,
+    hash: String,
+    blocks: Option<Arc<BlockList>>,
+}
+
 /// One of our temp files found by the last scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TempFile {
@@ -66,7 +77,7 @@ pub(crate) struct TempFile {
 /// and ctime, so a re-scan reads only files that changed.
 #[derive(Debug, Default)]
 pub struct Scanner {
-    cache: HashMap<PathBuf, (FileKey, String)>,
+    cache: HashMap<PathBuf, Cached>,
     stats: ScanStats,
     temps: Vec<TempFile>,
 }
@@ -244,12 +255,64 @@ impl Scanner {
     /// Records the hash of a file this process has just written and verified, so the next
     /// scan does not read it again (a file changed since has another key and is re-read).
     pub fn remember(&mut self, abs: &Path, hash: &str) {
+        self.remember_blocks(abs, hash, None);
+    }
+
+    /// As [`Scanner::remember`], with the file's block list when it is known.
+    pub fn remember_blocks(&mut self, abs: &Path, hash: &str, blocks: Option<Arc<BlockList>>) {
         if let Ok(m) = fs::symlink_metadata(abs) {
             if m.is_file() {
-                self.cache
-                    .insert(abs.to_path_buf(), (FileKey::of(&m), hash.to_string()));
+                let cached = Cached {
+                    key: FileKey::of(&m),
+                    hash: hash.to_string(),
+                    blocks,
+                };
+                self.cache.insert(abs.to_path_buf(), cached);
             }
         }
+    }
+
+    /// The cached block list of `file` (at `abs`), if it is unchanged since it was cut.
+    pub fn cached_blocks(&self, abs: &Path, file: &File) -> Option<Arc<BlockList>> {
+        let key = FileKey::of(&file.metadata().ok()?);
+        let c = self.cache.get(abs)?;
+        (c.key == key).then(|| c.blocks.clone()).flatten()
+    }
+
+    /// The block list of `file` (opened safely by the caller, at its start; `abs` is its
+    /// path, the cache's key) if it is still the content whose SHA-256 is `hash`: from the
+    /// cache while the file is unchanged, else cut now (one read, which also checks the
+    /// hash). `Ok(None)`: the file is not that content any more.
+    pub fn blocks(
+        &mut self,
+        abs: &Path,
+        file: &File,
+        hash: &str,
+    ) -> Result<Option<Arc<BlockList>>, SyncError> {
+        let err = |op| move |e| SyncError::io(op, abs.into(), e);
+        let before = file.metadata().map_err(err("stat"))?;
+        let key = FileKey::of(&before);
+        if let Some(c) = self.cache.get(abs) {
+            if c.key == key && c.hash == hash {
+                if let Some(b) = &c.blocks {
+                    return Ok(Some(b.clone()));
+                }
+            }
+        }
+        let list = delta::index(file).map_err(err("read"))?;
+        let after = file.metadata().map_err(err("stat"))?;
+        let got = hex(&list.hash);
+        if FileKey::of(&after) != key || got != hash {
+            return Ok(None);
+        }
+        let list = Arc::new(list);
+        let cached = Cached {
+            key,
+            hash: got,
+            blocks: Some(list.clone()),
+        };
+        self.cache.insert(abs.to_path_buf(), cached);
+        Ok(Some(list))
     }
 
     /// The metadata and SHA-256 of the regular file at `abs` (from the cache when unchanged);
@@ -260,10 +323,10 @@ impl Scanner {
         lstat: Metadata,
     ) -> Result<Option<(Metadata, String)>, SyncError> {
         // The walk's lstat is enough to tell an unchanged file: no open, no read.
-        if let Some((k, h)) = self.cache.get(abs) {
-            if *k == FileKey::of(&lstat) {
+        if let Some(c) = self.cache.get(abs) {
+            if c.key == FileKey::of(&lstat) {
                 self.stats.cache_hits += 1;
-                return Ok(Some((lstat, h.clone())));
+                return Ok(Some((lstat, c.hash.clone())));
             }
         }
         let err = |op| move |e| SyncError::io(op, abs.into(), e);
@@ -283,11 +346,31 @@ impl Scanner {
             return Ok(None);
         }
         let key = FileKey::of(&before);
-        if let Some((k, h)) = self.cache.get(abs) {
-            if *k == key {
+        if let Some(c) = self.cache.get(abs) {
+            if c.key == key {
                 self.stats.cache_hits += 1;
-                return Ok(Some((before, h.clone())));
+                return Ok(Some((before, c.hash.clone())));
             }
+        }
+        if before.size() >= DELTA_MIN {
+            // A large file is cut into blocks in the same read, so that serving its block
+            // list to a standby never reads it again.
+            let list = delta::index(&f).map_err(err("read"))?;
+            self.stats.bytes_hashed += list.size;
+            self.stats.files_hashed += 1;
+            let hash = hex(&list.hash);
+            let after = f.metadata().map_err(err("stat"))?;
+            if FileKey::of(&after) == key {
+                let cached = Cached {
+                    key,
+                    hash: hash.clone(),
+                    blocks: Some(Arc::new(list)),
+                };
+                self.cache.insert(abs.to_path_buf(), cached);
+            } else {
+                self.cache.remove(abs);
+            }
+            return Ok(Some((before, hash)));
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; BUF_SIZE];
@@ -305,7 +388,12 @@ impl Scanner {
         let hash = hex(&hasher.finalize());
         let after = f.metadata().map_err(err("stat"))?;
         if FileKey::of(&after) == key {
-            self.cache.insert(abs.to_path_buf(), (key, hash.clone()));
+            let cached = Cached {
+                key,
+                hash: hash.clone(),
+                blocks: None,
+            };
+            self.cache.insert(abs.to_path_buf(), cached);
         } else {
             // Changed while read: the hash may match neither version. Not cached; the standby
             // will see a mismatch when it fetches, and the next pass settles it.

@@ -127,6 +127,23 @@ struct FileRequest {
     path: String,
 }
 
+/// `sync/blocks` and `sync/ranges`: a file of a set as the manifest gave it (its SHA-256),
+/// and for ranges the bytes wanted.
+#[derive(Deserialize)]
+struct DeltaRequest {
+    set: String,
+    path: String,
+    hash: String,
+    #[serde(default)]
+    ranges: Vec<(u64, u64)>,
+}
+
+/// A file to stream ranges of: the open file and `(offset, length)` ranges.
+pub type Ranges = (std::fs::File, Vec<(u64, u64)>);
+
+/// Most ranges in one request: one per block of the largest file allowed.
+const MAX_RANGES: usize = 1 << 20;
+
 #[derive(Deserialize)]
 struct HintRequest {
     class: SyncClass,
@@ -332,6 +349,45 @@ impl SyncService {
             );
             (403, e.to_string())
         })
+    }
+
+    /// `sync/blocks`: the block list of one file, if it is still the content the standby
+    /// asks about (409 when it changed since the manifest: the standby fetches it whole).
+    pub fn serve_blocks(&self, body: &[u8]) -> Answer {
+        let req: DeltaRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        let i = self
+            .set_of(&req.set)
+            .ok_or((404, format!("no sync set named {:?} here", req.set)))?;
+        let spec = &self.specs[i].1;
+        let (file, _) = super::open_served(spec, &req.path).map_err(|e| (403, e.to_string()))?;
+        let mut scanner = self.served[i]
+            .lock()
+            .map_err(|_| (500, "scanner unavailable".to_string()))?;
+        match scanner.blocks(&spec.root.join(&req.path), &file, &req.hash) {
+            Ok(Some(list)) => Ok(super::delta::encode(&list)),
+            Ok(None) => Err((409, format!("{:?} changed since the manifest", req.path))),
+            Err(e) => Err((500, e.to_string())),
+        }
+    }
+
+    /// `sync/ranges`: byte ranges of one file, for a delta. The standby checks every block
+    /// it receives against the signed block list, and the whole file against the manifest.
+    pub fn serve_ranges(&self, body: &[u8]) -> Result<Ranges, (u16, String)> {
+        let req: DeltaRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        let i = self
+            .set_of(&req.set)
+            .ok_or((404, format!("no sync set named {:?} here", req.set)))?;
+        let (file, len) =
+            super::open_served(&self.specs[i].1, &req.path).map_err(|e| (403, e.to_string()))?;
+        if req.ranges.len() > MAX_RANGES
+            || req
+                .ranges
+                .iter()
+                .any(|&(o, l)| l == 0 || o.checked_add(l).is_none_or(|end| end > len))
+        {
+            return Err((400, format!("bad ranges for {:?} ({len} bytes)", req.path)));
+        }
+        Ok((file, req.ranges))
     }
 
     /// `sync/hint`: the active saw a change in a class; pull it soon.
@@ -551,6 +607,8 @@ impl SyncService {
             c.deleted = s.deleted;
             c.total_files += s.files;
             c.total_bytes += s.bytes;
+            c.delta_files += s.delta_files;
+            c.delta_fetched += s.delta_fetched;
             c.errors = s.errors.iter().take(10).cloned().collect();
             c.skipped = s
                 .skipped

@@ -1008,6 +1008,15 @@ impl App {
         let op = req.path.trim_start_matches("/peer/v1/sync/");
         let answer = match op {
             "manifest" => sync.serve_manifest(&req.body),
+            "blocks" => sync.serve_blocks(&req.body),
+            "ranges" => {
+                return match sync.serve_ranges(&req.body) {
+                    Ok((file, ranges)) => {
+                        Response::file_ranges(200, "application/octet-stream", file, ranges)
+                    }
+                    Err((status, msg)) => json_error(status, &msg),
+                };
+            }
             "hint" => sync.hint(&req.body),
             "job" => sync.job_state(&req.body),
             "pull" => sync.start_job(&req.body),

@@ -393,6 +393,26 @@ fn sync(o: &mut Out, s: &Scrape<'_>) {
         o.sample("hamon_sync_last_pass_files", &[("class", class)], c.files);
     }
     o.family(
+        "hamon_sync_delta_files_total",
+        "counter",
+        "Large files this server received as deltas (only the blocks its old copy lacked).",
+    );
+    for (class, c) in classes {
+        o.sample("hamon_sync_delta_files_total", &[("class", class)], c.delta_files);
+    }
+    o.family(
+        "hamon_sync_delta_fetched_bytes_total",
+        "counter",
+        "Bytes those deltas fetched: block lists and missing blocks.",
+    );
+    for (class, c) in classes {
+        o.sample(
+            "hamon_sync_delta_fetched_bytes_total",
+            &[("class", class)],
+            c.delta_fetched,
+        );
+    }
+    o.family(
         "hamon_sync_errors",
         "gauge",
         "Errors in the class's last pass.",

@@ -164,11 +164,14 @@ pub struct Response {
 pub struct FileBody {
     pub file: Arc<std::fs::File>,
     pub len: u64,
+    /// Byte ranges `(offset, length)` sent one after another (`len` is their sum); empty:
+    /// the file from its current position.
+    pub ranges: Vec<(u64, u64)>,
 }
 
 impl PartialEq for FileBody {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.file, &other.file) && self.len == other.len
+        Arc::ptr_eq(&self.file, &other.file) && self.len == other.len && self.ranges == other.ranges
     }
 }
 
@@ -192,6 +195,24 @@ impl Response {
         r.file = Some(FileBody {
             file: Arc::new(file),
             len,
+            ranges: Vec::new(),
+        });
+        r
+    }
+
+    /// Byte ranges of a file, one after another, streamed from disk.
+    pub fn file_ranges(
+        status: u16,
+        content_type: &str,
+        file: std::fs::File,
+        ranges: Vec<(u64, u64)>,
+    ) -> Self {
+        let mut r = Self::new(status, content_type, Vec::new());
+        let len = ranges.iter().map(|(_, l)| *l).sum();
+        r.file = Some(FileBody {
+            file: Arc::new(file),
+            len,
+            ranges,
         });
         r
     }
@@ -1072,6 +1093,9 @@ fn serve(mut conn: Conn, shared: &Shared) {
 /// Sends `f.len` bytes of the file, each chunk within `timeout`; false when the file
 /// ended early or the client stopped reading.
 fn send_file(wire: &mut Wire, f: &FileBody, timeout: Duration) -> bool {
+    if !f.ranges.is_empty() {
+        return send_ranges(wire, f, timeout);
+    }
     let mut left = f.len;
     let mut chunk = vec![0u8; 64 * 1024];
     while left > 0 {
@@ -1087,6 +1111,31 @@ fn send_file(wire: &mut Wire, f: &FileBody, timeout: Duration) -> bool {
             return false;
         }
         left -= n as u64;
+    }
+    true
+}
+
+fn send_ranges(wire: &mut Wire, f: &FileBody, timeout: Duration) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut chunk = vec![0u8; 256 * 1024];
+    for &(mut at, len) in &f.ranges {
+        let end = at.saturating_add(len);
+        while at < end {
+            let want = chunk
+                .len()
+                .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+            let n = match f.file.read_at(&mut chunk[..want], at) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if wire
+                .write_all_by(&chunk[..n], deadline_after(timeout))
+                .is_err()
+            {
+                return false;
+            }
+            at += n as u64;
+        }
     }
     true
 }

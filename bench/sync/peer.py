@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Helpers for bench/sync: signed peer-API calls and timing loops.
 
-  peer.py pass KEY HOST PORT LOG        hint the standby at HOST:PORT and time
+  peer.py pass SECRET HOST PORT LOG     hint the standby at HOST:PORT and time
                                         until its log shows the next finished
                                         pass of set "bench" (ms)
-  peer.py manifest KEY HOST PORT        time one signed manifest fetch from
+  peer.py manifest SECRET HOST PORT     time one signed manifest fetch from
                                         the active (its scan, cached hashes) (ms)
   peer.py state SOCKET                  "duty peer_state peer_reachable" of the
                                         agent behind a control socket
@@ -12,9 +12,11 @@
                                         DST has the new content, polled every
                                         10 ms (ms)
 
-Signing follows src/peer/auth.rs: HKDF-SHA256(salt "hamon-v1", info
-"peer-api") of the authentication key, HMAC-SHA256 over
-"hamon-request-v1\\nMETHOD\\nPATH\\nsha256(body)\\ntime_ms\\nnonce".
+SECRET is a server's pair secret file (`secret` in its state directory, written
+at registration). Signing follows src/peer/auth.rs and src/peer/pair.rs: the API
+key is HKDF-SHA256(salt "hamon-pair-v2", info "peer-api") of the pair secret, and
+the signature HMAC-SHA256 over "hamon-request-v2\\nMETHOD\\nPATH\\nRECEIVER\\n
+sha256(body)\\ntime_ms\\nnonce", sent with x-hamon-auth: 2.
 TLS is used without certificate checks (the bench's self-signed pair)."""
 import hashlib
 import hmac
@@ -26,8 +28,13 @@ import sys
 import time
 
 
-def api_key(authkey):
-    prk = hmac.new(b"hamon-v1", authkey.encode(), hashlib.sha256).digest()
+def api_key(secret_file):
+    with open(secret_file) as f:
+        words = f.read().split()
+    if words[:2] != ["hamon-pair-secret", "1"]:
+        sys.exit(f"{secret_file}: not a pair secret")
+    secret = bytes.fromhex(words[2])
+    prk = hmac.new(b"hamon-pair-v2", secret, hashlib.sha256).digest()
     return hmac.new(prk, b"peer-api" + b"\x01", hashlib.sha256).digest()
 
 
@@ -36,14 +43,15 @@ def call(key, host, port, op, body):
     body = json.dumps(body).encode()
     t = str(int(time.time() * 1000))
     nonce = os.urandom(16).hex()
-    msg = "\n".join(["hamon-request-v1", "POST", path,
+    msg = "\n".join(["hamon-request-v2", "POST", path, host,
                      hashlib.sha256(body).hexdigest(), t, nonce]).encode()
     sig = hmac.new(key, msg, hashlib.sha256).hexdigest()
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     c = http.client.HTTPSConnection(host, port, context=ctx, timeout=600)
-    c.request("POST", path, body, {"x-hamon-time": t, "x-hamon-nonce": nonce,
+    c.request("POST", path, body, {"x-hamon-auth": "2", "x-hamon-time": t,
+                                   "x-hamon-nonce": nonce,
                                    "x-hamon-signature": sig,
                                    "content-type": "application/json"})
     r = c.getresponse()

@@ -129,7 +129,7 @@ pair_up() { # src dst hint_delay_ms
     rm -rf "$HM"; mkdir -p "$HM" "$2"
     write_config 0 "$1" "$3"
     write_config 1 "$2" "$3"
-    "$HAMON" --config "$HM/secondary.toml" ha authkey "$KEY" >/dev/null
+    echo "$KEY" | "$HAMON" --config "$HM/secondary.toml" ha authkey >/dev/null
     start_agent 0; start_agent 1
 }
 
@@ -156,7 +156,7 @@ wait_pulling() {
     echo "pair not settled: secondary [$s] primary [$p]" >&2; return 1
 }
 
-hamon_pass() { ip netns exec "${NS[0]}" python3 "$HERE/peer.py" pass "$KEY" "${V4[1]}" 8082 "$HM/secondary.log"; }
+hamon_pass() { ip netns exec "${NS[0]}" python3 "$HERE/peer.py" pass "$HM/secondary/state/secret" "${V4[1]}" 8082 "$HM/secondary.log"; }
 hamon_change() { python3 "$HERE/peer.py" change "$SRC/$HOT" "$1/$HOT"; }
 
 # --- rsync -----------------------------------------------------------------
@@ -236,7 +236,7 @@ for r in $(seq 1 "$RUNS"); do
     # The standby's first pass after the copy hashes what the copy wrote.
     R_FIRST+=("$(hamon_pass)")
     R_NOCH+=("$(hamon_pass)")
-    R_MANI+=("$(ip netns exec "${NS[1]}" python3 "$HERE/peer.py" manifest "$KEY" "${V4[0]}" 8082 | awk '{print $1}')")
+    R_MANI+=("$(ip netns exec "${NS[1]}" python3 "$HERE/peer.py" manifest "$HM/secondary/state/secret" "${V4[0]}" 8082 | awk '{print $1}')")
     R_CH200+=("$(hamon_change "$WORK/dst-hamon")")
     if [ "$r" != "$RUNS" ]; then pair_down; rm -rf "$WORK/dst-hamon"; fi
 

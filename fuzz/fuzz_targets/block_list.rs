@@ -1,40 +1,35 @@
-//! Fuzzes the delta block-list decoder (`hamon::sync::delta`), which reads what the active
-//! serves for a large file.
+//! Fuzzes the delta decoders (`hamon::sync::delta`): the summary and the details of a
+//! large file, which the standby reads from the active.
 //!
-//! Any bytes give a block list or an error, never a panic. Whatever decodes re-encodes to
-//! the same bytes, its blocks add up to its size and none is empty or over the largest
-//! cut, and planning it against itself or against nothing stays within the file.
+//! Any bytes give a summary or an error, never a panic. Whatever decodes re-encodes to
+//! the same bytes and its groups add up to its size. The same bytes read as details of
+//! that summary must either fail or give blocks that add up to each group's length.
 #![no_main]
 
-use hamon::sync::delta::{decode, encode, plan, ranges, remote_bytes, BlockList, Piece, MAX_BLOCK};
+use hamon::sync::delta::{decode_details, decode_summary, encode_summary, MAX_BLOCK};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(list) = decode(data) else {
-        return;
-    };
-    assert_eq!(encode(&list), data);
-    let sum: u64 = list.blocks.iter().map(|b| u64::from(b.len)).sum();
-    assert_eq!(sum, list.size);
-    assert!(list.blocks.iter().all(|b| b.len > 0 && b.len <= MAX_BLOCK));
-
-    // Against itself: every block is local, nothing to fetch.
-    let same = plan(&list, &list);
-    assert_eq!(same.len(), list.blocks.len());
-    assert_eq!(remote_bytes(&same), 0);
-    assert!(same.iter().all(|p| match *p {
-        Piece::Local { offset, len } => offset + u64::from(len) <= list.size,
-        Piece::Remote { .. } => false,
-    }));
-    // Against nothing: everything is fetched, in ranges inside the file.
-    let empty = BlockList {
-        size: 0,
-        hash: [0; 32],
-        blocks: Vec::new(),
-    };
-    let all = plan(&empty, &list);
-    assert_eq!(remote_bytes(&all), list.size);
-    let merged = ranges(&all);
-    assert!(merged.len() <= 1);
-    assert!(merged.iter().all(|&(o, l)| o + l <= list.size));
+    if let Ok(s) = decode_summary(data) {
+        assert_eq!(encode_summary(&s), data);
+        let sum: u64 = s.groups.iter().map(|g| g.len).sum();
+        assert_eq!(sum, s.size);
+        assert!(s.groups.iter().all(|g| g.blocks > 0 && g.len >= u64::from(g.blocks)));
+        let wanted: Vec<u32> = (0..s.groups.len().min(4) as u32).collect();
+        if let Ok(details) = decode_details(data, &s, &wanted) {
+            for (i, blocks) in details.iter().enumerate() {
+                let len: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
+                assert_eq!(len, s.groups[i].len);
+                assert!(blocks.iter().all(|b| b.len > 0 && b.len <= MAX_BLOCK));
+            }
+        }
+    }
+    // Details against a summary built from the input's first bytes, if any decodes.
+    let split = data.len() / 2;
+    if let Ok(s) = decode_summary(&data[..split]) {
+        let wanted: Vec<u32> = (0..s.groups.len() as u32).collect();
+        if let Ok(details) = decode_details(&data[split..], &s, &wanted) {
+            assert_eq!(details.len(), s.groups.len());
+        }
+    }
 });

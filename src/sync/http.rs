@@ -129,10 +129,17 @@ impl Source for PeerSource {
         Ok(Box::new(r.body))
     }
 
-    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "set": set, "path": path, "hash": hash }))
-                .map_err(|e| e.to_string())?;
+    fn blocks(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        groups: Option<&[u32]>,
+    ) -> Result<Vec<u8>, String> {
+        let body = serde_json::to_vec(
+            &serde_json::json!({ "set": set, "path": path, "hash": hash, "groups": groups }),
+        )
+        .map_err(|e| e.to_string())?;
         self.call("blocks", &body)
     }
 

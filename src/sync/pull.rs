@@ -26,9 +26,17 @@ pub trait Source {
     fn fork(&self) -> Option<Box<dyn Source + Send>> {
         None
     }
-    /// The block list of the file `path` of `set` while it is the content `hash`, encoded
-    /// ([`delta::decode`]); an error (the default) fetches the file whole.
-    fn blocks(&mut self, _set: &str, _path: &str, _hash: &str) -> Result<Vec<u8>, String> {
+    /// For a delta of the file `path` of `set` while it is the content `hash`: its
+    /// summary (`groups` `None`), or the details of those groups, encoded
+    /// ([`delta::decode_summary`], [`delta::decode_details`]); an error (the default)
+    /// fetches the file whole.
+    fn blocks(
+        &mut self,
+        _set: &str,
+        _path: &str,
+        _hash: &str,
+        _groups: Option<&[u32]>,
+    ) -> Result<Vec<u8>, String> {
         Err("this source serves no block lists".into())
     }
     /// The bytes of `ranges` (`(offset, length)`) of that file, one after another.
@@ -345,17 +353,13 @@ fn fetch_delta(
         return None;
     }
     let fail = |m: String| SyncError::Source(format!("{:?}: delta: {m}", e.path));
-    let listed = match src.blocks(&spec.name, &e.path, want) {
+    let listed = match src.blocks(&spec.name, &e.path, want, None) {
         Ok(bytes) => bytes,
         Err(m) => return Some(Err(fail(m))),
     };
-    let new = match delta::decode(&listed) {
-        Ok(l) if l.size == e.size && apply::hex(&l.hash) == want => Arc::new(l),
-        Ok(_) => {
-            return Some(Err(fail(
-                "the block list is not the manifest's file".into(),
-            )))
-        }
+    let summary = match delta::decode_summary(&listed) {
+        Ok(s) if s.size == e.size && apply::hex(&s.hash) == want => s,
+        Ok(_) => return Some(Err(fail("the summary is not the manifest's file".into()))),
         Err(x) => return Some(Err(fail(x.to_string()))),
     };
     let abs = spec.root.join(&e.path);
@@ -366,11 +370,32 @@ fn fetch_delta(
             Err(x) => return Some(Err(fail(format!("reading the old copy: {x}")))),
         },
     };
-    let pieces = delta::plan(&mine, &new);
-    let fetch = delta::remote_bytes(&pieces);
-    if fetch > e.size / 10 * 9 {
+    let unknown = delta::unknown_groups(&mine, &summary);
+    let unknown_bytes: u64 = unknown
+        .iter()
+        .filter_map(|&i| summary.groups.get(i as usize))
+        .map(|g| g.len)
+        .sum();
+    if unknown_bytes > e.size / 10 * 9 {
         return None; // little in common: whole is as cheap
     }
+    let mut crossed = listed.len() as u64;
+    let details = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        let bytes = match src.blocks(&spec.name, &e.path, want, Some(&unknown)) {
+            Ok(b) => b,
+            Err(m) => return Some(Err(fail(m))),
+        };
+        crossed += bytes.len() as u64;
+        match delta::decode_details(&bytes, &summary, &unknown) {
+            Ok(d) => d,
+            Err(x) => return Some(Err(fail(x.to_string()))),
+        }
+    };
+    let (pieces, new) = delta::plan(&mine, &summary, &unknown, &details);
+    let new = Arc::new(new);
+    let fetch = delta::remote_bytes(&pieces);
     let ranges = delta::ranges(&pieces);
     let body: Box<dyn Read + '_> = if ranges.is_empty() {
         Box::new(std::io::empty())
@@ -380,12 +405,12 @@ fn fetch_delta(
             Err(m) => return Some(Err(fail(m))),
         }
     };
-    let mut rebuilt = delta::Rebuild::new(&old, &new, &pieces, body);
+    let mut rebuilt = delta::Rebuild::new(&old, &pieces, body);
     let written = write_file_then(&spec.root, e, &mut rebuilt, DirSync::Later);
     drop(rebuilt);
     Some(written.map(|written| Got {
         written,
-        delta: Some((fetch + listed.len() as u64, new)),
+        delta: Some((fetch + crossed, new)),
     }))
 }
 
@@ -448,13 +473,19 @@ impl Source for LocalSource {
         Some(Box::new(LocalSource::new(self.spec.clone(), self.limits)))
     }
 
-    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
+    fn blocks(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        groups: Option<&[u32]>,
+    ) -> Result<Vec<u8>, String> {
         if set != self.spec.name {
             return Err(format!("no set {set:?}"));
         }
         let (f, _) = open_served(&self.spec, path).map_err(|e| e.to_string())?;
         match self.scanner.blocks(&self.spec.root.join(path), &f, hash) {
-            Ok(Some(list)) => Ok(delta::encode(&list)),
+            Ok(Some(list)) => delta::serve(&list, groups),
             Ok(None) => Err(format!("{path:?} changed since the manifest")),
             Err(e) => Err(e.to_string()),
         }

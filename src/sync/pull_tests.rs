@@ -589,8 +589,14 @@ impl Source for LyingRanges {
     fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
         self.inner.file(set, path)
     }
-    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
-        self.inner.blocks(set, path, hash)
+    fn blocks(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        groups: Option<&[u32]>,
+    ) -> Result<Vec<u8>, String> {
+        self.inner.blocks(set, path, hash, groups)
     }
     fn ranges(
         &mut self,
@@ -644,8 +650,14 @@ impl Source for StallingRanges {
     fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
         self.inner.file(set, path)
     }
-    fn blocks(&mut self, set: &str, path: &str, hash: &str) -> Result<Vec<u8>, String> {
-        self.inner.blocks(set, path, hash)
+    fn blocks(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        groups: Option<&[u32]>,
+    ) -> Result<Vec<u8>, String> {
+        self.inner.blocks(set, path, hash, groups)
     }
     fn ranges(
         &mut self,

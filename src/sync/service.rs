@@ -136,6 +136,9 @@ struct DeltaRequest {
     hash: String,
     #[serde(default)]
     ranges: Vec<(u64, u64)>,
+    /// For `blocks`: the groups whose details are wanted (absent: the summary).
+    #[serde(default)]
+    groups: Option<Vec<u32>>,
 }
 
 /// A file to stream ranges of: the open file and `(offset, length)` ranges.
@@ -351,8 +354,9 @@ impl SyncService {
         })
     }
 
-    /// `sync/blocks`: the block list of one file, if it is still the content the standby
-    /// asks about (409 when it changed since the manifest: the standby fetches it whole).
+    /// `sync/blocks`: the summary of one file, or the details of some of its groups, if
+    /// it is still the content the standby asks about (409 when it changed since the
+    /// manifest: the standby fetches it whole).
     pub fn serve_blocks(&self, body: &[u8]) -> Answer {
         let req: DeltaRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
         let i = self
@@ -364,7 +368,9 @@ impl SyncService {
             .lock()
             .map_err(|_| (500, "scanner unavailable".to_string()))?;
         match scanner.blocks(&spec.root.join(&req.path), &file, &req.hash) {
-            Ok(Some(list)) => Ok(super::delta::encode(&list)),
+            Ok(Some(list)) => {
+                super::delta::serve(&list, req.groups.as_deref()).map_err(|e| (400, e))
+            }
             Ok(None) => Err((409, format!("{:?} changed since the manifest", req.path))),
             Err(e) => Err((500, e.to_string())),
         }

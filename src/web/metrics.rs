@@ -398,7 +398,11 @@ fn sync(o: &mut Out, s: &Scrape<'_>) {
         "Large files this server received as deltas (only the blocks its old copy lacked).",
     );
     for (class, c) in classes {
-        o.sample("hamon_sync_delta_files_total", &[("class", class)], c.delta_files);
+        o.sample(
+            "hamon_sync_delta_files_total",
+            &[("class", class)],
+            c.delta_files,
+        );
     }
     o.family(
         "hamon_sync_delta_fetched_bytes_total",

@@ -365,7 +365,7 @@ fn fetch_delta(
     let abs = spec.root.join(&e.path);
     let mine = match scanner.cached_blocks(&abs, &old) {
         Some(l) => l,
-        None => match delta::index(&old) {
+        None => match delta::index_blocks(&old) {
             Ok(l) => Arc::new(l),
             Err(x) => return Some(Err(fail(format!("reading the old copy: {x}")))),
         },

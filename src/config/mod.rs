@@ -702,7 +702,7 @@ impl Validator<'_> {
                 "heartbeat.probe_timeout_ms",
                 raw.probe_timeout_ms,
                 DEFAULT_PROBE_TIMEOUT_MS,
-                10,
+                1,
                 Some(600_000),
             )?,
             max_clock_skew: self.millis(

@@ -336,7 +336,7 @@ const RANGES: &[(&str, &str, i64, Option<i64>, Getter)] = &[
     ("heartbeat", "grace_ms", 0, Some(3_600_000), |c| {
         c.heartbeat.grace.as_millis()
     }),
-    ("heartbeat", "probe_timeout_ms", 10, Some(600_000), |c| {
+    ("heartbeat", "probe_timeout_ms", 1, Some(600_000), |c| {
         c.heartbeat.probe_timeout.as_millis()
     }),
     (

@@ -84,7 +84,7 @@ fn a_changed_node_name_is_refused_until_ha_remove() {
     assert!(err.contains("ha-b2") && err.contains("ha remove"), "{err}");
     let out = p.run(1, &["ha", "remove", "--yes"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(p.ha_status(1), "[Role] Secondary [State] Stand Alone");
+    assert_eq!(p.status_line(1), "[Role] Secondary [State] Stand Alone");
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn remove_asks_twice_and_no_keeps_everything() {
         text.contains("Also remove the HA data") && text.contains("both servers"),
         "{text}"
     );
-    assert_eq!(p.ha_status(0), "[Role] Primary [State] Stand Alone");
+    assert_eq!(p.status_line(0), "[Role] Primary [State] Stand Alone");
     p.wait_state(1, "Stand Alone", Duration::from_secs(3));
 }
 

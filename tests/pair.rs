@@ -22,15 +22,24 @@ fn budget() -> Duration {
 #[test]
 fn registration_brings_up_the_pair_and_prints_the_status_line() {
     let p = Pair::registered(11, "manual");
+    let release = concat!(env!("CARGO_PKG_VERSION"), " (protocol 1.1)");
+    assert!(
+        wait(Duration::from_secs(5), || p.ha_status(1).ends_with(
+            &format!("\n[Release] this server {release}, peer {release}")
+        ))
+        .is_some(),
+        "{}",
+        p.ha_status(1)
+    );
     assert_eq!(
-        p.ha_status(1),
+        p.status_line(1),
         format!(
             "[Role] Secondary [Primary Server] ha-a({}) [State] Secondary Syncing [Failover Type] Manual",
             p.addrs[0]
         )
     );
     assert_eq!(
-        p.ha_status(0),
+        p.status_line(0),
         format!(
             "[Role] Primary [Secondary Server] ha-b({}) [State] Primary Active [Failover Type] Manual",
             p.addrs[1]
@@ -128,8 +137,8 @@ fn wrong_auth_key_is_refused_and_both_stay_stand_alone() {
         err.contains("the peer's authentication key is not the one given here"),
         "{err}"
     );
-    assert_eq!(p.ha_status(0), "[Role] Primary [State] Stand Alone");
-    assert_eq!(p.ha_status(1), "[Role] Secondary [State] Stand Alone");
+    assert_eq!(p.status_line(0), "[Role] Primary [State] Stand Alone");
+    assert_eq!(p.status_line(1), "[Role] Secondary [State] Stand Alone");
 }
 
 #[test]

@@ -236,9 +236,6 @@ pub fn status(cfg: Option<&Path>, json: bool) -> i32 {
                 "Health Monitor Server is running. ( [Role] {} [State] {} )",
                 status.role, status.state
             );
-            if let Some(r) = status.releases() {
-                println!("Release: {r}");
-            }
             for (what, text) in status.safeguards() {
                 println!("{what}: {text}");
             }
@@ -252,6 +249,10 @@ pub fn status(cfg: Option<&Path>, json: bool) -> i32 {
             }
             for line in services {
                 println!("{line}");
+            }
+            // After the guide's lines (the Health Monitor's, then one per service).
+            if let Some(r) = status.releases() {
+                println!("Release: {r}");
             }
             if let Some(f) = tls_fingerprint {
                 println!("Health Monitor certificate SHA-256 fingerprint: {f}");

@@ -191,6 +191,15 @@ impl Pair {
             .to_string()
     }
 
+    /// The guide's status line alone (`ha status` prints a `[Release]` line after it).
+    pub fn status_line(&self, i: usize) -> String {
+        self.ha_status(i)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn wait_state(&self, i: usize, state: &str, within: Duration) -> Duration {
         let t = Instant::now();
         wait(within, || {

@@ -359,56 +359,94 @@ pub fn index_blocks(r: impl Read) -> io::Result<BlockList> {
 }
 
 fn cut(mut r: impl Read, whole_hash: bool) -> io::Result<BlockList> {
-    let mut buf = vec![0u8; WINDOW];
-    let (mut len, mut eof) = (0usize, false);
-    let mut whole = Sha256::new();
-    let mut blocks = Vec::new();
-    let mut size: u64 = 0;
+    let mut ix = Indexer::new(whole_hash);
+    let mut buf = vec![0u8; 1 << 20];
     loop {
-        while !eof && len < buf.len() {
-            match r.read(&mut buf[len..]) {
-                Ok(0) => eof = true,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(ix.finish()),
+            Ok(n) => ix.push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        if len == 0 {
-            break;
+    }
+}
+
+/// Cuts bytes into blocks as they are pushed: the same cuts as over the whole file.
+/// [`index`] reads a file into one; a whole fetch feeds one with the bytes it writes
+/// ([`Tee`]), so the standby knows the blocks of what it fetched without reading it again.
+#[derive(Debug)]
+pub struct Indexer {
+    buf: Vec<u8>,
+    whole: Option<Sha256>,
+    blocks: Vec<Block>,
+    size: u64,
+}
+
+impl Indexer {
+    /// `whole_hash`: also compute the whole file's SHA-256.
+    pub fn new(whole_hash: bool) -> Indexer {
+        Indexer {
+            buf: Vec::with_capacity(WINDOW + (1 << 20)),
+            whole: whole_hash.then(Sha256::new),
+            blocks: Vec::new(),
+            size: 0,
         }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WINDOW {
+            self.cut(false);
+        }
+    }
+
+    /// Cuts what the buffer holds; away from the end of the file a cut needs the largest
+    /// block's look-ahead, or it could fall elsewhere than over the whole file, so the
+    /// rest waits for more bytes.
+    fn cut(&mut self, eof: bool) {
+        let len = self.buf.len();
         let mut done = 0;
-        for c in fastcdc::v2020::FastCDC::new(&buf[..len], MIN_BLOCK, AVG_BLOCK, MAX_BLOCK) {
-            // Away from the end of the file a cut needs the largest block's look-ahead, or
-            // it could fall elsewhere than over the whole file: keep the rest for later.
+        for c in fastcdc::v2020::FastCDC::new(&self.buf, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK) {
             if !eof && len - c.offset < MAX_BLOCK as usize {
                 break;
             }
-            let data = &buf[c.offset..c.offset + c.length];
-            if whole_hash {
-                whole.update(data);
+            let data = &self.buf[c.offset..c.offset + c.length];
+            if let Some(w) = &mut self.whole {
+                w.update(data);
             }
-            blocks.push(Block {
+            self.blocks.push(Block {
                 len: c.length as u32,
                 hash: block_hash(data),
             });
-            size += c.length as u64;
+            self.size += c.length as u64;
             done = c.offset + c.length;
         }
-        buf.copy_within(done..len, 0);
-        len -= done;
-        if eof && len == 0 {
-            break;
+        self.buf.drain(..done);
+    }
+
+    pub fn finish(mut self) -> BlockList {
+        self.cut(true);
+        BlockList {
+            size: self.size,
+            hash: self.whole.map_or([0; 32], |w| w.finalize().into()),
+            blocks: self.blocks,
         }
     }
-    Ok(BlockList {
-        size,
-        hash: if whole_hash {
-            whole.finalize().into()
-        } else {
-            [0; 32]
-        },
-        blocks,
-    })
+}
+
+/// Passes a reader's bytes on, feeding them to an [`Indexer`] on the way.
+#[derive(Debug)]
+pub struct Tee<'a, R: Read> {
+    pub inner: R,
+    pub indexer: &'a mut Indexer,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.indexer.push(&out[..n]);
+        Ok(n)
+    }
 }
 
 /// Where each part of the new file comes from.
@@ -683,6 +721,17 @@ mod tests {
             }
         }
         assert_eq!(index(Trickle(&d)).unwrap(), whole);
+        // Pushed in uneven pieces, as a whole fetch writes them: the same cuts.
+        let mut ix = Indexer::new(true);
+        let mut rest = &d[..];
+        let mut step = 1;
+        while !rest.is_empty() {
+            let n = step.min(rest.len());
+            ix.push(&rest[..n]);
+            rest = &rest[n..];
+            step = step * 7 % 300_007 + 1;
+        }
+        assert_eq!(ix.finish(), whole);
         assert_eq!(index(&[][..]).unwrap().blocks, Vec::new());
         // Groups: about GROUP_EVERY blocks each, none over MAX_GROUP.
         let runs = whole.runs();

@@ -215,11 +215,11 @@ fn execute<'p>(
                 renamed_in.insert(e.path.rsplit_once('/').map_or("", |(d, _)| d));
                 stats.files += 1;
                 stats.bytes += got.written;
-                if let Some((fetched_bytes, _)) = &got.delta {
+                if let Some(fetched_bytes) = got.delta {
                     stats.delta_files += 1;
                     stats.delta_fetched += fetched_bytes;
                 }
-                fetched.push((e, got.delta.map(|(_, list)| list)));
+                fetched.push((e, got.blocks));
             }
             Err(e) => stats.errors.push(e.to_string()),
         }
@@ -271,7 +271,10 @@ fn execute<'p>(
 /// list.
 struct Got {
     written: u64,
-    delta: Option<(u64, Arc<BlockList>)>,
+    /// For a delta, the bytes it fetched.
+    delta: Option<u64>,
+    /// The new file's blocks, for a large file (kept for its next delta).
+    blocks: Option<Arc<BlockList>>,
 }
 
 /// Fetches and writes every file of `fetch`, several at once when `src` can
@@ -290,13 +293,40 @@ fn fetch_all<'p>(
         if let Some(Ok(got)) = fetch_delta(spec, src, e, scanner) {
             return Ok(got);
         }
-        src.file(&spec.name, &e.path)
-            .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))
-            .and_then(|mut body| write_file_then(root, e, &mut body, DirSync::Later))
-            .map(|written| Got {
+        let body = src
+            .file(&spec.name, &e.path)
+            .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))?;
+        if e.size < delta::DELTA_MIN {
+            let mut body = body;
+            let written = write_file_then(root, e, &mut body, DirSync::Later)?;
+            return Ok(Got {
                 written,
                 delta: None,
-            })
+                blocks: None,
+            });
+        }
+        // A large file is cut into blocks on its way to disk, so that its next delta
+        // need not read it again.
+        let mut indexer = delta::Indexer::new(false);
+        let mut tee = delta::Tee {
+            inner: body,
+            indexer: &mut indexer,
+        };
+        let written = write_file_then(root, e, &mut tee, DirSync::Later)?;
+        let mut list = indexer.finish();
+        let verified = e.hash.as_deref().and_then(crate::peer::auth::unhex);
+        let blocks = match verified.and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+            Some(hash) if list.size == written => {
+                list.hash = hash;
+                Some(Arc::new(list))
+            }
+            _ => None,
+        };
+        Ok(Got {
+            written,
+            delta: None,
+            blocks,
+        })
     };
     let forks: Vec<Box<dyn Source + Send>> = if fetch.len() > 1 {
         (1..PARALLEL_FETCHES).map_while(|_| src.fork()).collect()
@@ -410,7 +440,8 @@ fn fetch_delta(
     drop(rebuilt);
     Some(written.map(|written| Got {
         written,
-        delta: Some((fetch + crossed, new)),
+        delta: Some(fetch + crossed),
+        blocks: Some(new),
     }))
 }
 

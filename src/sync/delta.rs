@@ -363,7 +363,7 @@ fn cut(mut r: impl Read, whole_hash: bool) -> io::Result<BlockList> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match r.read(&mut buf) {
-            Ok(0) => return Ok(ix.finish()),
+            Ok(0) => return ix.finish(),
             Ok(n) => ix.push(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -378,6 +378,10 @@ fn cut(mut r: impl Read, whole_hash: bool) -> io::Result<BlockList> {
 pub struct Indexer {
     buf: Vec<u8>,
     whole: Option<Sha256>,
+    /// How much of `buf` the whole-file hash has taken in.
+    hashed: usize,
+    /// The whole-file hash was lost (its thread died): `finish` fails.
+    lost: bool,
     blocks: Vec<Block>,
     size: u64,
 }
@@ -388,6 +392,8 @@ impl Indexer {
         Indexer {
             buf: Vec::with_capacity(WINDOW + (1 << 20)),
             whole: whole_hash.then(Sha256::new),
+            hashed: 0,
+            lost: false,
             blocks: Vec::new(),
             size: 0,
         }
@@ -403,34 +409,64 @@ impl Indexer {
     /// Cuts what the buffer holds; away from the end of the file a cut needs the largest
     /// block's look-ahead, or it could fall elsewhere than over the whole file, so the
     /// rest waits for more bytes.
+    ///
+    /// The whole file's SHA-256 takes in the new bytes on a second thread meanwhile: the
+    /// two are the cost of a large file's scan, and the machine has the cores.
     fn cut(&mut self, eof: bool) {
         let len = self.buf.len();
-        let mut done = 0;
-        for c in fastcdc::v2020::FastCDC::new(&self.buf, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK) {
-            if !eof && len - c.offset < MAX_BLOCK as usize {
-                break;
+        let buf = &self.buf;
+        let (blocks, size) = (&mut self.blocks, &mut self.size);
+        let mut cut_here = || {
+            let mut done = 0;
+            for c in fastcdc::v2020::FastCDC::new(buf, MIN_BLOCK, AVG_BLOCK, MAX_BLOCK) {
+                if !eof && len - c.offset < MAX_BLOCK as usize {
+                    break;
+                }
+                let data = &buf[c.offset..c.offset + c.length];
+                blocks.push(Block {
+                    len: c.length as u32,
+                    hash: block_hash(data),
+                });
+                *size += c.length as u64;
+                done = c.offset + c.length;
             }
-            let data = &self.buf[c.offset..c.offset + c.length];
-            if let Some(w) = &mut self.whole {
-                w.update(data);
+            done
+        };
+        let fresh = &buf[self.hashed.min(len)..];
+        let done = match self.whole.take() {
+            Some(mut w) if fresh.len() >= 1 << 20 => std::thread::scope(|s| {
+                let hashing = s.spawn(move || {
+                    w.update(fresh);
+                    w
+                });
+                let done = cut_here();
+                match hashing.join() {
+                    Ok(w) => self.whole = Some(w),
+                    Err(_) => self.lost = true,
+                }
+                done
+            }),
+            Some(mut w) => {
+                w.update(fresh);
+                self.whole = Some(w);
+                cut_here()
             }
-            self.blocks.push(Block {
-                len: c.length as u32,
-                hash: block_hash(data),
-            });
-            self.size += c.length as u64;
-            done = c.offset + c.length;
-        }
+            None => cut_here(),
+        };
+        self.hashed = len - done;
         self.buf.drain(..done);
     }
 
-    pub fn finish(mut self) -> BlockList {
+    pub fn finish(mut self) -> io::Result<BlockList> {
         self.cut(true);
-        BlockList {
+        if self.lost {
+            return Err(io::Error::other("the whole-file hash was lost"));
+        }
+        Ok(BlockList {
             size: self.size,
             hash: self.whole.map_or([0; 32], |w| w.finalize().into()),
             blocks: self.blocks,
-        }
+        })
     }
 }
 
@@ -731,7 +767,7 @@ mod tests {
             rest = &rest[n..];
             step = step * 7 % 300_007 + 1;
         }
-        assert_eq!(ix.finish(), whole);
+        assert_eq!(ix.finish().unwrap(), whole);
         assert_eq!(index(&[][..]).unwrap().blocks, Vec::new());
         // Groups: about GROUP_EVERY blocks each, none over MAX_GROUP.
         let runs = whole.runs();

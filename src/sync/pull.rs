@@ -313,10 +313,9 @@ fn fetch_all<'p>(
             indexer: &mut indexer,
         };
         let written = write_file_then(root, e, &mut tee, DirSync::Later)?;
-        let mut list = indexer.finish();
         let verified = e.hash.as_deref().and_then(crate::peer::auth::unhex);
-        let blocks = match verified.and_then(|h| <[u8; 32]>::try_from(h).ok()) {
-            Some(hash) if list.size == written => {
+        let blocks = match (indexer.finish(), verified.map(<[u8; 32]>::try_from)) {
+            (Ok(mut list), Some(Ok(hash))) if list.size == written => {
                 list.hash = hash;
                 Some(Arc::new(list))
             }

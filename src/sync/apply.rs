@@ -187,28 +187,13 @@ pub fn write_file_then(
         name: Some(tmp),
     };
     let mut f = File::from(fd);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUF_SIZE];
-    let mut total: u64 = 0;
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(x) if x.kind() == io::ErrorKind::Interrupted => continue,
-            Err(x) => return Err(err("receive")(x)),
-        };
-        total = total.saturating_add(n as u64);
-        if total > e.size {
-            return Err(SyncError::Size {
-                path: e.path.clone(),
-                got: total,
-                want: e.size,
-            });
-        }
-        let chunk = buf.get(..n).unwrap_or_default();
-        hasher.update(chunk);
-        f.write_all(chunk).map_err(err("write"))?;
-    }
+    let (total, got) = if e.size >= HASH_ASIDE_MIN {
+        copy_hashing_aside(root, body, &mut f, e)?
+    } else {
+        let mut hasher = Sha256::new();
+        let total = copy(root, body, &mut f, e, |chunk| hasher.update(chunk))?;
+        (total, hasher.finalize().into())
+    };
     if total != e.size {
         return Err(SyncError::Size {
             path: e.path.clone(),
@@ -216,7 +201,7 @@ pub fn write_file_then(
             want: e.size,
         });
     }
-    let got = hex(&hasher.finalize());
+    let got = hex(&got);
     if got != want {
         return Err(SyncError::Hash {
             path: e.path.clone(),
@@ -236,6 +221,88 @@ pub fn write_file_then(
         fsat::fsync(dir.as_fd()).map_err(err("fsync directory"))?;
     }
     Ok(total)
+}
+
+/// Files at least this large are hashed on a second thread while they are written.
+const HASH_ASIDE_MIN: u64 = 4 << 20;
+
+/// Copies `body` into `f`, handing each chunk to `seen` first; the bytes copied. More
+/// than `e.size` bytes is an error at once.
+fn copy(
+    root: &Path,
+    body: &mut dyn Read,
+    f: &mut File,
+    e: &Entry,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<u64, SyncError> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut total: u64 = 0;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(x) if x.kind() == io::ErrorKind::Interrupted => continue,
+            Err(x) => return Err(io_err("receive", root, &e.path)(x)),
+        };
+        total = total.saturating_add(n as u64);
+        if total > e.size {
+            return Err(SyncError::Size {
+                path: e.path.clone(),
+                got: total,
+                want: e.size,
+            });
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        seen(chunk);
+        f.write_all(chunk).map_err(io_err("write", root, &e.path))?;
+    }
+}
+
+/// As [`copy`] with the SHA-256 computed on a second thread, a few chunks behind the
+/// writes: a large file costs the slower of the two, not their sum.
+fn copy_hashing_aside(
+    root: &Path,
+    body: &mut dyn Read,
+    f: &mut File,
+    e: &Entry,
+) -> Result<(u64, [u8; 32]), SyncError> {
+    const AHEAD: usize = 8;
+    const CHUNK: usize = 1 << 20;
+    let (to_hash, hashing) = crossbeam_channel::bounded::<Vec<u8>>(AHEAD);
+    let (spare, spares) = crossbeam_channel::bounded::<Vec<u8>>(AHEAD + 2);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in hashing {
+                h.update(&chunk);
+                // Never block on giving a buffer back: at the end nobody takes them.
+                let _ = spare.try_send(chunk);
+            }
+            <[u8; 32]>::from(h.finalize())
+        });
+        let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
+        let copied = copy(root, body, f, e, |chunk| {
+            pending.extend_from_slice(chunk);
+            if pending.len() >= CHUNK {
+                let next = spares
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let full = std::mem::replace(&mut pending, next);
+                let _ = to_hash.send(full);
+                pending.clear();
+            }
+        });
+        let _ = to_hash.send(pending);
+        drop(to_hash);
+        let hash = hasher.join();
+        let total = copied?;
+        match hash {
+            Ok(h) => Ok((total, h)),
+            Err(_) => Err(io_err("hash", root, &e.path)(io::Error::other(
+                "the hashing thread died",
+            ))),
+        }
+    })
 }
 
 /// fsyncs each directory `rel` (relative to `root`, "" for the root) once; the

@@ -818,16 +818,7 @@ fn metrics_source(p: MetricsParts) -> crate::web::app::MetricsFn {
     Arc::new(move || {
         let mut status = p.published.status.read().map(|s| s.clone()).ok()?;
         status.peer_version = p.hb.peer_version();
-        let s = &p.hb.stats;
-        let heartbeats = control::HeartbeatCounts {
-            sent: s.sent.load(Ordering::Relaxed),
-            accepted: s.accepted.load(Ordering::Relaxed),
-            rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
-            rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
-            rejected_sender: s.rejected_sender.load(Ordering::Relaxed),
-            duplicates: s.duplicates.load(Ordering::Relaxed),
-            paths: Vec::new(),
-        };
+        let heartbeats = p.hb.stats.counts();
         let services = p.services.read().map(|s| s.clone()).unwrap_or_default();
         let database = p.database.read().ok().and_then(|d| d.clone());
         let c = &p.counters;

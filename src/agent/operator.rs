@@ -60,14 +60,7 @@ pub(super) fn start_control(
                 Ok(ha::Reply::Refused { message }) => control::Reply::Refused { message },
                 Ok(ha::Reply::Status { status }) => {
                     let progress = sync.progress(Some(&status));
-                    let s = &hb.stats;
                     let heartbeats = HeartbeatCounts {
-                        sent: s.sent.load(Ordering::Relaxed),
-                        accepted: s.accepted.load(Ordering::Relaxed),
-                        rejected_bad: s.rejected_bad.load(Ordering::Relaxed),
-                        rejected_replay: s.rejected_replay.load(Ordering::Relaxed),
-                        rejected_sender: s.rejected_sender.load(Ordering::Relaxed),
-                        duplicates: s.duplicates.load(Ordering::Relaxed),
                         paths: if hb.path_count() == 0 {
                             Vec::new()
                         } else {
@@ -80,6 +73,7 @@ pub(super) fn start_control(
                                 })
                                 .collect()
                         },
+                        ..hb.stats.counts()
                     };
                     let services = services
                         .read()

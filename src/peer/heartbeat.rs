@@ -212,6 +212,21 @@ pub struct Stats {
     pub rejected_sender: AtomicU64,
 }
 
+impl Stats {
+    /// The counters as `hamon status`, the API and `/metrics` show them (no paths).
+    pub fn counts(&self) -> crate::control::HeartbeatCounts {
+        crate::control::HeartbeatCounts {
+            sent: self.sent.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            rejected_bad: self.rejected_bad.load(Ordering::Relaxed),
+            rejected_replay: self.rejected_replay.load(Ordering::Relaxed),
+            rejected_sender: self.rejected_sender.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            paths: Vec::new(),
+        }
+    }
+}
+
 /// The heartbeat socket, shared by the core thread (send) and the receiver.
 #[derive(Debug)]
 pub struct Heartbeats {

@@ -105,6 +105,23 @@ impl PeerSource {
     }
 }
 
+/// A streamed answer's body, or the peer's refusal with the start of what it said.
+fn streamed<'a>(mut r: client::StreamingResponse, what: &str) -> Result<Box<dyn Read + 'a>, String>
+where
+    client::StreamingResponse: 'a,
+{
+    if r.status == 200 {
+        return Ok(Box::new(r.body));
+    }
+    let mut text = Vec::new();
+    let _ = r.body.by_ref().take(4096).read_to_end(&mut text);
+    Err(format!(
+        "peer answered HTTP {} for {what}: {}",
+        r.status,
+        String::from_utf8_lossy(&text).trim()
+    ))
+}
+
 impl Source for PeerSource {
     fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
         let body =
@@ -115,18 +132,8 @@ impl Source for PeerSource {
     fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
         let body = serde_json::to_vec(&serde_json::json!({ "set": set, "path": path }))
             .map_err(|e| e.to_string())?;
-        let (mut r, _) = self.open("file", &body)?;
-        if r.status != 200 {
-            let mut text = Vec::new();
-            let _ = r.body.by_ref().take(4096).read_to_end(&mut text);
-            let text = String::from_utf8_lossy(&text);
-            return Err(format!(
-                "peer answered HTTP {} for {path}: {}",
-                r.status,
-                text.trim()
-            ));
-        }
-        Ok(Box::new(r.body))
+        let (r, _) = self.open("file", &body)?;
+        streamed(r, path)
     }
 
     fn blocks(
@@ -154,18 +161,8 @@ impl Source for PeerSource {
             &serde_json::json!({ "set": set, "path": path, "hash": hash, "ranges": ranges }),
         )
         .map_err(|e| e.to_string())?;
-        let (mut r, _) = self.open("ranges", &body)?;
-        if r.status != 200 {
-            let mut text = Vec::new();
-            let _ = r.body.by_ref().take(4096).read_to_end(&mut text);
-            let text = String::from_utf8_lossy(&text);
-            return Err(format!(
-                "peer answered HTTP {} for ranges of {path}: {}",
-                r.status,
-                text.trim()
-            ));
-        }
-        Ok(Box::new(r.body))
+        let (r, _) = self.open("ranges", &body)?;
+        streamed(r, &format!("ranges of {path}"))
     }
 
     fn fork(&self) -> Option<Box<dyn Source + Send>> {

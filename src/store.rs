@@ -430,10 +430,13 @@ impl Store {
         )
     }
 
-    /// Append one journal entry (one JSON line, flushed to disk).
-    pub fn append_journal(&self, e: &Stamped) -> io::Result<()> {
-        let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
-        line.push(b'\n');
+    /// Append journal entries (a JSON line each) in one write, flushed to disk once.
+    pub fn append_journal(&self, entries: &[Stamped]) -> io::Result<()> {
+        let mut line = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut line, e).map_err(io::Error::other)?;
+            line.push(b'\n');
+        }
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)
@@ -605,10 +608,10 @@ mod tests {
                 state: HaState::StandAlone,
                 text: format!("entry {i}"),
             };
-            s.append_journal(&Stamped {
+            s.append_journal(&[Stamped {
                 time: 100 + i,
                 entry,
-            })?;
+            }])?;
         }
         OpenOptions::new()
             .append(true)

@@ -285,7 +285,12 @@ fn lease_won_at_once(n: &mut Node, e: Event, now: Millis) -> Vec<Action> {
 /// gone): after a partition heals, both stay active.
 fn no_split_brain_resolution(n: &mut Node, e: Event, now: Millis) -> Vec<Action> {
     if n.role() == Role::Primary {
-        if let Event::Heartbeat { from, mut beacon } = e {
+        if let Event::Heartbeat {
+            from,
+            mut beacon,
+            seq,
+        } = e
+        {
             if beacon.active
                 || matches!(
                     beacon.state,
@@ -297,7 +302,7 @@ fn no_split_brain_resolution(n: &mut Node, e: Event, now: Millis) -> Vec<Action>
                 beacon.active = false;
                 beacon.state = HaState::SecondarySyncing;
             }
-            return step(n, Event::Heartbeat { from, beacon }, now);
+            return step(n, Event::Heartbeat { from, beacon, seq }, now);
         }
     }
     step(n, e, now)

@@ -1094,6 +1094,45 @@ fn a_restarted_peer_is_answered_at_once_and_only_from_its_address() {
     assert_eq!(node.state(), SecondarySyncing);
 }
 
+/// Ticks that come a little late (a busy machine, a coarse timer) do not push each
+/// heartbeat later than the last: the schedule keeps its cadence, so that the peer never
+/// sees a slow sender as a lossy path and stretches its failure detector.
+#[test]
+fn late_ticks_keep_the_heartbeat_cadence() {
+    use hamon::ha::{step, Action, Event};
+    let sim = pair(FailoverType::Automatic);
+    let mut nodes = [sim.node(P).unwrap().clone(), sim.node(S).unwrap().clone()];
+    let from = ["192.0.2.11", "192.0.2.12"];
+    let mut sent: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    let mut now = sim.now;
+    while sent[S].len() < 20 {
+        // The next tick 7 ms after the earlier deadline of the two (the interval is
+        // 100 ms); each server's heartbeats reach the other at once.
+        let due = nodes
+            .iter()
+            .filter_map(|n| n.next_deadline())
+            .min()
+            .unwrap();
+        now = due.max(now) + 7;
+        for i in [P, S] {
+            for a in step(&mut nodes[i], Event::Tick, now) {
+                if let Action::SendHeartbeat { beacon, .. } = a {
+                    sent[i].push(now);
+                    let heard = Event::Heartbeat {
+                        from: from[i].into(),
+                        beacon,
+                        seq: sent[i].len() as u64,
+                    };
+                    step(&mut nodes[1 - i], heard, now);
+                }
+            }
+        }
+    }
+    // Twenty beats over nineteen intervals: late by the one tick's 7 ms, not by 19 of them.
+    assert_eq!(sent[S][19] - sent[S][0], 19 * 100, "{:?}", sent[S]);
+    assert_eq!(nodes[S].state(), SecondarySyncing);
+}
+
 // ----- Saves that fail ------------------------------------------------------------------------
 
 /// A secondary took over but could not save it (its disk is full); it restarts believing

@@ -332,6 +332,10 @@ struct Shell {
     arbiter: Option<crate::arbiter::Arbiter>,
     /// Probes and events, for `/metrics`.
     counters: Arc<crate::web::metrics::Counters>,
+    /// When the core began the step whose actions run now: the moment of its decision.
+    stepped: Instant,
+    /// The step's journal entries, saved together after its actions (one fsync).
+    unsaved_journal: Vec<Stamped>,
 }
 
 /// Run the agent until SIGTERM (or SIGINT): start the adapters, then run
@@ -577,6 +581,8 @@ fn build(cfg: Config) -> Result<Agent, AgentError> {
         notifier,
         arbiter,
         counters,
+        stepped: Instant::now(),
+        unsaved_journal: Vec::new(),
     };
     Ok(Agent {
         shell,
@@ -617,7 +623,7 @@ impl Agent {
         sd_notify("READY=1");
         let watchdog = watchdog_every();
         let mut last_watchdog = Instant::now();
-        let exit = shell.core_loop(&mut node, &rx, &now, watchdog, &mut last_watchdog);
+        let exit = shell.core_loop(&mut node, &rx, t0, watchdog, &mut last_watchdog);
         sd_notify("STOPPING=1");
         stop.store(true, Ordering::Relaxed);
         shell.sync.stop();
@@ -900,13 +906,20 @@ impl Shell {
         &mut self,
         node: &mut Node,
         rx: &Receiver<Input>,
-        now: &dyn Fn() -> u64,
+        t0: Instant,
         watchdog: Option<Duration>,
         last_watchdog: &mut Instant,
     ) -> Result<(), AgentError> {
+        // The core counts whole milliseconds from `t0`.
+        let now = || t0.elapsed().as_millis() as u64;
         loop {
+            // Wake at the deadline's own instant, not a whole millisecond counted from a
+            // `now` already up to one millisecond old: a detection budget of a few
+            // milliseconds must not lose half of one to rounding.
             let mut wait = match node.next_deadline() {
-                Some(t) => Duration::from_millis(t.saturating_sub(now())),
+                Some(t) => {
+                    (t0 + Duration::from_millis(t)).saturating_duration_since(Instant::now())
+                }
                 None => Duration::from_secs(3600),
             };
             if let Some(w) = watchdog {
@@ -995,8 +1008,13 @@ impl Shell {
 
     /// Step the core and carry out its actions; true when the agent may exit.
     fn apply(&mut self, node: &mut Node, event: Event, now: u64) -> bool {
+        self.stepped = Instant::now();
         self.log.trace(&format!("event {event:?}"));
-        let actions = ha::step(node, event, now);
+        let mut actions = ha::step(node, event, now);
+        // A new duty and the heartbeats that announce it go out before the step's
+        // journal and state are written (each an fsync): a takeover claims the VIP
+        // without waiting for the disk. Nothing the core says depends on that order.
+        actions.sort_by_key(|a| !matches!(a, Action::SetDuty(_) | Action::SendHeartbeat { .. }));
         let mut view = node.status();
         self.demoted = view.fenced || view.lease == Some(ha::Lease::Lost);
         self.mail_unsent = mail_unsent(&self.cfg, node.registration());
@@ -1025,6 +1043,13 @@ impl Shell {
         let mut exit = false;
         for action in actions {
             exit |= self.execute(action);
+        }
+        if !self.unsaved_journal.is_empty() {
+            if let Err(e) = self.store.append_journal(&self.unsaved_journal) {
+                self.log
+                    .write(Severity::Error, &format!("event journal: {e}"));
+            }
+            self.unsaved_journal.clear();
         }
         exit
     }
@@ -1134,7 +1159,7 @@ impl Shell {
                         .map(|p| self.db_port.at(&p.address)),
                     stop_writes: duty == Duty::Halted && self.demoted,
                     vips_only: false,
-                    decided: Instant::now(),
+                    decided: self.stepped,
                 };
                 let _ = self.duty_tx.send(order);
             }
@@ -1151,7 +1176,7 @@ impl Shell {
                     peer_db: None,
                     stop_writes: false,
                     vips_only: true,
-                    decided: Instant::now(),
+                    decided: self.stepped,
                 };
                 let _ = self.duty_tx.send(order);
             }
@@ -1291,11 +1316,7 @@ impl Shell {
                     peer_address: self.peer.as_ref().map(|p| p.address.clone()),
                     emails: self.emails.clone(),
                 });
-                let stamped = Stamped { time, entry };
-                if let Err(e) = self.store.append_journal(&stamped) {
-                    self.log
-                        .write(Severity::Error, &format!("event journal: {e}"));
-                }
+                self.unsaved_journal.push(Stamped { time, entry });
             }
             Action::Exit => return true,
         }

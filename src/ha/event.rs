@@ -205,8 +205,14 @@ pub enum Event {
     Start { since_in_sync_secs: Option<u64> },
     /// Time passed; the shell sends one at `Node::next_deadline`.
     Tick,
-    /// An authentic, fresh heartbeat from `from` (an IP literal).
-    Heartbeat { from: String, beacon: Beacon },
+    /// An authentic, fresh heartbeat from `from` (an IP literal). `seq` is the frame's
+    /// number within the sender's boot, one more for every frame it sends: the numbers
+    /// that never arrive are the frames lost on the way.
+    Heartbeat {
+        from: String,
+        beacon: Beacon,
+        seq: u64,
+    },
     /// An authentic heartbeat from `from` that started a new boot of the
     /// peer (an agent restart) and cannot be admitted until one of our
     /// frames is echoed. Answered at once with a heartbeat, so that a

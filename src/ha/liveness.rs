@@ -21,40 +21,46 @@ const FALSE_SILENCE: f64 = 1e-4;
 /// failure on a lossy path is still found within a bounded time).
 const MAX_STRETCH: u64 = 4;
 
-/// The arrival times of the peer's last heartbeats.
+/// The sequence numbers of the peer's last heartbeats that arrived. The peer numbers every
+/// frame it sends, one more each time, so the numbers that never arrived are exactly the
+/// frames lost on the way: neither a late frame, nor a sender whose timer runs slow, nor
+/// an early answer looks like loss (they all did, when loss was read from arrival times).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct History {
-    at: [Millis; HISTORY],
+    seq: [u64; HISTORY],
     len: usize,
     next: usize,
 }
 
 impl History {
-    /// Records an arrival. One closer than half an interval to the last is an early
-    /// answer (to an ask, a restart or a state change), not the peer's schedule, and
-    /// would make the path look less lossy than it is: it is left out.
-    fn push(&mut self, at: Millis, interval: Millis) {
-        if self.len > 0 {
-            let newest = self.at[(self.next + HISTORY - 1) % HISTORY];
-            if at.saturating_sub(newest) < interval / 2 {
-                return;
-            }
+    fn newest(&self) -> Option<u64> {
+        (self.len > 0).then(|| self.seq[(self.next + HISTORY - 1) % HISTORY])
+    }
+
+    /// Records an arrival. The last number again is a copy of the same frame (another
+    /// path), nothing new; a lower one starts a new boot of the peer (an agent restart
+    /// numbers from 1 again): the history starts over.
+    fn push(&mut self, seq: u64) {
+        match self.newest() {
+            Some(n) if seq == n => return,
+            Some(n) if seq < n => self.clear(),
+            _ => {}
         }
-        self.at[self.next] = at;
+        self.seq[self.next] = seq;
         self.next = (self.next + 1) % HISTORY;
         self.len = (self.len + 1).min(HISTORY);
     }
 
-    /// The fraction of the peer's heartbeats lost over the kept arrivals (`None` until
-    /// half of them are in).
-    pub(crate) fn loss(&self, interval: Millis) -> Option<f64> {
-        if self.len < HISTORY / 2 || interval == 0 {
+    /// The fraction of the peer's frames lost over the kept arrivals (`None` until half
+    /// of them are in).
+    pub(crate) fn loss(&self) -> Option<f64> {
+        let newest = self.newest()?;
+        if self.len < HISTORY / 2 {
             return None;
         }
-        let newest = self.at[(self.next + HISTORY - 1) % HISTORY];
-        let oldest = self.at[(self.next + HISTORY - self.len) % HISTORY];
-        let expected = newest.saturating_sub(oldest) as f64 / interval as f64 + 1.0;
-        Some((1.0 - self.len as f64 / expected).clamp(0.0, 0.99))
+        let oldest = self.seq[(self.next + HISTORY - self.len) % HISTORY];
+        let sent = newest.saturating_sub(oldest).saturating_add(1) as f64;
+        Some((1.0 - self.len as f64 / sent).clamp(0.0, 0.99))
     }
 
     pub(crate) fn clear(&mut self) {
@@ -69,7 +75,7 @@ impl super::machine::Node {
     pub(super) fn silent_windows(&self) -> u64 {
         let t = self.cfg.timers;
         let missed = u64::from(t.missed).max(1);
-        let Some(loss) = self.history.loss(t.interval) else {
+        let Some(loss) = self.history.loss() else {
             return missed;
         };
         let mut k = missed;
@@ -356,7 +362,7 @@ impl Step<'_> {
         }
     }
 
-    pub(super) fn on_heartbeat(&mut self, from: &str, b: Beacon) {
+    pub(super) fn on_heartbeat(&mut self, from: &str, b: Beacon, seq: u64) {
         let Some(reg) = self.n.reg.clone() else {
             return;
         };
@@ -397,7 +403,7 @@ impl Step<'_> {
             // path, whose probe answered, the gap stays: that is what a lossy path is.)
             self.n.history.clear();
         }
-        self.n.history.push(self.now, self.n.cfg.timers.interval);
+        self.n.history.push(seq);
         self.n.peer = Some(b.clone());
         if b.asks {
             // The peer suspects the link: answer now (its regular heartbeats may be lost).
@@ -425,5 +431,48 @@ impl Step<'_> {
             Role::Primary => self.reconcile_primary(&b),
             Role::Secondary => self.reconcile_secondary(&b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(seqs: impl IntoIterator<Item = u64>) -> History {
+        let mut h = History::default();
+        for s in seqs {
+            h.push(s);
+        }
+        h
+    }
+
+    #[test]
+    fn every_frame_in_is_no_loss_whatever_the_timing() {
+        // Arrival times play no part: late, early and bunched frames alike.
+        assert_eq!(history(1..=16).loss(), Some(0.0));
+        assert_eq!(history(100..=140).loss(), Some(0.0));
+    }
+
+    #[test]
+    fn missing_numbers_are_the_loss() {
+        // 16 arrivals out of 21 frames: 4, 8, 12, 16 and 20 lost.
+        let h = history((1..=21).filter(|i| i % 4 != 0));
+        let loss = h.loss().unwrap();
+        assert!((loss - 5.0 / 21.0).abs() < 1e-9, "{loss}");
+    }
+
+    #[test]
+    fn a_restarted_peer_starts_the_history_over() {
+        let mut h = history((1..=40).step_by(2));
+        assert!(h.loss().unwrap() > 0.4);
+        for s in 1..=8 {
+            h.push(s);
+        }
+        assert_eq!(h.loss(), Some(0.0));
+    }
+
+    #[test]
+    fn no_verdict_before_half_the_history() {
+        assert_eq!(history([1, 2, 3]).loss(), None);
     }
 }

@@ -553,7 +553,7 @@ impl Step<'_> {
         match event {
             Event::Start { since_in_sync_secs } => self.on_start(since_in_sync_secs),
             Event::Tick => self.on_tick(),
-            Event::Heartbeat { from, beacon } => self.on_heartbeat(&from, beacon),
+            Event::Heartbeat { from, beacon, seq } => self.on_heartbeat(&from, beacon, seq),
             Event::PeerBooted { from } => self.on_peer_booted(&from),
             Event::PeerHearsUs { hears } => self.on_peer_hears_us(hears),
             Event::ProbeDone { ok, detail } => self.on_probe(ok, &detail),
@@ -718,8 +718,17 @@ impl Step<'_> {
             });
         }
         let t = self.n.cfg.timers;
-        let gap = if asks { t.ask_gap() } else { t.interval };
-        self.n.next_hb_at = self.now.saturating_add(gap);
+        self.n.next_hb_at = if asks {
+            self.now.saturating_add(t.ask_gap())
+        } else if self.now >= self.n.next_hb_at
+            && self.now < self.n.next_hb_at.saturating_add(t.interval)
+        {
+            // On schedule (a tick a little late): keep the cadence, so that the beats
+            // do not drift later by the tick's lateness each time.
+            self.n.next_hb_at.saturating_add(t.interval)
+        } else {
+            self.now.saturating_add(t.interval)
+        };
     }
 
     pub(super) fn probe(&mut self) {

@@ -70,6 +70,8 @@ struct SimNode {
     cfg: NodeConfig,
     node: Option<Node>,
     epoch: u64,
+    /// Heartbeat frames sent in this boot (the frames' sequence numbers).
+    frames: u64,
     disk: Option<Persisted>,
     stamp_wall: Option<u64>,
     key: Option<String>,
@@ -167,6 +169,7 @@ impl Sim {
             cfg: node_config(role, timers),
             node: None,
             epoch: 0,
+            frames: 0,
             disk: None,
             stamp_wall: None,
             key: None,
@@ -293,6 +296,7 @@ impl Sim {
         let wall = self.wall();
         let sn = &mut self.nodes[i];
         sn.epoch += 1;
+        sn.frames = 0;
         sn.node = Some(Node::new(sn.cfg.clone(), sn.disk.clone()));
         let since = sn.stamp_wall.map(|s| wall.saturating_sub(s));
         self.step(
@@ -517,12 +521,14 @@ impl Sim {
         let delay = self.net.delay;
         match action {
             Action::SendHeartbeat { beacon, .. } => {
+                self.nodes[i].frames += 1;
+                let seq = self.nodes[i].frames;
                 let lost = self.lost();
                 let authentic =
                     self.nodes[i].key.is_some() && self.nodes[i].key == self.nodes[other].key;
                 if self.reachable(other) && !lost && authentic {
                     let from = self.nodes[i].cfg.address.clone();
-                    self.event_later(other, delay, Event::Heartbeat { from, beacon });
+                    self.event_later(other, delay, Event::Heartbeat { from, beacon, seq });
                 }
             }
             Action::Lease { hold, gen, .. } => self.lease(i, hold, gen),

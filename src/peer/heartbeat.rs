@@ -587,6 +587,7 @@ impl Heartbeats {
                     heartbeat: Some(Event::Heartbeat {
                         from,
                         beacon: frame.body,
+                        seq: frame.seq,
                     }),
                     booted,
                     hearing,

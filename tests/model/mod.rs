@@ -216,6 +216,7 @@ enum Msg {
     Heartbeat {
         from: usize,
         beacon: Beacon,
+        seq: u64,
     },
     /// A peer call; `orphan` once its caller crashed (its answer goes nowhere).
     Request {
@@ -287,7 +288,7 @@ impl Msg {
     }
     fn label(&self) -> String {
         match self {
-            Msg::Heartbeat { from, beacon } => format!(
+            Msg::Heartbeat { from, beacon, .. } => format!(
                 "heartbeat {}->{} ({:?}{}{})",
                 NAMES[*from],
                 NAMES[1 - from],
@@ -373,6 +374,8 @@ struct World {
     nodes: [Option<Node>; 2],
     disk: [Option<Persisted>; 2],
     keyed: [bool; 2],
+    /// Heartbeat frames each server sent in its current boot (their sequence numbers).
+    frames: [u64; 2],
     /// The duty each server's executors last applied (Halted while down).
     exec: [Duty; 2],
     pending: Vec<Pending>,
@@ -502,6 +505,7 @@ impl World {
             // As installed: the secondary has its key (set at install); the primary gets
             // it from `ha register`.
             keyed: [false, true],
+            frames: [0; 2],
             exec: [Duty::Halted; 2],
             pending: Vec::new(),
             cut: [false; 3],
@@ -539,7 +543,7 @@ impl World {
         let rest = (
             self.now,
             &self.disk,
-            self.keyed,
+            (self.keyed, self.frames),
             self.exec,
             &self.pending,
             self.cut,
@@ -650,8 +654,17 @@ impl World {
         let net = m.bounds.net_delay;
         match action {
             Action::SendHeartbeat { beacon, .. } => {
+                self.frames[i] += 1;
                 if self.keyed[i] && self.keyed[other] && self.reaches_peer(i) {
-                    self.push(net, Msg::Heartbeat { from: i, beacon });
+                    let seq = self.frames[i];
+                    self.push(
+                        net,
+                        Msg::Heartbeat {
+                            from: i,
+                            beacon,
+                            seq,
+                        },
+                    );
                 }
             }
             Action::Lease { hold, gen, .. } => self.lease(m, i, hold, gen),
@@ -771,6 +784,7 @@ impl World {
 
     fn crash(&mut self, i: usize) {
         self.nodes[i] = None;
+        self.frames[i] = 0;
         self.fp_cache[i].set(None);
         self.exec[i] = Duty::Halted;
         if let Some(e) = self.etcd.as_mut() {
@@ -829,11 +843,11 @@ impl World {
     fn deliver(&mut self, m: &Model, p: Pending, fail: bool) -> Step {
         let net = m.bounds.net_delay;
         match p.msg {
-            Msg::Heartbeat { from, beacon } => {
+            Msg::Heartbeat { from, beacon, seq } => {
                 let to = 1 - from;
                 if !fail && self.reaches_peer(from) {
                     let from = node_config(role_of(from), None).address;
-                    self.step(m, to, Event::Heartbeat { from, beacon })?;
+                    self.step(m, to, Event::Heartbeat { from, beacon, seq })?;
                 }
             }
             Msg::Request {

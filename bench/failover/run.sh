@@ -27,18 +27,16 @@ MODE=${MODE:-power}
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
 HAMON=${HAMON:-$TOP/target/release/hamon}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 WORK=$(mktemp -d /tmp/hamon-bench.XXXXXX)
-NS=(hmbfp hmbfs hmbfo)
-BR=hmbfbr
-V4=(192.0.2.11 192.0.2.12 192.0.2.100)
-MAC=(02:00:00:00:00:11 02:00:00:00:00:12 02:00:00:00:00:64)
-VIP=192.0.2.10
-HB_PORT=8083
+read -r -a NS <<<"$(bed_ns hmbf)"
+BR=${NS[3]}
 PIDS=()
 
 cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
-    for n in "${NS[@]}" "$BR"; do ip netns del "$n" 2>/dev/null || true; done
+    bed_down hmbf
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -47,61 +45,26 @@ trap cleanup EXIT
 command -v keepalived >/dev/null || { echo "install keepalived (apt-get install keepalived)" >&2; exit 1; }
 [ -x "$HAMON" ] || { echo "build hamon first: cargo build --release" >&2; exit 1; }
 
-bed() {
-    for n in "${NS[@]}" "$BR"; do ip netns del "$n" 2>/dev/null || true; ip netns add "$n"; ip -n "$n" link set lo up; done
-    ip -n $BR link add br0 type bridge; ip -n $BR link set br0 up
-    for i in 0 1 2; do
-        ip -n $BR link add "v$i" type veth peer name eth0 netns "${NS[$i]}"
-        ip -n $BR link set "v$i" master br0 up
-        ip -n "${NS[$i]}" link set eth0 address "${MAC[$i]}"
-        ip -n "${NS[$i]}" link set eth0 up
-        ip -n "${NS[$i]}" addr add "${V4[$i]}/24" dev eth0
-    done
-}
-
-wait_vip() { # host
-    for _ in $(seq 1 500); do
-        ip -n "${NS[$1]}" -o addr show dev eth0 | grep -q " $VIP/" && return 0
-        sleep 0.02
-    done
-    echo "VIP never appeared on ${NS[$1]}" >&2; return 1
-}
-
 probe() { # pids-to-kill keepalive-kind
     local cut=()
     [ "$MODE" = power ] && cut=(--power-cut "$BR:v0")
     ip netns exec "${NS[2]}" python3 "$HERE/probe.py" --vip $VIP --src-ip "${V4[2]}" \
         --new-mac "${MAC[1]}" --kill "$1" "${cut[@]}" --sync "$BR:v0:$2:$PHASE"
-    ip -n $BR link set v0 up
+    ip -n "$BR" link set v0 up
+}
+
+unclaim() { # the VIP off both servers, for the next run
+    ip -n "${NS[0]}" addr del $VIP/24 dev eth0 2>/dev/null || true
+    ip -n "${NS[1]}" addr del $VIP/24 dev eth0 2>/dev/null || true
 }
 
 keepalived_run() { # advert_int
-    local adv=$1 d=$WORK/ka
+    local d=$WORK/ka
     mkdir -p "$d"
-    for i in 0 1; do
-        local state=BACKUP prio=100
-        [ $i = 0 ] && state=MASTER prio=150
-        cat > "$d/k$i.conf" <<KA
-global_defs {
-    vrrp_version 3
-    script_user root
-}
-vrrp_instance VI_1 {
-    state $state
-    interface eth0
-    virtual_router_id 51
-    priority $prio
-    advert_int $adv
-    virtual_ipaddress {
-        $VIP/24
-    }
-}
-KA
-        ip netns exec "${NS[$i]}" keepalived -n -l -D --vrrp -f "$d/k$i.conf" \
-            -p "$d/k$i.pid" -r "$d/k$i.vrrp.pid" >"$d/k$i.log" 2>&1 &
-        PIDS+=($!)
-    done
-    wait_vip 0 || { cat "$d/k0.log" "$d/k1.log" >&2; return 1; }
+    keepalived_conf "$d/k0.conf" MASTER "$1"
+    keepalived_conf "$d/k1.conf" BACKUP "$1"
+    for i in 0 1; do PIDS+=("$(keepalived_start "${NS[$i]}" "$d/k$i.conf")"); done
+    wait_vip "${NS[0]}" || { cat "$d/k0.log" "$d/k1.log" >&2; return 1; }
     sleep 1
     for _ in $(seq 1 100); do [ -s "$d/k0.vrrp.pid" ] && break; sleep 0.02; done
     local t
@@ -110,49 +73,17 @@ KA
     t=$(probe "$(cat "$d/k0.vrrp.pid"),$(cat "$d/k0.pid")" vrrp)
     for f in "$d"/k*.pid "$d"/k*.vrrp.pid; do kill -9 "$(cat "$f")" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    ip -n "${NS[0]}" addr del $VIP/24 dev eth0 2>/dev/null || true
-    ip -n "${NS[1]}" addr del $VIP/24 dev eth0 2>/dev/null || true
+    unclaim
     rm -rf "$d"
     echo "$t"
 }
 
 hamon_run() { # interval_ms
-    local iv=$1 d=$WORK/hm
-    # keepalived's skew for priority 100, to the nearest ms: hamon's probe timeout.
-    local skew=$(( (156 * iv + 128) / 256 ))
+    local d=$WORK/hm pids
     mkdir -p "$d"
-    local names=(primary secondary)
-    for i in 0 1; do
-        cat > "$d/${names[$i]}.toml" <<CFG
-[node]
-name = "${names[$i]}"
-role = "${names[$i]}"
-address = "${V4[$i]}"
-interface = "eth0"
-state_dir = "$d/${names[$i]}/state"
-run_dir = "$d/${names[$i]}/run"
-[heartbeat]
-port = $HB_PORT
-interval_ms = $iv
-missed = 3
-grace_ms = 0
-probe_timeout_ms = $skew
-[health_monitor]
-tls = false
-CFG
-    done
-    echo Bench-Key-1 | "$HAMON" --config "$d/secondary.toml" ha authkey >/dev/null
-    local pids=()
-    for i in 0 1; do
-        ip netns exec "${NS[$i]}" "$HAMON" agent --config "$d/${names[$i]}.toml" 2>"$d/${names[$i]}.log" &
-        pids+=($!); PIDS+=($!)
-    done
-    for i in 0 1; do
-        for _ in $(seq 1 250); do "$HAMON" --config "$d/${names[$i]}.toml" ha status >/dev/null 2>&1 && break; sleep 0.02; done
-    done
-    echo Bench-Key-1 | "$HAMON" --config "$d/primary.toml" ha register --secondary "${V4[1]}" \
-        --failover-type automatic --vip $VIP/24 >"$d/register.out" 2>&1 || cat "$d/register.out" >&2
-    wait_vip 0 || { cat "$d/primary.log" "$d/secondary.log" >&2; return 1; }
+    read -r -a pids <<<"$(hamon_pair hmbf "$d" "$1")"
+    PIDS+=("${pids[@]}")
+    wait_vip "${NS[0]}" || { cat "$d/primary.log" "$d/secondary.log" >&2; return 1; }
     sleep 1
     local t
     t=$(probe "${pids[0]}" udp:$HB_PORT)
@@ -164,9 +95,7 @@ CFG
     local win
     win=$(grep -o '[0-9]* consecutive heartbeats' "$d/secondary.log" | awk '{print $1}' | tail -1)
     kill -9 "${pids[1]}" 2>/dev/null || true
-    wait 2>/dev/null || true
-    ip -n "${NS[0]}" addr del $VIP/24 dev eth0 2>/dev/null || true
-    ip -n "${NS[1]}" addr del $VIP/24 dev eth0 2>/dev/null || true
+    unclaim
     rm -rf "$d"
     echo "$t ${us:-?} ${win:-?}"
 }
@@ -175,7 +104,7 @@ stats() { # values... -> "min median max"
     printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f %.1f %.1f", a[1], m, a[NR]}'
 }
 
-bed
+bed_up hmbf
 report() { # label ka_adv hamon_iv
     local ka=() hm=() takeover=() windows=()
     # Interleaved, so that a slow spell of the machine hits both alike. Run i

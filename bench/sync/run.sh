@@ -17,6 +17,12 @@
 #      shows the pass done) against one `rsync -a` pass.
 #
 # hamon runs with TLS on (its default); the rsync daemon is plain TCP.
+#
+# FRESH_FS=1: every copy, hamon's and rsync's, goes into an ext4 made for it
+# (mkfs defaults, with its journal, as an appliance's data partition) on a
+# loop device with direct I/O over a file of the root disk. Without it the
+# copies share the root file system, where each pays for the inodes the
+# previous copy freed (ext4 without a journal skips recently freed inodes).
 # Needs root, iproute2, python3, rsync (apt-get install rsync) and a release
 # build of hamon: set HAMON_BIN, or the script runs `cargo build --release`.
 # Uses documentation addresses only (192.0.2.21/.22), in namespaces it creates
@@ -37,10 +43,12 @@ KEY=Bench-Key-1
 HPID=(0 0)   # the two hamon agents, 0 when not running
 RSPID=0      # the rsync daemon
 WORK=
+FRESH_FS=${FRESH_FS:-0}
 
 cleanup() {
     for p in "${HPID[@]}" "$RSPID"; do [ "$p" != 0 ] && kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    [ -n "$WORK" ] && for d in "$WORK"/dst-*; do [ -d "$d" ] && drop_dir "$d"; done
     for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
     [ -n "$WORK" ] && rm -rf "$WORK"
 }
@@ -69,6 +77,30 @@ settle() {
         awk '/^(Dirty|Writeback):/ {s += $2} END {exit !(s < 8192)}' /proc/meminfo && break
         sleep 0.1
     done
+}
+
+# An empty destination directory: with FRESH_FS=1, the root of a new ext4.
+fresh_dir() { # dir
+    mkdir -p "$1"
+    [ "$FRESH_FS" = 1 ] || return 0
+    local img dev
+    img=$WORK/$(basename "$1").img
+    truncate -s 4G "$img"
+    mkfs.ext4 -q -F "$img"
+    dev=$(losetup --direct-io=on -f --show "$img")
+    mount "$dev" "$1"
+    rmdir "$1/lost+found"
+}
+
+drop_dir() { # dir
+    if mountpoint -q "$1"; then
+        local dev
+        dev=$(findmnt -n -o SOURCE "$1")
+        umount "$1"
+        losetup -d "$dev"
+        rm -f "$WORK/$(basename "$1").img"
+    fi
+    rm -rf "$1"
 }
 
 bed() {
@@ -211,21 +243,22 @@ echo "tree: $FILES files, $BYTES bytes ($(awk -v b="$BYTES" 'BEGIN{printf "%.2f"
 declare -a R_EMPTY R_REG R_COPYLOG R_FIRST R_NOCH R_MANI R_CH200 RS_INIT RS_FSYNC RS_NOCH RS_CH
 for r in $(seq 1 "$RUNS"); do
     # rsync: a full copy into an empty directory, nothing to do, one change.
-    rm -rf "$WORK/dst-rsync"; mkdir -p "$WORK/dst-rsync"
+    fresh_dir "$WORK/dst-rsync"
     RS_INIT+=("$(rsync_pass "$WORK/dst-rsync")")
     if [ "$r" = 1 ]; then
         diff -r "$SRC" "$WORK/dst-rsync" >/dev/null || { echo "rsync's copy differs from the source" >&2; exit 1; }
     fi
     RS_NOCH+=("$(rsync_pass "$WORK/dst-rsync")")
     RS_CH+=("$(rsync_change "$WORK/dst-rsync")")
-    rm -rf "$WORK/dst-rsync"; mkdir -p "$WORK/dst-rsync"
+    drop_dir "$WORK/dst-rsync"; fresh_dir "$WORK/dst-rsync"
     RS_FSYNC+=("$(rsync_pass "$WORK/dst-rsync" --fsync)")
-    rm -rf "$WORK/dst-rsync"
+    drop_dir "$WORK/dst-rsync"
     # hamon: the registration of an empty set, then of the tree.
     pair_up "$EMPTY" "$WORK/dst-empty" 200
     R_EMPTY+=("$(register)")
     pair_down; rm -rf "$WORK/dst-empty"
 
+    fresh_dir "$WORK/dst-hamon"
     pair_up "$SRC" "$WORK/dst-hamon" 200
     R_REG+=("$(register)")
     R_COPYLOG+=("$(grep -o 'initial copy complete after [0-9]* ms' "$HM/primary.log" | awk '{print $5}' | tail -1)")
@@ -238,7 +271,7 @@ for r in $(seq 1 "$RUNS"); do
     R_NOCH+=("$(hamon_pass)")
     R_MANI+=("$(ip netns exec "${NS[1]}" python3 "$HERE/peer.py" manifest "$HM/secondary/state/secret" "${V4[0]}" 8082 | awk '{print $1}')")
     R_CH200+=("$(hamon_change "$WORK/dst-hamon")")
-    if [ "$r" != "$RUNS" ]; then pair_down; rm -rf "$WORK/dst-hamon"; fi
+    if [ "$r" != "$RUNS" ]; then pair_down; drop_dir "$WORK/dst-hamon"; fi
 
     echo "run $r: hamon register empty ${R_EMPTY[-1]} ms, tree ${R_REG[-1]} ms (copy ${R_COPYLOG[-1]} ms in the log);" \
         "first pass ${R_FIRST[-1]} ms, no-change pass ${R_NOCH[-1]} ms, manifest ${R_MANI[-1]} ms, change ${R_CH200[-1]} ms |" \

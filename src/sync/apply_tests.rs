@@ -322,3 +322,42 @@ fn large_file_is_streamed() {
         .unwrap();
     assert_eq!(m.entries[0].hash, e.hash);
 }
+
+#[test]
+fn staged_files_are_invisible_until_committed_together() {
+    let d = TempDir::new("staged");
+    fs::write(d.path().join("old"), b"old").unwrap();
+    let bodies: [(&str, &[u8]); 3] = [("old", b"new"), ("a/one", b"1"), ("a/two", b"22")];
+    let staged: Vec<Staged> = bodies
+        .iter()
+        .map(|(p, b)| stage_file(d.path(), &file_entry(p, b), &mut &b[..]).unwrap())
+        .collect();
+    // Written and checked, but nothing is in place yet: a kill here leaves the old
+    // file and only temp files, which a later pass removes.
+    assert_eq!(fs::read(d.path().join("old")).unwrap(), b"old");
+    assert!(!d.path().join("a/one").exists());
+    assert_eq!(temps_below(d.path()).len(), 3);
+    let sizes: Vec<u64> = commit_all(d.path(), staged)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sizes, [3, 1, 2]);
+    for (p, b) in bodies {
+        assert_eq!(fs::read(d.path().join(p)).unwrap(), b, "{p}");
+    }
+    assert!(temps_below(d.path()).is_empty());
+}
+
+#[test]
+fn a_staged_file_dropped_uncommitted_leaves_the_old_one() {
+    let d = TempDir::new("dropped");
+    fs::write(d.path().join("f"), b"old").unwrap();
+    let staged = stage_file(d.path(), &file_entry("f", b"new"), &mut &b"new"[..]).unwrap();
+    drop(staged);
+    assert_eq!(fs::read(d.path().join("f")).unwrap(), b"old");
+    assert!(temps_below(d.path()).is_empty());
+    // A body that does not check out is refused at staging, with nothing left behind.
+    let bad = stage_file(d.path(), &file_entry("f", b"new"), &mut &b"NEW"[..]).unwrap_err();
+    assert!(matches!(bad, SyncError::Hash { .. }), "{bad}");
+    assert!(temps_below(d.path()).is_empty());
+}

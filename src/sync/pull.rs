@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::apply::{
-    self, make_dir, make_symlink, open_served, owner_settable, set_meta, sync_dirs,
-    write_file_then, DirSync,
+    self, commit_all, make_dir, make_symlink, open_served, owner_settable, set_meta, stage_file,
+    sync_dirs, write_file_then, DirSync, Staged,
 };
 use super::delta::{self, BlockList};
 use super::diff::{diff, Plan};
@@ -267,6 +267,29 @@ fn execute<'p>(
     fetched
 }
 
+/// At most this many small files, or bytes, wait to be committed together
+/// ([`apply::commit_all`]): one journal commit for the lot, and a bound on what a worker
+/// holds open.
+const COMMIT_FILES: usize = 64;
+const COMMIT_BYTES: u64 = 16 << 20;
+
+/// What fetching one file gave: written and in place, or written and checked, waiting to
+/// be committed with others.
+enum Fetched {
+    Done(Got),
+    Staged(Staged),
+}
+
+impl Got {
+    fn whole(written: u64) -> Got {
+        Got {
+            written,
+            delta: None,
+            blocks: None,
+        }
+    }
+}
+
 /// One file written: its bytes, and for a delta the bytes it fetched and the new block
 /// list.
 struct Got {
@@ -291,19 +314,15 @@ fn fetch_all<'p>(
         // for any reason (no block list served, the file changed meanwhile, a block that
         // does not check out), it is fetched whole.
         if let Some(Ok(got)) = fetch_delta(spec, src, e, scanner) {
-            return Ok(got);
+            return Ok(Fetched::Done(got));
         }
         let body = src
             .file(&spec.name, &e.path)
             .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))?;
         if e.size < delta::DELTA_MIN {
+            // A small file waits, written and checked, to be committed with others.
             let mut body = body;
-            let written = write_file_then(root, e, &mut body, DirSync::Later)?;
-            return Ok(Got {
-                written,
-                delta: None,
-                blocks: None,
-            });
+            return stage_file(root, e, &mut body).map(Fetched::Staged);
         }
         // A large file is cut into blocks on its way to disk, so that its next delta
         // need not read it again.
@@ -321,39 +340,56 @@ fn fetch_all<'p>(
             }
             _ => None,
         };
-        Ok(Got {
+        Ok(Fetched::Done(Got {
             written,
             delta: None,
             blocks,
-        })
+        }))
     };
+    // One worker: fetch files until none is left, committing the small ones in batches.
+    let work = |src: &mut dyn Source, take: &dyn Fn() -> Option<&'p Entry>| {
+        let mut out = Vec::new();
+        let mut batch: Vec<(&'p Entry, Staged)> = Vec::new();
+        let mut batch_bytes = 0;
+        let commit = |batch: &mut Vec<(&'p Entry, Staged)>, out: &mut Vec<_>| {
+            let (entries, staged): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+            for (e, r) in entries.into_iter().zip(commit_all(root, staged)) {
+                out.push((e, r.map(Got::whole)));
+            }
+        };
+        while let Some(e) = take() {
+            match one(src, e) {
+                Ok(Fetched::Staged(st)) => {
+                    batch_bytes += st.size;
+                    batch.push((e, st));
+                    if batch.len() >= COMMIT_FILES || batch_bytes >= COMMIT_BYTES {
+                        commit(&mut batch, &mut out);
+                        batch_bytes = 0;
+                    }
+                }
+                Ok(Fetched::Done(got)) => out.push((e, Ok(got))),
+                Err(err) => out.push((e, Err(err))),
+            }
+        }
+        commit(&mut batch, &mut out);
+        out
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take = || fetch.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let forks: Vec<Box<dyn Source + Send>> = if fetch.len() > 1 {
         (1..PARALLEL_FETCHES).map_while(|_| src.fork()).collect()
     } else {
         Vec::new()
     };
     if forks.is_empty() {
-        return fetch.iter().map(|e| (e, one(src, e))).collect();
+        return work(src, &take);
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let take = || fetch.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     std::thread::scope(|s| {
         let workers: Vec<_> = forks
             .into_iter()
-            .map(|mut f| {
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    while let Some(e) = take() {
-                        out.push((e, one(f.as_mut(), e)));
-                    }
-                    out
-                })
-            })
+            .map(|mut f| s.spawn(move || work(f.as_mut(), &take)))
             .collect();
-        let mut out = Vec::new();
-        while let Some(e) = take() {
-            out.push((e, one(&mut *src, e)));
-        }
+        let mut out = work(&mut *src, &take);
         for w in workers {
             // A worker that panicked loses its results; those files are
             // simply fetched again by the next pass.

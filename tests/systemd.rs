@@ -180,3 +180,44 @@ fn the_generator_writes_a_dropin_systemd_accepts_and_the_first_boot_unit_verifie
     assert!(!dropin.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// systemd starts a service with 1,024 descriptors as its soft limit and leaves raising
+/// it to the program; the agent raises it to its hard limit (file sync holds two
+/// descriptors for each file of a commit group, besides the connections).
+#[test]
+fn agent_raises_its_open_files_soft_limit_to_the_hard_one() {
+    let p = common::Pair::new(113);
+    // prlimit sets the limits and execs the agent, keeping its PID.
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=256:4096", "--"])
+        .arg(common::hamon())
+        .args(["agent", "--config"])
+        .arg(p.config(0))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let limits = format!("/proc/{}/limits", child.id());
+    let open_files = || {
+        std::fs::read_to_string(&limits)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(3)
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    let t = Instant::now();
+    while open_files() != "4096 4096" && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = open_files();
+    // SAFETY: signalling the child this test spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(seen, "4096 4096", "soft and hard limit of open files");
+}

@@ -360,7 +360,21 @@ struct Agent {
 /// Start the adapters: the store, the heartbeat socket, the VIP clean-up,
 /// notifications, the database driver, file sync, the Health Monitor, the
 /// watchers, the control socket, signals and the duty executor.
+/// Lets the agent open as many descriptors as its hard limit allows. systemd gives a
+/// service a soft limit of 1,024 and leaves raising it to the program; file sync holds
+/// up to two descriptors for each file waiting in a commit group, besides the
+/// connections. Failing is no reason not to start.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 fn build(cfg: Config) -> Result<Agent, AgentError> {
+    raise_open_files_limit();
     let store = Store::open(&cfg.node.state_dir).map_err(io_err(format!(
         "state directory {}",
         cfg.node.state_dir.display()

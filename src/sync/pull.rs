@@ -269,7 +269,8 @@ fn execute<'p>(
 
 /// At most this many small files, or bytes, wait to be committed together
 /// ([`apply::commit_all`]): one journal commit for the lot, and a bound on what a worker
-/// holds open.
+/// holds open (two descriptors a file, the file and its directory: with four workers,
+/// 512 at most; the agent raises its soft limit to the hard one at start).
 const COMMIT_FILES: usize = 64;
 const COMMIT_BYTES: u64 = 16 << 20;
 

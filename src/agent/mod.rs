@@ -357,22 +357,26 @@ struct Agent {
     server: Server,
 }
 
-/// Start the adapters: the store, the heartbeat socket, the VIP clean-up,
-/// notifications, the database driver, file sync, the Health Monitor, the
-/// watchers, the control socket, signals and the duty executor.
 /// Lets the agent open as many descriptors as its hard limit allows. systemd gives a
 /// service a soft limit of 1,024 and leaves raising it to the program; file sync holds
 /// up to two descriptors for each file waiting in a commit group, besides the
 /// connections. Failing is no reason not to start.
 fn raise_open_files_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // No process may have more than fs.nr_open descriptors (2^20 by default), whatever
+    // the hard limit says (it may be unlimited).
+    const NR_OPEN: u64 = 1 << 20;
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        let want = hard.min(NR_OPEN);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
         }
     }
 }
 
+/// Start the adapters: the store, the heartbeat socket, the VIP clean-up,
+/// notifications, the database driver, file sync, the Health Monitor, the
+/// watchers, the control socket, signals and the duty executor.
 fn build(cfg: Config) -> Result<Agent, AgentError> {
     raise_open_files_limit();
     let store = Store::open(&cfg.node.state_dir).map_err(io_err(format!(
@@ -1058,6 +1062,12 @@ impl Shell {
         for action in actions {
             exit |= self.execute(action);
         }
+        self.save_journal();
+        exit
+    }
+
+    /// Appends the step's journal entries so far, with one fsync.
+    fn save_journal(&mut self) {
         if !self.unsaved_journal.is_empty() {
             if let Err(e) = self.store.append_journal(&self.unsaved_journal) {
                 self.log
@@ -1065,7 +1075,6 @@ impl Shell {
             }
             self.unsaved_journal.clear();
         }
-        exit
     }
 
     fn execute(&mut self, action: Action) -> bool {
@@ -1150,6 +1159,9 @@ impl Shell {
                     });
             }
             Action::Reply { token, mut reply } => {
+                // What the command caused is in the journal before its caller hears back
+                // (a `hamon events` right after it finds it).
+                self.save_journal();
                 if let ha::Reply::Status { status } = &mut reply {
                     self.add_shell_views(status);
                 }

@@ -37,14 +37,13 @@ impl History {
         (self.len > 0).then(|| self.seq[(self.next + HISTORY - 1) % HISTORY])
     }
 
-    /// Records an arrival. The last number again is a copy of the same frame (another
-    /// path), nothing new; a lower one starts a new boot of the peer (an agent restart
-    /// numbers from 1 again): the history starts over.
+    /// Records an arrival. A number not above the last is a copy of a frame already
+    /// counted or a late one (with redundant paths, two receiver threads can hand frames
+    /// over out of order): nothing new. A restarted peer, which numbers from 1 again,
+    /// clears the history when its new boot is announced (`Event::PeerBooted`).
     fn push(&mut self, seq: u64) {
-        match self.newest() {
-            Some(n) if seq == n => return,
-            Some(n) if seq < n => self.clear(),
-            _ => {}
+        if self.newest().is_some_and(|n| seq <= n) {
+            return;
         }
         self.seq[self.next] = seq;
         self.next = (self.next + 1) % HISTORY;
@@ -339,10 +338,12 @@ impl Step<'_> {
 
     pub(super) fn on_peer_booted(&mut self, from: &str) {
         let Some(reg) = &self.n.reg else { return };
-        if self.n.blocked.is_some() || self.n.shutting_down || !self.n.sends_heartbeats() {
+        if from != reg.member(self.n.cfg.role.other()).address {
             return;
         }
-        if from != reg.member(self.n.cfg.role.other()).address {
+        // Its frames are numbered from 1 again: the loss history starts over.
+        self.n.history.clear();
+        if self.n.blocked.is_some() || self.n.shutting_down || !self.n.sends_heartbeats() {
             return;
         }
         self.answer_now();
@@ -462,9 +463,18 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_peer_starts_the_history_over() {
+    fn late_and_repeated_numbers_change_nothing() {
+        let mut h = history(1..=16);
+        // Frame 10 again (another path), and frames handed over out of order.
+        for s in [10, 16, 3] {
+            h.push(s);
+        }
+        assert_eq!(h.loss(), Some(0.0));
+        assert_eq!(h.newest(), Some(16));
+        // A lossy stretch, then a restarted peer: the history starts over.
         let mut h = history((1..=40).step_by(2));
         assert!(h.loss().unwrap() > 0.4);
+        h.clear();
         for s in 1..=8 {
             h.push(s);
         }

@@ -175,10 +175,7 @@ pub fn write_file_then(
 ) -> Result<u64, SyncError> {
     let staged = stage_file(root, e, body)?;
     let total = staged.size;
-    let dir = staged.commit(root)?;
-    if dir_sync == DirSync::Now {
-        fsat::fsync(dir.as_fd()).map_err(io_err("fsync directory", root, &e.path))?;
-    }
+    staged.commit(root, dir_sync)?;
     Ok(total)
 }
 
@@ -229,8 +226,8 @@ impl Staged {
     }
 
     /// fsyncs the file and renames it over its target (a directory there is removed
-    /// first); the open directory, whose fsync makes the rename durable.
-    pub fn commit(mut self, root: &Path) -> Result<OwnedFd, SyncError> {
+    /// first), then fsyncs the directory now or leaves that to the caller.
+    pub fn commit(mut self, root: &Path, dir_sync: DirSync) -> Result<(), SyncError> {
         let err = |op| io_err(op, root, &self.path);
         if let Some(f) = self.file.take() {
             f.sync_all().map_err(err("fsync"))?;
@@ -240,9 +237,10 @@ impl Staged {
             fsat::rename_at(self.dir.as_fd(), tmp, &self.name).map_err(err("rename"))?;
         }
         self.tmp = None;
-        self.dir
-            .try_clone()
-            .map_err(|e| SyncError::io("open", root.join(&self.path), e))
+        if dir_sync == DirSync::Now {
+            fsat::fsync(self.dir.as_fd()).map_err(err("fsync directory"))?;
+        }
+        Ok(())
     }
 }
 
@@ -258,7 +256,7 @@ pub fn commit_all(root: &Path, staged: Vec<Staged>) -> Vec<Result<u64, SyncError
         .into_iter()
         .map(|s| {
             let size = s.size;
-            s.commit(root).map(|_| size)
+            s.commit(root, DirSync::Later).map(|()| size)
         })
         .collect()
 }

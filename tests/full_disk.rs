@@ -180,3 +180,83 @@ fn a_state_that_cannot_be_saved_is_reported() {
     );
     assert!(p.log(1).contains("[agent_state_unsaved]"), "{}", p.log(1));
 }
+
+/// File sync onto a full disk: the files whose staging runs out of space fail, each
+/// leaving its old content and no temp file; those staged before commit together.
+#[test]
+fn a_full_sync_target_keeps_the_old_files_and_no_temp() {
+    use hamon::sync::apply::{commit_all, stage_file};
+    use hamon::sync::manifest::{Entry, Kind};
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hamon-full-sync-{}", std::process::id()));
+    let mut mounts = Mounts(Vec::new());
+    mounts.tmpfs(&dir, "1m");
+    let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+    for n in &names {
+        std::fs::write(dir.join(n), b"old").unwrap();
+    }
+    // Full, then about 200 KiB free: room for some of the new 64 KiB files, not all.
+    fill(&dir);
+    let _ = std::fs::remove_file(dir.join("probe")); // fill's check, created empty
+    let filler = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("filler"))
+        .unwrap();
+    let len = filler.metadata().unwrap().len();
+    filler.set_len(len - 200 * 1024).unwrap();
+    let meta = std::fs::metadata(&dir).unwrap();
+    let mut staged = Vec::new();
+    let mut refused = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let body = vec![i as u8; 64 * 1024];
+        let e = Entry {
+            path: n.clone(),
+            kind: Kind::File,
+            size: body.len() as u64,
+            mode: 0o600,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime_s: 1_600_000_000,
+            mtime_ns: 0,
+            hash: Some(
+                Sha256::digest(&body)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            ),
+        };
+        match stage_file(&dir, &e, &mut &body[..]) {
+            Ok(s) => staged.push((i, s)),
+            Err(err) => refused.push((i, err.to_string())),
+        }
+    }
+    assert!(!staged.is_empty() && !refused.is_empty(), "{refused:?}");
+    let (done, staged): (Vec<usize>, Vec<_>) = staged.into_iter().unzip();
+    for r in commit_all(&dir, staged) {
+        r.unwrap();
+    }
+    for i in done {
+        assert_eq!(
+            std::fs::read(dir.join(&names[i])).unwrap(),
+            vec![i as u8; 64 * 1024]
+        );
+    }
+    for (i, why) in &refused {
+        assert!(why.contains("No space left"), "{why}");
+        assert_eq!(std::fs::read(dir.join(&names[*i])).unwrap(), b"old");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut want = names.clone();
+    want.push("filler".into());
+    assert_eq!(left, want, "no temp file is left");
+    drop(mounts);
+    let _ = std::fs::remove_dir(&dir);
+}

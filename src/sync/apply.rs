@@ -201,11 +201,6 @@ impl Drop for Staged {
 }
 
 impl Staged {
-    /// The entry's path.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     /// Starts writing the file's data out, without waiting: a later fsync of it then
     /// finds its blocks allocated, so that one journal commit serves a whole batch.
     fn start_writeback(&self) {

@@ -262,8 +262,36 @@ pub fn commit_all(root: &Path, staged: Vec<Staged>) -> Vec<Result<u64, SyncError
 /// [`Staged::commit`] and [`commit_all`] for the rest. Missing parents are created (mode
 /// 0700).
 pub fn stage_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<Staged, SyncError> {
-    check_kind(e, "file", e.kind == Kind::File)?;
     let want = e.hash.as_deref().unwrap_or_default();
+    stage_with(root, e, |f| {
+        let (total, got) = if e.size >= HASH_ASIDE_MIN {
+            copy_hashing_aside(root, body, f, e)?
+        } else {
+            let mut hasher = Sha256::new();
+            let total = copy(root, body, f, e, |chunk| hasher.update(chunk))?;
+            (total, hasher.finalize().into())
+        };
+        let got = hex(&got);
+        if total == e.size && got != want {
+            return Err(SyncError::Hash {
+                path: e.path.clone(),
+                got,
+                want: want.to_string(),
+            });
+        }
+        Ok(total)
+    })
+}
+
+/// As [`stage_file`], with the content written and checked by `fill`: it gets the empty
+/// temp file and returns the bytes it wrote, or why the content is not `e`'s. The size is
+/// checked here.
+pub fn stage_with(
+    root: &Path,
+    e: &Entry,
+    fill: impl FnOnce(&mut File) -> Result<u64, SyncError>,
+) -> Result<Staged, SyncError> {
+    check_kind(e, "file", e.kind == Kind::File)?;
     let err = |op| io_err(op, root, &e.path);
     let Some((dir, name)) = open_parent(root, &e.path, true)? else {
         return Err(SyncError::refused(&e.path, "parent vanished"));
@@ -280,26 +308,12 @@ pub fn stage_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<Staged,
         size: 0,
     };
     let mut f = File::from(fd);
-    let (total, got) = if e.size >= HASH_ASIDE_MIN {
-        copy_hashing_aside(root, body, &mut f, e)?
-    } else {
-        let mut hasher = Sha256::new();
-        let total = copy(root, body, &mut f, e, |chunk| hasher.update(chunk))?;
-        (total, hasher.finalize().into())
-    };
+    let total = fill(&mut f)?;
     if total != e.size {
         return Err(SyncError::Size {
             path: e.path.clone(),
             got: total,
             want: e.size,
-        });
-    }
-    let got = hex(&got);
-    if got != want {
-        return Err(SyncError::Hash {
-            path: e.path.clone(),
-            got,
-            want: want.to_string(),
         });
     }
     set_file_meta(&f, e).map_err(err("set metadata"))?;

@@ -15,10 +15,18 @@
 //! 2. It cuts its own old copy the same way. Every group it also has is copied from the
 //!    old copy whole; for the others it asks the **details** (their blocks) and checks
 //!    them against the summary's group hashes.
-//! 3. It fetches the blocks it lacks as byte ranges, checks each against its hash, and
-//!    writes the new file as every fetched file is written: into a temp file, checked
-//!    against the manifest's size and SHA-256, fsynced and renamed
-//!    (`apply::write_file_then`). A kill at any moment leaves the old file as it was.
+//! 3. It fetches the blocks it lacks as byte ranges and builds the new file in a temp
+//!    file beside the old one ([`assemble`]): each fetched block checked against its
+//!    hash and written at its place, each unchanged run copied from the old copy with
+//!    `copy_file_range(2)`, which on XFS or btrfs shares the old file's extents instead
+//!    of writing them again. The temp file is checked against the manifest's size,
+//!    fsynced and renamed, as every fetched file is. A kill at any moment leaves the old
+//!    file as it was.
+//!
+//! The new file is not read back for the manifest's SHA-256: the summary that carries
+//! that hash is signed, the details must hash to its groups, every fetched block to its
+//! details, and the old runs are the blocks the standby's own list of its copy names,
+//! which `pull` checks did not change (size, mtime, ctime) while the file was built.
 //!
 //! Wire format, all integers big-endian; both start with magic `b"HMBL"`, version 2 and
 //! a kind byte:
@@ -43,8 +51,9 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 /// Files at least this large are fetched as deltas when the standby has an old copy.
 pub const DELTA_MIN: u64 = 4 << 20;
@@ -599,85 +608,112 @@ pub fn remote_bytes(pieces: &[Piece]) -> u64 {
         .sum()
 }
 
-/// The new file's bytes in order: from the old file (`old`) and from the remote ranges
-/// (`fetched`, their bytes one after another, as [`ranges`] lists them). A fetched block
-/// whose hash is not the list's fails the read at once; the whole file's hash is the
-/// writer's to check.
-pub struct Rebuild<'a, F: FileExt, R: Read> {
-    old: &'a F,
-    fetched: R,
-    pieces: std::slice::Iter<'a, Piece>,
-    /// What is left of a local run being copied: (offset, bytes).
-    local: (u64, u64),
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl<F: FileExt, R: Read> std::fmt::Debug for Rebuild<'_, F, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rebuild")
-            .field("pieces_left", &self.pieces.len())
-            .finish()
-    }
-}
-
-impl<'a, F: FileExt, R: Read> Rebuild<'a, F, R> {
-    pub fn new(old: &'a F, pieces: &'a [Piece], fetched: R) -> Self {
-        Rebuild {
-            old,
-            fetched,
-            pieces: pieces.iter(),
-            local: (0, 0),
-            buf: Vec::with_capacity(COPY_CHUNK as usize),
-            at: 0,
-        }
-    }
-
-    /// Loads the next stretch into `buf`; false at the end.
-    fn refill(&mut self) -> io::Result<bool> {
-        if self.local.1 == 0 {
-            match self.pieces.next() {
-                None => return Ok(false),
-                Some(&Piece::Local { offset, len }) => self.local = (offset, len),
-                Some(&Piece::Remote { len, hash, .. }) => {
-                    self.buf.resize(len as usize, 0);
-                    self.fetched.read_exact(&mut self.buf)?;
-                    if block_hash(&self.buf) != hash {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "a fetched block does not match its hash",
-                        ));
-                    }
-                    self.at = 0;
-                    return Ok(true);
+/// Writes the new file into `out`, an empty file, and returns its length: the old file's
+/// runs copied from `old` with `copy_file_range(2)`, the fetched blocks read from `fetched`
+/// (their bytes one after another, as [`ranges`] lists them), each checked against its
+/// hash before it is written. A fetched block that does not match fails at once
+/// (`InvalidData`).
+///
+/// On a file system with reflinks (XFS, btrfs) the kernel shares the old file's extents
+/// instead of copying them, so an unchanged run costs neither a write now nor a flush at
+/// the fsync; elsewhere it copies them without a trip through this process. Runs are
+/// aligned to the file system's blocks first where the old and new offsets allow it,
+/// since only whole blocks can be shared.
+pub fn assemble(
+    old: &File,
+    out: &File,
+    pieces: &[Piece],
+    mut fetched: impl Read,
+) -> io::Result<u64> {
+    let align = out.metadata()?.blksize().max(1);
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    for p in pieces {
+        match *p {
+            Piece::Local { offset, len } => {
+                copy_run(old, offset, out, at, len, align)?;
+                at += len;
+            }
+            Piece::Remote { offset, len, hash } => {
+                if offset != at {
+                    return Err(io::Error::other("the pieces leave a gap"));
                 }
+                buf.resize(len as usize, 0);
+                fetched.read_exact(&mut buf)?;
+                if block_hash(&buf) != hash {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a fetched block does not match its hash",
+                    ));
+                }
+                out.write_all_at(&buf, at)?;
+                at += u64::from(len);
             }
         }
-        let (offset, left) = self.local;
-        let n = left.min(COPY_CHUNK);
-        self.buf.resize(n as usize, 0);
-        self.old.read_exact_at(&mut self.buf, offset)?;
-        self.local = (offset + n, left - n);
-        self.at = 0;
-        Ok(true)
     }
+    Ok(at)
 }
 
-impl<F: FileExt, R: Read> Read for Rebuild<'_, F, R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
-        while self.at == self.buf.len() {
-            if !self.refill()? {
-                return Ok(0);
+/// Copies `len` bytes of `old` at `from` to `out` at `to`: first up to the next block
+/// boundary of both when they share one (so the rest can be shared whole), then the rest.
+fn copy_run(old: &File, from: u64, out: &File, to: u64, len: u64, align: u64) -> io::Result<()> {
+    let head = if from % align == to % align {
+        ((align - to % align) % align).min(len)
+    } else {
+        0
+    };
+    kernel_copy(old, from, out, to, head)?;
+    kernel_copy(old, from + head, out, to + head, len - head)
+}
+
+/// `copy_file_range(2)` in a loop; by reading and writing here where the file system
+/// cannot do it (an old kernel, or a file system without support).
+fn kernel_copy(old: &File, mut from: u64, out: &File, mut to: u64, mut len: u64) -> io::Result<()> {
+    while len > 0 {
+        let (mut off_in, mut off_out) = (offset(from)?, offset(to)?);
+        let want = usize::try_from(len.min(COPY_MAX)).unwrap_or(usize::MAX);
+        match nix::fcntl::copy_file_range(old, Some(&mut off_in), out, Some(&mut off_out), want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the old file is shorter than its block list",
+                ))
             }
+            Ok(n) => {
+                from += n as u64;
+                to += n as u64;
+                len -= n as u64;
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(
+                nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::EOPNOTSUPP
+                | nix::errno::Errno::EXDEV
+                | nix::errno::Errno::EINVAL,
+            ) => return user_copy(old, from, out, to, len),
+            Err(e) => return Err(e.into()),
         }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
+    Ok(())
+}
+
+/// One `copy_file_range(2)` call's most (under the kernel's own cap of 2 GiB less a page).
+const COPY_MAX: u64 = 1 << 30;
+
+fn offset(at: u64) -> io::Result<i64> {
+    i64::try_from(at).map_err(|_| io::Error::other("offset beyond the largest file"))
+}
+
+fn user_copy(old: &File, mut from: u64, out: &File, mut to: u64, mut len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_CHUNK.min(len) as usize];
+    while len > 0 {
+        let n = len.min(COPY_CHUNK) as usize;
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        old.read_exact_at(chunk, from)?;
+        out.write_all_at(chunk, to)?;
+        (from, to, len) = (from + n as u64, to + n as u64, len - n as u64);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -715,20 +751,30 @@ mod tests {
         for (o, l) in ranges(&pieces) {
             fetched.extend_from_slice(&new[o as usize..(o + l) as usize]);
         }
+        let (f, out) = (scratch("old", old), scratch("new", &[]));
+        let n = assemble(&f, &out, &pieces, &fetched[..]).unwrap();
+        let mut got = Vec::new();
+        (&out).read_to_end(&mut got).unwrap();
+        assert_eq!(n, got.len() as u64);
+        let crossed = (summary_bytes.len() + detail_bytes.len()) as u64 + remote_bytes(&pieces);
+        (got, crossed)
+    }
+
+    /// An unlinked file holding `bytes`, open for reading and writing at its start.
+    fn scratch(what: &str, bytes: &[u8]) -> File {
         let path = std::env::temp_dir().join(format!(
-            "hamon-delta-{}-{:?}",
+            "hamon-delta-{what}-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
-        std::fs::write(&path, old).unwrap();
-        let f = std::fs::File::open(&path).unwrap();
-        let mut out = Vec::new();
-        Rebuild::new(&f, &pieces, &fetched[..])
-            .read_to_end(&mut out)
+        std::fs::write(&path, bytes).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
             .unwrap();
-        let _ = std::fs::remove_file(&path);
-        let crossed = (summary_bytes.len() + detail_bytes.len()) as u64 + remote_bytes(&pieces);
-        (out, crossed)
+        std::fs::remove_file(&path).unwrap();
+        f
     }
 
     #[test]
@@ -819,14 +865,34 @@ mod tests {
         .unwrap();
         let (pieces, _) = plan(&old_list, &summary, &unknown, &details);
         let lie = vec![0u8; remote_bytes(&pieces) as usize];
-        let path = std::env::temp_dir().join(format!("hamon-delta-lie-{}", std::process::id()));
-        std::fs::write(&path, &old).unwrap();
-        let f = std::fs::File::open(&path).unwrap();
-        let err = Rebuild::new(&f, &pieces, &lie[..])
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
+        let (f, out) = (scratch("old", &old), scratch("new", &[]));
+        let err = assemble(&f, &out, &pieces, &lie[..]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn runs_copy_the_same_bytes_in_the_kernel_and_here() {
+        let old = data(8, (3 << 20) + 777);
+        let f = scratch("old", &old);
+        // Offsets that share a block boundary, that do not, and a head longer than the run.
+        for (from, to, len) in [
+            (4096 + 5, 5, 2 << 20),
+            (1, 2, (2 << 20) + 3),
+            (100, 100, 10),
+        ] {
+            let (a, b) = (scratch("kernel", &[]), scratch("user", &[]));
+            copy_run(&f, from, &a, to, len, 4096).unwrap();
+            user_copy(&f, from, &b, to, len).unwrap();
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            (&a).read_to_end(&mut x).unwrap();
+            (&b).read_to_end(&mut y).unwrap();
+            assert_eq!(x.len() as u64, to + len);
+            assert!(x == y, "copies differ at {from} -> {to}, {len} bytes");
+            assert!(x[to as usize..] == old[from as usize..(from + len) as usize]);
+        }
+        let short = scratch("short", &[]);
+        let err = copy_run(&f, old.len() as u64 - 10, &short, 0, 20, 4096).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -429,6 +429,9 @@ fn fetch_delta(
         Err(x) => return Some(Err(fail(x.to_string()))),
     };
     let abs = spec.root.join(&e.path);
+    let Ok(before) = old.metadata() else {
+        return None;
+    };
     let mine = match scanner.cached_blocks(&abs, &old) {
         Some(l) => l,
         None => match delta::index_blocks(&old) {
@@ -471,14 +474,48 @@ fn fetch_delta(
             Err(m) => return Some(Err(fail(m))),
         }
     };
-    let mut rebuilt = delta::Rebuild::new(&old, &pieces, body);
-    let written = write_file_then(&spec.root, e, &mut rebuilt, DirSync::Later);
-    drop(rebuilt);
+    // Every fetched block is checked against the details, the details against the signed
+    // summary, and the old runs are the blocks `mine` lists: the new file is the
+    // summary's, byte for byte, if the old copy did not change meanwhile, which its
+    // times say (a change sets the ctime). So the new file is not read back for its
+    // SHA-256: with reflinks its unchanged runs are never even copied.
+    let staged = apply::stage_with(&spec.root, e, |f| {
+        let n = delta::assemble(&old, f, &pieces, body)
+            .map_err(|x| fail(format!("building the new file: {x}")))?;
+        match old.metadata() {
+            Ok(after) if same_file_state(&before, &after) => Ok(n),
+            _ => Err(fail(
+                "the old copy changed while the new one was built".into(),
+            )),
+        }
+    });
+    let written = staged.and_then(|s| {
+        let n = s.size;
+        s.commit(&spec.root, DirSync::Later).map(|()| n)
+    });
     Some(written.map(|written| Got {
         written,
         delta: Some(fetch + crossed),
         blocks: Some(new),
     }))
+}
+
+/// Whether two looks at one open file saw the same content: same size, mtime and ctime.
+fn same_file_state(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (
+        a.size(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+    ) == (
+        b.size(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
+    )
 }
 
 /// Whether `r` succeeded; its error, if any, recorded.

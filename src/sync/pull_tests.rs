@@ -700,10 +700,10 @@ fn kill_9_mid_delta_apply_leaves_the_old_file() {
     fs::create_dir_all(&dst).unwrap();
     let old = noise(6, 16 << 20);
     fs::write(dst.join("big"), &old).unwrap();
-    // Changed near the end: most of the new file is written from the old copy before the
-    // fetched blocks stall.
+    // 512 KiB changed near the end: most of the new file is written from the old copy
+    // before the fetched blocks stall, after their first 64 KiB.
     let mut new = old.clone();
-    new[15 << 20] ^= 1;
+    new[15 << 20..(15 << 20) + (512 << 10)].copy_from_slice(&noise(7, 512 << 10));
     fs::write(src.join("big"), &new).unwrap();
 
     let name = format!(

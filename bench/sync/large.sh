@@ -10,6 +10,7 @@
 #
 #   sudo bench/sync/large.sh [RUNS]        (default 3 runs, medians reported)
 #   BENCH_MIB=64 sudo bench/sync/large.sh 1    (a quick look: every size / 16 ... / 32)
+#   FS=xfs sudo bench/sync/large.sh            (every file on a new XFS, see below)
 #
 # Each run times, for every case: one hamon pass (hinted, until the standby's log shows
 # it done: the active rescans the changed file, the standby fetches the block list and
@@ -17,7 +18,12 @@
 # `rsync -a --inplace` pass from an rsync daemon into a copy of the old file; and the
 # bytes each put on the link (both directions, from the veth counters). hamon runs with
 # TLS on (its default), the rsync daemon over plain TCP, neither with compression.
-# Needs root, iproute2, python3, rsync and a release build of hamon (HAMON_BIN, or the
+# FS=xfs puts the sources and both tools' replicas on an XFS made for the run (mkfs
+# defaults, reflinks on; a sparse image under /tmp on a loop device with direct I/O),
+# as an appliance that keeps its synced data on XFS or btrfs would: hamon's deltas then
+# share the old file's unchanged extents. Without FS, everything is on /tmp's own file
+# system. Needs root, iproute2, python3, rsync (xfsprogs for FS=xfs) and a release
+# build of hamon (HAMON_BIN, or the
 # script runs `cargo build --release`). Documentation addresses only (192.0.2.21/.22),
 # in namespaces it creates and removes; its data lives under /tmp/hamon-bench-large-*.
 set -euo pipefail
@@ -36,6 +42,8 @@ KEY=Bench-Key-1
 HPID=(0 0)
 RSPID=0
 WORK=
+LOOP=
+FS=${FS:-}
 # Sizes in MiB: the issue's, or all scaled from BENCH_MIB (the 2 GiB file's size).
 BIG=${BENCH_MIB:-2048}
 GIG=$((BIG / 2))
@@ -46,6 +54,8 @@ cleanup() {
     for p in "${HPID[@]}" "$RSPID"; do [ "$p" != 0 ] && kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+    [ -n "$WORK" ] && { umount "$WORK/fs" 2>/dev/null || true; }
+    [ -n "$LOOP" ] && { losetup -d "$LOOP" 2>/dev/null || true; }
     [ -n "$WORK" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -54,9 +64,21 @@ trap cleanup EXIT
 command -v rsync >/dev/null || { echo "install rsync (apt-get install rsync)" >&2; exit 1; }
 [ -x "$HAMON" ] || { echo "no hamon binary at $HAMON" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/hamon-bench-large-XXXXXX)
-SRC=$WORK/src
-OLD=$WORK/old
 HM=$WORK/hm
+DATA=$WORK
+case "$FS" in
+    "") ;;
+    xfs)
+        command -v mkfs.xfs >/dev/null || { echo "install xfsprogs" >&2; exit 1; }
+        truncate -s $(( BIG * 6 + 4096 ))M "$WORK/fs.img"
+        LOOP=$(losetup --find --show --direct-io=on "$WORK/fs.img")
+        mkfs.xfs -q "$LOOP"
+        mkdir -p "$WORK/fs"; mount "$LOOP" "$WORK/fs"
+        DATA=$WORK/fs ;;
+    *) echo "FS is xfs or unset" >&2; exit 1 ;;
+esac
+SRC=$DATA/src
+OLD=$DATA/old
 
 now() { echo "${EPOCHREALTIME/,/.}"; }
 ms_since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", (b-a)*1000}'; }
@@ -238,27 +260,27 @@ PY
 bed
 declare -A H_MS H_B R_MS R_B I_MS I_B
 CASES="byte append rewrite insert"
-echo "sizes (MiB): byte case $BIG, others $GIG; append $APPEND, insert $INSERT; $RUNS run(s)"
+echo "sizes (MiB): byte case $BIG, others $GIG; append $APPEND, insert $INSERT; $RUNS run(s); data on ${FS:-the file system of /tmp}"
 for r in $(seq 1 "$RUNS"); do
     for c in $CASES; do
         if [ "$c" = byte ]; then base data.bin "$BIG" "$r"; else base data.bin "$GIG" "$r"; fi
         # hamon: the standby holds the old file; the edit; one pass.
-        hamon_pair "$WORK/dst-hamon"
+        hamon_pair "$DATA/dst-hamon"
         edit "$c" data.bin
         settle
         w0=$(wire)
         ms=$(hamon_pass)
         H_MS[$c]+="$ms "; H_B[$c]+="$(( $(wire) - w0 )) "
-        cmp -s "$SRC/data.bin" "$WORK/dst-hamon/data.bin" || { echo "hamon's copy differs ($c)" >&2; tail -20 "$HM/secondary.log" >&2; exit 1; }
-        stop_agent 1; stop_agent 0; rm -rf "$WORK/dst-hamon"
+        cmp -s "$SRC/data.bin" "$DATA/dst-hamon/data.bin" || { echo "hamon's copy differs ($c)" >&2; tail -20 "$HM/secondary.log" >&2; exit 1; }
+        stop_agent 1; stop_agent 0; rm -rf "$DATA/dst-hamon"
         # rsync, from the same edited file into copies of the old one.
         rsyncd_up
-        read -r ms b <<<"$(rsync_case "$WORK/dst-rsync")"
+        read -r ms b <<<"$(rsync_case "$DATA/dst-rsync")"
         R_MS[$c]+="$ms "; R_B[$c]+="$b "
-        cmp -s "$SRC/data.bin" "$WORK/dst-rsync/data.bin" || { echo "rsync's copy differs ($c)" >&2; exit 1; }
-        read -r ms b <<<"$(rsync_case "$WORK/dst-rsync" --inplace)"
+        cmp -s "$SRC/data.bin" "$DATA/dst-rsync/data.bin" || { echo "rsync's copy differs ($c)" >&2; exit 1; }
+        read -r ms b <<<"$(rsync_case "$DATA/dst-rsync" --inplace)"
         I_MS[$c]+="$ms "; I_B[$c]+="$b "
-        rm -rf "$WORK/dst-rsync"
+        rm -rf "$DATA/dst-rsync"
         kill "$RSPID" 2>/dev/null || true; wait "$RSPID" 2>/dev/null || true; RSPID=0
         echo "run $r $c: hamon $(echo "${H_MS[$c]}" | awk '{print $NF}') ms $(echo "${H_B[$c]}" | awk '{print $NF}') B |" \
             "rsync -a $(echo "${R_MS[$c]}" | awk '{print $NF}') ms $(echo "${R_B[$c]}" | awk '{print $NF}') B |" \

@@ -11,6 +11,7 @@
 #   sudo bench/sync/large.sh [RUNS]        (default 3 runs, medians reported)
 #   BENCH_MIB=64 sudo bench/sync/large.sh 1    (a quick look: every size / 16 ... / 32)
 #   FS=xfs sudo bench/sync/large.sh            (every file on a new XFS, see below)
+#   CASES="rewrite insert" sudo bench/sync/large.sh   (some of the cases)
 #
 # Each run times, for every case: one hamon pass (hinted, until the standby's log shows
 # it done: the active rescans the changed file, the standby fetches the block list and
@@ -259,7 +260,7 @@ PY
 
 bed
 declare -A H_MS H_B R_MS R_B I_MS I_B
-CASES="byte append rewrite insert"
+CASES=${CASES:-byte append rewrite insert}
 echo "sizes (MiB): byte case $BIG, others $GIG; append $APPEND, insert $INSERT; $RUNS run(s); data on ${FS:-the file system of /tmp}"
 for r in $(seq 1 "$RUNS"); do
     for c in $CASES; do

@@ -179,6 +179,22 @@ pub fn write_file_then(
     Ok(total)
 }
 
+/// Starts writing `f`'s dirty data out, without waiting for it: a hint, whose failure
+/// changes nothing (the fsync that follows still decides).
+pub(crate) fn start_writeback(f: &File) {
+    // nix (0.32) has no wrapper for sync_file_range(2).
+    // SAFETY: the descriptor is open for the whole call (borrowed from `f`), and the call
+    // takes no pointers.
+    let _ = unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            0,
+            0,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
 /// A file written under a temp name in its target's directory and checked against its
 /// entry, not yet fsynced nor renamed into place. Dropped uncommitted, the temp file goes.
 #[derive(Debug)]
@@ -205,18 +221,7 @@ impl Staged {
     /// finds its blocks allocated, so that one journal commit serves a whole batch.
     fn start_writeback(&self) {
         if let Some(f) = &self.file {
-            // nix (0.32) has no wrapper for sync_file_range(2). A hint: its failure
-            // changes nothing, the fsync in `commit` still decides.
-            // SAFETY: the descriptor is open for the whole call (borrowed from `f`),
-            // and the call takes no pointers.
-            let _ = unsafe {
-                libc::sync_file_range(
-                    std::os::fd::AsRawFd::as_raw_fd(f),
-                    0,
-                    0,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+            start_writeback(f);
         }
     }
 

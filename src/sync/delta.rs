@@ -687,11 +687,13 @@ pub fn assemble(
     mut fetched: impl Read,
 ) -> io::Result<u64> {
     let align = out.metadata()?.blksize().max(1);
-    let mut buf = Vec::new();
+    let mut block = Vec::new();
+    let mut fresh = Fresh::new(out);
     let mut at = 0u64;
     for p in pieces {
         match *p {
             Piece::Local { offset, len } => {
+                fresh.flush()?;
                 copy_run(old, offset, out, at, len, align)?;
                 at += len;
             }
@@ -699,20 +701,72 @@ pub fn assemble(
                 if offset != at {
                     return Err(io::Error::other("the pieces leave a gap"));
                 }
-                buf.resize(len as usize, 0);
-                fetched.read_exact(&mut buf)?;
-                if block_hash(&buf) != hash {
+                block.resize(len as usize, 0);
+                fetched.read_exact(&mut block)?;
+                if block_hash(&block) != hash {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "a fetched block does not match its hash",
                     ));
                 }
-                out.write_all_at(&buf, at)?;
+                fresh.add(at, &block)?;
                 at += u64::from(len);
             }
         }
     }
+    fresh.flush()?;
     Ok(at)
+}
+
+/// Checked blocks on their way into the new file: adjacent ones written together, and
+/// the file's writeback started every few MiB, so that the fsync at the end finds
+/// little left to write.
+struct Fresh<'a> {
+    out: &'a File,
+    buf: Vec<u8>,
+    /// Where `buf` goes in the file.
+    at: u64,
+    /// Bytes written since the last writeback started.
+    unflushed: u64,
+}
+
+impl<'a> Fresh<'a> {
+    /// Bytes gathered for one write, and written before a writeback starts.
+    const WRITE: usize = 1 << 20;
+    const WRITEBACK: u64 = 8 << 20;
+
+    fn new(out: &'a File) -> Self {
+        Fresh {
+            out,
+            buf: Vec::with_capacity(Self::WRITE),
+            at: 0,
+            unflushed: 0,
+        }
+    }
+
+    fn add(&mut self, at: u64, block: &[u8]) -> io::Result<()> {
+        if self.at + self.buf.len() as u64 != at || self.buf.len() >= Self::WRITE {
+            self.flush()?;
+            self.at = at;
+        }
+        self.buf.extend_from_slice(block);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.out.write_all_at(&self.buf, self.at)?;
+        self.unflushed += self.buf.len() as u64;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        if self.unflushed >= Self::WRITEBACK {
+            super::apply::start_writeback(self.out);
+            self.unflushed = 0;
+        }
+        Ok(())
+    }
 }
 
 /// Copies `len` bytes of `old` at `from` to `out` at `to`: first up to the next block

@@ -411,6 +411,38 @@ fn an_appliance_pair_under_systemd() {
         stat(&b, "'/srv/odd dir 50%/file'") == "appliance:appliance 644"
     });
 
+    // A large file's change comes as a delta under the unit too: the block lists'
+    // endpoints, and the new file built with copy_file_range from the old copy.
+    let image = "/var/lib/appliance/image.bin";
+    let sum = |s: &Appliance| s.out(&format!("sha256sum {image} 2>/dev/null | cut -c1-64"));
+    a.ok(&format!(
+        "head -c 24M /dev/urandom > /var/lib/image.new && chown appliance: /var/lib/image.new \
+         && mv /var/lib/image.new {image}"
+    ));
+    let first = sum(&a);
+    wait(SECS(30), "image.bin on b", || sum(&b) == first);
+    // One byte changed, in a copy renamed over the file (a pass never sees it half done).
+    a.ok(&format!(
+        "at=17825792; old=$(od -An -tu1 -j $at -N1 {image} | tr -d ' ')
+         if [ \"$old\" = 88 ]; then c=Y; else c=X; fi
+         cp -p {image} /var/lib/image.new
+         printf $c | dd of=/var/lib/image.new bs=1 seek=$at conv=notrunc status=none
+         mv /var/lib/image.new {image}"
+    ));
+    let second = sum(&a);
+    assert_ne!(first, second);
+    wait(SECS(30), "the changed image.bin on b", || sum(&b) == second);
+    let mut frequent = serde_json::Value::Null;
+    wait(SECS(10), "a pass with one delta", || {
+        let v: serde_json::Value =
+            serde_json::from_str(&b.out("hamon status --json")).unwrap_or_default();
+        frequent = v["sync"]["frequent"].clone();
+        frequent["delta_files"] == 1
+    });
+    let fetched = frequent["delta_fetched"].as_u64().unwrap();
+    assert!(fetched < 256 << 10, "{fetched} bytes fetched for 1 byte");
+    assert_eq!(stat(&b, image), "appliance:appliance 644");
+
     // Services follow the role.
     let runs = |s: &Appliance| {
         (

@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::noise;
 use hamon::sync::pull::{LocalSource, Puller};
 use hamon::sync::{Limits, SetSpec};
 use std::fs;
@@ -76,18 +79,6 @@ fn used(dir: &Path) -> u64 {
     let s = String::from_utf8(out.stdout).unwrap();
     let n: Vec<u64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
     (n[0] - n[1]) * n[2]
-}
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn spec(root: &Path) -> SetSpec {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{wait, Pair, KEY, SYNC};
+use common::{noise, wait, Pair, KEY, SYNC};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -302,19 +302,6 @@ fn hostile_sync_requests_are_refused_and_logged() {
     assert_eq!(read(&b.join("ok.txt")).as_deref(), Some("fine\n"));
     assert!(fs::symlink_metadata(b.join("escape")).is_err());
     assert!(fs::symlink_metadata(b.join("pipe")).is_err());
-}
-
-/// Bytes that cut into many delta blocks (a xorshift stream).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -837,18 +837,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Bytes that look like data (a cheap generator: CDC needs variety to cut).
-    fn data(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::sync::noise as data;
 
     /// The new file rebuilt from `old` and `new` through the wire formats, fetching from
     /// `new`; and the bytes that crossed: summary, details and blocks.

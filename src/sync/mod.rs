@@ -305,6 +305,20 @@ pub(crate) fn temp_name(name: &str) -> String {
     format!(".{}{suffix}", &name[..keep])
 }
 
+/// Bytes that look like data, from a seed (a xorshift stream): CDC needs variety to cut.
+#[cfg(test)]
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::path::{Path, PathBuf};

@@ -526,18 +526,7 @@ fn set_id_bits_are_cleared_unless_the_set_keeps_them() {
     }
 }
 
-/// Data that cuts into many blocks (a xorshift stream).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::sync::noise;
 
 #[test]
 fn a_large_changed_file_comes_as_a_delta() {

@@ -1,8 +1,9 @@
 //! A delta on a file system with reflinks shares the old file's unchanged blocks instead
 //! of writing them again. The replica lives on a fresh XFS (reflinks are on by default);
 //! a hard link keeps the old file's blocks alive after the new file replaces it, so the
-//! space the pass takes is the space the new file does not share. Needs root (a loop
-//! mount) and mkfs.xfs (xfsprogs).
+//! space the pass takes is the space the new file does not share. A shift by less than
+//! a block cannot be shared, and is copied. Needs root (a loop mount) and mkfs.xfs
+//! (xfsprogs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -148,6 +149,21 @@ fn a_delta_on_xfs_shares_the_unchanged_blocks_with_the_old_file() {
             "step {step}: the pass took {grown} bytes, as if it copied the {SIZE}-byte file"
         );
     }
+    // 1000 bytes inserted: the later runs move by less than a block and cannot be
+    // shared. The kernel copies them; the file is still right and the old one intact.
+    let mut unaligned = inserted.clone();
+    unaligned.splice(SIZE / 4..SIZE / 4, noise(3, 1000));
+    let keep = mount.0.join("keep-unaligned");
+    fs::hard_link(dst.join("big"), &keep).unwrap();
+    fs::write(src.join("big"), &unaligned).unwrap();
+    let s = puller
+        .pass(&spec(&dst), &mut source, &Limits::default())
+        .unwrap();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!((s.files, s.delta_files), (1, 1), "{s:?}");
+    assert!(fs::read(dst.join("big")).unwrap() == unaligned);
+    assert!(fs::read(&keep).unwrap() == inserted);
+
     drop(source);
     drop(mount);
     let _ = fs::remove_dir_all(&d);

@@ -33,6 +33,8 @@
 //! that hash is signed, the details must hash to its groups, every fetched block to its
 //! details, and the old runs are the blocks the standby's own list of its copy names,
 //! which `pull` checks did not change (size, mtime, ctime) while the file was built.
+//! The times can miss a write through a shared mapping, so `pull` does not remember a
+//! delta-built file as verified: the next scan reads it, off the delta's path.
 //!
 //! Wire format, all integers big-endian; both start with magic `b"HMBL"`, version 3 and
 //! a kind byte:
@@ -60,7 +62,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 
 /// Files at least this large are fetched as deltas when the standby has an old copy.
 pub const DELTA_MIN: u64 = 4 << 20;
@@ -103,8 +105,10 @@ pub struct BlockList {
     pub blocks: Vec<Block>,
 }
 
-/// A run of blocks as the summary gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A run of blocks as the summary gives it. Only the hash says what the blocks are: a
+/// group of the old copy stands for one of the summary's only if all three fields agree
+/// (a summary's count and length are not covered by its hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Group {
     pub blocks: u32,
     pub len: u64,
@@ -472,9 +476,9 @@ impl Indexer {
     /// block's look-ahead, or it could fall elsewhere than over the whole file, so the
     /// rest waits for more bytes.
     ///
-    /// Two steps, each on two threads, since a large file's scan is the active's whole
-    /// cost of a delta and the machine has the cores: the cut points beside the whole
-    /// file's SHA-256 of the new bytes, then the blocks' hashes, half on each thread.
+    /// On two threads, since a large file's scan is the active's whole cost of a delta
+    /// and the machine has the cores: the cut points beside the whole file's SHA-256 of
+    /// the new bytes, then the blocks' hashes, split so that both threads end together.
     fn cut(&mut self, eof: bool) {
         let len = self.buf.len();
         let buf = &self.buf;
@@ -571,13 +575,12 @@ pub enum Piece {
 /// The groups of `summary` that `mine` (the old copy's list) does not hold: the ones to
 /// ask the details of.
 pub fn unknown_groups(mine: &BlockList, summary: &Summary) -> Vec<u32> {
-    let have: std::collections::HashSet<[u8; 32]> =
-        mine.summary().groups.iter().map(|g| g.hash).collect();
+    let have: std::collections::HashSet<Group> = mine.summary().groups.into_iter().collect();
     summary
         .groups
         .iter()
         .enumerate()
-        .filter(|(_, g)| !have.contains(&g.hash))
+        .filter(|(_, g)| !have.contains(g))
         .map(|(i, _)| i as u32)
         .collect()
 }
@@ -612,7 +615,11 @@ pub fn plan(
     let mut blocks = Vec::new();
     let mut at = 0u64;
     for (i, g) in summary.groups.iter().enumerate() {
-        if let Some(&(offset, mine)) = group_at.get(&g.hash) {
+        let same = |&&(_, b): &&(u64, &[Block])| {
+            b.len() as u64 == u64::from(g.blocks)
+                && b.iter().map(|b| u64::from(b.len)).sum::<u64>() == g.len
+        };
+        if let Some(&(offset, mine)) = group_at.get(&g.hash).filter(same) {
             local(&mut pieces, offset, g.len);
             blocks.extend_from_slice(mine);
             at += g.len;
@@ -686,7 +693,10 @@ pub fn assemble(
     pieces: &[Piece],
     mut fetched: impl Read,
 ) -> io::Result<u64> {
-    let align = out.metadata()?.blksize().max(1);
+    let mut how = Copy {
+        align: block_size(out),
+        kernel: true,
+    };
     let mut block = Vec::new();
     let mut fresh = Fresh::new(out);
     let mut at = 0u64;
@@ -694,7 +704,9 @@ pub fn assemble(
         match *p {
             Piece::Local { offset, len } => {
                 fresh.flush()?;
-                copy_run(old, offset, out, at, len, align)?;
+                copy_run(old, offset, out, at, len, &mut how)?;
+                // Copied runs leave dirty pages too where the extents are not shared.
+                fresh.wrote(len);
                 at += len;
             }
             Piece::Remote { offset, len, hash } => {
@@ -758,33 +770,76 @@ impl<'a> Fresh<'a> {
             return Ok(());
         }
         self.out.write_all_at(&self.buf, self.at)?;
-        self.unflushed += self.buf.len() as u64;
         self.at += self.buf.len() as u64;
+        self.wrote(self.buf.len() as u64);
         self.buf.clear();
+        Ok(())
+    }
+
+    /// Counts `n` bytes written to the file, and starts its writeback every few MiB.
+    fn wrote(&mut self, n: u64) {
+        self.unflushed += n;
         if self.unflushed >= Self::WRITEBACK {
             super::apply::start_writeback(self.out);
             self.unflushed = 0;
         }
-        Ok(())
     }
+}
+
+/// How runs are copied into one new file.
+struct Copy {
+    /// The file system's block size: only whole blocks can be shared.
+    align: u64,
+    /// Whether `copy_file_range(2)` works here; once it has failed, runs are copied by
+    /// hand for the rest of the file.
+    kernel: bool,
+}
+
+/// The fundamental block size of `f`'s file system (4096 if it cannot be known).
+fn block_size(f: &File) -> u64 {
+    nix::sys::statvfs::fstatvfs(f)
+        .map(|v| v.fragment_size())
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(4096)
 }
 
 /// Copies `len` bytes of `old` at `from` to `out` at `to`: first up to the next block
 /// boundary of both when they share one (so the rest can be shared whole), then the rest.
-fn copy_run(old: &File, from: u64, out: &File, to: u64, len: u64, align: u64) -> io::Result<()> {
+fn copy_run(
+    old: &File,
+    from: u64,
+    out: &File,
+    to: u64,
+    len: u64,
+    how: &mut Copy,
+) -> io::Result<()> {
+    let align = how.align;
     let head = if from % align == to % align {
         ((align - to % align) % align).min(len)
     } else {
         0
     };
-    kernel_copy(old, from, out, to, head)?;
-    kernel_copy(old, from + head, out, to + head, len - head)
+    kernel_copy(old, from, out, to, head, how)?;
+    kernel_copy(old, from + head, out, to + head, len - head, how)
 }
 
-/// `copy_file_range(2)` in a loop; by reading and writing here where the file system
-/// cannot do it (an old kernel, or a file system without support).
-fn kernel_copy(old: &File, mut from: u64, out: &File, mut to: u64, mut len: u64) -> io::Result<()> {
+/// `copy_file_range(2)` in a loop; by reading and writing here where the kernel cannot
+/// do it (an old kernel, a file system without support, a seccomp filter that refuses
+/// the call).
+fn kernel_copy(
+    old: &File,
+    mut from: u64,
+    out: &File,
+    mut to: u64,
+    mut len: u64,
+    how: &mut Copy,
+) -> io::Result<()> {
+    use nix::errno::Errno;
     while len > 0 {
+        if !how.kernel {
+            return user_copy(old, from, out, to, len);
+        }
         let (mut off_in, mut off_out) = (offset(from)?, offset(to)?);
         let want = usize::try_from(len.min(COPY_MAX)).unwrap_or(usize::MAX);
         match nix::fcntl::copy_file_range(old, Some(&mut off_in), out, Some(&mut off_out), want) {
@@ -799,13 +854,12 @@ fn kernel_copy(old: &File, mut from: u64, out: &File, mut to: u64, mut len: u64)
                 to += n as u64;
                 len -= n as u64;
             }
-            Err(nix::errno::Errno::EINTR) => {}
+            Err(Errno::EINTR) => {}
             Err(
-                nix::errno::Errno::ENOSYS
-                | nix::errno::Errno::EOPNOTSUPP
-                | nix::errno::Errno::EXDEV
-                | nix::errno::Errno::EINVAL,
-            ) => return user_copy(old, from, out, to, len),
+                Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EXDEV | Errno::EINVAL | Errno::EPERM,
+            ) => {
+                how.kernel = false;
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -985,8 +1039,20 @@ mod tests {
             (100, 100, 10),
         ] {
             let (a, b) = (scratch("kernel", &[]), scratch("user", &[]));
-            copy_run(&f, from, &a, to, len, 4096).unwrap();
-            user_copy(&f, from, &b, to, len).unwrap();
+            let mut kernel = Copy {
+                align: 4096,
+                kernel: true,
+            };
+            copy_run(&f, from, &a, to, len, &mut kernel).unwrap();
+            assert!(
+                kernel.kernel,
+                "copy_file_range failed on the temp dir's file system"
+            );
+            let mut user = Copy {
+                align: 4096,
+                kernel: false,
+            };
+            copy_run(&f, from, &b, to, len, &mut user).unwrap();
             let (mut x, mut y) = (Vec::new(), Vec::new());
             (&a).read_to_end(&mut x).unwrap();
             (&b).read_to_end(&mut y).unwrap();
@@ -995,8 +1061,39 @@ mod tests {
             assert!(x[to as usize..] == old[from as usize..(from + len) as usize]);
         }
         let short = scratch("short", &[]);
-        let err = copy_run(&f, old.len() as u64 - 10, &short, 0, 20, 4096).unwrap_err();
+        let mut how = Copy {
+            align: 4096,
+            kernel: true,
+        };
+        let err = copy_run(&f, old.len() as u64 - 10, &short, 0, 20, &mut how).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_group_of_the_old_copy_stands_for_one_only_if_count_and_length_agree() {
+        let old = data(9, 2 << 20);
+        let list = index(&old[..]).unwrap();
+        let mut summary = list.summary();
+        assert!(unknown_groups(&list, &summary).is_empty());
+        // A summary whose first two groups trade 100 bytes of length: same total, same
+        // hashes, but the old copy's groups no longer stand for them.
+        summary.groups[0].len += 100;
+        summary.groups[1].len -= 100;
+        assert_eq!(unknown_groups(&list, &summary), vec![0, 1]);
+        let (pieces, _) = plan(&list, &summary, &[], &[]);
+        let local: u64 = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Local { len, .. } => *len,
+                Piece::Remote { .. } => 0,
+            })
+            .sum();
+        let whole = list.summary();
+        assert_eq!(
+            local,
+            list.size - whole.groups[0].len - whole.groups[1].len,
+            "only the agreeing groups are copied from the old copy"
+        );
     }
 
     #[test]

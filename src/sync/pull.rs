@@ -215,11 +215,17 @@ fn execute<'p>(
                 renamed_in.insert(e.path.rsplit_once('/').map_or("", |(d, _)| d));
                 stats.files += 1;
                 stats.bytes += got.written;
-                if let Some(fetched_bytes) = got.delta {
-                    stats.delta_files += 1;
-                    stats.delta_fetched += fetched_bytes;
+                match got.delta {
+                    // A delta was checked against the standby's list of its old copy,
+                    // not read back: the next scan reads it, so that an old copy that
+                    // changed unseen (a write through a shared mapping leaves the times
+                    // alone) is found and fetched again.
+                    Some(fetched_bytes) => {
+                        stats.delta_files += 1;
+                        stats.delta_fetched += fetched_bytes;
+                    }
+                    None => fetched.push((e, got.blocks)),
                 }
-                fetched.push((e, got.blocks));
             }
             Err(e) => stats.errors.push(e.to_string()),
         }
@@ -462,8 +468,7 @@ fn fetch_delta(
             Err(x) => return Some(Err(fail(x.to_string()))),
         }
     };
-    let (pieces, new) = delta::plan(&mine, &summary, &unknown, &details);
-    let new = Arc::new(new);
+    let (pieces, _) = delta::plan(&mine, &summary, &unknown, &details);
     let fetch = delta::remote_bytes(&pieces);
     let ranges = delta::ranges(&pieces);
     let body: Box<dyn Read + '_> = if ranges.is_empty() {
@@ -496,7 +501,7 @@ fn fetch_delta(
     Some(written.map(|written| Got {
         written,
         delta: Some(fetch + crossed),
-        blocks: Some(new),
+        blocks: None,
     }))
 }
 

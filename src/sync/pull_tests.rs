@@ -627,17 +627,29 @@ fn a_delta_whose_blocks_do_not_check_out_is_fetched_whole() {
     assert!(temps_below(&dst).is_empty());
 }
 
-/// Serves `inner`, but every range stalls after its first 64 KiB.
+/// Serves `inner`, but every range stalls for good after its first 64 KiB, and a whole
+/// file is refused: the only way forward is the delta, and it never ends.
 struct StallingRanges {
     inner: LocalSource,
+}
+
+/// A reader that never answers.
+struct Stalled;
+
+impl Read for Stalled {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }
 
 impl Source for StallingRanges {
     fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
         self.inner.manifest(set)
     }
-    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
-        self.inner.file(set, path)
+    fn file(&mut self, _: &str, _: &str) -> Result<Box<dyn Read + '_>, String> {
+        Err("this source serves deltas only".into())
     }
     fn blocks(
         &mut self,
@@ -656,14 +668,15 @@ impl Source for StallingRanges {
         ranges: &[(u64, u64)],
     ) -> Result<Box<dyn Read + '_>, String> {
         let first = self.inner.ranges(set, path, hash, ranges)?.take(64 << 10);
-        Ok(Box::new(first.chain(Slow)))
+        Ok(Box::new(first.chain(Stalled)))
     }
 }
 
 const DELTA_HELPER_ENV: &str = "HAMON_SYNC_DELTA_KILL_HELPER";
 
-/// Not a test on its own: in a child process (see [`kill_9_mid_delta_apply`]), pulls a
-/// delta whose fetched blocks stall, until killed.
+/// Not a test on its own: in a child process (see
+/// [`kill_9_mid_delta_apply_leaves_the_old_file`]), pulls a delta whose fetched blocks
+/// stall, until killed.
 #[test]
 fn delta_kill_helper() {
     let Some(dir) = std::env::var_os(DELTA_HELPER_ENV) else {

@@ -14,7 +14,10 @@
 #   2. one 4 KiB file rewritten on the source: hamon change-to-replica latency
 #      (inotify hint, hint_delay_ms 200, 50 and 0) against one `rsync -a` pass;
 #   3. nothing changed: one hamon pass (hint to the standby until its log
-#      shows the pass done) against one `rsync -a` pass.
+#      shows the pass done) against one `rsync -a` pass;
+#   4. the first hamon pass after the primary restarts (twice, not RUNS
+#      times): its scanner starts empty, so it hashes the whole tree again
+#      before it answers the manifest.
 #
 # hamon runs with TLS on (its default); the rsync daemon is plain TCP.
 #
@@ -280,13 +283,15 @@ done
 
 # Change latency with shorter hint delays: restart the primary of the last pair.
 declare -A LAT
+declare -a R_RESTART
 LAT[200]="${R_CH200[*]}"
 for d in 50 0; do
     stop_agent 0
     write_config 0 "$SRC" "$d"
     start_agent 0
     wait_pulling
-    hamon_pass >/dev/null   # the restarted primary hashes its tree again
+    # The restarted primary hashes its whole tree again for this pass's manifest.
+    R_RESTART+=("$(hamon_pass)")
     v=()
     for _ in $(seq 1 "$RUNS"); do v+=("$(hamon_change "$WORK/dst-hamon")"); sleep 0.3; done
     LAT[$d]="${v[*]}"
@@ -319,6 +324,8 @@ done
 printf '3. no change      hamon pass %s ms (manifest fetch alone %s ms), rsync -a %s ms, hamon/rsync %s\n' \
     "$m_noch" "$(median "${R_MANI[@]}")" "$m_rsnoch" "$(ratio "$m_noch" "$m_rsnoch")"
 printf '   first hamon pass after the copy (standby hashes the copied tree): %s ms\n' "$(median "${R_FIRST[@]}")"
+printf '4. active restart first hamon pass after the primary restarts (it hashes its whole tree again): %s ms\n' \
+    "$(median "${R_RESTART[@]}")"
 echo "raw (ms): register-empty ${R_EMPTY[*]} | register ${R_REG[*]} | copy-log ${R_COPYLOG[*]} | rsync ${RS_INIT[*]} |" \
     "rsync-fsync ${RS_FSYNC[*]} | first-pass ${R_FIRST[*]} | no-change ${R_NOCH[*]} | manifest ${R_MANI[*]} |" \
-    "rsync-no-change ${RS_NOCH[*]} | rsync-change ${RS_CH[*]} | latency-200 ${LAT[200]} | latency-50 ${LAT[50]} | latency-0 ${LAT[0]}"
+    "rsync-no-change ${RS_NOCH[*]} | rsync-change ${RS_CH[*]} | latency-200 ${LAT[200]} | latency-50 ${LAT[50]} | latency-0 ${LAT[0]} | restart ${R_RESTART[*]}"

@@ -11,6 +11,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -58,7 +59,7 @@ impl FileKey {
 }
 
 /// What the scanner knows of an unchanged file: its SHA-256 and, for a file of at least
-/// [`DELTA_MIN`] bytes, its block list (cut in the same read).
+/// [`DELTA_MIN`] bytes, its block list once cut (see [`hash_file`]).
 #[derive(Debug, Clone)]
 struct Cached {
     key: FileKey,
@@ -91,6 +92,28 @@ struct Walk<'a> {
     files: usize,
     skipped: Vec<Skipped>,
     seen: HashSet<PathBuf>,
+    /// Files the cache cannot vouch for: hashed once the walk is done.
+    pending: Vec<Pending>,
+}
+
+/// A file to hash: its path, absolute and within the set.
+struct Pending {
+    abs: PathBuf,
+    rel: String,
+}
+
+/// What reading one file found.
+enum Hashed {
+    /// Gone, or no longer a regular file.
+    Vanished,
+    /// Unchanged after all (the open file's times matched the cache).
+    Cached { meta: Metadata, hash: String },
+    /// Read now: its hash, and what to cache (`None`: it changed while read).
+    Read {
+        meta: Metadata,
+        hash: String,
+        cache: Option<Cached>,
+    },
 }
 
 impl Scanner {
@@ -130,8 +153,10 @@ impl Scanner {
             files: 0,
             skipped: Vec::new(),
             seen: HashSet::new(),
+            pending: Vec::new(),
         };
         self.walk(&mut w, &spec.root, "", 0)?;
+        self.hash_pending(&mut w)?;
         let Walk {
             mut entries,
             skipped,
@@ -235,11 +260,16 @@ impl Scanner {
                     w.skipped.push(skipped(rel, why));
                     continue;
                 }
-                let Some((meta, hash)) = self.hash(&abs, meta)? else {
-                    continue;
-                };
-                w.seen.insert(abs);
-                w.entries.push(entry_of(rel, Kind::File, &meta, Some(hash)));
+                // The walk's lstat is enough to tell an unchanged file: no open, no read.
+                match self.cache.get(&abs) {
+                    Some(c) if c.key == FileKey::of(&meta) => {
+                        self.stats.cache_hits += 1;
+                        let hash = c.hash.clone();
+                        w.seen.insert(abs);
+                        w.entries.push(entry_of(rel, Kind::File, &meta, Some(hash)));
+                    }
+                    _ => w.pending.push(Pending { abs, rel }),
+                }
             } else {
                 w.skipped.push(skipped(rel, special_kind(&meta)));
                 continue;
@@ -315,63 +345,133 @@ impl Scanner {
         Ok(Some(list))
     }
 
-    /// The metadata and SHA-256 of the regular file at `abs` (from the cache when unchanged);
-    /// `None` if it vanished or is no longer a regular file.
-    fn hash(
-        &mut self,
-        abs: &Path,
-        lstat: Metadata,
-    ) -> Result<Option<(Metadata, String)>, SyncError> {
-        // The walk's lstat is enough to tell an unchanged file: no open, no read.
-        if let Some(c) = self.cache.get(abs) {
-            if c.key == FileKey::of(&lstat) {
-                self.stats.cache_hits += 1;
-                return Ok(Some((lstat, c.hash.clone())));
-            }
-        }
-        let err = |op| move |e| SyncError::io(op, abs.into(), e);
-        let mut f = match File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(abs)
-        {
-            Ok(f) => f,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(err("open")(e)),
+    /// Hashes the files the walk could not take from the cache, on up to [`HASHERS`]
+    /// threads: a set's first scan (start-up, a new set, the standby's first pass after a
+    /// restart) reads every file, and the standby waits for that manifest before it
+    /// fetches anything.
+    fn hash_pending(&mut self, w: &mut Walk<'_>) -> Result<(), SyncError> {
+        let jobs = std::mem::take(&mut w.pending);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, HASHERS)
+            .min(jobs.len());
+        let results: Vec<Result<Hashed, SyncError>> = if threads <= 1 {
+            jobs.iter()
+                .map(|j| hash_file(&self.cache, &j.abs))
+                .collect()
+        } else {
+            let next = AtomicUsize::new(0);
+            let failed = AtomicBool::new(false);
+            let cache = &self.cache;
+            let mut slots: Vec<Option<Result<Hashed, SyncError>>> =
+                std::iter::repeat_with(|| None).take(jobs.len()).collect();
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut done = Vec::new();
+                            while !failed.load(Ordering::Relaxed) {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                let Some(j) = jobs.get(i) else { break };
+                                let r = hash_file(cache, &j.abs);
+                                if r.is_err() {
+                                    failed.store(true, Ordering::Relaxed);
+                                }
+                                done.push((i, r));
+                            }
+                            done
+                        })
+                    })
+                    .collect();
+                for worker in workers {
+                    // A worker that panicked leaves its files unhashed: the scan fails
+                    // below rather than list them without a hash.
+                    for (i, r) in worker.join().unwrap_or_default() {
+                        if let Some(slot) = slots.get_mut(i) {
+                            *slot = Some(r);
+                        }
+                    }
+                }
+            });
+            slots
+                .into_iter()
+                .zip(&jobs)
+                .map(|(r, j)| {
+                    r.unwrap_or_else(|| {
+                        Err(SyncError::io(
+                            "hash",
+                            j.abs.clone(),
+                            io::Error::other("not hashed: the scan stopped"),
+                        ))
+                    })
+                })
+                .collect()
         };
-        let before = f.metadata().map_err(err("stat"))?;
-        if !before.is_file() {
-            return Ok(None);
+        for (job, r) in jobs.into_iter().zip(results) {
+            let (meta, hash) = match r? {
+                Hashed::Vanished => continue,
+                Hashed::Cached { meta, hash } => {
+                    self.stats.cache_hits += 1;
+                    (meta, hash)
+                }
+                Hashed::Read { meta, hash, cache } => {
+                    self.stats.files_hashed += 1;
+                    self.stats.bytes_hashed += meta.size();
+                    match cache {
+                        Some(c) => self.cache.insert(job.abs.clone(), c),
+                        // Changed while read: the hash may match neither version. Not
+                        // cached; the standby will see a mismatch when it fetches, and
+                        // the next pass settles it.
+                        None => self.cache.remove(&job.abs),
+                    };
+                    (meta, hash)
+                }
+            };
+            w.entries
+                .push(entry_of(job.rel, Kind::File, &meta, Some(hash)));
+            w.seen.insert(job.abs);
         }
-        let key = FileKey::of(&before);
-        if let Some(c) = self.cache.get(abs) {
-            if c.key == key {
-                self.stats.cache_hits += 1;
-                return Ok(Some((before, c.hash.clone())));
-            }
+        Ok(())
+    }
+}
+
+/// How many threads a scan hashes files on, at most.
+const HASHERS: usize = 4;
+
+/// Reads the regular file at `abs` for its SHA-256, unless `cache` vouches for it once it
+/// is open. A large file this scanner has seen before is cut into blocks in the same read
+/// (it changed, so a standby will likely ask for a delta); one seen for the first time is
+/// only hashed, so that a first manifest is not held up by block lists no standby may
+/// ask for ([`Scanner::blocks`] cuts it when one does).
+fn hash_file(cache: &HashMap<PathBuf, Cached>, abs: &Path) -> Result<Hashed, SyncError> {
+    let err = |op| move |e| SyncError::io(op, abs.into(), e);
+    let mut f = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+    {
+        Ok(f) => f,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
+            return Ok(Hashed::Vanished)
         }
-        if before.size() >= DELTA_MIN {
-            // A large file is cut into blocks in the same read, so that serving its block
-            // list to a standby never reads it again.
-            let list = delta::index(&f).map_err(err("read"))?;
-            self.stats.bytes_hashed += list.size;
-            self.stats.files_hashed += 1;
-            let hash = hex(&list.hash);
-            let after = f.metadata().map_err(err("stat"))?;
-            if FileKey::of(&after) == key {
-                let cached = Cached {
-                    key,
-                    hash: hash.clone(),
-                    blocks: Some(Arc::new(list)),
-                };
-                self.cache.insert(abs.to_path_buf(), cached);
-            } else {
-                self.cache.remove(abs);
-            }
-            return Ok(Some((before, hash)));
-        }
+        Err(e) => return Err(err("open")(e)),
+    };
+    let before = f.metadata().map_err(err("stat"))?;
+    if !before.is_file() {
+        return Ok(Hashed::Vanished);
+    }
+    let key = FileKey::of(&before);
+    let seen = cache.get(abs);
+    if let Some(c) = seen.filter(|c| c.key == key) {
+        return Ok(Hashed::Cached {
+            hash: c.hash.clone(),
+            meta: before,
+        });
+    }
+    let (hash, blocks) = if before.size() >= DELTA_MIN && seen.is_some() {
+        let list = delta::index(&f).map_err(err("read"))?;
+        (hex(&list.hash), Some(Arc::new(list)))
+    } else {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; BUF_SIZE];
         loop {
@@ -382,25 +482,20 @@ impl Scanner {
                 Err(e) => return Err(err("read")(e)),
             };
             hasher.update(buf.get(..n).unwrap_or_default());
-            self.stats.bytes_hashed += n as u64;
         }
-        self.stats.files_hashed += 1;
-        let hash = hex(&hasher.finalize());
-        let after = f.metadata().map_err(err("stat"))?;
-        if FileKey::of(&after) == key {
-            let cached = Cached {
-                key,
-                hash: hash.clone(),
-                blocks: None,
-            };
-            self.cache.insert(abs.to_path_buf(), cached);
-        } else {
-            // Changed while read: the hash may match neither version. Not cached; the standby
-            // will see a mismatch when it fetches, and the next pass settles it.
-            self.cache.remove(abs);
-        }
-        Ok(Some((before, hash)))
-    }
+        (hex(&hasher.finalize()), None)
+    };
+    let after = f.metadata().map_err(err("stat"))?;
+    let cache = (FileKey::of(&after) == key).then(|| Cached {
+        key,
+        hash: hash.clone(),
+        blocks,
+    });
+    Ok(Hashed::Read {
+        meta: before,
+        hash,
+        cache,
+    })
 }
 
 fn root_missing(spec: &SetSpec) -> SyncError {
@@ -554,6 +649,95 @@ mod tests {
         fs::remove_file(r.join("small")).unwrap();
         s.scan(&spec(r), &Limits::default()).unwrap();
         assert_eq!(s.cache.len(), 1, "gone files leave the cache");
+    }
+
+    #[test]
+    fn a_first_scan_hashes_every_file_on_several_threads_with_the_same_result() {
+        let d = TempDir::new("hashers");
+        let r = d.path();
+        let mut want = HashMap::new();
+        for i in 0..200usize {
+            let dir = r.join(format!("d{}", i % 7));
+            fs::create_dir_all(&dir).unwrap();
+            let body = crate::sync::noise(i as u64, 1 + i * 997 % 70_000);
+            want.insert(format!("d{}/f{i}", i % 7), hex(&Sha256::digest(&body)));
+            fs::write(dir.join(format!("f{i}")), body).unwrap();
+        }
+        let mut s = Scanner::new();
+        let (m, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        let got: HashMap<String, String> = m
+            .entries
+            .iter()
+            .filter_map(|e| Some((e.path.clone(), e.hash.clone()?)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(s.stats().files_hashed, 200);
+        let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort_unstable();
+        assert_eq!(paths, sorted, "the manifest stays sorted");
+        let (again, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        assert_eq!(again, m);
+        assert_eq!(s.stats().files_hashed, 200, "the second scan reads nothing");
+    }
+
+    #[test]
+    fn a_large_file_is_cut_into_blocks_once_it_changes_or_when_asked() {
+        let d = TempDir::new("lazyblocks");
+        let r = d.path();
+        let big = r.join("big");
+        let body = crate::sync::noise(5, DELTA_MIN as usize + 10_000);
+        fs::write(&big, &body).unwrap();
+        let mut s = Scanner::new();
+        let (m, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        let hash = m.entries[0].hash.clone().unwrap();
+        assert_eq!(hash, hex(&Sha256::digest(&body)));
+        let f = File::open(&big).unwrap();
+        assert!(
+            s.cached_blocks(&big, &f).is_none(),
+            "seen for the first time: hashed, not cut"
+        );
+        // A standby that asks gets the list cut now, and it is kept.
+        let list = s.blocks(&big, &f, &hash).unwrap().unwrap();
+        assert_eq!(list.size, body.len() as u64);
+        assert_eq!(hex(&list.hash), hash);
+        assert!(s.cached_blocks(&big, &f).is_some());
+        drop(f);
+
+        // Changed: the rescan cuts it in the same read as its hash.
+        let mut edited = body.clone();
+        edited[1234] ^= 0xff;
+        fs::write(&big, &edited).unwrap();
+        let (m2, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        assert_eq!(
+            m2.entries[0].hash.as_deref(),
+            Some(hex(&Sha256::digest(&edited)).as_str())
+        );
+        let f = File::open(&big).unwrap();
+        let cut = s.cached_blocks(&big, &f).expect("cut during the rescan");
+        assert_eq!(*cut, delta::index(&edited[..]).unwrap());
+    }
+
+    #[test]
+    fn a_file_gone_or_turned_symlink_after_the_walk_is_left_out() {
+        let d = TempDir::new("vanished");
+        let r = d.path();
+        let none = HashMap::new();
+        assert!(matches!(
+            hash_file(&none, &r.join("never")),
+            Ok(Hashed::Vanished)
+        ));
+        fs::write(r.join("target"), b"x").unwrap();
+        symlink("target", r.join("link")).unwrap();
+        assert!(matches!(
+            hash_file(&none, &r.join("link")),
+            Ok(Hashed::Vanished)
+        ));
+        fs::create_dir(r.join("dir")).unwrap();
+        assert!(matches!(
+            hash_file(&none, &r.join("dir")),
+            Ok(Hashed::Vanished)
+        ));
     }
 
     #[test]

@@ -354,59 +354,57 @@ impl Scanner {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, HASHERS)
-            .min(jobs.len());
-        let results: Vec<Result<Hashed, SyncError>> = if threads <= 1 {
-            jobs.iter()
-                .map(|j| hash_file(&self.cache, &j.abs))
-                .collect()
-        } else {
-            let next = AtomicUsize::new(0);
-            let failed = AtomicBool::new(false);
-            let cache = &self.cache;
-            let mut slots: Vec<Option<Result<Hashed, SyncError>>> =
-                std::iter::repeat_with(|| None).take(jobs.len()).collect();
-            std::thread::scope(|s| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut done = Vec::new();
-                            while !failed.load(Ordering::Relaxed) {
-                                let i = next.fetch_add(1, Ordering::Relaxed);
-                                let Some(j) = jobs.get(i) else { break };
-                                let r = hash_file(cache, &j.abs);
-                                if r.is_err() {
-                                    failed.store(true, Ordering::Relaxed);
-                                }
-                                done.push((i, r));
-                            }
-                            done
-                        })
-                    })
-                    .collect();
-                for worker in workers {
-                    // A worker that panicked leaves its files unhashed: the scan fails
-                    // below rather than list them without a hash.
-                    for (i, r) in worker.join().unwrap_or_default() {
-                        if let Some(slot) = slots.get_mut(i) {
-                            *slot = Some(r);
-                        }
-                    }
+            .min(jobs.len())
+            .max(1);
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let (cache, queue) = (&self.cache, &jobs);
+        // Takes the next file until none is left or one failed (the scan fails then).
+        let work = || {
+            let mut done = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(j) = queue.get(i) else { break };
+                let r = hash_file(cache, &j.abs);
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
                 }
-            });
-            slots
-                .into_iter()
-                .zip(&jobs)
-                .map(|(r, j)| {
-                    r.unwrap_or_else(|| {
-                        Err(SyncError::io(
-                            "hash",
-                            j.abs.clone(),
-                            io::Error::other("not hashed: the scan stopped"),
-                        ))
-                    })
-                })
-                .collect()
+                done.push((i, r));
+            }
+            done
         };
+        let mut slots: Vec<Option<Result<Hashed, SyncError>>> =
+            std::iter::repeat_with(|| None).take(jobs.len()).collect();
+        std::thread::scope(|s| {
+            // Helpers beside this thread; one the system cannot start leaves its share
+            // to the others.
+            let helpers: Vec<_> = (1..threads)
+                .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+                .collect();
+            let mut done = work();
+            for h in helpers {
+                // A helper that panicked leaves its files unhashed: the scan fails
+                // below rather than list them without a hash.
+                done.extend(h.join().unwrap_or_default());
+            }
+            for (i, r) in done {
+                if let Some(slot) = slots.get_mut(i) {
+                    *slot = Some(r);
+                }
+            }
+        });
+        // Files are taken in order, and a taken file is finished: every file before
+        // the first failure has its result, so that failure is the error returned.
+        let results: Vec<Result<Hashed, SyncError>> = slots
+            .into_iter()
+            .zip(&jobs)
+            .map(|(r, j)| {
+                r.unwrap_or_else(|| {
+                    let why = io::Error::other("not hashed: the scan stopped");
+                    Err(SyncError::io("hash", j.abs.clone(), why))
+                })
+            })
+            .collect();
         for (job, r) in jobs.into_iter().zip(results) {
             let (meta, hash) = match r? {
                 Hashed::Vanished => continue,

@@ -71,6 +71,31 @@ pub(crate) fn open_root(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens the file at the relative path `rel` below `root` for reading, in one call that the
+/// kernel keeps beneath `root` and off every symlink on the way (`openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): `ELOOP` for a symlink anywhere, `EXDEV` for a
+/// way out. `Ok(None)` where `openat2` is not offered (a kernel before 5.6, or a seccomp
+/// filter that refuses it), for the caller to open another way.
+pub(crate) fn open_beneath(root: BorrowedFd<'_>, rel: &str) -> io::Result<Option<OwnedFd>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    // EAGAIN: a rename elsewhere raced the resolution, which the kernel then refuses to
+    // vouch for; another try settles it.
+    let mut tries = 0;
+    loop {
+        match openat2(root, rel, how) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) if tries < 16 => tries += 1,
+            Err(Errno::ENOSYS | Errno::EPERM) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Opens the directory `name` in `dir`; refuses symlinks (`ELOOP`) and non-directories.
 pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::apply::{hex, BUF_SIZE};
 use super::delta::{self, BlockList, DELTA_MIN};
+use super::fsat;
 use super::manifest::{Entry, Kind, Manifest};
 use super::{check_rel, check_target, is_temp_name, Limits, Selector, SetSpec, Skipped, SyncError};
 
@@ -156,7 +158,7 @@ impl Scanner {
             pending: Vec::new(),
         };
         self.walk(&mut w, &spec.root, "", 0)?;
-        self.hash_pending(&mut w)?;
+        self.hash_pending(&mut w, &spec.root)?;
         let Walk {
             mut entries,
             skipped,
@@ -349,8 +351,13 @@ impl Scanner {
     /// threads: a set's first scan (start-up, a new set, the standby's first pass after a
     /// restart) reads every file, and the standby waits for that manifest before it
     /// fetches anything.
-    fn hash_pending(&mut self, w: &mut Walk<'_>) -> Result<(), SyncError> {
+    fn hash_pending(&mut self, w: &mut Walk<'_>, root: &Path) -> Result<(), SyncError> {
         let jobs = std::mem::take(&mut w.pending);
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let root = fsat::open_root(root).map_err(|e| SyncError::io("open", root.into(), e))?;
+        let root = root.as_fd();
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, HASHERS)
@@ -365,7 +372,7 @@ impl Scanner {
             while !failed.load(Ordering::Relaxed) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(j) = queue.get(i) else { break };
-                let r = hash_file(cache, &j.abs);
+                let r = hash_file(cache, root, &j.rel, &j.abs);
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -441,18 +448,38 @@ const HASHERS: usize = 4;
 /// (it changed, so a standby will likely ask for a delta); one seen for the first time is
 /// only hashed, so that a first manifest is not held up by block lists no standby may
 /// ask for ([`Scanner::blocks`] cuts it when one does).
-fn hash_file(cache: &HashMap<PathBuf, Cached>, abs: &Path) -> Result<Hashed, SyncError> {
+///
+/// The file is opened from the set's root (`root`, its relative path `rel`) with no
+/// symlink anywhere on the way: between the walk and this read, a directory of the set
+/// swapped for a symlink must not bring a file from outside into the manifest. Reached
+/// that way no more, it is left out, as the next walk will see it.
+fn hash_file(
+    cache: &HashMap<PathBuf, Cached>,
+    root: BorrowedFd<'_>,
+    rel: &str,
+    abs: &Path,
+) -> Result<Hashed, SyncError> {
     let err = |op| move |e| SyncError::io(op, abs.into(), e);
-    let mut f = match File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
-    {
-        Ok(f) => f,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
-            return Ok(Hashed::Vanished)
-        }
+    let gone = |e: &io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+        )
+    };
+    let mut f = match fsat::open_beneath(root, rel) {
+        Ok(Some(fd)) => File::from(fd),
+        Err(e) if gone(&e) => return Ok(Hashed::Vanished),
         Err(e) => return Err(err("open")(e)),
+        // No openat2 here: by path, O_NOFOLLOW guarding the last component only.
+        Ok(None) => match File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(abs)
+        {
+            Ok(f) => f,
+            Err(e) if gone(&e) => return Ok(Hashed::Vanished),
+            Err(e) => return Err(err("open")(e)),
+        },
     };
     let before = f.metadata().map_err(err("stat"))?;
     if !before.is_file() {
@@ -717,25 +744,40 @@ mod tests {
     }
 
     #[test]
-    fn a_file_gone_or_turned_symlink_after_the_walk_is_left_out() {
+    fn a_file_gone_or_reached_through_a_symlink_after_the_walk_is_left_out() {
         let d = TempDir::new("vanished");
+        let outside = TempDir::new("vanished-outside");
         let r = d.path();
-        let none = HashMap::new();
-        assert!(matches!(
-            hash_file(&none, &r.join("never")),
-            Ok(Hashed::Vanished)
-        ));
+        fs::create_dir(r.join("sub")).unwrap();
+        fs::write(r.join("sub/kept"), b"in the set").unwrap();
+        fs::write(outside.path().join("secret"), b"not in the set").unwrap();
         fs::write(r.join("target"), b"x").unwrap();
         symlink("target", r.join("link")).unwrap();
-        assert!(matches!(
-            hash_file(&none, &r.join("link")),
-            Ok(Hashed::Vanished)
-        ));
-        fs::create_dir(r.join("dir")).unwrap();
-        assert!(matches!(
-            hash_file(&none, &r.join("dir")),
-            Ok(Hashed::Vanished)
-        ));
+        // A directory of the set swapped for a symlink to elsewhere after the walk.
+        symlink(outside.path(), r.join("swapped")).unwrap();
+        symlink("sub", r.join("inner")).unwrap();
+        let root = fsat::open_root(r).unwrap();
+        let none = HashMap::new();
+        let hash = |rel: &str| hash_file(&none, root.as_fd(), rel, &r.join(rel));
+        for rel in [
+            "never",
+            "link",
+            "sub",
+            "swapped/secret",
+            "inner/kept",
+            "target/x",
+        ] {
+            assert!(
+                matches!(hash(rel), Ok(Hashed::Vanished)),
+                "{rel} must be left out"
+            );
+        }
+        match hash("sub/kept") {
+            Ok(Hashed::Read { hash, .. }) => {
+                assert_eq!(hash, hex(&Sha256::digest(b"in the set")));
+            }
+            _ => panic!("sub/kept is a file of the set"),
+        }
     }
 
     #[test]

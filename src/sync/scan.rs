@@ -1,8 +1,9 @@
 //! Scanning a set into a [`Manifest`], hashing only what changed since the last scan.
 //!
 //! The walk never follows a symlink (`lstat`), and the files it hashes, after the walk and on
-//! several threads, are opened from the set's root with no symlink on the way (`openat2`). Device files, fifos, sockets, symlinks leading
-//! outside the set, non-UTF-8 names and files over the size limit are skipped and reported;
+//! several threads, are opened from the set's root with no symlink on the way (`openat2`).
+//! Device files, fifos, sockets, symlinks leading outside the set, non-UTF-8 names and files
+//! over the size limit are skipped and reported;
 //! temp files of ours are neither listed nor reported, only remembered for the puller to clean.
 //! An I/O error other than an entry vanishing fails the scan: a partial manifest would make the
 //! standby delete what could not be read.

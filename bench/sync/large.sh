@@ -259,7 +259,7 @@ PY
 }
 
 bed
-declare -A H_MS H_B R_MS R_B I_MS I_B
+declare -A H_MS H_B H_MAN R_MS R_B I_MS I_B
 CASES=${CASES:-byte append rewrite insert}
 echo "sizes (MiB): byte case $BIG, others $GIG; append $APPEND, insert $INSERT; $RUNS run(s); data on ${FS:-the file system of /tmp}"
 for r in $(seq 1 "$RUNS"); do
@@ -272,6 +272,9 @@ for r in $(seq 1 "$RUNS"); do
         w0=$(wire)
         ms=$(hamon_pass)
         H_MS[$c]+="$ms "; H_B[$c]+="$(( $(wire) - w0 )) "
+        # The standby logs how long the active took to hand over its manifest: its rescan.
+        H_MAN[$c]+="$(grep -o 'sync set bench from .*(manifest [0-9]* ms)' "$HM/secondary.log" | tail -1 |
+            grep -o 'manifest [0-9]*' | awk '{print $2}') "
         cmp -s "$SRC/data.bin" "$DATA/dst-hamon/data.bin" || { echo "hamon's copy differs ($c)" >&2; tail -20 "$HM/secondary.log" >&2; exit 1; }
         stop_agent 1; stop_agent 0; rm -rf "$DATA/dst-hamon"
         # rsync, from the same edited file into copies of the old one.
@@ -283,7 +286,8 @@ for r in $(seq 1 "$RUNS"); do
         I_MS[$c]+="$ms "; I_B[$c]+="$b "
         rm -rf "$DATA/dst-rsync"
         kill "$RSPID" 2>/dev/null || true; wait "$RSPID" 2>/dev/null || true; RSPID=0
-        echo "run $r $c: hamon $(echo "${H_MS[$c]}" | awk '{print $NF}') ms $(echo "${H_B[$c]}" | awk '{print $NF}') B |" \
+        echo "run $r $c: hamon $(echo "${H_MS[$c]}" | awk '{print $NF}') ms $(echo "${H_B[$c]}" | awk '{print $NF}') B" \
+            "(the active's manifest $(echo "${H_MAN[$c]}" | awk '{print $NF}') ms) |" \
             "rsync -a $(echo "${R_MS[$c]}" | awk '{print $NF}') ms $(echo "${R_B[$c]}" | awk '{print $NF}') B |" \
             "rsync -a --inplace $(echo "${I_MS[$c]}" | awk '{print $NF}') ms $(echo "${I_B[$c]}" | awk '{print $NF}') B"
     done
@@ -302,5 +306,9 @@ for c in $CASES; do
         "$(mib "$hb")" "$(mib "$rb")" "$(mib "$ib")" "$(ratio "$hm" "$rm_")" "$(ratio "$hb" "$rb")" "$(ratio "$hm" "$best")"
 done
 for c in $CASES; do
-    echo "raw $c: hamon ms ${H_MS[$c]}| bytes ${H_B[$c]}| rsync ms ${R_MS[$c]}| bytes ${R_B[$c]}| inplace ms ${I_MS[$c]}| bytes ${I_B[$c]}"
+    # shellcheck disable=SC2086
+    echo "$c: hamon's pass $(median ${H_MS[$c]}) ms, of which the active's manifest (its rescan) $(median ${H_MAN[$c]}) ms"
+done
+for c in $CASES; do
+    echo "raw $c: hamon ms ${H_MS[$c]}| bytes ${H_B[$c]}| manifest ms ${H_MAN[$c]}| rsync ms ${R_MS[$c]}| bytes ${R_B[$c]}| inplace ms ${I_MS[$c]}| bytes ${I_B[$c]}"
 done

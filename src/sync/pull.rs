@@ -84,6 +84,10 @@ pub struct PassStats {
     /// What was not synced: special files and the like, here or (entries the local globs do
     /// not select) in the remote manifest.
     pub skipped: Vec<Skipped>,
+    /// How long the source took to hand over its manifest (the active scans for it: after
+    /// a large file changed, most of a pass), and the whole pass, in milliseconds.
+    pub manifest_ms: u64,
+    pub pass_ms: u64,
 }
 
 /// Pulls sets, keeping a [`Scanner`] (and so its hash cache) across passes.
@@ -123,7 +127,9 @@ impl Puller {
         src: &mut dyn Source,
         limits: &Limits,
     ) -> Result<PassStats, SyncError> {
+        let started = std::time::Instant::now();
         let bytes = src.manifest(&spec.name).map_err(SyncError::Source)?;
+        let manifest_ms = millis(started.elapsed());
         let mut remote = decode(&bytes, limits)?;
         drop(bytes);
         if remote.set != spec.name {
@@ -132,7 +138,10 @@ impl Puller {
                 got: remote.set,
             });
         }
-        let mut stats = PassStats::default();
+        let mut stats = PassStats {
+            manifest_ms,
+            ..PassStats::default()
+        };
         remote.entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         let (kept, dropped) = Selector::new(spec)?.filter(std::mem::take(&mut remote.entries));
         remote.entries = kept;
@@ -164,6 +173,7 @@ impl Puller {
                     .remember_blocks(&spec.root.join(&e.path), h, blocks);
             }
         }
+        stats.pass_ms = millis(started.elapsed());
         Ok(stats)
     }
 
@@ -503,6 +513,10 @@ fn fetch_delta(
         delta: Some(fetch + crossed),
         blocks: None,
     }))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether two looks at one open file saw the same content: same size, mtime and ctime.

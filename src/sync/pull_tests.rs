@@ -752,3 +752,38 @@ fn kill_9_mid_delta_apply_leaves_the_old_file() {
     );
     assert!(fs::read(dst.join("big")).unwrap() == new);
 }
+
+/// A source whose manifest takes a while, as an active's rescan of a changed large file.
+struct SlowManifest {
+    inner: LocalSource,
+    delay: Duration,
+}
+
+impl Source for SlowManifest {
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
+        std::thread::sleep(self.delay);
+        self.inner.manifest(set)
+    }
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        self.inner.file(set, path)
+    }
+}
+
+#[test]
+fn a_pass_reports_how_long_it_and_the_manifest_took() {
+    let d = TempDir::new("timed");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(src.join("f"), b"content").unwrap();
+    let mut source = SlowManifest {
+        inner: LocalSource::new(spec("s", &src), Limits::default()),
+        delay: Duration::from_millis(120),
+    };
+    let stats = Puller::new()
+        .pass(&spec("s", &dst), &mut source, &Limits::default())
+        .unwrap();
+    assert_eq!(stats.files, 1);
+    assert!(stats.manifest_ms >= 120, "{stats:?}");
+    assert!(stats.pass_ms >= stats.manifest_ms, "{stats:?}");
+}

@@ -590,13 +590,16 @@ impl SyncService {
             (self.log)(
                 false,
                 &format!(
-                    "sync set {} from {}: {} file(s), {} byte(s), {} deleted, {} error(s)",
+                    "sync set {} from {}: {} file(s), {} byte(s), {} deleted, {} error(s) \
+                     in {} ms (manifest {} ms)",
                     set.name,
                     from.address,
                     stats.files,
                     stats.bytes,
                     stats.deleted,
-                    stats.errors.len()
+                    stats.errors.len(),
+                    stats.pass_ms,
+                    stats.manifest_ms
                 ),
             );
             self.record(set.class, &stats, started);

@@ -362,9 +362,8 @@ impl Scanner {
         let root = root.as_fd();
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .clamp(1, HASHERS)
-            .min(jobs.len())
-            .max(1);
+            .min(HASHERS)
+            .min(jobs.len());
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let (cache, queue) = (&self.cache, &jobs);
@@ -488,14 +487,14 @@ fn hash_file(
         return Ok(Hashed::Vanished);
     }
     let key = FileKey::of(&before);
-    let seen = cache.get(abs);
-    if let Some(c) = seen.filter(|c| c.key == key) {
+    let prior = cache.get(abs);
+    if let Some(c) = prior.filter(|c| c.key == key) {
         return Ok(Hashed::Cached {
             hash: c.hash.clone(),
             meta: before,
         });
     }
-    let (hash, blocks) = if before.size() >= DELTA_MIN && seen.is_some() {
+    let (hash, blocks) = if before.size() >= DELTA_MIN && prior.is_some() {
         let list = delta::index(&f).map_err(err("read"))?;
         (hex(&list.hash), Some(Arc::new(list)))
     } else {

@@ -184,7 +184,7 @@ fn signed_requests_cannot_be_altered_redirected_or_replayed_after_a_restart() {
     write(&p.data(0).join("ok.txt"), "fine\n");
     let mut p = Pair::registered_with(p, "manual");
     let keys = common::pair_keys(&p, 0);
-    let (path, body) = ("/peer/v1/sync/manifest", r#"{"set":"conf"}"#);
+    let (path, body) = ("/peer/v1/sync/manifest", r#"{"set":"conf","version":2}"#);
     let sign = |receiver: &str| {
         auth::sign_request(
             &keys.api,
@@ -273,7 +273,7 @@ fn hostile_sync_requests_are_refused_and_logged() {
         assert!(!text.contains("do not serve"), "{path}: {text}");
     }
     // The manifest leaves the escaping links and the fifo out.
-    let (status, manifest) = sync_call(&p, 0, "manifest", r#"{"set":"conf"}"#, KEY);
+    let (status, manifest) = sync_call(&p, 0, "manifest", r#"{"set":"conf","version":2}"#, KEY);
     assert_eq!(status, 200, "{manifest}");
     assert!(manifest.contains("ok.txt"), "{manifest}");
     for bad in ["escape", "pipe"] {
@@ -282,9 +282,13 @@ fn hostile_sync_requests_are_refused_and_logged() {
             "{bad} in {manifest}"
         );
     }
-    // Unknown sets, malformed bodies and wrong keys.
+    // A standby of an older manifest version (no field), unknown sets, malformed
+    // bodies and wrong keys.
+    let (status, why) = sync_call(&p, 0, "manifest", r#"{"set":"conf"}"#, KEY);
+    assert_eq!(status, 409, "{why}");
+    assert!(why.contains("run the same hamon on both servers"), "{why}");
     assert_eq!(
-        sync_call(&p, 0, "manifest", r#"{"set":"nope"}"#, KEY).0,
+        sync_call(&p, 0, "manifest", r#"{"set":"nope","version":2}"#, KEY).0,
         404
     );
     assert_eq!(sync_call(&p, 0, "manifest", "{", KEY).0, 400);

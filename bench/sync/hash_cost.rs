@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Read;
 use std::time::Instant;
 
-use hamon::sync::delta::{self, AVG_BLOCK, MAX_BLOCK, MIN_BLOCK};
+use hamon::sync::delta::{self, LEAF};
 use sha2::{Digest, Sha256};
 
 type Failure = Box<dyn std::error::Error>;
@@ -25,8 +25,7 @@ fn main() -> Result<(), Failure> {
         return Err("the file is empty".into());
     }
     let gib = data.len() as f64 / f64::from(1u32 << 30);
-    let (min, avg, max) = (MIN_BLOCK, AVG_BLOCK, MAX_BLOCK);
-    let block = AVG_BLOCK as usize;
+    let leaf = LEAF as usize;
     println!(
         "{:.2} GiB from {path}, median of {runs}, seconds per GiB",
         gib
@@ -55,42 +54,33 @@ fn main() -> Result<(), Failure> {
             }
         }
     })?;
-    time("FastCDC 2/4/32 KiB", &mut || {
-        Ok(fastcdc::v2020::FastCDC::new(&data, min, avg, max).count() as u64)
-    })?;
-    time("FastCDC, two threads (halves)", &mut || {
-        let (a, b) = data.split_at(data.len() / 2);
-        std::thread::scope(|s| {
-            let other = s.spawn(|| fastcdc::v2020::FastCDC::new(b, min, avg, max).count());
-            let here = fastcdc::v2020::FastCDC::new(a, min, avg, max).count();
-            Ok((here + other.join().map_err(|_| "thread died")?) as u64)
-        })
-    })?;
-    let blake3_blocks = |part: &[u8]| {
-        part.chunks(block)
+    let leaves = |part: &[u8]| {
+        part.chunks(leaf)
             .fold(0u64, |x, c| x ^ u64::from(blake3::hash(c).as_bytes()[0]))
     };
-    time("BLAKE3 over 4 KiB blocks", &mut || Ok(blake3_blocks(&data)))?;
-    time("BLAKE3 over 4 KiB blocks, two threads", &mut || {
-        let (a, b) = data.split_at(data.len() / 2 / block * block);
+    time("BLAKE3 over 16 KiB leaves", &mut || Ok(leaves(&data)))?;
+    time("BLAKE3 over 16 KiB leaves, two threads", &mut || {
+        let (a, b) = data.split_at(data.len() / 2 / leaf * leaf);
         std::thread::scope(|s| {
-            let other = s.spawn(|| blake3_blocks(b));
-            let here = blake3_blocks(a);
+            let other = s.spawn(|| leaves(b));
+            let here = leaves(a);
             Ok(here ^ other.join().map_err(|_| "thread died")?)
         })
+    })?;
+    time("weak sums of 16 KiB leaves", &mut || {
+        Ok(data
+            .chunks(leaf)
+            .fold(0u64, |x, c| x ^ u64::from(delta::weak_sum(c))))
     })?;
     time("BLAKE3 over the whole file", &mut || {
         Ok(u64::from(blake3::hash(&data).as_bytes()[0]))
     })?;
-    time("SHA-256 over the whole file", &mut || {
+    time("SHA-256 over the whole file (small files)", &mut || {
         Ok(u64::from(Sha256::digest(&data)[0]))
     })?;
     time(
-        "delta::index (as a rescan: all three, 2 cores)",
+        "delta::index (a rescan: leaves, sums, hash; 2 cores)",
         &mut || Ok(delta::index(&data[..])?.blocks.len() as u64),
     )?;
-    time("delta::index_blocks (no SHA-256)", &mut || {
-        Ok(delta::index_blocks(&data[..])?.blocks.len() as u64)
-    })?;
     Ok(())
 }

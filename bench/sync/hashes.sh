@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What a large file's rescan costs per GiB, pass by pass (read, FastCDC, BLAKE3 blocks,
-# BLAKE3 whole, SHA-256, and hamon's delta::index that runs them together): the figures
+# What a large file's rescan costs per GiB, pass by pass (read, BLAKE3 over 16 KiB leaves,
+# weak sums, BLAKE3 whole, SHA-256, and hamon's delta::index that runs them together): the figures
 # behind "What the rescan costs" in docs/performance.md. No root, no network.
 #
 #   bench/sync/hashes.sh [MIB] [RUNS]      (default 1024 MiB of random bytes, 3 runs)

@@ -6,7 +6,7 @@
 //! that summary must either fail or give blocks that add up to each group's length.
 #![no_main]
 
-use hamon::sync::delta::{decode_details, decode_summary, encode_summary, MAX_BLOCK};
+use hamon::sync::delta::{decode_details, decode_summary, encode_summary, LEAF};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,12 +15,17 @@ fuzz_target!(|data: &[u8]| {
         let sum: u64 = s.groups.iter().map(|g| g.len).sum();
         assert_eq!(sum, s.size);
         assert!(s.groups.iter().all(|g| g.blocks > 0 && g.len >= u64::from(g.blocks)));
+        // Whole leaves but for the file's last.
+        let whole = s.groups.len().saturating_sub(1);
+        assert!(s.groups[..whole]
+            .iter()
+            .all(|g| g.len == u64::from(g.blocks) * u64::from(LEAF)));
         let wanted: Vec<u32> = (0..s.groups.len().min(4) as u32).collect();
         if let Ok(details) = decode_details(data, &s, &wanted) {
             for (i, blocks) in details.iter().enumerate() {
                 let len: u64 = blocks.iter().map(|b| u64::from(b.len)).sum();
                 assert_eq!(len, s.groups[i].len);
-                assert!(blocks.iter().all(|b| b.len > 0 && b.len <= MAX_BLOCK));
+                assert!(blocks.iter().all(|b| b.len > 0 && b.len <= LEAF));
             }
         }
     }

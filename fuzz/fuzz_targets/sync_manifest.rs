@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
 
     assert!(diff(&m, &m).is_empty());
     let empty = Manifest {
+        version: m.version,
         set: m.set.clone(),
         entries: Vec::new(),
     };

@@ -12,10 +12,12 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::delta::{BlockList, Indexer, DELTA_MIN};
 use super::fsat;
 use super::manifest::{check_entry, Entry, Kind};
 use super::{check_rel, is_temp_name, temp_name, Limits, Selector, SetSpec, SyncError};
@@ -206,6 +208,9 @@ pub struct Staged {
     file: Option<File>,
     /// The bytes written.
     pub size: u64,
+    /// For a large file written by [`stage_file`], its block list (which its hash was
+    /// checked against), kept for its next delta.
+    pub blocks: Option<Arc<BlockList>>,
 }
 
 impl Drop for Staged {
@@ -266,11 +271,19 @@ pub fn commit_all(root: &Path, staged: Vec<Staged>) -> Vec<Result<u64, SyncError
 /// difference) and given `e`'s mode, owner (see [`owner_settable`]) and mtime; see
 /// [`Staged::commit`] and [`commit_all`] for the rest. Missing parents are created (mode
 /// 0700).
+///
+/// The hash is the manifest's content hash: SHA-256 for a small file; for one of at least
+/// [`DELTA_MIN`] bytes, its block list's ([`super::delta`]), computed on the way to disk, so the
+/// standby has the list for the file's next delta without reading it again.
 pub fn stage_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<Staged, SyncError> {
     let want = e.hash.as_deref().unwrap_or_default();
-    stage_with(root, e, |f| {
-        let (total, got) = if e.size >= HASH_ASIDE_MIN {
-            copy_hashing_aside(root, body, f, e)?
+    let mut blocks = None;
+    let mut staged = stage_with(root, e, |f| {
+        let (total, got) = if e.size >= DELTA_MIN {
+            let (total, list) = copy_indexing_aside(root, body, f, e)?;
+            let got = list.hash;
+            blocks = Some(Arc::new(list));
+            (total, got)
         } else {
             let mut hasher = Sha256::new();
             let total = copy(root, body, f, e, |chunk| hasher.update(chunk))?;
@@ -285,7 +298,9 @@ pub fn stage_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<Staged,
             });
         }
         Ok(total)
-    })
+    })?;
+    staged.blocks = blocks;
+    Ok(staged)
 }
 
 /// As [`stage_file`], with the content written and checked by `fill`: it gets the empty
@@ -311,6 +326,7 @@ pub fn stage_with(
         path: e.path.clone(),
         file: None,
         size: 0,
+        blocks: None,
     };
     let mut f = File::from(fd);
     let total = fill(&mut f)?;
@@ -326,9 +342,6 @@ pub fn stage_with(
     staged.size = total;
     Ok(staged)
 }
-
-/// Files at least this large are hashed on a second thread while they are written.
-const HASH_ASIDE_MIN: u64 = 4 << 20;
 
 /// Copies `body` into `f`, handing each chunk to `seen` first; the bytes copied. More
 /// than `e.size` bytes is an error at once.
@@ -362,27 +375,27 @@ fn copy(
     }
 }
 
-/// As [`copy`] with the SHA-256 computed on a second thread, a few chunks behind the
-/// writes: a large file costs the slower of the two, not their sum.
-fn copy_hashing_aside(
+/// As [`copy`], with the bytes cut into leaves and hashed on a second thread, a few
+/// chunks behind the writes: a large file costs the slower of the two, not their sum.
+fn copy_indexing_aside(
     root: &Path,
     body: &mut dyn Read,
     f: &mut File,
     e: &Entry,
-) -> Result<(u64, [u8; 32]), SyncError> {
+) -> Result<(u64, BlockList), SyncError> {
     const AHEAD: usize = 8;
     const CHUNK: usize = 1 << 20;
     let (to_hash, hashing) = crossbeam_channel::bounded::<Vec<u8>>(AHEAD);
     let (spare, spares) = crossbeam_channel::bounded::<Vec<u8>>(AHEAD + 2);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
+            let mut ix = Indexer::new();
             for chunk in hashing {
-                h.update(&chunk);
+                ix.push(&chunk);
                 // Never block on giving a buffer back: at the end nobody takes them.
                 let _ = spare.try_send(chunk);
             }
-            <[u8; 32]>::from(h.finalize())
+            ix.finish()
         });
         let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
         let copied = copy(root, body, f, e, |chunk| {

@@ -134,6 +134,7 @@ mod tests {
 
     fn m(entries: Vec<Entry>) -> Manifest {
         Manifest {
+            version: crate::sync::manifest::VERSION,
             set: "s".into(),
             entries,
         }

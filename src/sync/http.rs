@@ -124,8 +124,8 @@ where
 
 impl Source for PeerSource {
     fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "set": set })).map_err(|e| e.to_string())?;
+        let body = serde_json::json!({ "set": set, "version": super::manifest::VERSION });
+        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         self.call("manifest", &body)
     }
 

@@ -1,9 +1,9 @@
 //! The manifest of a set: what the active holds, as JSON.
 //!
 //! ```text
-//! {"set":"www","entries":[
+//! {"version":2,"set":"www","entries":[
 //!   {"path":"a","kind":"dir","size":0,"mode":493,"uid":0,"gid":0,"mtime_s":1700000000,"mtime_ns":0},
-//!   {"path":"a/f","kind":"file","size":3,"mode":420,...,"hash":"<64 lower-hex SHA-256>"},
+//!   {"path":"a/f","kind":"file","size":3,"mode":420,...,"hash":"<64 lower-hex>"},
 //!   {"path":"a/l","kind":{"symlink":{"target":"f"}},"size":0,...}]}
 //! ```
 //!
@@ -42,7 +42,9 @@ pub struct Entry {
     pub gid: u32,
     pub mtime_s: i64,
     pub mtime_ns: u32,
-    /// Lower-hex SHA-256 of a file's content; absent for directories and symlinks.
+    /// A file's content hash, 64 lower-hex digits: its SHA-256, or for a file of at least
+    /// [`super::delta::DELTA_MIN`] bytes its block list's hash; absent for directories and
+    /// symlinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
 }
@@ -69,9 +71,23 @@ impl Entry {
     }
 }
 
+/// The manifest version this build writes and reads. Version 2 names a file of at least
+/// [`super::delta::DELTA_MIN`] bytes by its block list's hash (BLAKE3) instead of its
+/// SHA-256; version 1 (no `version` field) named every file by its SHA-256. A server
+/// refuses the other version rather than mistake one hash for the other: until both
+/// servers run the same hamon, files do not sync (see docs/replication.md, "Upgrades").
+pub const VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
+}
+
 /// Everything a set holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// [`VERSION`] when written by this build.
+    #[serde(default = "version_1")]
+    pub version: u32,
     pub set: String,
     pub entries: Vec<Entry>,
 }
@@ -87,6 +103,11 @@ pub enum ManifestError {
     TooManyEntries { count: usize, max: usize },
     #[error("manifest has an empty set name")]
     EmptySet,
+    #[error(
+        "the peer's manifest is version {0}, this server's is {VERSION} (large files are \
+         named by another hash): run the same hamon on both servers"
+    )]
+    Version(u32),
     #[error("{path:?}: {reason}")]
     BadPath { path: String, reason: &'static str },
     #[error("{path:?}: listed twice")]
@@ -113,8 +134,8 @@ pub fn encode(m: &Manifest) -> Vec<u8> {
     serde_json::to_vec(m).unwrap_or_default()
 }
 
-/// Whether `s` is a lower-hex SHA-256.
-fn is_sha256_hex(s: &str) -> bool {
+/// Whether `s` is a 32-byte hash in lower hex.
+fn is_hash_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -138,7 +159,7 @@ pub(crate) fn check_entry(e: &Entry, limits: &Limits) -> Result<(), ManifestErro
         Kind::File => {
             match &e.hash {
                 None => return Err(bad("file without a hash")),
-                Some(h) if !is_sha256_hex(h) => {
+                Some(h) if !is_hash_hex(h) => {
                     return Err(bad("hash is not 64 lower-case hex digits"))
                 }
                 Some(_) => {}
@@ -180,6 +201,9 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Manifest, ManifestError> 
     }
     let m: Manifest =
         serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+    if m.version != VERSION {
+        return Err(ManifestError::Version(m.version));
+    }
     if m.entries.len() > limits.max_entries {
         return Err(ManifestError::TooManyEntries {
             count: m.entries.len(),
@@ -245,6 +269,7 @@ mod tests {
 
     fn good() -> Manifest {
         Manifest {
+            version: VERSION,
             set: "www".into(),
             entries: vec![
                 entry("a", Kind::Dir),
@@ -261,6 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_of_another_version_is_refused() {
+        // Version 1 had no field: its hashes were all SHA-256.
+        let old = br#"{"set":"s","entries":[]}"#;
+        assert_eq!(
+            decode(old, &Limits::default()),
+            Err(ManifestError::Version(1))
+        );
+        let mut m = good();
+        m.version = 3;
+        assert_eq!(dec(&m), Err(ManifestError::Version(3)));
+        let why = ManifestError::Version(1).to_string();
+        assert!(why.contains("run the same hamon on both servers"), "{why}");
+    }
+
+    #[test]
     fn round_trips() {
         let m = good();
         assert_eq!(dec(&m), Ok(m));
@@ -269,6 +309,7 @@ mod tests {
     #[test]
     fn wire_format_is_stable() {
         let m = Manifest {
+            version: VERSION,
             set: "s".into(),
             entries: vec![entry("f", Kind::File), link("l", "f")],
         };
@@ -277,7 +318,7 @@ mod tests {
             text,
             format!(
                 concat!(
-                    r#"{{"set":"s","entries":[{{"path":"f","kind":"file","size":0,"mode":420,"#,
+                    r#"{{"version":2,"set":"s","entries":[{{"path":"f","kind":"file","size":0,"mode":420,"#,
                     r#""uid":0,"gid":0,"mtime_s":1700000000,"mtime_ns":5,"hash":"{}"}},"#,
                     r#"{{"path":"l","kind":{{"symlink":{{"target":"f"}}}},"size":0,"mode":420,"#,
                     r#""uid":0,"gid":0,"mtime_s":1700000000,"mtime_ns":5}}]}}"#

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::apply::{
     self, commit_all, make_dir, make_symlink, open_served, owner_settable, set_meta, stage_file,
-    sync_dirs, write_file_then, DirSync, Staged,
+    sync_dirs, DirSync, Staged,
 };
 use super::delta::{self, BlockList};
 use super::diff::{diff, Plan};
@@ -336,27 +336,17 @@ fn fetch_all<'p>(
         let body = src
             .file(&spec.name, &e.path)
             .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))?;
+        let mut body = body;
+        let staged = stage_file(root, e, &mut body)?;
         if e.size < delta::DELTA_MIN {
             // A small file waits, written and checked, to be committed with others.
-            let mut body = body;
-            return stage_file(root, e, &mut body).map(Fetched::Staged);
+            return Ok(Fetched::Staged(staged));
         }
-        // A large file is cut into blocks on its way to disk, so that its next delta
-        // need not read it again.
-        let mut indexer = delta::Indexer::new(false);
-        let mut tee = delta::Tee {
-            inner: body,
-            indexer: &mut indexer,
-        };
-        let written = write_file_then(root, e, &mut tee, DirSync::Later)?;
-        let verified = e.hash.as_deref().and_then(crate::peer::auth::unhex);
-        let blocks = match (indexer.finish(), verified.map(<[u8; 32]>::try_from)) {
-            (Ok(mut list), Some(Ok(hash))) if list.size == written => {
-                list.hash = hash;
-                Some(Arc::new(list))
-            }
-            _ => None,
-        };
+        // A large file was cut into leaves on its way to disk (its hash is theirs), so
+        // its next delta need not read it again.
+        let blocks = staged.blocks.clone();
+        let written = staged.size;
+        staged.commit(root, DirSync::Later)?;
         Ok(Fetched::Done(Got {
             written,
             delta: None,
@@ -431,7 +421,7 @@ fn fetch_delta(
         return None;
     }
     let (old, old_len) = open_served(spec, &e.path).ok()?;
-    if old_len < u64::from(delta::MIN_BLOCK) {
+    if old_len < u64::from(delta::LEAF) {
         return None;
     }
     let fail = |m: String| SyncError::Source(format!("{:?}: delta: {m}", e.path));
@@ -450,20 +440,12 @@ fn fetch_delta(
     };
     let mine = match scanner.cached_blocks(&abs, &old) {
         Some(l) => l,
-        None => match delta::index_blocks(&old) {
+        None => match delta::index(&old) {
             Ok(l) => Arc::new(l),
             Err(x) => return Some(Err(fail(format!("reading the old copy: {x}")))),
         },
     };
     let unknown = delta::unknown_groups(&mine, &summary);
-    let unknown_bytes: u64 = unknown
-        .iter()
-        .filter_map(|&i| summary.groups.get(i as usize))
-        .map(|g| g.len)
-        .sum();
-    if unknown_bytes > e.size / 10 * 9 {
-        return None; // little in common: whole is as cheap
-    }
     let mut crossed = listed.len() as u64;
     let details = if unknown.is_empty() {
         Vec::new()
@@ -478,7 +460,14 @@ fn fetch_delta(
             Err(x) => return Some(Err(fail(x.to_string()))),
         }
     };
-    let (pieces, _) = delta::plan(&mine, &summary, &unknown, &details);
+    let (mut pieces, _) = delta::plan(&mine, &summary, &unknown, &details);
+    // Leaves an insert or a deletion shifted are in the old copy at other offsets.
+    if let Err(x) = delta::relocate(&old, old_len, &mut pieces) {
+        return Some(Err(fail(format!("reading the old copy: {x}"))));
+    }
+    if delta::remote_bytes(&pieces) > e.size / 10 * 9 {
+        return None; // little in common: whole is as cheap, and gives the block list
+    }
     let fetch = delta::remote_bytes(&pieces);
     let ranges = delta::ranges(&pieces);
     let body: Box<dyn Read + '_> = if ranges.is_empty() {

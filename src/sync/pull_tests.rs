@@ -193,6 +193,7 @@ fn fixed(entries: Vec<Entry>) -> Fixed {
         .collect();
     Fixed {
         manifest: encode(&Manifest {
+            version: crate::sync::manifest::VERSION,
             set: "s".into(),
             entries,
         }),
@@ -552,11 +553,28 @@ fn a_large_changed_file_comes_as_a_delta() {
     let s = pull(&mut puller, &src, &dst);
     assert_eq!((s.files, s.delta_files), (1, 1), "{s:?}");
     assert!(
-        s.delta_fetched < (1 << 20) + 3 * u64::from(delta::MAX_BLOCK),
+        s.delta_fetched < (1 << 20) + 3 * u64::from(delta::LEAF),
         "{} bytes fetched",
         s.delta_fetched
     );
     assert_eq!(fs::read(dst.join("big")).unwrap(), new);
+
+    // 1000 bytes inserted off any leaf boundary: every later leaf shifts, and is found
+    // in the old copy by the rolling search instead of fetched.
+    let mut shifted = new[..(3 << 20) + 7].to_vec();
+    shifted.extend_from_slice(&noise(5, 1000));
+    shifted.extend_from_slice(&new[(3 << 20) + 7..]);
+    fs::write(src.join("big"), &shifted).unwrap();
+    let s = pull(&mut puller, &src, &dst);
+    assert_eq!((s.files, s.delta_files), (1, 1), "{s:?}");
+    // Two leaves around the insert, and the details of the shifted groups (10 MiB /
+    // 16 KiB x 40 bytes).
+    assert!(
+        s.delta_fetched < 3 * u64::from(delta::LEAF) + (32 << 10),
+        "{} bytes fetched",
+        s.delta_fetched
+    );
+    assert_eq!(fs::read(dst.join("big")).unwrap(), shifted);
     assert!(temps_below(&dst).is_empty());
 
     // A small file is never a delta.

@@ -62,8 +62,8 @@ impl FileKey {
     }
 }
 
-/// What the scanner knows of an unchanged file: its SHA-256 and, for a file of at least
-/// [`DELTA_MIN`] bytes, its block list once cut (see [`hash_file`]).
+/// What the scanner knows of an unchanged file: its content hash and, for a file of at
+/// least [`DELTA_MIN`] bytes, its block list when known (see [`hash_file`]).
 #[derive(Debug, Clone)]
 struct Cached {
     key: FileKey,
@@ -175,6 +175,7 @@ impl Scanner {
             return Err(too_many(spec.name.as_str(), limits));
         }
         let manifest = Manifest {
+            version: super::manifest::VERSION,
             set: spec.name.clone(),
             entries,
         };
@@ -314,7 +315,7 @@ impl Scanner {
     }
 
     /// The block list of `file` (opened safely by the caller, at its start; `abs` is its
-    /// path, the cache's key) if it is still the content whose SHA-256 is `hash`: from the
+    /// path, the cache's key) if it is still the content whose hash is `hash`: from the
     /// cache while the file is unchanged, else cut now (one read, which also checks the
     /// hash). `Ok(None)`: the file is not that content any more.
     pub fn blocks(
@@ -444,11 +445,9 @@ impl Scanner {
 /// How many threads a scan hashes files on, at most.
 const HASHERS: usize = 4;
 
-/// Reads the regular file at `abs` for its SHA-256, unless `cache` vouches for it once it
-/// is open. A large file this scanner has seen before is cut into blocks in the same read
-/// (it changed, so a standby will likely ask for a delta); one seen for the first time is
-/// only hashed, so that a first manifest is not held up by block lists no standby may
-/// ask for ([`Scanner::blocks`] cuts it when one does).
+/// Reads the regular file at `abs` for its content hash, unless `cache` vouches for it
+/// once it is open: SHA-256 for a small file; for one of at least [`DELTA_MIN`] bytes,
+/// its block list's hash, which the same read gives with the list ([`delta`]).
 ///
 /// The file is opened from the set's root (`root`, its relative path `rel`) with no
 /// symlink anywhere on the way: between the walk and this read, a directory of the set
@@ -487,14 +486,13 @@ fn hash_file(
         return Ok(Hashed::Vanished);
     }
     let key = FileKey::of(&before);
-    let prior = cache.get(abs);
-    if let Some(c) = prior.filter(|c| c.key == key) {
+    if let Some(c) = cache.get(abs).filter(|c| c.key == key) {
         return Ok(Hashed::Cached {
             hash: c.hash.clone(),
             meta: before,
         });
     }
-    let (hash, blocks) = if before.size() >= DELTA_MIN && prior.is_some() {
+    let (hash, blocks) = if before.size() >= DELTA_MIN {
         let list = delta::index(&f).map_err(err("read"))?;
         (hex(&list.hash), Some(Arc::new(list)))
     } else {
@@ -708,40 +706,49 @@ mod tests {
     }
 
     #[test]
-    fn a_large_file_is_cut_into_blocks_once_it_changes_or_when_asked() {
+    fn a_large_file_is_named_by_its_block_list_cut_in_the_same_read() {
         let d = TempDir::new("lazyblocks");
         let r = d.path();
         let big = r.join("big");
+        let small = r.join("small");
         let body = crate::sync::noise(5, DELTA_MIN as usize + 10_000);
         fs::write(&big, &body).unwrap();
+        fs::write(&small, &body[..DELTA_MIN as usize - 1]).unwrap();
         let mut s = Scanner::new();
         let (m, _) = s.scan(&spec(r), &Limits::default()).unwrap();
-        let hash = m.entries[0].hash.clone().unwrap();
-        assert_eq!(hash, hex(&Sha256::digest(&body)));
-        let f = File::open(&big).unwrap();
-        assert!(
-            s.cached_blocks(&big, &f).is_none(),
-            "seen for the first time: hashed, not cut"
+        let hash_of = |m: &Manifest, p: &str| {
+            let e = m.entries.iter().find(|e| e.path == p).unwrap();
+            e.hash.clone().unwrap()
+        };
+        let hash = hash_of(&m, "big");
+        let want = delta::index(&body[..]).unwrap();
+        assert_eq!(hash, hex(&want.hash));
+        assert_ne!(hash, hex(&Sha256::digest(&body)));
+        // Below the delta size: the SHA-256.
+        assert_eq!(
+            hash_of(&m, "small"),
+            hex(&Sha256::digest(&body[..DELTA_MIN as usize - 1]))
         );
-        // A standby that asks gets the list cut now, and it is kept.
+        let f = File::open(&big).unwrap();
+        assert_eq!(*s.cached_blocks(&big, &f).expect("cut by the scan"), want);
         let list = s.blocks(&big, &f, &hash).unwrap().unwrap();
-        assert_eq!(list.size, body.len() as u64);
-        assert_eq!(hex(&list.hash), hash);
-        assert!(s.cached_blocks(&big, &f).is_some());
+        assert_eq!(*list, want);
+        // The list of another content is not served as this one's.
+        assert!(s.blocks(&big, &f, &hex(&[0; 32])).unwrap().is_none());
         drop(f);
 
-        // Changed: the rescan cuts it in the same read as its hash.
+        // Changed: the rescan cuts it again, in the same read as its hash.
         let mut edited = body.clone();
         edited[1234] ^= 0xff;
         fs::write(&big, &edited).unwrap();
         let (m2, _) = s.scan(&spec(r), &Limits::default()).unwrap();
-        assert_eq!(
-            m2.entries[0].hash.as_deref(),
-            Some(hex(&Sha256::digest(&edited)).as_str())
-        );
+        let cut = delta::index(&edited[..]).unwrap();
+        assert_eq!(hash_of(&m2, "big"), hex(&cut.hash));
         let f = File::open(&big).unwrap();
-        let cut = s.cached_blocks(&big, &f).expect("cut during the rescan");
-        assert_eq!(*cut, delta::index(&edited[..]).unwrap());
+        assert_eq!(
+            *s.cached_blocks(&big, &f).expect("cut during the rescan"),
+            cut
+        );
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub type Answer = Result<Vec<u8>, (u16, String)>;
 #[derive(Deserialize)]
 struct SetRequest {
     set: String,
+    /// The manifest version the caller reads (absent before version 2).
+    #[serde(default)]
+    version: u32,
 }
 
 #[derive(Deserialize)]
@@ -323,6 +326,19 @@ impl SyncService {
     /// `sync/manifest`: the named set as this server has it now.
     pub fn serve_manifest(&self, body: &[u8]) -> Answer {
         let req: SetRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        if req.version != super::manifest::VERSION {
+            // An older standby would take a block list's hash for a SHA-256 and fetch
+            // every large file again on every pass, failing each one.
+            return Err((
+                409,
+                format!(
+                    "this server writes manifest version {}, the caller reads {}: run the \
+                     same hamon on both servers",
+                    super::manifest::VERSION,
+                    req.version.max(1)
+                ),
+            ));
+        }
         let i = self
             .set_of(&req.set)
             .ok_or((404, format!("no sync set named {:?} here", req.set)))?;
@@ -830,6 +846,56 @@ impl SyncService {
 mod tests {
     use super::*;
 
+    fn service(cfg: Replication, events: EventFn) -> Arc<SyncService> {
+        let me = PeerTarget {
+            address: "192.0.2.11".into(),
+            hm_port: 8082,
+            pin: None,
+        };
+        SyncService::new(
+            cfg,
+            me,
+            Arc::new(RwLock::new(None)),
+            false,
+            Box::new(|_, _| {}),
+            events,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_standby_that_reads_another_manifest_version_is_refused_clearly() {
+        let d = std::env::temp_dir().join(format!("hamon-svc-version-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("f"), b"x").unwrap();
+        let cfg = Replication {
+            frequent_interval: Duration::from_secs(11),
+            batch_interval: Duration::from_secs(500),
+            hint_delay: Duration::from_millis(200),
+            max_manifest_entries: 10,
+            max_manifest_bytes: 4096,
+            max_file_bytes: 1024,
+            copy_timeout: Duration::from_secs(1),
+            sets: vec![crate::config::SyncSet {
+                name: "s".into(),
+                path: d.clone(),
+                include: Vec::new(),
+                exclude: Vec::new(),
+                class: SyncClass::Frequent,
+                keep_setid: false,
+            }],
+        };
+        let svc = service(cfg, Box::new(|_, _, _| {}));
+        // A standby from before version 2 sends no version.
+        let (status, why) = svc.serve_manifest(br#"{"set":"s"}"#).unwrap_err();
+        assert_eq!(status, 409);
+        assert!(why.contains("version 2, the caller reads 1"), "{why}");
+        let ok = svc.serve_manifest(br#"{"set":"s","version":2}"#).unwrap();
+        let m = super::super::manifest::decode(&ok, &super::super::Limits::default()).unwrap();
+        assert_eq!(m.version, super::super::manifest::VERSION);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn three_failed_passes_raise_sync_failed_and_a_good_one_clears_it() {
         let cfg = Replication {
@@ -842,21 +908,11 @@ mod tests {
             copy_timeout: Duration::from_secs(1),
             sets: Vec::new(),
         };
-        let me = PeerTarget {
-            address: "192.0.2.11".into(),
-            hm_port: 8082,
-            pin: None,
-        };
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = seen.clone();
-        let svc = SyncService::new(
+        let svc = service(
             cfg,
-            me,
-            Arc::new(RwLock::new(None)),
-            false,
-            Box::new(|_, _| {}),
             Box::new(move |kind, _, _| sink.lock().unwrap().push(kind.to_string())),
-            None,
         );
         for _ in 0..2 {
             svc.pass_outcome(SyncClass::Frequent, Some("peer went away".into()));

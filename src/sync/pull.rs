@@ -440,7 +440,7 @@ fn fetch_delta(
     };
     let mine = match scanner.cached_blocks(&abs, &old) {
         Some(l) => l,
-        None => match delta::index(&old) {
+        None => match delta::index_file(&old) {
             Ok(l) => Arc::new(l),
             Err(x) => return Some(Err(fail(format!("reading the old copy: {x}")))),
         },

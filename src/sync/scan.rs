@@ -334,7 +334,7 @@ impl Scanner {
                 }
             }
         }
-        let list = delta::index(file).map_err(err("read"))?;
+        let list = delta::index_file(file).map_err(err("read"))?;
         let after = file.metadata().map_err(err("stat"))?;
         let got = hex(&list.hash);
         if FileKey::of(&after) != key || got != hash {
@@ -493,7 +493,7 @@ fn hash_file(
         });
     }
     let (hash, blocks) = if before.size() >= DELTA_MIN {
-        let list = delta::index(&f).map_err(err("read"))?;
+        let list = delta::index_file(&f).map_err(err("read"))?;
         (hex(&list.hash), Some(Arc::new(list)))
     } else {
         let mut hasher = Sha256::new();

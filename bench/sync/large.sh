@@ -6,7 +6,7 @@
 #   byte    a 2 GiB file with 1 byte changed
 #   append  1 MiB appended to a 1 GiB log
 #   rewrite 10 % of the 64 KiB blocks of a 1 GiB file rewritten at random
-#   insert  100 MiB inserted in the middle of a 1 GiB file
+#   insert  100 MiB (and 1000 bytes) inserted in the middle of a 1 GiB file
 #
 #   sudo bench/sync/large.sh [RUNS]        (default 3 runs, medians reported)
 #   BENCH_MIB=64 sudo bench/sync/large.sh 1    (a quick look: every size / 16 ... / 32)
@@ -250,6 +250,9 @@ elif case == "insert":
             n = min(left, 8 << 20); b.write(a.read(n)); left -= n
         for _ in range(insert):
             b.write(r.randbytes(1 << 20))
+        # And a few bytes more, so that the shift is no multiple of any block size:
+        # whole MiBs would leave fixed blocks (hamon's leaves, rsync's blocks) in step.
+        b.write(r.randbytes(1000))
         while True:
             d = a.read(8 << 20)
             if not d: break

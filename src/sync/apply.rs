@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::delta::{BlockList, Indexer, DELTA_MIN};
+use super::delta::{BlockList, Indexer};
 use super::fsat;
-use super::manifest::{check_entry, Entry, Kind};
+use super::manifest::{by_blocks, check_entry, Entry, Kind, VERSION};
 use super::{check_rel, is_temp_name, temp_name, Limits, Selector, SetSpec, SyncError};
 
 /// Mode of directories created before their manifest entry applies its own.
@@ -273,13 +273,24 @@ pub fn commit_all(root: &Path, staged: Vec<Staged>) -> Vec<Result<u64, SyncError
 /// 0700).
 ///
 /// The hash is the manifest's content hash: SHA-256 for a small file; for one of at least
-/// [`DELTA_MIN`] bytes, its block list's ([`super::delta`]), computed on the way to disk, so the
+/// [`super::delta::DELTA_MIN`] bytes, its block list's ([`super::delta`]), computed on the way to disk, so the
 /// standby has the list for the file's next delta without reading it again.
 pub fn stage_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<Staged, SyncError> {
+    stage_file_as(root, e, body, VERSION)
+}
+
+/// As [`stage_file`], for an entry of a manifest of `version` (version 1 named every file
+/// by its SHA-256; see [`by_blocks`]).
+pub fn stage_file_as(
+    root: &Path,
+    e: &Entry,
+    body: &mut dyn Read,
+    version: u32,
+) -> Result<Staged, SyncError> {
     let want = e.hash.as_deref().unwrap_or_default();
     let mut blocks = None;
     let mut staged = stage_with(root, e, |f| {
-        let (total, got) = if e.size >= DELTA_MIN {
+        let (total, got) = if by_blocks(version, e.size) {
             let (total, list) = copy_indexing_aside(root, body, f, e)?;
             let got = list.hash;
             blocks = Some(Arc::new(list));

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::delta::DELTA_MIN;
 use super::{check_rel, check_target, Limits};
 
 /// What an entry is.
@@ -71,12 +72,20 @@ impl Entry {
     }
 }
 
-/// The manifest version this build writes and reads. Version 2 names a file of at least
-/// [`super::delta::DELTA_MIN`] bytes by its block list's hash (BLAKE3) instead of its
-/// SHA-256; version 1 (no `version` field) named every file by its SHA-256. A server
-/// refuses the other version rather than mistake one hash for the other: until both
-/// servers run the same hamon, files do not sync (see docs/replication.md, "Upgrades").
+/// The manifest version this build writes. Version 2 names a file of at least
+/// [`DELTA_MIN`] bytes by its block list's hash (BLAKE3) instead of its SHA-256; version
+/// 1 (no `version` field) named every file by its SHA-256.
 pub const VERSION: u32 = 2;
+/// The oldest version this build still reads and serves, so that a pair keeps syncing
+/// through a rolling upgrade: a version-1 peer's manifest is compared with this server's
+/// files hashed its way, and a version-1 standby is served one (see [`by_blocks`]).
+pub const OLDEST: u32 = 1;
+
+/// Whether a manifest of `version` names a file of `size` bytes by its block list's hash
+/// (else by its SHA-256).
+pub fn by_blocks(version: u32, size: u64) -> bool {
+    version >= 2 && size >= DELTA_MIN
+}
 
 fn version_1() -> u32 {
     1
@@ -104,8 +113,8 @@ pub enum ManifestError {
     #[error("manifest has an empty set name")]
     EmptySet,
     #[error(
-        "the peer's manifest is version {0}, this server's is {VERSION} (large files are \
-         named by another hash): run the same hamon on both servers"
+        "the peer's manifest is version {0}, this server reads {OLDEST} to {VERSION}: run \
+         releases next to each other on the two servers"
     )]
     Version(u32),
     #[error("{path:?}: {reason}")]
@@ -201,7 +210,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Manifest, ManifestError> 
     }
     let m: Manifest =
         serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
-    if m.version != VERSION {
+    if !(OLDEST..=VERSION).contains(&m.version) {
         return Err(ManifestError::Version(m.version));
     }
     if m.entries.len() > limits.max_entries {
@@ -286,18 +295,22 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_of_another_version_is_refused() {
+    fn versions_one_and_two_are_read_and_others_refused() {
         // Version 1 had no field: its hashes were all SHA-256.
         let old = br#"{"set":"s","entries":[]}"#;
-        assert_eq!(
-            decode(old, &Limits::default()),
-            Err(ManifestError::Version(1))
-        );
+        assert_eq!(decode(old, &Limits::default()).unwrap().version, 1);
         let mut m = good();
-        m.version = 3;
-        assert_eq!(dec(&m), Err(ManifestError::Version(3)));
-        let why = ManifestError::Version(1).to_string();
-        assert!(why.contains("run the same hamon on both servers"), "{why}");
+        m.version = 1;
+        assert_eq!(dec(&m), Ok(m.clone()));
+        for v in [0, 3] {
+            m.version = v;
+            assert_eq!(dec(&m), Err(ManifestError::Version(v)));
+        }
+        let why = ManifestError::Version(3).to_string();
+        assert!(why.contains("reads 1 to 2"), "{why}");
+        // Only version 2 names large files by their block lists.
+        assert!(by_blocks(2, DELTA_MIN) && !by_blocks(2, DELTA_MIN - 1));
+        assert!(!by_blocks(1, DELTA_MIN) && !by_blocks(1, u64::MAX));
     }
 
     #[test]

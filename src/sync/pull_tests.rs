@@ -805,3 +805,98 @@ fn a_pass_reports_how_long_it_and_the_manifest_took() {
     assert!(stats.manifest_ms >= 120, "{stats:?}");
     assert!(stats.pass_ms >= stats.manifest_ms, "{stats:?}");
 }
+
+/// An active of the previous release: manifests of version 1 (every file by its SHA-256),
+/// and block lists this build must not ask for.
+struct OldPeer {
+    inner: LocalSource,
+    scanner: Scanner,
+    blocks_asked: usize,
+}
+
+impl Source for OldPeer {
+    fn manifest(&mut self, set: &str) -> Result<Vec<u8>, String> {
+        let (m, _) = self
+            .scanner
+            .scan_as(&spec(set, &self.inner.spec.root), &Limits::default(), 1)
+            .map_err(|e| e.to_string())?;
+        assert_eq!(m.version, 1);
+        Ok(encode(&m))
+    }
+    fn file(&mut self, set: &str, path: &str) -> Result<Box<dyn Read + '_>, String> {
+        self.inner.file(set, path)
+    }
+    fn blocks(
+        &mut self,
+        _set: &str,
+        _path: &str,
+        _hash: &str,
+        _groups: Option<&[u32]>,
+    ) -> Result<Vec<u8>, String> {
+        self.blocks_asked += 1;
+        Err("block list version 3".into())
+    }
+    fn ranges(
+        &mut self,
+        set: &str,
+        path: &str,
+        hash: &str,
+        ranges: &[(u64, u64)],
+    ) -> Result<Box<dyn Read + '_>, String> {
+        self.inner.ranges(set, path, hash, ranges)
+    }
+}
+
+#[test]
+fn a_pair_mid_upgrade_keeps_syncing_large_files_by_their_sha256() {
+    use sha2::{Digest, Sha256};
+    let d = TempDir::new("oldpeer");
+    let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let mut big = noise(21, delta::DELTA_MIN as usize + 5000);
+    fs::write(src.join("big"), &big).unwrap();
+    fs::write(src.join("small"), b"small").unwrap();
+    let mut old = OldPeer {
+        inner: LocalSource::new(spec("s", &src), Limits::default()),
+        scanner: Scanner::new(),
+        blocks_asked: 0,
+    };
+    let mut puller = Puller::new();
+    let pass = |puller: &mut Puller, source: &mut dyn Source| {
+        let s = puller
+            .pass(&spec("s", &dst), source, &Limits::default())
+            .unwrap();
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert_eq!(
+            fs::read(dst.join("big")).unwrap(),
+            fs::read(src.join("big")).unwrap()
+        );
+        s
+    };
+    // From the old active: whole files, checked against their SHA-256.
+    let s = pass(&mut puller, &mut old);
+    assert_eq!((s.files, s.delta_files), (2, 0));
+    let m = decode(&old.manifest("s").unwrap(), &Limits::default()).unwrap();
+    let listed = m.entries.iter().find(|e| e.path == "big").unwrap();
+    assert_eq!(
+        listed.hash.as_deref(),
+        Some(crate::sync::apply::hex(&Sha256::digest(&big)).as_str())
+    );
+    // A change: fetched whole again, no block list asked of a peer that speaks another.
+    big[100] ^= 1;
+    fs::write(src.join("big"), &big).unwrap();
+    let s = pass(&mut puller, &mut old);
+    assert_eq!((s.files, s.delta_files), (1, 0));
+    assert_eq!(old.blocks_asked, 0);
+    // Nothing changed: nothing fetched.
+    assert_eq!(pass(&mut puller, &mut old).files, 0);
+    // The active upgraded: the standby's copy hashed the new way matches, and the next
+    // change comes as a delta.
+    let mut new = LocalSource::new(spec("s", &src), Limits::default());
+    assert_eq!(pass(&mut puller, &mut new).files, 0);
+    big[200] ^= 1;
+    fs::write(src.join("big"), &big).unwrap();
+    let s = pass(&mut puller, &mut new);
+    assert_eq!((s.files, s.delta_files), (1, 1));
+}

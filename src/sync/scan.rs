@@ -21,9 +21,9 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use super::apply::{hex, BUF_SIZE};
-use super::delta::{self, BlockList, DELTA_MIN};
+use super::delta::{self, BlockList};
 use super::fsat;
-use super::manifest::{Entry, Kind, Manifest};
+use super::manifest::{by_blocks, Entry, Kind, Manifest, VERSION};
 use super::{check_rel, check_target, is_temp_name, Limits, Selector, SetSpec, Skipped, SyncError};
 
 /// Deepest directory nesting walked.
@@ -63,11 +63,13 @@ impl FileKey {
 }
 
 /// What the scanner knows of an unchanged file: its content hash and, for a file of at
-/// least [`DELTA_MIN`] bytes, its block list when known (see [`hash_file`]).
+/// least [`delta::DELTA_MIN`] bytes, its block list when known (see [`hash_file`]).
 #[derive(Debug, Clone)]
 struct Cached {
     key: FileKey,
     hash: String,
+    /// Whether `hash` is the block list's, not the SHA-256 ([`by_blocks`]).
+    by_blocks: bool,
     blocks: Option<Arc<BlockList>>,
 }
 
@@ -89,6 +91,8 @@ pub struct Scanner {
 
 /// The state of one scan.
 struct Walk<'a> {
+    /// The manifest version scanned for.
+    version: u32,
     sel: &'a Selector,
     limits: &'a Limits,
     set: &'a str,
@@ -141,6 +145,17 @@ impl Scanner {
         spec: &SetSpec,
         limits: &Limits,
     ) -> Result<(Manifest, Vec<Skipped>), SyncError> {
+        self.scan_as(spec, limits, VERSION)
+    }
+
+    /// As [`Scanner::scan`], for a peer that reads manifest `version` (its files hashed
+    /// that version's way, see [`by_blocks`]).
+    pub fn scan_as(
+        &mut self,
+        spec: &SetSpec,
+        limits: &Limits,
+        version: u32,
+    ) -> Result<(Manifest, Vec<Skipped>), SyncError> {
         let sel = Selector::new(spec)?;
         match fs::metadata(&spec.root) {
             Ok(m) if m.is_dir() => {}
@@ -150,6 +165,7 @@ impl Scanner {
         }
         self.temps.clear();
         let mut w = Walk {
+            version,
             sel: &sel,
             limits,
             set: &spec.name,
@@ -175,7 +191,7 @@ impl Scanner {
             return Err(too_many(spec.name.as_str(), limits));
         }
         let manifest = Manifest {
-            version: super::manifest::VERSION,
+            version,
             set: spec.name.clone(),
             entries,
         };
@@ -267,7 +283,10 @@ impl Scanner {
                 }
                 // The walk's lstat is enough to tell an unchanged file: no open, no read.
                 match self.cache.get(&abs) {
-                    Some(c) if c.key == FileKey::of(&meta) => {
+                    Some(c)
+                        if c.key == FileKey::of(&meta)
+                            && c.by_blocks == by_blocks(w.version, meta.len()) =>
+                    {
                         self.stats.cache_hits += 1;
                         let hash = c.hash.clone();
                         w.seen.insert(abs);
@@ -287,20 +306,24 @@ impl Scanner {
         Ok(())
     }
 
-    /// Records the hash of a file this process has just written and verified, so the next
-    /// scan does not read it again (a file changed since has another key and is re-read).
-    pub fn remember(&mut self, abs: &Path, hash: &str) {
-        self.remember_blocks(abs, hash, None);
-    }
-
-    /// As [`Scanner::remember`], with the file's block list when it is known.
-    pub fn remember_blocks(&mut self, abs: &Path, hash: &str, blocks: Option<Arc<BlockList>>) {
+    /// Records the hash (as manifest `version` names it) of a file this process has just
+    /// written and verified, with its block list when known, so the next scan does not read
+    /// it again (a file changed since has another key and is re-read).
+    pub fn remember(
+        &mut self,
+        abs: &Path,
+        hash: &str,
+        blocks: Option<Arc<BlockList>>,
+        version: u32,
+    ) {
         if let Ok(m) = fs::symlink_metadata(abs) {
             if m.is_file() {
+                let by_blocks = by_blocks(version, m.size());
                 let cached = Cached {
                     key: FileKey::of(&m),
                     hash: hash.to_string(),
-                    blocks,
+                    by_blocks,
+                    blocks: blocks.filter(|_| by_blocks),
                 };
                 self.cache.insert(abs.to_path_buf(), cached);
             }
@@ -344,6 +367,7 @@ impl Scanner {
         let cached = Cached {
             key,
             hash: got,
+            by_blocks: true,
             blocks: Some(list.clone()),
         };
         self.cache.insert(abs.to_path_buf(), cached);
@@ -367,14 +391,14 @@ impl Scanner {
             .min(jobs.len());
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let (cache, queue) = (&self.cache, &jobs);
+        let (cache, queue, version) = (&self.cache, &jobs, w.version);
         // Takes the next file until none is left or one failed (the scan fails then).
         let work = || {
             let mut done = Vec::new();
             while !failed.load(Ordering::Relaxed) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(j) = queue.get(i) else { break };
-                let r = hash_file(cache, root, &j.rel, &j.abs);
+                let r = hash_file(cache, root, &j.rel, &j.abs, version);
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }
@@ -445,9 +469,10 @@ impl Scanner {
 /// How many threads a scan hashes files on, at most.
 const HASHERS: usize = 4;
 
-/// Reads the regular file at `abs` for its content hash, unless `cache` vouches for it
-/// once it is open: SHA-256 for a small file; for one of at least [`DELTA_MIN`] bytes,
-/// its block list's hash, which the same read gives with the list ([`delta`]).
+/// Reads the regular file at `abs` for its content hash as manifest `version` names it,
+/// unless `cache` vouches for it once it is open: SHA-256 for a small file; for one of
+/// at least [`delta::DELTA_MIN`] bytes, its block list's hash, which the same read gives with
+/// the list ([`delta`]), or its SHA-256 for version 1 ([`by_blocks`]).
 ///
 /// The file is opened from the set's root (`root`, its relative path `rel`) with no
 /// symlink anywhere on the way: between the walk and this read, a directory of the set
@@ -458,6 +483,7 @@ fn hash_file(
     root: BorrowedFd<'_>,
     rel: &str,
     abs: &Path,
+    version: u32,
 ) -> Result<Hashed, SyncError> {
     let err = |op| move |e| SyncError::io(op, abs.into(), e);
     let gone = |e: &io::Error| {
@@ -486,13 +512,17 @@ fn hash_file(
         return Ok(Hashed::Vanished);
     }
     let key = FileKey::of(&before);
-    if let Some(c) = cache.get(abs).filter(|c| c.key == key) {
+    let by_blocks = by_blocks(version, before.size());
+    if let Some(c) = cache
+        .get(abs)
+        .filter(|c| c.key == key && c.by_blocks == by_blocks)
+    {
         return Ok(Hashed::Cached {
             hash: c.hash.clone(),
             meta: before,
         });
     }
-    let (hash, blocks) = if before.size() >= DELTA_MIN {
+    let (hash, blocks) = if by_blocks {
         let list = delta::index_file(&f).map_err(err("read"))?;
         (hex(&list.hash), Some(Arc::new(list)))
     } else {
@@ -513,6 +543,7 @@ fn hash_file(
     let cache = (FileKey::of(&after) == key).then(|| Cached {
         key,
         hash: hash.clone(),
+        by_blocks,
         blocks,
     });
     Ok(Hashed::Read {
@@ -711,9 +742,9 @@ mod tests {
         let r = d.path();
         let big = r.join("big");
         let small = r.join("small");
-        let body = crate::sync::noise(5, DELTA_MIN as usize + 10_000);
+        let body = crate::sync::noise(5, delta::DELTA_MIN as usize + 10_000);
         fs::write(&big, &body).unwrap();
-        fs::write(&small, &body[..DELTA_MIN as usize - 1]).unwrap();
+        fs::write(&small, &body[..delta::DELTA_MIN as usize - 1]).unwrap();
         let mut s = Scanner::new();
         let (m, _) = s.scan(&spec(r), &Limits::default()).unwrap();
         let hash_of = |m: &Manifest, p: &str| {
@@ -727,7 +758,7 @@ mod tests {
         // Below the delta size: the SHA-256.
         assert_eq!(
             hash_of(&m, "small"),
-            hex(&Sha256::digest(&body[..DELTA_MIN as usize - 1]))
+            hex(&Sha256::digest(&body[..delta::DELTA_MIN as usize - 1]))
         );
         let f = File::open(&big).unwrap();
         assert_eq!(*s.cached_blocks(&big, &f).expect("cut by the scan"), want);
@@ -766,7 +797,7 @@ mod tests {
         symlink("sub", r.join("inner")).unwrap();
         let root = fsat::open_root(r).unwrap();
         let none = HashMap::new();
-        let hash = |rel: &str| hash_file(&none, root.as_fd(), rel, &r.join(rel));
+        let hash = |rel: &str| hash_file(&none, root.as_fd(), rel, &r.join(rel), VERSION);
         for rel in [
             "never",
             "link",

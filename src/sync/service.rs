@@ -9,6 +9,7 @@
 
 use super::direction::{peer_of, pull_source};
 use super::http::PeerSource;
+use super::manifest::{OLDEST, VERSION};
 use super::progress::{unix_now, ClassProgress, Progress};
 use super::{Limits, PassStats, Puller, Scanner, SetSpec};
 use crate::config::{Replication, SyncClass, SyncSet};
@@ -119,7 +120,7 @@ pub type Answer = Result<Vec<u8>, (u16, String)>;
 #[derive(Deserialize)]
 struct SetRequest {
     set: String,
-    /// The manifest version the caller reads (absent before version 2).
+    /// The newest manifest version the caller reads (absent before version 2).
     #[serde(default)]
     version: u32,
 }
@@ -326,19 +327,9 @@ impl SyncService {
     /// `sync/manifest`: the named set as this server has it now.
     pub fn serve_manifest(&self, body: &[u8]) -> Answer {
         let req: SetRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
-        if req.version != super::manifest::VERSION {
-            // An older standby would take a block list's hash for a SHA-256 and fetch
-            // every large file again on every pass, failing each one.
-            return Err((
-                409,
-                format!(
-                    "this server writes manifest version {}, the caller reads {}: run the \
-                     same hamon on both servers",
-                    super::manifest::VERSION,
-                    req.version.max(1)
-                ),
-            ));
-        }
+        // A standby from before version 2 sends none, and reads version 1 only; a newer
+        // one reads this server's, or it would not have asked.
+        let version = req.version.clamp(OLDEST, VERSION);
         let i = self
             .set_of(&req.set)
             .ok_or((404, format!("no sync set named {:?} here", req.set)))?;
@@ -347,7 +338,7 @@ impl SyncService {
             .lock()
             .map_err(|_| (500, "scanner unavailable".to_string()))?;
         let (manifest, skipped) = scanner
-            .scan(spec, &self.limits)
+            .scan_as(spec, &self.limits, version)
             .map_err(|e| (500, format!("set {}: {e}", spec.name)))?;
         for s in skipped {
             self.note_skipped(&spec.name, &s);
@@ -864,17 +855,20 @@ mod tests {
     }
 
     #[test]
-    fn a_standby_that_reads_another_manifest_version_is_refused_clearly() {
+    fn a_standby_of_manifest_version_1_is_served_version_1() {
+        use crate::sync::manifest::{decode, VERSION};
+        use sha2::{Digest, Sha256};
         let d = std::env::temp_dir().join(format!("hamon-svc-version-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("f"), b"x").unwrap();
+        let big = crate::sync::noise(3, crate::sync::delta::DELTA_MIN as usize);
+        std::fs::write(d.join("big"), &big).unwrap();
         let cfg = Replication {
             frequent_interval: Duration::from_secs(11),
             batch_interval: Duration::from_secs(500),
             hint_delay: Duration::from_millis(200),
             max_manifest_entries: 10,
             max_manifest_bytes: 4096,
-            max_file_bytes: 1024,
+            max_file_bytes: 1 << 30,
             copy_timeout: Duration::from_secs(1),
             sets: vec![crate::config::SyncSet {
                 name: "s".into(),
@@ -886,13 +880,26 @@ mod tests {
             }],
         };
         let svc = service(cfg, Box::new(|_, _, _| {}));
-        // A standby from before version 2 sends no version.
-        let (status, why) = svc.serve_manifest(br#"{"set":"s"}"#).unwrap_err();
-        assert_eq!(status, 409);
-        assert!(why.contains("version 2, the caller reads 1"), "{why}");
-        let ok = svc.serve_manifest(br#"{"set":"s","version":2}"#).unwrap();
-        let m = super::super::manifest::decode(&ok, &super::super::Limits::default()).unwrap();
-        assert_eq!(m.version, super::super::manifest::VERSION);
+        let limits = crate::sync::Limits {
+            max_file_bytes: 1 << 30,
+            ..crate::sync::Limits::default()
+        };
+        let hash = |body: &[u8]| {
+            let m = decode(&svc.serve_manifest(body).unwrap(), &limits).unwrap();
+            (m.version, m.entries[0].hash.clone().unwrap())
+        };
+        // A standby from before version 2 sends no version: every file by its SHA-256.
+        let sha = crate::sync::apply::hex(&Sha256::digest(&big));
+        assert_eq!(hash(br#"{"set":"s"}"#), (1, sha.clone()));
+        // This version: the large file by its block list.
+        let blocks = crate::sync::apply::hex(&crate::sync::delta::index(&big[..]).unwrap().hash);
+        assert_eq!(
+            hash(br#"{"set":"s","version":2}"#),
+            (VERSION, blocks.clone())
+        );
+        // And back, each from the cache of the other's way or read again, never mixed.
+        assert_eq!(hash(br#"{"set":"s","version":1}"#), (1, sha));
+        assert_eq!(hash(br#"{"set":"s","version":3}"#), (VERSION, blocks));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -187,7 +187,6 @@ fn a_state_that_cannot_be_saved_is_reported() {
 fn a_full_sync_target_keeps_the_old_files_and_no_temp() {
     use hamon::sync::apply::{commit_all, stage_file};
     use hamon::sync::manifest::{Entry, Kind};
-    use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
     if !is_root() {
         return;
@@ -223,7 +222,7 @@ fn a_full_sync_target_keeps_the_old_files_and_no_temp() {
             mtime_s: 1_600_000_000,
             mtime_ns: 0,
             hash: Some(
-                Sha256::digest(&body)
+                hamon::sync::delta::content_hash_of(&body)
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect(),

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::delta::{BlockList, Indexer};
+use super::delta::{BlockList, ContentHasher, Indexer, DELTA_MIN};
 use super::fsat;
-use super::manifest::{by_blocks, check_entry, Entry, Kind, VERSION};
+use super::manifest::{by_leaves, check_entry, Entry, Kind, VERSION};
 use super::{check_rel, is_temp_name, temp_name, Limits, Selector, SetSpec, SyncError};
 
 /// Mode of directories created before their manifest entry applies its own.
@@ -266,21 +266,53 @@ pub fn commit_all(root: &Path, staged: Vec<Staged>) -> Vec<Result<u64, SyncError
         .collect()
 }
 
+/// A file's content hash as a manifest version names it ([`by_leaves`]): the leaves'
+/// hash, or for version 1 the SHA-256.
+pub(crate) enum Hasher {
+    Leaves(Box<ContentHasher>),
+    Sha256(Sha256),
+}
+
+impl Hasher {
+    pub(crate) fn new(by_leaves: bool) -> Hasher {
+        if by_leaves {
+            Hasher::Leaves(Box::new(ContentHasher::new()))
+        } else {
+            Hasher::Sha256(Sha256::new())
+        }
+    }
+
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Leaves(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+        }
+    }
+
+    pub(crate) fn finish(self) -> [u8; 32] {
+        match self {
+            Hasher::Leaves(h) => h.finish(),
+            Hasher::Sha256(h) => h.finalize().into(),
+        }
+    }
+}
+
 /// Writes the file `e` below `root` into a temp file in the target's directory from `body`,
 /// checked against `e.size` and `e.hash` (refused, and the temp file removed, on any
 /// difference) and given `e`'s mode, owner (see [`owner_settable`]) and mtime; see
 /// [`Staged::commit`] and [`commit_all`] for the rest. Missing parents are created (mode
 /// 0700).
 ///
-/// The hash is the manifest's content hash: SHA-256 for a small file; for one of at least
-/// [`super::delta::DELTA_MIN`] bytes, its block list's ([`super::delta`]), computed on the way to disk, so the
-/// standby has the list for the file's next delta without reading it again.
+/// The hash is the manifest's content hash ([`super::delta::content_hash`]); for a file of
+/// at least [`DELTA_MIN`] bytes it comes with the file's block list, computed on the way
+/// to disk, so the standby has the list for the file's next delta without reading it
+/// again.
 pub fn stage_file(root: &Path, e: &Entry, body: &mut dyn Read) -> Result<Staged, SyncError> {
     stage_file_as(root, e, body, VERSION)
 }
 
 /// As [`stage_file`], for an entry of a manifest of `version` (version 1 named every file
-/// by its SHA-256; see [`by_blocks`]).
+/// by its SHA-256; see [`by_leaves`]).
 pub fn stage_file_as(
     root: &Path,
     e: &Entry,
@@ -290,15 +322,15 @@ pub fn stage_file_as(
     let want = e.hash.as_deref().unwrap_or_default();
     let mut blocks = None;
     let mut staged = stage_with(root, e, |f| {
-        let (total, got) = if by_blocks(version, e.size) {
+        let (total, got) = if by_leaves(version) && e.size >= DELTA_MIN {
             let (total, list) = copy_indexing_aside(root, body, f, e)?;
             let got = list.hash;
             blocks = Some(Arc::new(list));
             (total, got)
         } else {
-            let mut hasher = Sha256::new();
+            let mut hasher = Hasher::new(by_leaves(version));
             let total = copy(root, body, f, e, |chunk| hasher.update(chunk))?;
-            (total, hasher.finalize().into())
+            (total, hasher.finish())
         };
         let got = hex(&got);
         if total == e.size && got != want {

@@ -3,8 +3,9 @@ use crate::sync::testutil::TempDir;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 
-pub(crate) fn sha(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
+/// The content hash a manifest of this version gives `b`.
+pub(crate) fn content(b: &[u8]) -> String {
+    hex(&crate::sync::delta::content_hash_of(b))
 }
 
 pub(crate) fn file_entry(path: &str, body: &[u8]) -> Entry {
@@ -17,7 +18,7 @@ pub(crate) fn file_entry(path: &str, body: &[u8]) -> Entry {
         gid: egid(),
         mtime_s: 1_600_000_000,
         mtime_ns: 123_456_789,
-        hash: Some(sha(body)),
+        hash: Some(content(body)),
     }
 }
 

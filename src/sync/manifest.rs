@@ -17,7 +17,6 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::delta::DELTA_MIN;
 use super::{check_rel, check_target, Limits};
 
 /// What an entry is.
@@ -43,9 +42,8 @@ pub struct Entry {
     pub gid: u32,
     pub mtime_s: i64,
     pub mtime_ns: u32,
-    /// A file's content hash, 64 lower-hex digits: its SHA-256, or for a file of at least
-    /// [`super::delta::DELTA_MIN`] bytes its block list's hash; absent for directories and
-    /// symlinks.
+    /// A file's content hash, 64 lower-hex digits ([`super::delta::content_hash`]; the
+    /// SHA-256 in version 1); absent for directories and symlinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
 }
@@ -72,19 +70,19 @@ impl Entry {
     }
 }
 
-/// The manifest version this build writes. Version 2 names a file of at least
-/// [`DELTA_MIN`] bytes by its block list's hash (BLAKE3) instead of its SHA-256; version
-/// 1 (no `version` field) named every file by its SHA-256.
+/// The manifest version this build writes. Version 2 names every file by its content
+/// hash of [`super::delta`] (BLAKE3 over its 16 KiB leaves); version 1 (no `version`
+/// field) named every file by its SHA-256.
 pub const VERSION: u32 = 2;
 /// The oldest version this build still reads and serves, so that a pair keeps syncing
 /// through a rolling upgrade: a version-1 peer's manifest is compared with this server's
-/// files hashed its way, and a version-1 standby is served one (see [`by_blocks`]).
+/// files hashed its way, and a version-1 standby is served one (see [`by_leaves`]).
 pub const OLDEST: u32 = 1;
 
-/// Whether a manifest of `version` names a file of `size` bytes by its block list's hash
-/// (else by its SHA-256).
-pub fn by_blocks(version: u32, size: u64) -> bool {
-    version >= 2 && size >= DELTA_MIN
+/// Whether a manifest of `version` names files by their leaves' hash (else by their
+/// SHA-256). Only such manifests' large files can come as deltas.
+pub fn by_leaves(version: u32) -> bool {
+    version >= 2
 }
 
 fn version_1() -> u32 {
@@ -308,9 +306,7 @@ mod tests {
         }
         let why = ManifestError::Version(3).to_string();
         assert!(why.contains("reads 1 to 2"), "{why}");
-        // Only version 2 names large files by their block lists.
-        assert!(by_blocks(2, DELTA_MIN) && !by_blocks(2, DELTA_MIN - 1));
-        assert!(!by_blocks(1, DELTA_MIN) && !by_blocks(1, u64::MAX));
+        assert!(by_leaves(2) && !by_leaves(1));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::apply::{
 };
 use super::delta::{self, BlockList};
 use super::diff::{diff, Plan};
-use super::manifest::{by_blocks, decode, encode, Entry, Kind, Manifest};
+use super::manifest::{by_leaves, decode, encode, Entry, Kind, Manifest};
 use super::scan::Scanner;
 use super::{Limits, Selector, SetSpec, Skipped, SyncError};
 
@@ -334,7 +334,7 @@ fn fetch_all<'p>(
         // does not check out), it is fetched whole.
         // (A peer of manifest version 1 serves block lists of version 3, which this
         // build does not read: not asked.)
-        if by_blocks(version, e.size) {
+        if by_leaves(version) {
             if let Some(Ok(got)) = fetch_delta(spec, src, e, scanner) {
                 return Ok(Fetched::Done(got));
             }

@@ -18,12 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
-
-use super::apply::{hex, BUF_SIZE};
+use super::apply::{hex, Hasher, BUF_SIZE};
 use super::delta::{self, BlockList};
 use super::fsat;
-use super::manifest::{by_blocks, Entry, Kind, Manifest, VERSION};
+use super::manifest::{by_leaves, Entry, Kind, Manifest, VERSION};
 use super::{check_rel, check_target, is_temp_name, Limits, Selector, SetSpec, Skipped, SyncError};
 
 /// Deepest directory nesting walked.
@@ -68,8 +66,8 @@ impl FileKey {
 struct Cached {
     key: FileKey,
     hash: String,
-    /// Whether `hash` is the block list's, not the SHA-256 ([`by_blocks`]).
-    by_blocks: bool,
+    /// Whether `hash` was made from the leaves, not the SHA-256 ([`by_leaves`]).
+    by_leaves: bool,
     blocks: Option<Arc<BlockList>>,
 }
 
@@ -149,7 +147,7 @@ impl Scanner {
     }
 
     /// As [`Scanner::scan`], for a peer that reads manifest `version` (its files hashed
-    /// that version's way, see [`by_blocks`]).
+    /// that version's way, see [`by_leaves`]).
     pub fn scan_as(
         &mut self,
         spec: &SetSpec,
@@ -284,8 +282,7 @@ impl Scanner {
                 // The walk's lstat is enough to tell an unchanged file: no open, no read.
                 match self.cache.get(&abs) {
                     Some(c)
-                        if c.key == FileKey::of(&meta)
-                            && c.by_blocks == by_blocks(w.version, meta.len()) =>
+                        if c.key == FileKey::of(&meta) && c.by_leaves == by_leaves(w.version) =>
                     {
                         self.stats.cache_hits += 1;
                         let hash = c.hash.clone();
@@ -318,12 +315,12 @@ impl Scanner {
     ) {
         if let Ok(m) = fs::symlink_metadata(abs) {
             if m.is_file() {
-                let by_blocks = by_blocks(version, m.size());
+                let by_leaves = by_leaves(version);
                 let cached = Cached {
                     key: FileKey::of(&m),
                     hash: hash.to_string(),
-                    by_blocks,
-                    blocks: blocks.filter(|_| by_blocks),
+                    by_leaves,
+                    blocks: blocks.filter(|_| by_leaves),
                 };
                 self.cache.insert(abs.to_path_buf(), cached);
             }
@@ -367,7 +364,7 @@ impl Scanner {
         let cached = Cached {
             key,
             hash: got,
-            by_blocks: true,
+            by_leaves: true,
             blocks: Some(list.clone()),
         };
         self.cache.insert(abs.to_path_buf(), cached);
@@ -469,10 +466,9 @@ impl Scanner {
 /// How many threads a scan hashes files on, at most.
 const HASHERS: usize = 4;
 
-/// Reads the regular file at `abs` for its content hash as manifest `version` names it,
-/// unless `cache` vouches for it once it is open: SHA-256 for a small file; for one of
-/// at least [`delta::DELTA_MIN`] bytes, its block list's hash, which the same read gives with
-/// the list ([`delta`]), or its SHA-256 for version 1 ([`by_blocks`]).
+/// Reads the regular file at `abs` for its content hash as manifest `version` names it
+/// ([`by_leaves`]), unless `cache` vouches for it once it is open. A file of at least
+/// [`delta::DELTA_MIN`] bytes gets its block list in the same read, for deltas.
 ///
 /// The file is opened from the set's root (`root`, its relative path `rel`) with no
 /// symlink anywhere on the way: between the walk and this read, a directory of the set
@@ -512,21 +508,21 @@ fn hash_file(
         return Ok(Hashed::Vanished);
     }
     let key = FileKey::of(&before);
-    let by_blocks = by_blocks(version, before.size());
+    let by_leaves = by_leaves(version);
     if let Some(c) = cache
         .get(abs)
-        .filter(|c| c.key == key && c.by_blocks == by_blocks)
+        .filter(|c| c.key == key && c.by_leaves == by_leaves)
     {
         return Ok(Hashed::Cached {
             hash: c.hash.clone(),
             meta: before,
         });
     }
-    let (hash, blocks) = if by_blocks {
+    let (hash, blocks) = if by_leaves && before.size() >= delta::DELTA_MIN {
         let list = delta::index_file(&f).map_err(err("read"))?;
         (hex(&list.hash), Some(Arc::new(list)))
     } else {
-        let mut hasher = Sha256::new();
+        let mut hasher = Hasher::new(by_leaves);
         let mut buf = vec![0u8; BUF_SIZE];
         loop {
             let n = match f.read(&mut buf) {
@@ -537,13 +533,13 @@ fn hash_file(
             };
             hasher.update(buf.get(..n).unwrap_or_default());
         }
-        (hex(&hasher.finalize()), None)
+        (hex(&hasher.finish()), None)
     };
     let after = f.metadata().map_err(err("stat"))?;
     let cache = (FileKey::of(&after) == key).then(|| Cached {
         key,
         hash: hash.clone(),
-        by_blocks,
+        by_leaves,
         blocks,
     });
     Ok(Hashed::Read {
@@ -609,6 +605,7 @@ fn entry_of(path: String, kind: Kind, m: &Metadata, hash: Option<String>) -> Ent
 mod tests {
     use super::*;
     use crate::sync::testutil::TempDir;
+    use sha2::{Digest, Sha256};
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn spec(root: &Path) -> SetSpec {
@@ -648,10 +645,16 @@ mod tests {
         assert_eq!(paths, ["a", "a/b", "a/b/f", "a/in", "top"]);
         let f = &m.entries[2];
         assert_eq!(f.size, 5);
+        // The content hash of "hello", pinned: BLAKE3 derive-key over the one leaf's
+        // BLAKE3 and the size, as a peer of another build computes it.
+        let mut want = blake3::Hasher::new_derive_key("hamon 2026-12-08 file content, manifest v2");
+        want.update(blake3::hash(b"hello").as_bytes());
+        want.update(&5u64.to_be_bytes());
         assert_eq!(
             f.hash.as_deref(),
-            Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+            Some("80d8e85f6ec057d66145c7899dd23df6e11333acb2293c310d3557eeec6f769b")
         );
+        assert_eq!(f.hash, Some(hex(want.finalize().as_bytes())));
         assert_eq!(
             m.entries[3].kind,
             Kind::Symlink {
@@ -715,7 +718,10 @@ mod tests {
             let dir = r.join(format!("d{}", i % 7));
             fs::create_dir_all(&dir).unwrap();
             let body = crate::sync::noise(i as u64, 1 + i * 997 % 70_000);
-            want.insert(format!("d{}/f{i}", i % 7), hex(&Sha256::digest(&body)));
+            want.insert(
+                format!("d{}/f{i}", i % 7),
+                hex(&delta::content_hash_of(&body)),
+            );
             fs::write(dir.join(format!("f{i}")), body).unwrap();
         }
         let mut s = Scanner::new();
@@ -755,10 +761,12 @@ mod tests {
         let want = delta::index(&body[..]).unwrap();
         assert_eq!(hash, hex(&want.hash));
         assert_ne!(hash, hex(&Sha256::digest(&body)));
-        // Below the delta size: the SHA-256.
+        // Below the delta size: the same hash, with no list kept.
         assert_eq!(
             hash_of(&m, "small"),
-            hex(&Sha256::digest(&body[..delta::DELTA_MIN as usize - 1]))
+            hex(&delta::content_hash_of(
+                &body[..delta::DELTA_MIN as usize - 1]
+            ))
         );
         let f = File::open(&big).unwrap();
         assert_eq!(*s.cached_blocks(&big, &f).expect("cut by the scan"), want);
@@ -813,7 +821,7 @@ mod tests {
         }
         match hash("sub/kept") {
             Ok(Hashed::Read { hash, .. }) => {
-                assert_eq!(hash, hex(&Sha256::digest(b"in the set")));
+                assert_eq!(hash, hex(&delta::content_hash_of(b"in the set")));
             }
             _ => panic!("sub/kept is a file of the set"),
         }

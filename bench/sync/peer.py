@@ -85,7 +85,7 @@ def main():
     elif cmd == "manifest":
         key, host, port = api_key(sys.argv[2]), sys.argv[3], int(sys.argv[4])
         t0 = time.monotonic()
-        data = call(key, host, port, "manifest", {"set": "bench"})
+        data = call(key, host, port, "manifest", {"set": "bench", "version": 2})
         print(f"{(time.monotonic() - t0) * 1000:.1f} {len(data)}")
     elif cmd == "change":
         src, dst = sys.argv[2], sys.argv[3]

@@ -65,9 +65,11 @@ impl FileKey {
 #[derive(Debug, Clone)]
 struct Cached {
     key: FileKey,
-    hash: String,
-    /// Whether `hash` was made from the leaves, not the SHA-256 ([`by_leaves`]).
-    by_leaves: bool,
+    /// The content hash of manifest version 2 ([`by_leaves`]), once made.
+    leaves: Option<String>,
+    /// The SHA-256 of version 1, once a version-1 peer asked for it: both are kept, so
+    /// that manifests of the two versions asked in turn do not read the set each time.
+    sha: Option<String>,
     blocks: Option<Arc<BlockList>>,
 }
 
@@ -120,6 +122,31 @@ enum Hashed {
         hash: String,
         cache: Option<Cached>,
     },
+}
+
+impl Cached {
+    fn new(key: FileKey, hash: String, by_leaves: bool, blocks: Option<Arc<BlockList>>) -> Cached {
+        let (leaves, sha) = if by_leaves {
+            (Some(hash), None)
+        } else {
+            (None, Some(hash))
+        };
+        Cached {
+            key,
+            leaves,
+            sha,
+            blocks: blocks.filter(|_| by_leaves),
+        }
+    }
+
+    /// The hash as manifests of `by_leaves`'s kind name the file, if known.
+    fn hash(&self, by_leaves: bool) -> Option<&String> {
+        if by_leaves {
+            self.leaves.as_ref()
+        } else {
+            self.sha.as_ref()
+        }
+    }
 }
 
 impl Scanner {
@@ -282,10 +309,11 @@ impl Scanner {
                 // The walk's lstat is enough to tell an unchanged file: no open, no read.
                 match self.cache.get(&abs) {
                     Some(c)
-                        if c.key == FileKey::of(&meta) && c.by_leaves == by_leaves(w.version) =>
+                        if c.key == FileKey::of(&meta)
+                            && c.hash(by_leaves(w.version)).is_some() =>
                     {
                         self.stats.cache_hits += 1;
-                        let hash = c.hash.clone();
+                        let hash = c.hash(by_leaves(w.version)).cloned().unwrap_or_default();
                         w.seen.insert(abs);
                         w.entries.push(entry_of(rel, Kind::File, &meta, Some(hash)));
                     }
@@ -315,16 +343,21 @@ impl Scanner {
     ) {
         if let Ok(m) = fs::symlink_metadata(abs) {
             if m.is_file() {
-                let by_leaves = by_leaves(version);
-                let cached = Cached {
-                    key: FileKey::of(&m),
-                    hash: hash.to_string(),
-                    by_leaves,
-                    blocks: blocks.filter(|_| by_leaves),
-                };
-                self.cache.insert(abs.to_path_buf(), cached);
+                let cached = Cached::new(FileKey::of(&m), hash.into(), by_leaves(version), blocks);
+                self.keep(abs.to_path_buf(), cached);
             }
         }
+    }
+
+    /// Caches `c` for `abs`, keeping what an entry for the same unchanged file knew
+    /// already (the other version's hash, the block list).
+    fn keep(&mut self, abs: PathBuf, mut c: Cached) {
+        if let Some(old) = self.cache.remove(&abs).filter(|o| o.key == c.key) {
+            c.leaves = c.leaves.or(old.leaves);
+            c.sha = c.sha.or(old.sha);
+            c.blocks = c.blocks.or(old.blocks);
+        }
+        self.cache.insert(abs, c);
     }
 
     /// The cached block list of `file` (at `abs`), if it is unchanged since it was cut.
@@ -348,7 +381,7 @@ impl Scanner {
         let before = file.metadata().map_err(err("stat"))?;
         let key = FileKey::of(&before);
         if let Some(c) = self.cache.get(abs) {
-            if c.key == key && c.hash == hash {
+            if c.key == key && c.leaves.as_deref() == Some(hash) {
                 if let Some(b) = &c.blocks {
                     return Ok(Some(b.clone()));
                 }
@@ -361,13 +394,10 @@ impl Scanner {
             return Ok(None);
         }
         let list = Arc::new(list);
-        let cached = Cached {
-            key,
-            hash: got,
-            by_leaves: true,
-            blocks: Some(list.clone()),
-        };
-        self.cache.insert(abs.to_path_buf(), cached);
+        self.keep(
+            abs.to_path_buf(),
+            Cached::new(key, got, true, Some(list.clone())),
+        );
         Ok(Some(list))
     }
 
@@ -446,12 +476,14 @@ impl Scanner {
                     self.stats.files_hashed += 1;
                     self.stats.bytes_hashed += meta.size();
                     match cache {
-                        Some(c) => self.cache.insert(job.abs.clone(), c),
+                        Some(c) => self.keep(job.abs.clone(), c),
                         // Changed while read: the hash may match neither version. Not
                         // cached; the standby will see a mismatch when it fetches, and
                         // the next pass settles it.
-                        None => self.cache.remove(&job.abs),
-                    };
+                        None => {
+                            self.cache.remove(&job.abs);
+                        }
+                    }
                     (meta, hash)
                 }
             };
@@ -509,12 +541,13 @@ fn hash_file(
     }
     let key = FileKey::of(&before);
     let by_leaves = by_leaves(version);
-    if let Some(c) = cache
+    if let Some(hash) = cache
         .get(abs)
-        .filter(|c| c.key == key && c.by_leaves == by_leaves)
+        .filter(|c| c.key == key)
+        .and_then(|c| c.hash(by_leaves))
     {
         return Ok(Hashed::Cached {
-            hash: c.hash.clone(),
+            hash: hash.clone(),
             meta: before,
         });
     }
@@ -536,12 +569,8 @@ fn hash_file(
         (hex(&hasher.finish()), None)
     };
     let after = f.metadata().map_err(err("stat"))?;
-    let cache = (FileKey::of(&after) == key).then(|| Cached {
-        key,
-        hash: hash.clone(),
-        by_leaves,
-        blocks,
-    });
+    let cache =
+        (FileKey::of(&after) == key).then(|| Cached::new(key, hash.clone(), by_leaves, blocks));
     Ok(Hashed::Read {
         meta: before,
         hash,
@@ -788,6 +817,45 @@ mod tests {
             *s.cached_blocks(&big, &f).expect("cut during the rescan"),
             cut
         );
+    }
+
+    #[test]
+    fn manifests_of_both_versions_asked_in_turn_read_each_file_once_each_way() {
+        let d = TempDir::new("twoways");
+        let r = d.path();
+        fs::write(r.join("small"), b"small").unwrap();
+        let big = crate::sync::noise(8, delta::DELTA_MIN as usize + 1);
+        fs::write(r.join("big"), &big).unwrap();
+        let mut s = Scanner::new();
+        let (v2, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        let (v1, _) = s.scan_as(&spec(r), &Limits::default(), 1).unwrap();
+        assert_eq!((v2.version, v1.version), (2, 1));
+        assert_eq!(s.stats().files_hashed, 4, "each file read once each way");
+        let sha = |m: &Manifest, p: &str| {
+            m.entries
+                .iter()
+                .find(|e| e.path == p)
+                .unwrap()
+                .hash
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(sha(&v1, "big"), hex(&Sha256::digest(&big)));
+        assert_eq!(sha(&v2, "big"), hex(&delta::index(&big[..]).unwrap().hash));
+        for _ in 0..2 {
+            assert_eq!(s.scan(&spec(r), &Limits::default()).unwrap().0, v2);
+            assert_eq!(s.scan_as(&spec(r), &Limits::default(), 1).unwrap().0, v1);
+        }
+        assert_eq!(s.stats().files_hashed, 4, "then from the cache, both ways");
+        // The block list survives the version-1 read.
+        let f = File::open(r.join("big")).unwrap();
+        assert!(s.cached_blocks(&r.join("big"), &f).is_some());
+        // A change is read again, for the version asked only.
+        fs::write(r.join("small"), b"SMALL").unwrap();
+        s.scan_as(&spec(r), &Limits::default(), 1).unwrap();
+        assert_eq!(s.stats().files_hashed, 5);
+        s.scan(&spec(r), &Limits::default()).unwrap();
+        assert_eq!(s.stats().files_hashed, 6);
     }
 
     #[test]

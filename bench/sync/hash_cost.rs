@@ -75,7 +75,7 @@ fn main() -> Result<(), Failure> {
     time("BLAKE3 over the whole file", &mut || {
         Ok(u64::from(blake3::hash(&data).as_bytes()[0]))
     })?;
-    time("SHA-256 over the whole file (small files)", &mut || {
+    time("SHA-256 over the whole file (version-1 peers)", &mut || {
         Ok(u64::from(Sha256::digest(&data)[0]))
     })?;
     time(

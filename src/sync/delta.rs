@@ -17,8 +17,9 @@
 //! leaves in its old copy as rsync's receiver would find them in a new one: it rolls
 //! the weak sum over the parts of its old copy that nothing else used, and checks each
 //! hit against the leaf's BLAKE3 ([`relocate`]). The search jumps a whole leaf on each
-//! match, so a long shifted run costs about one hash of it, and the failed checks it may
-//! spend are bounded, so a file built to collide the weak sum costs a fetch, not a hang.
+//! match, so a long shifted run costs about one hash of it. Its failed checks are bounded
+//! per weak sum and in all, so a run of constant bytes, or a file built to collide the
+//! weak sum, costs some fetched leaves rather than a long search.
 //!
 //! The exchange, each answer signed like every sync answer:
 //!
@@ -38,15 +39,17 @@
 //!    at any moment leaves the old file as it was.
 //!
 //! The new file is not read back for its hash: the summary that carries it is signed,
-//! the details must hash to its groups, every fetched leaf to its details, and the old
+//! its leaves must give that hash ([`plan`]), the details must hash to its groups, every
+//! fetched leaf to its details, and the old
 //! runs are leaves the standby hashed in its own copy (its block list, or [`relocate`]'s
 //! check), which `pull` checks did not change (size, mtime, ctime) while the file was
 //! built. The times can miss a write through a shared mapping, so `pull` does not
 //! remember a delta-built file as verified: the next scan reads it, off the delta's path.
 //!
 //! Version 4 (this one) replaced version 3's content-defined blocks (FastCDC, 4 KiB on
-//! average) and its SHA-256 content hash; peers of different versions refuse each
-//! other's lists and manifests (see `manifest::VERSION`).
+//! average) and the SHA-256 content hash. Peers of different versions refuse each
+//! other's lists, and the file comes whole; manifests of version 1 (SHA-256) are still
+//! read and served for one release (see `manifest::OLDEST`).
 //!
 //! Wire format, all integers big-endian; both start with magic `b"HMBL"`, version 4 and
 //! a kind byte:
@@ -74,8 +77,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
-/// Files at least this large are named by their block list's hash and fetched as deltas
-/// when the standby has an old copy; smaller ones by their SHA-256, and fetched whole.
+/// Files at least this large keep their block lists and are fetched as deltas when the
+/// standby has an old copy; smaller ones are fetched whole.
 pub const DELTA_MIN: u64 = 4 << 20;
 /// The leaf size: every leaf of a file but its last.
 pub const LEAF: u32 = 16 << 10;
@@ -157,6 +160,8 @@ pub enum BlockListError {
     Detail(u32),
     #[error("bytes after the last entry")]
     Trailing,
+    #[error("the leaves do not give the summary's content hash")]
+    Content,
 }
 
 fn take<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], BlockListError> {
@@ -478,9 +483,19 @@ pub fn decode_summary(bytes: &[u8]) -> Result<Summary, BlockListError> {
 }
 
 /// The leaves of groups `wanted` (indices into the summary), as sent; `None` if one is
-/// not a group of this list.
+/// not a group of this list, or is named twice.
 pub fn encode_details(list: &BlockList, wanted: &[u32]) -> Option<Vec<u8>> {
     let runs = list.runs();
+    // Each group once at most: a request that names one again and again would have the
+    // answer outgrow the file's list many times over.
+    let mut asked = vec![false; runs.len()];
+    for &i in wanted {
+        let seen = asked.get_mut(i as usize)?;
+        if *seen {
+            return None;
+        }
+        *seen = true;
+    }
     let mut out = start(DETAILS);
     out.extend_from_slice(&(wanted.len() as u32).to_be_bytes());
     for &i in wanted {
@@ -675,8 +690,9 @@ pub fn index_file(f: &File) -> io::Result<BlockList> {
 }
 
 /// Cuts bytes into leaves as they are pushed: the same list as over the whole file.
-/// [`index`] reads a file into one; a whole fetch feeds one with the bytes it writes, so
-/// that the standby checks the file and knows its leaves without reading it again.
+/// [`index`] reads into one; a whole fetch of a large file feeds one with the bytes it
+/// writes, so that the standby checks the file and knows its leaves without reading it
+/// again.
 #[derive(Debug, Default)]
 pub struct Indexer {
     buf: Vec<u8>,
@@ -716,21 +732,6 @@ impl Indexer {
             hash: content_hash(self.size, &self.blocks),
             blocks: self.blocks,
         }
-    }
-}
-
-/// Passes a reader's bytes on, feeding them to an [`Indexer`] on the way.
-#[derive(Debug)]
-pub struct Tee<'a, R: Read> {
-    pub inner: R,
-    pub indexer: &'a mut Indexer,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(out)?;
-        self.indexer.push(out.get(..n).unwrap_or_default());
-        Ok(n)
     }
 }
 
@@ -774,12 +775,16 @@ fn push_local(pieces: &mut Vec<Piece>, offset: u64, len: u64) {
 /// and the details of its `unknown` groups (from [`decode_details`]); and the new file's
 /// full block list. Leaves are matched here where the old copy has them at a leaf
 /// boundary; [`relocate`] then looks for the rest at any offset.
+///
+/// Refused ([`BlockListError::Content`]) if those leaves do not give the summary's content
+/// hash, which the standby checked is the manifest's: the groups and the hash are two
+/// claims of the summary, and only this ties them together.
 pub fn plan(
     mine: &BlockList,
     summary: &Summary,
     unknown: &[u32],
     details: &[Vec<Block>],
-) -> (Vec<Piece>, BlockList) {
+) -> Result<(Vec<Piece>, BlockList), BlockListError> {
     let mut group_at: HashMap<[u8; 32], (u64, &[Block])> = HashMap::new();
     let mut block_at: HashMap<[u8; 32], u64> = HashMap::with_capacity(mine.blocks.len());
     for (_, blocks, offset) in mine.runs() {
@@ -829,17 +834,29 @@ pub fn plan(
             at += u64::from(b.len);
         }
     }
+    if at != summary.size || content_hash(summary.size, &blocks) != summary.hash {
+        return Err(BlockListError::Content);
+    }
     let list = BlockList {
         size: summary.size,
         hash: summary.hash,
         blocks,
     };
-    (pieces, list)
+    Ok((pieces, list))
 }
 
 /// How many hits of the weak sum [`relocate`] checks in vain before it gives up, at
-/// least: a file full of collisions costs some fetched leaves, never an endless search.
+/// least (or four per wanted leaf): a file full of collisions costs some fetched leaves,
+/// never an endless search.
 const MISSES_MIN: u64 = 4096;
+/// How many hits one weak sum may have refuted before it is no longer looked for: a run
+/// of constant bytes (zeros, spaces) gives one sum at every position, and must not spend
+/// the whole file's budget on the leaf that shares it.
+const MISSES_PER_SUM: u32 = 64;
+/// When no leaf matched in place, how much of the old copy is rolled without a match
+/// before the search gives up: a file rewritten with other content is fetched whole
+/// without reading all of its old copy first.
+const DRY_MAX: u64 = 64 << 20;
 
 /// Looks for the leaves `pieces` would fetch at any offset of the old copy (`old`,
 /// `old_len` bytes) that no piece copies yet, as an insert or a deletion leaves them;
@@ -847,16 +864,27 @@ const MISSES_MIN: u64 = 4096;
 ///
 /// Rolls the weak sum along each unused stretch (widened by a leaf less a byte on both
 /// sides, for leaves that straddle its ends); a hit that the BLAKE3 hash confirms is
-/// taken and the search jumps the whole leaf. At most [`MISSES_MIN`] (or four per
-/// wanted leaf) hits that the hash refutes are checked in all.
+/// taken and the search jumps the whole leaf. Its cost is bounded: each hit of the sum
+/// costs one hash however many leaves share the sum, a sum stops being looked for after
+/// [`MISSES_PER_SUM`] refuted hits, and the search stops after [`MISSES_MIN`] refuted
+/// hits in all (or four per wanted leaf), or, when nothing matched in place, after
+/// [`DRY_MAX`] bytes rolled without a match.
 pub fn relocate(old: &File, old_len: u64, pieces: &mut Vec<Piece>) -> io::Result<Relocated> {
     let leaf = u64::from(LEAF);
-    let mut wanted: HashMap<u32, Vec<usize>> = HashMap::new();
+    let mut wanted: HashMap<u32, Sum> = HashMap::new();
     let mut used: Vec<(u64, u64)> = Vec::new();
+    let mut wanted_leaves = 0u64;
     for (i, p) in pieces.iter().enumerate() {
         match *p {
-            Piece::Remote { len, weak, .. } if len == LEAF => {
-                wanted.entry(weak).or_default().push(i)
+            Piece::Remote {
+                len, weak, hash, ..
+            } if len == LEAF => {
+                wanted_leaves += 1;
+                let sum = wanted.entry(weak).or_default();
+                match sum.hashes.iter_mut().find(|(h, _)| *h == hash) {
+                    Some((_, at)) => at.push(i),
+                    None => sum.hashes.push((hash, vec![i])),
+                }
             }
             Piece::Local { offset, len } => used.push((offset, offset + len)),
             Piece::Remote { .. } => {}
@@ -865,6 +893,7 @@ pub fn relocate(old: &File, old_len: u64, pieces: &mut Vec<Piece>) -> io::Result
     if wanted.is_empty() || old_len < leaf {
         return Ok(Relocated::default());
     }
+    let dry_max = if used.is_empty() { DRY_MAX } else { u64::MAX };
     used.sort_unstable();
     let mut stretches: Vec<(u64, u64)> = Vec::new();
     let mut from = 0u64;
@@ -881,27 +910,30 @@ pub fn relocate(old: &File, old_len: u64, pieces: &mut Vec<Piece>) -> io::Result
         }
         from = from.max(e);
     }
-    let wanted_leaves: usize = wanted.values().map(Vec::len).sum();
-    let budget = MISSES_MIN.max(4 * wanted_leaves as u64);
-    let mut misses = budget;
-    let mut wanted = Wanted::new(wanted);
-    let mut found: HashMap<usize, u64> = HashMap::new();
+    let budget = MISSES_MIN.max(4 * wanted_leaves);
+    let mut s = Search {
+        wanted: Wanted::new(wanted),
+        found: HashMap::new(),
+        misses: budget,
+        dry: 0,
+        dry_max,
+    };
     for stretch in stretches {
-        search(old, stretch, &mut wanted, pieces, &mut found, &mut misses)?;
-        if wanted.by_sum.is_empty() || misses == 0 {
+        s.search(old, stretch)?;
+        if s.done() {
             break;
         }
     }
     let done = Relocated {
-        found: found.len(),
-        refuted: budget - misses,
+        found: s.found.len(),
+        refuted: budget - s.misses,
     };
-    if found.is_empty() {
+    if s.found.is_empty() {
         return Ok(done);
     }
     let mut out = Vec::with_capacity(pieces.len());
     for (i, p) in pieces.iter().enumerate() {
-        match (found.get(&i), *p) {
+        match (s.found.get(&i), *p) {
             (Some(&offset), Piece::Remote { len, .. }) => {
                 push_local(&mut out, offset, u64::from(len))
             }
@@ -922,16 +954,24 @@ pub struct Relocated {
     pub refuted: u64,
 }
 
+/// The wanted leaves of one weak sum: each distinct hash with the pieces that want it,
+/// and how many hits of the sum were refuted.
+#[derive(Debug, Default)]
+struct Sum {
+    hashes: Vec<([u8; 32], Vec<usize>)>,
+    refuted: u32,
+}
+
 /// The weak sums [`relocate`] looks for, and a bit table of them that most window
 /// positions are refuted by, without a hash-map lookup for each byte.
 struct Wanted {
-    by_sum: HashMap<u32, Vec<usize>>,
+    by_sum: HashMap<u32, Sum>,
     bits: Vec<u64>,
     shift: u32,
 }
 
 impl Wanted {
-    fn new(by_sum: HashMap<u32, Vec<usize>>) -> Wanted {
+    fn new(by_sum: HashMap<u32, Sum>) -> Wanted {
         // About 16 bits per sum wanted, so a position passes by chance 1 time in 16.
         let bits = (by_sum.len() * 16)
             .next_power_of_two()
@@ -964,58 +1004,80 @@ impl Wanted {
     }
 }
 
-/// [`relocate`]'s search of the old copy for windows starting in `start..end`.
-fn search(
-    old: &File,
-    (start, end): (u64, u64),
-    wanted: &mut Wanted,
-    pieces: &[Piece],
-    found: &mut HashMap<usize, u64>,
-    misses: &mut u64,
-) -> io::Result<()> {
-    /// Window starts read at once.
-    const SPAN: u64 = 4 << 20;
-    let leaf = LEAF as usize;
-    let mut buf = Vec::new();
-    let mut at = start;
-    while at < end && !wanted.by_sum.is_empty() && *misses > 0 {
-        let starts = (end - at).min(SPAN) as usize;
-        buf.resize(starts + leaf - 1, 0);
-        old.read_exact_at(&mut buf, at)?;
-        let mut p = 0usize;
-        let mut roll = Roll::new(buf.get(..leaf).unwrap_or_default());
-        while p < starts {
-            let sum = roll.sum();
-            let mut hit = false;
-            if wanted.may_hold(sum) {
-                if let Some(cands) = wanted.by_sum.get_mut(&sum) {
-                    let hash = leaf_hash(buf.get(p..p + leaf).unwrap_or_default());
-                    cands.retain(|&i| {
-                        let is = matches!(pieces.get(i), Some(Piece::Remote { hash: h, .. }) if *h == hash);
-                        if is {
-                            found.insert(i, at + p as u64);
-                            hit = true;
-                        }
-                        !is
-                    });
-                    if cands.is_empty() {
-                        wanted.by_sum.remove(&sum);
-                    }
-                    if !hit {
-                        *misses = misses.saturating_sub(1);
-                        if *misses == 0 {
-                            return Ok(());
-                        }
-                    }
-                }
+/// The state of one [`relocate`].
+struct Search {
+    wanted: Wanted,
+    /// Piece index → where the old copy holds its leaf.
+    found: HashMap<usize, u64>,
+    /// Refuted hits left in the budget.
+    misses: u64,
+    /// Bytes rolled since the last match, and how many may be.
+    dry: u64,
+    dry_max: u64,
+}
+
+impl Search {
+    fn done(&self) -> bool {
+        self.wanted.by_sum.is_empty() || self.misses == 0 || self.dry > self.dry_max
+    }
+
+    /// The window at `at` (its weak sum `sum`, bytes `window`): taken for the leaves it
+    /// is (true), or a refuted hit, or no hit.
+    fn check(&mut self, sum: u32, window: &[u8], at: u64) -> bool {
+        if !self.wanted.may_hold(sum) {
+            return false;
+        }
+        let Some(s) = self.wanted.by_sum.get_mut(&sum) else {
+            return false;
+        };
+        let hash = leaf_hash(window);
+        if let Some(i) = s.hashes.iter().position(|(h, _)| *h == hash) {
+            let (_, pieces) = s.hashes.swap_remove(i);
+            self.found.extend(pieces.into_iter().map(|p| (p, at)));
+            if s.hashes.is_empty() {
+                self.wanted.by_sum.remove(&sum);
             }
-            if hit {
-                // Taken: the next leaf of a shifted run starts right after it.
-                p += leaf;
-                if p < starts {
-                    roll = Roll::new(buf.get(p..p + leaf).unwrap_or_default());
+            self.dry = 0;
+            return true;
+        }
+        s.refuted += 1;
+        self.misses = self.misses.saturating_sub(1);
+        if s.refuted >= MISSES_PER_SUM {
+            self.wanted.by_sum.remove(&sum);
+        }
+        false
+    }
+
+    /// Rolls along the old copy for windows starting in `start..end`.
+    fn search(&mut self, old: &File, (start, end): (u64, u64)) -> io::Result<()> {
+        /// Window starts read at once.
+        const SPAN: u64 = 4 << 20;
+        let leaf = LEAF as usize;
+        let mut buf = Vec::new();
+        let mut at = start;
+        while at < end && !self.done() {
+            let starts = (end - at).min(SPAN) as usize;
+            buf.resize(starts + leaf - 1, 0);
+            old.read_exact_at(&mut buf, at)?;
+            let mut p = 0usize;
+            // Where this span's rolling since the last match began.
+            let mut dry_from = 0usize;
+            let mut roll = Roll::new(buf.get(..leaf).unwrap_or_default());
+            while p < starts {
+                let window = buf.get(p..p + leaf).unwrap_or_default();
+                let taken = self.check(roll.sum(), window, at + p as u64);
+                if self.misses == 0 || self.wanted.by_sum.is_empty() {
+                    return Ok(());
                 }
-            } else {
+                if taken {
+                    // The next leaf of a shifted run starts right after this one.
+                    p += leaf;
+                    dry_from = p;
+                    if p < starts {
+                        roll = Roll::new(buf.get(p..p + leaf).unwrap_or_default());
+                    }
+                    continue;
+                }
                 p += 1;
                 if p < starts {
                     let out = buf.get(p - 1).copied().unwrap_or_default();
@@ -1023,10 +1085,11 @@ fn search(
                     roll.step(out, inn);
                 }
             }
+            self.dry += p.saturating_sub(dry_from) as u64;
+            at += p as u64;
         }
-        at += p as u64;
+        Ok(())
     }
-    Ok(())
 }
 
 /// The byte ranges of the remote file the pieces need, `(offset, length)`, adjacent ones
@@ -1284,7 +1347,7 @@ mod tests {
         let unknown = unknown_groups(&old_list, &summary);
         let detail_bytes = encode_details(&new_list, &unknown).unwrap();
         let details = decode_details(&detail_bytes, &summary, &unknown).unwrap();
-        let (mut pieces, rebuilt_list) = plan(&old_list, &summary, &unknown, &details);
+        let (mut pieces, rebuilt_list) = plan(&old_list, &summary, &unknown, &details).unwrap();
         assert_eq!(rebuilt_list, new_list, "the new list is assembled exactly");
         let f = scratch("old", old);
         relocate(&f, old.len() as u64, &mut pieces).unwrap();
@@ -1499,10 +1562,72 @@ mod tests {
     }
 
     #[test]
+    fn many_wanted_leaves_of_one_sum_cost_one_hash_a_hit_and_a_few_hits_in_all() {
+        // 2 000 wanted leaves of spaces, each once, all with the weak sum of zeros (a
+        // constant leaf of any byte that is 0 modulo 8 sums to 0), against an old copy
+        // of zeros: every position is a hit. Each hit is one hash whatever the number of
+        // leaves, and the sum is dropped after MISSES_PER_SUM refuted hits.
+        let zeros = vec![0u8; 8 << 20];
+        let spaces = vec![b' '; LEAF as usize];
+        assert_eq!(weak_sum(&spaces), weak_sum(&zeros[..LEAF as usize]));
+        let f = scratch("zeros-many", &zeros);
+        let leaf = Piece::Remote {
+            offset: 0,
+            len: LEAF,
+            weak: weak_sum(&spaces),
+            hash: *blake3::hash(&spaces).as_bytes(),
+        };
+        let mut pieces: Vec<Piece> = (0..2000u64)
+            .map(|i| match leaf {
+                Piece::Remote {
+                    len, weak, hash, ..
+                } => Piece::Remote {
+                    offset: i * u64::from(LEAF),
+                    len,
+                    weak,
+                    hash,
+                },
+                local => local,
+            })
+            .collect();
+        let before = pieces.clone();
+        let done = relocate(&f, zeros.len() as u64, &mut pieces).unwrap();
+        assert_eq!(
+            done,
+            Relocated {
+                found: 0,
+                refuted: u64::from(MISSES_PER_SUM)
+            }
+        );
+        assert_eq!(pieces, before);
+        // And a leaf of another sum, after the zeros, is still found.
+        let mut old = zeros.clone();
+        let tail = data(15, LEAF as usize);
+        old.extend_from_slice(&tail);
+        let f = scratch("zeros-tail", &old);
+        let found = Piece::Remote {
+            offset: 0,
+            len: LEAF,
+            weak: weak_sum(&tail),
+            hash: *blake3::hash(&tail).as_bytes(),
+        };
+        pieces.push(found);
+        let done = relocate(&f, old.len() as u64, &mut pieces).unwrap();
+        assert_eq!(done.found, 1);
+        assert_eq!(
+            pieces.last(),
+            Some(&Piece::Local {
+                offset: zeros.len() as u64,
+                len: u64::from(LEAF)
+            })
+        );
+    }
+
+    #[test]
     fn a_search_full_of_false_hits_gives_up_and_fetches() {
         // An old copy of zeros: every window has the weak sum of zeros. A wanted leaf
-        // with that sum and another hash is refuted at every position, until the
-        // search's budget runs out.
+        // with that sum and another hash is refuted at every position, until its sum's
+        // share of the budget runs out.
         let zeros = vec![0u8; 8 << 20];
         let f = scratch("zeros", &zeros);
         let lie = Piece::Remote {
@@ -1517,7 +1642,7 @@ mod tests {
             done,
             Relocated {
                 found: 0,
-                refuted: MISSES_MIN
+                refuted: u64::from(MISSES_PER_SUM)
             }
         );
         assert_eq!(pieces, vec![lie]);
@@ -1560,7 +1685,7 @@ mod tests {
             &unknown,
         )
         .unwrap();
-        let (pieces, _) = plan(&old_list, &summary, &unknown, &details);
+        let (pieces, _) = plan(&old_list, &summary, &unknown, &details).unwrap();
         let lie = vec![0u8; remote_bytes(&pieces) as usize];
         let (f, out) = (scratch("old", &old), scratch("new", &[]));
         let err = assemble(&f, &out, &pieces, &lie[..]).unwrap_err();
@@ -1619,20 +1744,38 @@ mod tests {
         summary.groups[0].len += 100;
         summary.groups[1].len -= 100;
         assert_eq!(unknown_groups(&list, &summary), vec![0, 1]);
-        let (pieces, _) = plan(&list, &summary, &[], &[]);
-        let local: u64 = pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Local { len, .. } => *len,
-                Piece::Remote { .. } => 0,
-            })
-            .sum();
-        let whole = list.summary();
+        // Planned without their details, the new file would lack those groups' leaves:
+        // refused, as their bytes cannot give the summary's content hash.
         assert_eq!(
-            local,
-            list.size - whole.groups[0].len - whole.groups[1].len,
-            "only the agreeing groups are copied from the old copy"
+            plan(&list, &summary, &[], &[]),
+            Err(BlockListError::Content)
         );
+    }
+
+    #[test]
+    fn a_summary_whose_groups_are_not_its_hash_is_refused() {
+        // A peer's summary carries the manifest's hash, but groups (and details that
+        // match them) of other bytes: the leaves would build those other bytes.
+        let old = data(14, 2 << 20);
+        let mut other = old.clone();
+        other[5000] ^= 1;
+        let (old_list, other_list) = (index(&old[..]).unwrap(), index(&other[..]).unwrap());
+        let mut summary = other_list.summary();
+        summary.hash = old_list.hash;
+        let unknown = unknown_groups(&old_list, &summary);
+        let details = decode_details(
+            &encode_details(&other_list, &unknown).unwrap(),
+            &summary,
+            &unknown,
+        )
+        .unwrap();
+        assert_eq!(
+            plan(&old_list, &summary, &unknown, &details),
+            Err(BlockListError::Content)
+        );
+        // With its own hash it stands.
+        summary.hash = other_list.hash;
+        assert!(plan(&old_list, &summary, &unknown, &details).is_ok());
     }
 
     #[test]
@@ -1697,6 +1840,10 @@ mod tests {
             Err(BlockListError::Detail(2))
         );
         assert!(encode_details(&list, &[u32::MAX]).is_none());
+        assert!(
+            encode_details(&list, &[0, 2, 0]).is_none(),
+            "a group named twice"
+        );
         // A short leaf that is not the file's last.
         let mut short = details.clone();
         short[20..24].copy_from_slice(&(LEAF - 1).to_be_bytes());

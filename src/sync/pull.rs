@@ -414,6 +414,11 @@ fn fetch_all<'p>(
     })
 }
 
+/// Groups whose details one `sync/blocks` request asks for, at most: the request stays
+/// far under the peer's 1 MiB body limit, and the answer (40 bytes a leaf, at most 256
+/// leaves a group, 64 on average) under the manifest's size limit.
+const DETAILS_BATCH: usize = 2048;
+
 /// `e` as a delta from the local copy at its path, if it is large and there is one
 /// (`None`: not a case for a delta).
 fn fetch_delta(
@@ -453,20 +458,25 @@ fn fetch_delta(
     };
     let unknown = delta::unknown_groups(&mine, &summary);
     let mut crossed = listed.len() as u64;
-    let details = if unknown.is_empty() {
-        Vec::new()
-    } else {
-        let bytes = match src.blocks(&spec.name, &e.path, want, Some(&unknown)) {
+    // In batches, so that neither a request nor an answer outgrows the limits on them
+    // (an insert near the start of a large file makes every group unknown).
+    let mut details = Vec::with_capacity(unknown.len());
+    for batch in unknown.chunks(DETAILS_BATCH) {
+        let bytes = match src.blocks(&spec.name, &e.path, want, Some(batch)) {
             Ok(b) => b,
             Err(m) => return Some(Err(fail(m))),
         };
         crossed += bytes.len() as u64;
-        match delta::decode_details(&bytes, &summary, &unknown) {
-            Ok(d) => d,
+        match delta::decode_details(&bytes, &summary, batch) {
+            Ok(d) => details.extend(d),
             Err(x) => return Some(Err(fail(x.to_string()))),
         }
+    }
+    let mut pieces = match delta::plan(&mine, &summary, &unknown, &details) {
+        Ok((pieces, _)) => pieces,
+        Err(x) => return Some(Err(fail(x.to_string()))),
     };
-    let (mut pieces, _) = delta::plan(&mine, &summary, &unknown, &details);
+    drop(details);
     // Leaves an insert or a deletion shifted are in the old copy at other offsets.
     if let Err(x) = delta::relocate(&old, old_len, &mut pieces) {
         return Some(Err(fail(format!("reading the old copy: {x}"))));

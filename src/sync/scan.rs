@@ -380,11 +380,15 @@ impl Scanner {
         let err = |op| move |e| SyncError::io(op, abs.into(), e);
         let before = file.metadata().map_err(err("stat"))?;
         let key = FileKey::of(&before);
-        if let Some(c) = self.cache.get(abs) {
-            if c.key == key && c.leaves.as_deref() == Some(hash) {
-                if let Some(b) = &c.blocks {
-                    return Ok(Some(b.clone()));
-                }
+        if let Some(c) = self.cache.get(abs).filter(|c| c.key == key) {
+            match (&c.leaves, &c.blocks) {
+                (Some(l), Some(b)) if l == hash => return Ok(Some(b.clone())),
+                (Some(l), _) if l != hash => return Ok(None),
+                // A version-1 name (a standby of the previous release asks for lists
+                // of its own format): no list of this build's has it. Said without
+                // reading the file.
+                _ if c.sha.as_deref() == Some(hash) => return Ok(None),
+                _ => {}
             }
         }
         let list = delta::index_file(file).map_err(err("read"))?;
@@ -500,7 +504,8 @@ const HASHERS: usize = 4;
 
 /// Reads the regular file at `abs` for its content hash as manifest `version` names it
 /// ([`by_leaves`]), unless `cache` vouches for it once it is open. A file of at least
-/// [`delta::DELTA_MIN`] bytes gets its block list in the same read, for deltas.
+/// [`delta::DELTA_MIN`] bytes that the cache knew gets its block list in the same read,
+/// for deltas.
 ///
 /// The file is opened from the set's root (`root`, its relative path `rel`) with no
 /// symlink anywhere on the way: between the walk and this read, a directory of the set
@@ -541,8 +546,8 @@ fn hash_file(
     }
     let key = FileKey::of(&before);
     let by_leaves = by_leaves(version);
-    if let Some(hash) = cache
-        .get(abs)
+    let prior = cache.get(abs);
+    if let Some(hash) = prior
         .filter(|c| c.key == key)
         .and_then(|c| c.hash(by_leaves))
     {
@@ -552,8 +557,12 @@ fn hash_file(
         });
     }
     let (hash, blocks) = if by_leaves && before.size() >= delta::DELTA_MIN {
+        // The list comes with the hash; it is kept only for a file seen before, which
+        // changed and so will likely be asked for as a delta. Most large files never
+        // change, and their lists would hold 0.25 % of their size in memory for nothing
+        // ([`Scanner::blocks`] cuts one when a standby asks).
         let list = delta::index_file(&f).map_err(err("read"))?;
-        (hex(&list.hash), Some(Arc::new(list)))
+        (hex(&list.hash), prior.map(|_| Arc::new(list)))
     } else {
         let mut hasher = Hasher::new(by_leaves);
         let mut buf = vec![0u8; BUF_SIZE];
@@ -798,11 +807,27 @@ mod tests {
             ))
         );
         let f = File::open(&big).unwrap();
-        assert_eq!(*s.cached_blocks(&big, &f).expect("cut by the scan"), want);
+        assert!(
+            s.cached_blocks(&big, &f).is_none(),
+            "seen for the first time: hashed, its list not kept"
+        );
+        // A standby that asks gets the list cut now, and it is kept.
         let list = s.blocks(&big, &f, &hash).unwrap().unwrap();
         assert_eq!(*list, want);
-        // The list of another content is not served as this one's.
-        assert!(s.blocks(&big, &f, &hex(&[0; 32])).unwrap().is_none());
+        assert_eq!(*s.cached_blocks(&big, &f).unwrap(), want);
+        // The list of another content is not served as this one's, and a name of
+        // version 1 (the SHA-256) is refused too, once the scanner knows it; both
+        // without reading the file (here opened for writing only: a read would fail).
+        s.scan_as(&spec(r), &Limits::default(), 1).unwrap();
+        let unreadable = File::options().write(true).open(&big).unwrap();
+        let sha = hex(&Sha256::digest(&body));
+        for other in [hex(&[0; 32]), sha] {
+            assert!(s.blocks(&big, &unreadable, &other).unwrap().is_none());
+        }
+        assert!(
+            s.blocks(&big, &unreadable, &hash).unwrap().is_some(),
+            "from the cache"
+        );
         drop(f);
 
         // Changed: the rescan cuts it again, in the same read as its hash.
@@ -828,6 +853,10 @@ mod tests {
         fs::write(r.join("big"), &big).unwrap();
         let mut s = Scanner::new();
         let (v2, _) = s.scan(&spec(r), &Limits::default()).unwrap();
+        // A standby asked for the big file's list: cut and kept.
+        let f = File::open(r.join("big")).unwrap();
+        let hash = v2.entries[0].hash.clone().unwrap();
+        assert!(s.blocks(&r.join("big"), &f, &hash).unwrap().is_some());
         let (v1, _) = s.scan_as(&spec(r), &Limits::default(), 1).unwrap();
         assert_eq!((v2.version, v1.version), (2, 1));
         assert_eq!(s.stats().files_hashed, 4, "each file read once each way");
@@ -848,7 +877,6 @@ mod tests {
         }
         assert_eq!(s.stats().files_hashed, 4, "then from the cache, both ways");
         // The block list survives the version-1 read.
-        let f = File::open(r.join("big")).unwrap();
         assert!(s.cached_blocks(&r.join("big"), &f).is_some());
         // A change is read again, for the version asked only.
         fs::write(r.join("small"), b"SMALL").unwrap();

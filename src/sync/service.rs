@@ -131,8 +131,8 @@ struct FileRequest {
     path: String,
 }
 
-/// `sync/blocks` and `sync/ranges`: a file of a set as the manifest gave it (its SHA-256),
-/// and for ranges the bytes wanted.
+/// `sync/blocks` and `sync/ranges`: a file of a set as the manifest gave it (its content
+/// hash), and for ranges the bytes wanted.
 #[derive(Deserialize)]
 struct DeltaRequest {
     set: String,
@@ -148,7 +148,8 @@ struct DeltaRequest {
 /// A file to stream ranges of: the open file and `(offset, length)` ranges.
 pub type Ranges = (std::fs::File, Vec<(u64, u64)>);
 
-/// Most ranges in one request: one per block of the largest file allowed.
+/// Most ranges in one request (the request body's 1 MiB limit allows about 50 000 in
+/// practice; a standby that needs more fetches the file whole).
 const MAX_RANGES: usize = 1 << 20;
 
 #[derive(Deserialize)]
@@ -383,8 +384,8 @@ impl SyncService {
         }
     }
 
-    /// `sync/ranges`: byte ranges of one file, for a delta. The standby checks every block
-    /// it receives against the signed block list, and the whole file against the manifest.
+    /// `sync/ranges`: byte ranges of one file, for a delta. The standby checks every leaf
+    /// it receives against the signed block list, whose leaves give the manifest's hash.
     pub fn serve_ranges(&self, body: &[u8]) -> Result<Ranges, (u16, String)> {
         let req: DeltaRequest = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
         let i = self

@@ -353,14 +353,15 @@ struct Roll {
 }
 
 impl Roll {
+    /// Only the low 16 bits of each half count, and every step is modular, so the state
+    /// can start from [`weak_sum`] (vectorised) rather than its own loop.
     fn new(window: &[u8]) -> Roll {
-        let len = window.len() as u32;
-        let (mut a, mut b) = (0u32, 0u32);
-        for (i, &x) in window.iter().enumerate() {
-            a = a.wrapping_add(u32::from(x));
-            b = b.wrapping_add(len.wrapping_sub(i as u32).wrapping_mul(u32::from(x)));
+        let sum = weak_sum(window);
+        Roll {
+            a: sum & 0xffff,
+            b: sum >> 16,
+            len: window.len() as u32,
         }
-        Roll { a, b, len }
     }
 
     fn sum(&self) -> u32 {
@@ -1021,12 +1022,9 @@ impl Search {
         self.wanted.by_sum.is_empty() || self.misses == 0 || self.dry > self.dry_max
     }
 
-    /// The window at `at` (its weak sum `sum`, bytes `window`): taken for the leaves it
-    /// is (true), or a refuted hit, or no hit.
+    /// The window at `at` (its weak sum `sum`, which the bit table may hold; its bytes
+    /// `window`): taken for the leaves it is (true), or a refuted hit, or no hit.
     fn check(&mut self, sum: u32, window: &[u8], at: u64) -> bool {
-        if !self.wanted.may_hold(sum) {
-            return false;
-        }
         let Some(s) = self.wanted.by_sum.get_mut(&sum) else {
             return false;
         };
@@ -1064,19 +1062,23 @@ impl Search {
             let mut dry_from = 0usize;
             let mut roll = Roll::new(buf.get(..leaf).unwrap_or_default());
             while p < starts {
-                let window = buf.get(p..p + leaf).unwrap_or_default();
-                let taken = self.check(roll.sum(), window, at + p as u64);
-                if self.misses == 0 || self.wanted.by_sum.is_empty() {
-                    return Ok(());
-                }
-                if taken {
-                    // The next leaf of a shifted run starts right after this one.
-                    p += leaf;
-                    dry_from = p;
-                    if p < starts {
-                        roll = Roll::new(buf.get(p..p + leaf).unwrap_or_default());
+                let sum = roll.sum();
+                // Most positions end at the bit table, here in the loop.
+                if self.wanted.may_hold(sum) {
+                    let window = buf.get(p..p + leaf).unwrap_or_default();
+                    let taken = self.check(sum, window, at + p as u64);
+                    if self.misses == 0 || self.wanted.by_sum.is_empty() {
+                        return Ok(());
                     }
-                    continue;
+                    if taken {
+                        // The next leaf of a shifted run starts right after this one.
+                        p += leaf;
+                        dry_from = p;
+                        if p < starts {
+                            roll = Roll::new(buf.get(p..p + leaf).unwrap_or_default());
+                        }
+                        continue;
+                    }
                 }
                 p += 1;
                 if p < starts {
@@ -1362,6 +1364,17 @@ mod tests {
         assert_eq!(n, got.len() as u64);
         let crossed = (summary_bytes.len() + detail_bytes.len()) as u64 + remote_bytes(&pieces);
         (got, crossed)
+    }
+
+    /// The old copy's list, and what the standby gets through the wire formats for `new`:
+    /// the summary, its unknown groups and their details.
+    fn exchange(old: &[u8], new: &[u8]) -> (BlockList, Summary, Vec<u32>, Vec<Vec<Block>>) {
+        let (old_list, new_list) = (index(old).unwrap(), index(new).unwrap());
+        let summary = decode_summary(&encode_summary(&new_list.summary())).unwrap();
+        let unknown = unknown_groups(&old_list, &summary);
+        let bytes = encode_details(&new_list, &unknown).unwrap();
+        let details = decode_details(&bytes, &summary, &unknown).unwrap();
+        (old_list, summary, unknown, details)
     }
 
     /// An unlinked file holding `bytes`, open for reading and writing at its start.
@@ -1676,15 +1689,7 @@ mod tests {
         let old = data(6, 2 << 20);
         let mut new = old.clone();
         new[100] ^= 1;
-        let (old_list, new_list) = (index(&old[..]).unwrap(), index(&new[..]).unwrap());
-        let summary = new_list.summary();
-        let unknown = unknown_groups(&old_list, &summary);
-        let details = decode_details(
-            &encode_details(&new_list, &unknown).unwrap(),
-            &summary,
-            &unknown,
-        )
-        .unwrap();
+        let (old_list, summary, unknown, details) = exchange(&old, &new);
         let (pieces, _) = plan(&old_list, &summary, &unknown, &details).unwrap();
         let lie = vec![0u8; remote_bytes(&pieces) as usize];
         let (f, out) = (scratch("old", &old), scratch("new", &[]));
@@ -1759,22 +1764,15 @@ mod tests {
         let old = data(14, 2 << 20);
         let mut other = old.clone();
         other[5000] ^= 1;
-        let (old_list, other_list) = (index(&old[..]).unwrap(), index(&other[..]).unwrap());
-        let mut summary = other_list.summary();
+        let (old_list, mut summary, unknown, details) = exchange(&old, &other);
+        let other_hash = summary.hash;
         summary.hash = old_list.hash;
-        let unknown = unknown_groups(&old_list, &summary);
-        let details = decode_details(
-            &encode_details(&other_list, &unknown).unwrap(),
-            &summary,
-            &unknown,
-        )
-        .unwrap();
         assert_eq!(
             plan(&old_list, &summary, &unknown, &details),
             Err(BlockListError::Content)
         );
         // With its own hash it stands.
-        summary.hash = other_list.hash;
+        summary.hash = other_hash;
         assert!(plan(&old_list, &summary, &unknown, &details).is_ok());
     }
 

@@ -1377,6 +1377,27 @@ mod tests {
         (old_list, summary, unknown, details)
     }
 
+    /// A leaf of `bytes` to fetch, for the new file at `offset`.
+    fn wanted_leaf(offset: u64, bytes: &[u8]) -> Piece {
+        Piece::Remote {
+            offset,
+            len: bytes.len() as u32,
+            weak: weak_sum(bytes),
+            hash: *blake3::hash(bytes).as_bytes(),
+        }
+    }
+
+    /// Hands `bytes` to `take` in pieces of uneven sizes, from 1 byte to about 300 KB.
+    fn in_pieces(mut bytes: &[u8], mut take: impl FnMut(&[u8])) {
+        let mut step = 1;
+        while !bytes.is_empty() {
+            let n = step.min(bytes.len());
+            take(&bytes[..n]);
+            bytes = &bytes[n..];
+            step = step * 7 % 300_007 + 1;
+        }
+    }
+
     /// An unlinked file holding `bytes`, open for reading and writing at its start.
     fn scratch(what: &str, bytes: &[u8]) -> File {
         let path = std::env::temp_dir().join(format!(
@@ -1435,14 +1456,7 @@ mod tests {
         );
         // Pushed in uneven pieces, as a whole fetch writes them: the same list.
         let mut ix = Indexer::new();
-        let mut rest = &d[..];
-        let mut step = 1;
-        while !rest.is_empty() {
-            let n = step.min(rest.len());
-            ix.push(&rest[..n]);
-            rest = &rest[n..];
-            step = step * 7 % 300_007 + 1;
-        }
+        in_pieces(&d, |p| ix.push(p));
         assert_eq!(ix.finish(), whole);
         let empty = index(&[][..]).unwrap();
         assert_eq!(empty.blocks, Vec::new());
@@ -1468,14 +1482,7 @@ mod tests {
             let want = index(&d[..len]).unwrap().hash;
             assert_eq!(content_hash_of(&d[..len]), want, "{len} bytes");
             let mut h = ContentHasher::new();
-            let mut rest = &d[..len];
-            let mut step = 1;
-            while !rest.is_empty() {
-                let n = step.min(rest.len());
-                h.update(&rest[..n]);
-                rest = &rest[n..];
-                step = step * 5 % 40_009 + 3;
-            }
+            in_pieces(&d[..len], |p| h.update(p));
             assert_eq!(h.finish(), want, "{len} bytes in pieces");
         }
     }
@@ -1584,24 +1591,8 @@ mod tests {
         let spaces = vec![b' '; LEAF as usize];
         assert_eq!(weak_sum(&spaces), weak_sum(&zeros[..LEAF as usize]));
         let f = scratch("zeros-many", &zeros);
-        let leaf = Piece::Remote {
-            offset: 0,
-            len: LEAF,
-            weak: weak_sum(&spaces),
-            hash: *blake3::hash(&spaces).as_bytes(),
-        };
         let mut pieces: Vec<Piece> = (0..2000u64)
-            .map(|i| match leaf {
-                Piece::Remote {
-                    len, weak, hash, ..
-                } => Piece::Remote {
-                    offset: i * u64::from(LEAF),
-                    len,
-                    weak,
-                    hash,
-                },
-                local => local,
-            })
+            .map(|i| wanted_leaf(i * u64::from(LEAF), &spaces))
             .collect();
         let before = pieces.clone();
         let done = relocate(&f, zeros.len() as u64, &mut pieces).unwrap();
@@ -1618,13 +1609,7 @@ mod tests {
         let tail = data(15, LEAF as usize);
         old.extend_from_slice(&tail);
         let f = scratch("zeros-tail", &old);
-        let found = Piece::Remote {
-            offset: 0,
-            len: LEAF,
-            weak: weak_sum(&tail),
-            hash: *blake3::hash(&tail).as_bytes(),
-        };
-        pieces.push(found);
+        pieces.push(wanted_leaf(0, &tail));
         let done = relocate(&f, old.len() as u64, &mut pieces).unwrap();
         assert_eq!(done.found, 1);
         assert_eq!(
@@ -1660,13 +1645,7 @@ mod tests {
         );
         assert_eq!(pieces, vec![lie]);
         // The same sum with the zeros' own hash is found at once.
-        let zero_leaf = Piece::Remote {
-            offset: 0,
-            len: LEAF,
-            weak: weak_sum(&zeros[..LEAF as usize]),
-            hash: *blake3::hash(&zeros[..LEAF as usize]).as_bytes(),
-        };
-        let mut pieces = vec![zero_leaf];
+        let mut pieces = vec![wanted_leaf(0, &zeros[..LEAF as usize])];
         let done = relocate(&f, zeros.len() as u64, &mut pieces).unwrap();
         assert_eq!(
             done,

@@ -339,10 +339,9 @@ fn fetch_all<'p>(
                 return Ok(Fetched::Done(got));
             }
         }
-        let body = src
+        let mut body = src
             .file(&spec.name, &e.path)
             .map_err(|m| SyncError::Source(format!("{:?}: {m}", e.path)))?;
-        let mut body = body;
         let staged = stage_file_as(root, e, &mut body, version)?;
         if e.size < delta::DELTA_MIN {
             // A small file waits, written and checked, to be committed with others.

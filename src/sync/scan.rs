@@ -139,13 +139,11 @@ impl Cached {
         }
     }
 
-    /// The hash as manifests of `by_leaves`'s kind name the file, if known.
-    fn hash(&self, by_leaves: bool) -> Option<&String> {
-        if by_leaves {
-            self.leaves.as_ref()
-        } else {
-            self.sha.as_ref()
-        }
+    /// The hash as manifests of `by_leaves`'s kind name the file, if known and the file
+    /// is still the one cached (`key`).
+    fn vouches(&self, key: FileKey, by_leaves: bool) -> Option<&String> {
+        let hash = if by_leaves { &self.leaves } else { &self.sha };
+        hash.as_ref().filter(|_| self.key == key)
     }
 }
 
@@ -307,17 +305,15 @@ impl Scanner {
                     continue;
                 }
                 // The walk's lstat is enough to tell an unchanged file: no open, no read.
-                match self.cache.get(&abs) {
-                    Some(c)
-                        if c.key == FileKey::of(&meta)
-                            && c.hash(by_leaves(w.version)).is_some() =>
-                    {
+                let known = self.cache.get(&abs);
+                match known.and_then(|c| c.vouches(FileKey::of(&meta), by_leaves(w.version))) {
+                    Some(hash) => {
                         self.stats.cache_hits += 1;
-                        let hash = c.hash(by_leaves(w.version)).cloned().unwrap_or_default();
+                        let hash = hash.clone();
                         w.seen.insert(abs);
                         w.entries.push(entry_of(rel, Kind::File, &meta, Some(hash)));
                     }
-                    _ => w.pending.push(Pending { abs, rel }),
+                    None => w.pending.push(Pending { abs, rel }),
                 }
             } else {
                 w.skipped.push(skipped(rel, special_kind(&meta)));
@@ -547,10 +543,7 @@ fn hash_file(
     let key = FileKey::of(&before);
     let by_leaves = by_leaves(version);
     let prior = cache.get(abs);
-    if let Some(hash) = prior
-        .filter(|c| c.key == key)
-        .and_then(|c| c.hash(by_leaves))
-    {
+    if let Some(hash) = prior.and_then(|c| c.vouches(key, by_leaves)) {
         return Ok(Hashed::Cached {
             hash: hash.clone(),
             meta: before,

@@ -859,8 +859,8 @@ mod tests {
     fn a_standby_of_manifest_version_1_is_served_version_1() {
         use crate::sync::manifest::{decode, VERSION};
         use sha2::{Digest, Sha256};
-        let d = std::env::temp_dir().join(format!("hamon-svc-version-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
+        let dir = crate::sync::testutil::TempDir::new("svc-version");
+        let d = dir.path().to_path_buf();
         let big = crate::sync::noise(3, crate::sync::delta::DELTA_MIN as usize);
         std::fs::write(d.join("big"), &big).unwrap();
         let cfg = Replication {
@@ -901,7 +901,6 @@ mod tests {
         // And back, each from the cache of the other's way or read again, never mixed.
         assert_eq!(hash(br#"{"set":"s","version":1}"#), (1, sha));
         assert_eq!(hash(br#"{"set":"s","version":3}"#), (VERSION, blocks));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
